@@ -1,0 +1,371 @@
+package record
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Content types that name the wire form of a records message.
+const (
+	ContentTypeBinary = "application/vnd.connpipe.records.v1"
+	ContentTypeJSON   = "application/json"
+	// VersionHeader is the AMQP header carrying the format version (1).
+	VersionHeader = "x-connpipe-version"
+	Version       = 1
+)
+
+const (
+	magic      = "CPRB"
+	headerLen  = 20
+	kindIPv6   = 1 << 0
+	kindHasKey = 1 << 1
+	fixedV4    = 1 + 8 + 4 + 4 + 8
+	fixedV6    = 1 + 8 + 16 + 16 + 8
+	// MaxBatch bounds the count a batch header may claim, so a hostile
+	// header cannot make a decoder allocate gigabytes.
+	MaxBatch = 1 << 20
+)
+
+// Errors returned by the decoders; wrap-checked with errors.Is.
+var (
+	ErrBadMagic   = errors.New("not a connpipe record batch (bad magic)")
+	ErrVersion    = errors.New("unsupported record batch version")
+	ErrTruncated  = errors.New("record data truncated")
+	ErrBadEntry   = errors.New("malformed record entry")
+	ErrTooLarge   = errors.New("record batch too large")
+	ErrBadJSON    = errors.New("malformed JSON record")
+	ErrNoRecords  = errors.New("message holds no records")
+	ErrContentTyp = errors.New("unknown content type")
+)
+
+// EntrySize is the number of bytes AppendEntry writes for r.
+func EntrySize(r *Record) int {
+	n := fixedV4
+	if r.Src.Is6() || r.Dst.Is6() {
+		n = fixedV6
+	}
+	if r.Key != "" {
+		n += 1 + len(r.Key)
+	}
+	return n
+}
+
+// AppendEntry appends the binary entry of r to dst. Addresses of mixed
+// families are both written as IPv6 (IPv4-mapped). A key longer than
+// MaxKeyLen is cut to MaxKeyLen bytes.
+func AppendEntry(dst []byte, r *Record) []byte {
+	var kind byte
+	v6 := r.Src.Is6() || r.Dst.Is6()
+	if v6 {
+		kind |= kindIPv6
+	}
+	key := r.Key
+	if len(key) > MaxKeyLen {
+		key = key[:MaxKeyLen]
+	}
+	if key != "" {
+		kind |= kindHasKey
+	}
+	dst = append(dst, kind)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.TS))
+	if v6 {
+		s, d := r.Src.As16(), r.Dst.As16()
+		dst = append(dst, s[:]...)
+		dst = append(dst, d[:]...)
+	} else {
+		s, d := r.Src.As4(), r.Dst.As4()
+		dst = append(dst, s[:]...)
+		dst = append(dst, d[:]...)
+	}
+	dst = binary.LittleEndian.AppendUint16(dst, r.SrcPort)
+	dst = binary.LittleEndian.AppendUint16(dst, r.DstPort)
+	dst = binary.LittleEndian.AppendUint16(dst, r.Flags)
+	dst = binary.LittleEndian.AppendUint16(dst, r.IPLen)
+	if key != "" {
+		dst = append(dst, byte(len(key)))
+		dst = append(dst, key...)
+	}
+	return dst
+}
+
+// DecodeEntry decodes the entry at the start of b into r and returns the
+// number of bytes it used.
+func DecodeEntry(b []byte, r *Record) (int, error) {
+	if len(b) < 1 {
+		return 0, ErrTruncated
+	}
+	kind := b[0]
+	if kind&^(kindIPv6|kindHasKey) != 0 {
+		return 0, fmt.Errorf("%w: kind byte 0x%02x", ErrBadEntry, kind)
+	}
+	n := fixedV4
+	if kind&kindIPv6 != 0 {
+		n = fixedV6
+	}
+	if len(b) < n {
+		return 0, ErrTruncated
+	}
+	r.TS = int64(binary.LittleEndian.Uint64(b[1:9]))
+	p := 9
+	if kind&kindIPv6 != 0 {
+		r.Src = netip.AddrFrom16([16]byte(b[p : p+16])).Unmap()
+		r.Dst = netip.AddrFrom16([16]byte(b[p+16 : p+32])).Unmap()
+		p += 32
+	} else {
+		r.Src = netip.AddrFrom4([4]byte(b[p : p+4]))
+		r.Dst = netip.AddrFrom4([4]byte(b[p+4 : p+8]))
+		p += 8
+	}
+	r.SrcPort = binary.LittleEndian.Uint16(b[p:])
+	r.DstPort = binary.LittleEndian.Uint16(b[p+2:])
+	r.Flags = binary.LittleEndian.Uint16(b[p+4:])
+	r.IPLen = binary.LittleEndian.Uint16(b[p+6:])
+	p += 8
+	r.Key = ""
+	if kind&kindHasKey != 0 {
+		if len(b) < p+1 {
+			return 0, ErrTruncated
+		}
+		kl := int(b[p])
+		p++
+		if kl == 0 || len(b) < p+kl {
+			return 0, fmt.Errorf("%w: key length %d", ErrBadEntry, kl)
+		}
+		r.Key = string(b[p : p+kl])
+		p += kl
+	}
+	return p, nil
+}
+
+// DecodeEntries decodes a concatenation of entries (the form Redis stores),
+// calling fn for each. It stops at the first malformed entry and returns
+// its error together with the offset where it sits.
+func DecodeEntries(b []byte, fn func(*Record)) error {
+	var r Record
+	for off := 0; off < len(b); {
+		n, err := DecodeEntry(b[off:], &r)
+		if err != nil {
+			return fmt.Errorf("entry at byte %d: %w", off, err)
+		}
+		fn(&r)
+		off += n
+	}
+	return nil
+}
+
+// Batch is a decoded records message.
+type Batch struct {
+	Ingest  int64 // Unix ns when the batch entered the pipeline; 0 if unknown
+	Records []Record
+}
+
+// Encoder builds binary batches; reuse one to avoid allocations.
+type Encoder struct {
+	buf   []byte
+	count uint32
+}
+
+// Reset starts a new batch that entered the pipeline at ingest (Unix ns).
+func (e *Encoder) Reset(ingest int64) {
+	e.buf = append(e.buf[:0], magic...)
+	e.buf = append(e.buf, Version, 0, 0, 0)
+	e.buf = binary.LittleEndian.AppendUint32(e.buf, 0)
+	e.buf = binary.LittleEndian.AppendUint64(e.buf, uint64(ingest))
+	e.count = 0
+}
+
+// Add appends a record to the batch.
+func (e *Encoder) Add(r *Record) {
+	if len(e.buf) == 0 {
+		e.Reset(0)
+	}
+	e.buf = AppendEntry(e.buf, r)
+	e.count++
+}
+
+// Len is the number of records added since Reset.
+func (e *Encoder) Len() int { return int(e.count) }
+
+// Size is the encoded size so far, in bytes.
+func (e *Encoder) Size() int { return len(e.buf) }
+
+// Bytes returns the finished batch. The slice is valid until the next Reset.
+func (e *Encoder) Bytes() []byte {
+	if len(e.buf) == 0 {
+		e.Reset(0)
+	}
+	binary.LittleEndian.PutUint32(e.buf[8:12], e.count)
+	return e.buf
+}
+
+// DecodeBinary decodes a binary batch, appending its records to dst.Records.
+func DecodeBinary(b []byte, dst *Batch) error {
+	if len(b) < headerLen {
+		if len(b) >= 4 && string(b[:4]) != magic {
+			return ErrBadMagic
+		}
+		return fmt.Errorf("header: %w", ErrTruncated)
+	}
+	if string(b[:4]) != magic {
+		return ErrBadMagic
+	}
+	if b[4] != Version {
+		return fmt.Errorf("%w: %d", ErrVersion, b[4])
+	}
+	count := binary.LittleEndian.Uint32(b[8:12])
+	if count > MaxBatch {
+		return fmt.Errorf("%w: header claims %d records", ErrTooLarge, count)
+	}
+	dst.Ingest = int64(binary.LittleEndian.Uint64(b[12:20]))
+	body := b[headerLen:]
+	if need := int(count) * fixedV4; len(body) < need {
+		return fmt.Errorf("header claims %d records in %d bytes: %w", count, len(body), ErrTruncated)
+	}
+	var r Record
+	off := 0
+	for i := uint32(0); i < count; i++ {
+		n, err := DecodeEntry(body[off:], &r)
+		if err != nil {
+			return fmt.Errorf("record %d of %d: %w", i, count, err)
+		}
+		dst.Records = append(dst.Records, r)
+		off += n
+	}
+	if off != len(body) {
+		return fmt.Errorf("%w: %d bytes after the last record", ErrBadEntry, len(body)-off)
+	}
+	return nil
+}
+
+// JSON is the hand-publishable form of a record. A message holds one
+// object or an array of them.
+//
+//	{"ts_ns": 1700000000123456789, "src_ip": "10.0.0.7", "dst_ip": "10.0.0.1",
+//	 "src_port": 51234, "dst_port": 8080, "tcp_flags": 2, "ip_len": 60, "key": "abc"}
+//
+// ts_ns, src_ip, dst_ip and the ports are required; tcp_flags, ip_len and
+// key are optional. ts_ns may also be given as a string of digits.
+type JSON struct {
+	TS      json.Number `json:"ts_ns"`
+	Src     string      `json:"src_ip"`
+	Dst     string      `json:"dst_ip"`
+	SrcPort *int        `json:"src_port"`
+	DstPort *int        `json:"dst_port"`
+	Flags   int         `json:"tcp_flags,omitempty"`
+	IPLen   int         `json:"ip_len,omitempty"`
+	Key     string      `json:"key,omitempty"`
+}
+
+// ToJSON converts r to its JSON form.
+func ToJSON(r *Record) JSON {
+	sp, dp := int(r.SrcPort), int(r.DstPort)
+	return JSON{
+		TS: json.Number(strconv.FormatInt(r.TS, 10)), Src: r.Src.String(), Dst: r.Dst.String(),
+		SrcPort: &sp, DstPort: &dp, Flags: int(r.Flags), IPLen: int(r.IPLen), Key: r.Key,
+	}
+}
+
+// Record validates j and converts it.
+func (j *JSON) Record() (Record, error) {
+	var r Record
+	if j.TS == "" {
+		return r, fmt.Errorf("%w: ts_ns is missing", ErrBadJSON)
+	}
+	ts, err := strconv.ParseInt(string(j.TS), 10, 64)
+	if err != nil || ts <= 0 {
+		return r, fmt.Errorf("%w: ts_ns %q is not a positive integer of Unix nanoseconds", ErrBadJSON, j.TS)
+	}
+	r.TS = ts
+	if r.Src, err = netip.ParseAddr(j.Src); err != nil {
+		return r, fmt.Errorf("%w: src_ip %q: not an IP address", ErrBadJSON, j.Src)
+	}
+	if r.Dst, err = netip.ParseAddr(j.Dst); err != nil {
+		return r, fmt.Errorf("%w: dst_ip %q: not an IP address", ErrBadJSON, j.Dst)
+	}
+	r.Src, r.Dst = r.Src.Unmap().WithZone(""), r.Dst.Unmap().WithZone("")
+	if r.SrcPort, err = port("src_port", j.SrcPort); err != nil {
+		return r, err
+	}
+	if r.DstPort, err = port("dst_port", j.DstPort); err != nil {
+		return r, err
+	}
+	if j.Flags < 0 || j.Flags > 0x1ff {
+		return r, fmt.Errorf("%w: tcp_flags %d out of range 0..0x1ff", ErrBadJSON, j.Flags)
+	}
+	if j.IPLen < 0 || j.IPLen > 65535 {
+		return r, fmt.Errorf("%w: ip_len %d out of range 0..65535", ErrBadJSON, j.IPLen)
+	}
+	if len(j.Key) > MaxKeyLen {
+		return r, fmt.Errorf("%w: key is %d bytes, at most %d", ErrBadJSON, len(j.Key), MaxKeyLen)
+	}
+	r.Flags, r.IPLen, r.Key = uint16(j.Flags), uint16(j.IPLen), j.Key
+	return r, nil
+}
+
+func port(name string, p *int) (uint16, error) {
+	if p == nil {
+		return 0, fmt.Errorf("%w: %s is missing", ErrBadJSON, name)
+	}
+	if *p < 0 || *p > 65535 {
+		return 0, fmt.Errorf("%w: %s %d out of range 0..65535", ErrBadJSON, name, *p)
+	}
+	return uint16(*p), nil
+}
+
+// DecodeJSON decodes one JSON record or an array of them.
+func DecodeJSON(b []byte, dst *Batch) error {
+	trimmed := strings.TrimSpace(string(b))
+	var items []JSON
+	switch {
+	case strings.HasPrefix(trimmed, "["):
+		if err := json.Unmarshal(b, &items); err != nil {
+			return fmt.Errorf("%w: %v", ErrBadJSON, err)
+		}
+	case strings.HasPrefix(trimmed, "{"):
+		var one JSON
+		if err := json.Unmarshal(b, &one); err != nil {
+			return fmt.Errorf("%w: %v", ErrBadJSON, err)
+		}
+		items = []JSON{one}
+	default:
+		return fmt.Errorf("%w: expected an object or an array", ErrBadJSON)
+	}
+	if len(items) == 0 {
+		return ErrNoRecords
+	}
+	if len(items) > MaxBatch {
+		return fmt.Errorf("%w: %d records", ErrTooLarge, len(items))
+	}
+	for i := range items {
+		r, err := items[i].Record()
+		if err != nil {
+			return fmt.Errorf("record %d: %w", i, err)
+		}
+		dst.Records = append(dst.Records, r)
+	}
+	return nil
+}
+
+// Decode decodes a message body by its content type. An empty content type
+// is taken as binary if the body starts with the magic, else as JSON.
+func Decode(contentType string, body []byte, dst *Batch) error {
+	ct, _, _ := strings.Cut(contentType, ";")
+	ct = strings.TrimSpace(strings.ToLower(ct))
+	switch {
+	case ct == ContentTypeBinary:
+		return DecodeBinary(body, dst)
+	case ct == ContentTypeJSON || ct == "text/json":
+		return DecodeJSON(body, dst)
+	case ct == "" || ct == "text/plain" || ct == "application/octet-stream":
+		if len(body) >= 4 && string(body[:4]) == magic {
+			return DecodeBinary(body, dst)
+		}
+		return DecodeJSON(body, dst)
+	}
+	return fmt.Errorf("%w %q (want %s or %s)", ErrContentTyp, contentType, ContentTypeBinary, ContentTypeJSON)
+}

@@ -1,0 +1,178 @@
+// Package store is connpipe's Redis layout, shared by the consumer (which
+// writes) and admin (which reads back).
+//
+// Records are kept in time buckets: one Redis string per second,
+//
+//	<prefix>r:<unix-second>   the concatenated binary entries of package record
+//
+// written with APPEND and given PEXPIREAT (second+1)·1000 + retention, in one
+// Lua call so a bucket never exists without its expiry. A record's bucket is
+// the second of max(capture time, ingest time) — see package record — so it
+// stays readable for at least the retention window and is gone at most one
+// second after it. Redis expires a whole bucket at once: no scanning, no
+// per-record keys (an IPv4 entry costs 25 bytes plus the string's slack).
+package store
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/connpipe/connpipe/shared/record"
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultPrefix is the key prefix when none is configured.
+const DefaultPrefix = "cp:"
+
+// appendScript appends ARGV[1] to KEYS[1] and sets its absolute expiry in ms.
+var appendScript = redis.NewScript(`
+redis.call('APPEND', KEYS[1], ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+return 1`)
+
+// Layout names keys and computes deadlines.
+type Layout struct {
+	Prefix    string
+	Retention time.Duration
+}
+
+// BucketKey is the key of the bucket for Unix second sec.
+func (l Layout) BucketKey(sec int64) string {
+	return l.Prefix + "r:" + strconv.FormatInt(sec, 10)
+}
+
+// Bucket is the bucket second of a record in a batch that entered the
+// pipeline at ingest (Unix ns, 0 if unknown).
+func Bucket(ts, ingest int64) int64 {
+	t := max(ts, ingest)
+	return t / int64(time.Second)
+}
+
+// DeadlineMS is the absolute expiry, Unix ms, of bucket sec.
+func (l Layout) DeadlineMS(sec int64) int64 {
+	return (sec+1)*1000 + l.Retention.Milliseconds()
+}
+
+// Batch groups entries by bucket for one Redis instance.
+type Batch struct {
+	buckets map[int64][]byte
+	records int
+}
+
+// NewBatch returns an empty batch.
+func NewBatch() *Batch { return &Batch{buckets: make(map[int64][]byte, 2)} }
+
+// Add appends r to the bucket of second sec.
+func (b *Batch) Add(sec int64, r *record.Record) {
+	b.buckets[sec] = record.AppendEntry(b.buckets[sec], r)
+	b.records++
+}
+
+// Len is the number of records in the batch.
+func (b *Batch) Len() int { return b.records }
+
+// Reset empties the batch, keeping its buffers.
+func (b *Batch) Reset() {
+	for k, v := range b.buckets {
+		b.buckets[k] = v[:0]
+	}
+	clear(b.buckets)
+	b.records = 0
+}
+
+// Write stores the batch on rdb with one round trip (a pipeline of one
+// script call per bucket). It returns nil only when every bucket was
+// appended and given its expiry. A failed write may have stored part of the
+// batch: the caller retries it whole, so delivery is at least once.
+func (l Layout) Write(ctx context.Context, rdb redis.UniversalClient, b *Batch) error {
+	if b.records == 0 {
+		return nil
+	}
+	err := l.pipeline(ctx, rdb, b)
+	if isNoScript(err) {
+		// A restarted or new Redis has no script cache: load it and retry.
+		if lerr := appendScript.Load(ctx, rdb).Err(); lerr != nil {
+			return fmt.Errorf("load append script: %w", lerr)
+		}
+		err = l.pipeline(ctx, rdb, b)
+	}
+	return err
+}
+
+func (l Layout) pipeline(ctx context.Context, rdb redis.UniversalClient, b *Batch) error {
+	cmds, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for sec, data := range b.buckets {
+			if len(data) > 0 {
+				appendScript.EvalSha(ctx, p, []string{l.BucketKey(sec)}, data, l.DeadlineMS(sec))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, c := range cmds {
+		if c.Err() != nil {
+			return c.Err()
+		}
+	}
+	return nil
+}
+
+func isNoScript(err error) bool {
+	return err != nil && redis.HasErrorPrefix(err, "NOSCRIPT")
+}
+
+// Filter selects records when reading back; zero fields match anything.
+type Filter struct {
+	Src, Dst string // IP in canonical text form
+	Key      string
+}
+
+// Match reports whether r passes f.
+func (f Filter) Match(r *record.Record) bool {
+	if f.Key != "" && r.Key != f.Key {
+		return false
+	}
+	if f.Src != "" && r.Src.String() != f.Src {
+		return false
+	}
+	if f.Dst != "" && r.Dst.String() != f.Dst {
+		return false
+	}
+	return true
+}
+
+// Read calls fn for every record in the buckets of seconds from..to
+// (inclusive) that passes f. It reads bucketsPerCall buckets per MGET.
+func (l Layout) Read(ctx context.Context, rdb redis.Cmdable, from, to int64, f Filter, fn func(*record.Record)) error {
+	const bucketsPerCall = 16
+	for lo := from; lo <= to; lo += bucketsPerCall {
+		hi := min(lo+bucketsPerCall-1, to)
+		keys := make([]string, 0, hi-lo+1)
+		for s := lo; s <= hi; s++ {
+			keys = append(keys, l.BucketKey(s))
+		}
+		vals, err := rdb.MGet(ctx, keys...).Result()
+		if err != nil {
+			return fmt.Errorf("mget %s..%s: %w", keys[0], keys[len(keys)-1], err)
+		}
+		for i, v := range vals {
+			s, ok := v.(string)
+			if !ok {
+				continue
+			}
+			err := record.DecodeEntries([]byte(s), func(r *record.Record) {
+				if f.Match(r) {
+					fn(r)
+				}
+			})
+			if err != nil {
+				return fmt.Errorf("bucket %s: %w", keys[i], err)
+			}
+		}
+	}
+	return nil
+}
