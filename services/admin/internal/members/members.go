@@ -1,0 +1,148 @@
+// Package members keeps admin's view of the consumers: who is alive, which
+// control-log change each one has applied, and how much it has stored.
+//
+// Consumers publish a control.Heartbeat on the conn.heartbeat exchange at a
+// fixed interval and right after they apply a change. A consumer whose last
+// heartbeat is older than the timeout (CONSUMER_TIMEOUT) is dead: it leaves
+// the membership that convergence is measured against, and is still listed
+// (alive=false) until it has been silent for Forget, so an operator sees
+// that it went away.
+package members
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/connpipe/connpipe/shared/control"
+)
+
+// ForgetFactor times the timeout is how long a dead consumer stays listed.
+const ForgetFactor = 12
+
+// Member is one consumer as last heard of.
+type Member struct {
+	control.Heartbeat
+	LastSeen time.Time // when admin received the last heartbeat
+	Alive    bool
+}
+
+// Set is the membership. It is safe for concurrent use.
+type Set struct {
+	timeout time.Duration
+	forget  time.Duration
+	now     func() time.Time
+
+	mu      sync.Mutex
+	members map[string]*Member
+	changed chan struct{} // closed and replaced on every heartbeat
+}
+
+// New returns an empty membership in which a consumer silent for timeout is
+// dead. now is the clock (time.Now outside tests).
+func New(timeout time.Duration, now func() time.Time) *Set {
+	if now == nil {
+		now = time.Now
+	}
+	return &Set{
+		timeout: timeout,
+		forget:  ForgetFactor * timeout,
+		now:     now,
+		members: map[string]*Member{},
+		changed: make(chan struct{}),
+	}
+}
+
+// Timeout is the silence after which a consumer is dead.
+func (s *Set) Timeout() time.Duration { return s.timeout }
+
+// Observe records a heartbeat received now.
+func (s *Set) Observe(hb control.Heartbeat) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.members[hb.Consumer]
+	if !ok {
+		m = &Member{}
+		s.members[hb.Consumer] = m
+	}
+	m.Heartbeat = hb
+	m.LastSeen = now
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// Changed returns a channel that is closed at the next heartbeat.
+func (s *Set) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+// Snapshot returns every listed consumer, by id, with Alive computed from
+// the clock. Consumers silent for longer than Forget are dropped for good.
+func (s *Set) Snapshot() []Member {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Member, 0, len(s.members))
+	for id, m := range s.members {
+		age := now.Sub(m.LastSeen)
+		if age > s.forget {
+			delete(s.members, id)
+			continue
+		}
+		c := *m
+		c.Alive = age <= s.timeout
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Consumer < out[j].Consumer })
+	return out
+}
+
+// Alive counts the live consumers.
+func (s *Set) Alive() int {
+	n := 0
+	for _, m := range s.Snapshot() {
+		if m.Alive {
+			n++
+		}
+	}
+	return n
+}
+
+// Behind returns the ids of the live consumers whose applied control-log
+// position is before pos. An empty result means every live consumer has
+// folded the message at pos (vacuously so when none is alive).
+func (s *Set) Behind(pos int64) []string {
+	var out []string
+	for _, m := range s.Snapshot() {
+		if m.Alive && m.Position < pos {
+			out = append(out, m.Consumer)
+		}
+	}
+	return out
+}
+
+// Wait blocks until every live consumer has folded the message at pos, or
+// ctx ends. It re-checks at every heartbeat and every poll interval (a
+// consumer that dies stops holding the wait). It returns the ids still
+// behind: none when converged.
+func (s *Set) Wait(ctx context.Context, pos int64, poll time.Duration) []string {
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		changed := s.Changed()
+		behind := s.Behind(pos)
+		if len(behind) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return behind
+		case <-changed:
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,145 @@
+package members
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/connpipe/connpipe/shared/control"
+)
+
+// fakeClock is a clock the test moves by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func alive(s *Set) []string {
+	var out []string
+	for _, m := range s.Snapshot() {
+		if m.Alive {
+			out = append(out, m.Consumer)
+		}
+	}
+	return out
+}
+
+func TestExpiry(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	s := New(5*time.Second, clk.Now)
+	s.Observe(control.Heartbeat{Consumer: "c1", Position: 3})
+	s.Observe(control.Heartbeat{Consumer: "c2", Position: 3})
+
+	steps := []struct {
+		advance time.Duration
+		beat    string // consumer heartbeating after the advance
+		alive   []string
+		listed  int
+	}{
+		{advance: 4 * time.Second, beat: "c2", alive: []string{"c1", "c2"}, listed: 2},
+		{advance: time.Second, alive: []string{"c1", "c2"}, listed: 2}, // c1 at exactly the timeout
+		{advance: time.Millisecond, alive: []string{"c2"}, listed: 2},  // c1 just past it: dead, still listed
+		{advance: 4 * time.Second, beat: "c2", alive: []string{"c2"}, listed: 2},
+		{advance: ForgetFactor*5*time.Second + time.Millisecond, alive: nil, listed: 0}, // both forgotten
+		{beat: "c1", alive: []string{"c1"}, listed: 1},                                  // a returning consumer is back
+	}
+	for i, st := range steps {
+		clk.Advance(st.advance)
+		if st.beat != "" {
+			s.Observe(control.Heartbeat{Consumer: st.beat, Position: 3})
+		}
+		if got := alive(s); !slices.Equal(got, st.alive) {
+			t.Errorf("step %d: alive = %v, want %v", i, got, st.alive)
+		}
+		if got := len(s.Snapshot()); got != st.listed {
+			t.Errorf("step %d: listed = %d, want %d", i, got, st.listed)
+		}
+		if got := s.Alive(); got != len(st.alive) {
+			t.Errorf("step %d: Alive() = %d, want %d", i, got, len(st.alive))
+		}
+	}
+}
+
+func TestBehindIgnoresDead(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	s := New(5*time.Second, clk.Now)
+	s.Observe(control.Heartbeat{Consumer: "old", Position: 1})
+	clk.Advance(3 * time.Second)
+	s.Observe(control.Heartbeat{Consumer: "new", Position: 7})
+	if got := s.Behind(7); !slices.Equal(got, []string{"old"}) {
+		t.Fatalf("Behind(7) = %v, want [old]", got)
+	}
+	clk.Advance(3 * time.Second) // old is now silent for 6s > 5s
+	if got := s.Behind(7); len(got) != 0 {
+		t.Fatalf("Behind(7) after old died = %v, want none", got)
+	}
+	if got := s.Behind(8); !slices.Equal(got, []string{"new"}) {
+		t.Fatalf("Behind(8) = %v, want [new]", got)
+	}
+}
+
+func TestWaitConverges(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	s := New(5*time.Second, clk.Now)
+	s.Observe(control.Heartbeat{Consumer: "a", Position: 1})
+	s.Observe(control.Heartbeat{Consumer: "b", Position: 1})
+
+	done := make(chan []string)
+	go func() { done <- s.Wait(context.Background(), 4, time.Hour) }()
+	s.Observe(control.Heartbeat{Consumer: "a", Position: 4})
+	select {
+	case got := <-done:
+		t.Fatalf("Wait returned %v while b is behind", got)
+	case <-time.After(50 * time.Millisecond):
+	}
+	s.Observe(control.Heartbeat{Consumer: "b", Position: 5})
+	select {
+	case got := <-done:
+		if len(got) != 0 {
+			t.Fatalf("Wait = %v, want converged", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait did not return after every consumer reached the position")
+	}
+}
+
+func TestWaitTimesOutWithTheLaggards(t *testing.T) {
+	s := New(time.Minute, nil)
+	s.Observe(control.Heartbeat{Consumer: "slow", Position: 2})
+	s.Observe(control.Heartbeat{Consumer: "fast", Position: 9})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	if got := s.Wait(ctx, 9, 10*time.Millisecond); !slices.Equal(got, []string{"slow"}) {
+		t.Fatalf("Wait = %v, want [slow]", got)
+	}
+}
+
+func TestParseHeartbeat(t *testing.T) {
+	tests := []struct {
+		body    string
+		wantErr bool
+	}{
+		{`{"consumer":"c1","version":2,"position":10,"ready":true}`, false},
+		{`{"version":2}`, true},
+		{`not json`, true},
+		{``, true},
+	}
+	for _, tt := range tests {
+		hb, err := ParseHeartbeat([]byte(tt.body))
+		if (err != nil) != tt.wantErr {
+			t.Errorf("ParseHeartbeat(%q) err = %v, wantErr %v", tt.body, err, tt.wantErr)
+		}
+		if err == nil && (hb.Consumer != "c1" || hb.Position != 10 || !hb.Ready) {
+			t.Errorf("ParseHeartbeat(%q) = %+v", tt.body, hb)
+		}
+	}
+}
