@@ -1,0 +1,113 @@
+package store_test
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/store"
+	"github.com/connpipe/connpipe/shared/testenv"
+	"github.com/redis/go-redis/v9"
+)
+
+func rec(ts int64, src string) record.Record {
+	return record.Record{TS: ts, Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr("127.0.0.1"),
+		SrcPort: 40000, DstPort: 7000, Flags: record.FlagSYN, IPLen: 60}
+}
+
+func TestWriteReadAndFilter(t *testing.T) {
+	ctx := testenv.Context(t, 30*time.Second)
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t, 1)[0]})
+	defer rdb.Close()
+	l := store.Layout{Prefix: testenv.Prefix(t), Retention: time.Minute}
+	now := time.Now()
+	b := store.NewBatch()
+	srcs := []string{"127.0.0.2", "127.0.0.3", "::1"}
+	for i := range 300 {
+		r := rec(now.Add(-time.Duration(i)*10*time.Millisecond).UnixNano(), srcs[i%3])
+		if srcs[i%3] == "::1" {
+			r.Dst = netip.MustParseAddr("::1")
+		}
+		b.Add(store.Bucket(r.TS, 0), &r)
+	}
+	if err := l.Write(ctx, rdb, b); err != nil {
+		t.Fatal(err)
+	}
+	count := func(f store.Filter) int {
+		n := 0
+		err := l.Read(ctx, rdb, now.Add(-10*time.Second).Unix(), now.Unix(), f, func(*record.Record) { n++ })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(store.Filter{}); n != 300 {
+		t.Fatalf("read %d records, wrote 300", n)
+	}
+	if n := count(store.Filter{Src: "127.0.0.3"}); n != 100 {
+		t.Fatalf("src filter: %d, want 100", n)
+	}
+	if n := count(store.Filter{Dst: "::1"}); n != 100 {
+		t.Fatalf("dst filter: %d, want 100", n)
+	}
+	// Every bucket has its expiry.
+	keys, err := rdb.Keys(ctx, l.Prefix+"*").Result()
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("keys: %v %v", keys, err)
+	}
+	for _, k := range keys {
+		if ttl := rdb.PTTL(ctx, k).Val(); ttl <= 0 || ttl > 62*time.Second {
+			t.Errorf("%s: ttl %v, want (0, 62s]", k, ttl)
+		}
+	}
+}
+
+func TestRetentionIsPreciseToASecond(t *testing.T) {
+	ctx := testenv.Context(t, 30*time.Second)
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t, 1)[0]})
+	defer rdb.Close()
+	const retention = 3 * time.Second
+	l := store.Layout{Prefix: testenv.Prefix(t), Retention: retention}
+	r := rec(time.Now().UnixNano(), "127.0.0.9")
+	b := store.NewBatch()
+	sec := store.Bucket(r.TS, 0)
+	b.Add(sec, &r)
+	if err := l.Write(ctx, rdb, b); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Unix(0, r.TS).Add(retention)
+	readable := func() bool {
+		n := 0
+		if err := l.Read(ctx, rdb, sec, sec, store.Filter{}, func(*record.Record) { n++ }); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+	// Readable right up to the deadline.
+	for time.Until(deadline) > 50*time.Millisecond {
+		if !readable() {
+			t.Fatalf("record gone %v before its deadline", time.Until(deadline))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Gone within one second after it.
+	for readable() {
+		if late := time.Since(deadline); late > time.Second {
+			t.Fatalf("record still readable %v after its deadline", late)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("gone %v after the deadline", time.Since(deadline).Round(time.Millisecond))
+}
+
+func TestReplayedRecordsCountFromIngest(t *testing.T) {
+	old := time.Date(2009, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	ingest := time.Now().UnixNano()
+	if got := store.Bucket(old, ingest); got != ingest/1e9 {
+		t.Fatalf("old capture replayed now lands in bucket %d, want %d", got, ingest/1e9)
+	}
+	if got := store.Bucket(ingest+2e9, ingest); got != (ingest+2e9)/1e9 {
+		t.Fatalf("live record lands in bucket %d", got)
+	}
+}
