@@ -1,0 +1,245 @@
+// Package readback reads stored records back from every Redis instance of
+// the routing table.
+//
+// Records sit in per-second buckets (package store), keyed by the second
+// they entered the pipeline: max(capture time, ingest time). A window
+// [since, until] therefore selects by ingest second — a replayed old
+// capture is found by when it was replayed, and its records keep their own
+// capture timestamps. Only the last RETENTION seconds can hold anything, so
+// the window is clamped to that and never scans dead buckets.
+package readback
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/store"
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultLimit bounds the records of one query when none is given.
+const DefaultLimit = 10000
+
+// MaxLimit bounds any query.
+const MaxLimit = 1_000_000
+
+// chunk is how many seconds are read per call to store.Layout.Read, so a
+// query that reaches its limit stops early.
+const chunk = 16
+
+// ErrBadQuery wraps every query error.
+var ErrBadQuery = errors.New("bad query")
+
+// Query selects records.
+type Query struct {
+	Since, Until time.Time // inclusive, by bucket second
+	Src, Dst     string    // IP, empty for any
+	Limit        int       // at most this many records in all (0: DefaultLimit)
+}
+
+// Item is one record found, with the backend that held it.
+type Item struct {
+	Backend string
+	Record  record.Record
+}
+
+// Result is what a query found.
+type Result struct {
+	Items          []Item         // by capture time
+	CountByBackend map[string]int // records returned per backend
+	Truncated      bool           // more records matched than Limit
+	Errors         map[string]string
+}
+
+// Clients hands out a Redis client per address.
+type Clients interface {
+	Client(addr string) redis.Cmdable
+}
+
+// Reader reads records back.
+type Reader struct {
+	Layout  store.Layout
+	Clients Clients
+	Now     func() time.Time
+}
+
+// ParseIP canonicalizes an IP filter as the store compares it; "" stays "".
+func ParseIP(field, s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s %q is not an IP address", ErrBadQuery, field, s)
+	}
+	return a.Unmap().WithZone("").String(), nil
+}
+
+// ParseTime reads a window bound: a duration back from now ("90s", "5m"),
+// an RFC 3339 time, or Unix seconds. Empty gives def.
+func ParseTime(field, s string, now, def time.Time) (time.Time, error) {
+	if s == "" {
+		return def, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			d = -d
+		}
+		return now.Add(-d), nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	if sec, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return time.Unix(sec, 0), nil
+	}
+	return time.Time{}, fmt.Errorf("%w: %s %q: want a duration back from now (90s, 5m), an RFC 3339 time or Unix seconds", ErrBadQuery, field, s)
+}
+
+// Window is the range of bucket seconds a query reads, clamped to what
+// retention can still hold. Empty when from > to.
+func (r *Reader) Window(q Query) (from, to int64) {
+	now := r.now()
+	oldest := now.Add(-r.Layout.Retention).Unix() - 1
+	from, to = q.Since.Unix(), q.Until.Unix()
+	return max(from, oldest), to
+}
+
+func (r *Reader) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// Read runs q against every backend of the table, concurrently. A backend
+// that fails is reported in Result.Errors; the others still answer. It
+// returns an error only for a bad query.
+func (r *Reader) Read(ctx context.Context, backends []control.Backend, q Query) (Result, error) {
+	limit := q.Limit
+	if limit == 0 {
+		limit = DefaultLimit
+	}
+	if limit < 0 || limit > MaxLimit {
+		return Result{}, fmt.Errorf("%w: limit %d out of range 1..%d", ErrBadQuery, q.Limit, MaxLimit)
+	}
+	if q.Until.Before(q.Since) {
+		return Result{}, fmt.Errorf("%w: until %s is before since %s", ErrBadQuery, q.Until.Format(time.RFC3339), q.Since.Format(time.RFC3339))
+	}
+	from, to := r.Window(q)
+	if to-from > 7*24*3600 {
+		return Result{}, fmt.Errorf("%w: window of %d seconds is too long", ErrBadQuery, to-from)
+	}
+	f := store.Filter{Src: q.Src, Dst: q.Dst}
+
+	type part struct {
+		items     []Item
+		truncated bool
+		err       error
+	}
+	parts := make([]part, len(backends))
+	var wg sync.WaitGroup
+	for i, b := range backends {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := &parts[i]
+			rdb := r.Clients.Client(b.Addr)
+			for lo := from; lo <= to && !p.truncated; lo += chunk {
+				hi := min(lo+chunk-1, to)
+				p.err = r.Layout.Read(ctx, rdb, lo, hi, f, func(rec *record.Record) {
+					if len(p.items) == limit {
+						p.truncated = true
+						return
+					}
+					p.items = append(p.items, Item{Backend: b.Name, Record: *rec})
+				})
+				if p.err != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+
+	res := Result{CountByBackend: make(map[string]int, len(backends))}
+	for i, p := range parts {
+		name := backends[i].Name
+		if p.err != nil {
+			if res.Errors == nil {
+				res.Errors = map[string]string{}
+			}
+			res.Errors[name] = fmt.Sprintf("%s: %v", backends[i].Addr, p.err)
+		}
+		res.Items = append(res.Items, p.items...)
+		res.Truncated = res.Truncated || p.truncated
+	}
+	slices.SortStableFunc(res.Items, func(a, b Item) int {
+		return cmp.Or(cmp.Compare(a.Record.TS, b.Record.TS), cmp.Compare(a.Backend, b.Backend))
+	})
+	if len(res.Items) > limit {
+		res.Items, res.Truncated = res.Items[:limit], true
+	}
+	for _, b := range backends {
+		res.CountByBackend[b.Name] = 0
+	}
+	for _, it := range res.Items {
+		res.CountByBackend[it.Backend]++
+	}
+	return res, nil
+}
+
+// Pool is a Clients that keeps one go-redis client per address.
+type Pool struct {
+	Options func(addr string) *redis.Options
+
+	mu      sync.Mutex
+	clients map[string]*redis.Client
+}
+
+// Client returns the client for addr, creating it on first use.
+func (p *Pool) Client(addr string) redis.Cmdable {
+	return p.client(addr)
+}
+
+func (p *Pool) client(addr string) *redis.Client {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.clients[addr]; ok {
+		return c
+	}
+	if p.clients == nil {
+		p.clients = map[string]*redis.Client{}
+	}
+	opts := &redis.Options{Addr: addr}
+	if p.Options != nil {
+		opts = p.Options(addr)
+	}
+	c := redis.NewClient(opts)
+	p.clients[addr] = c
+	return c
+}
+
+// Redis returns the full client for addr (for PING and INFO).
+func (p *Pool) Redis(addr string) *redis.Client { return p.client(addr) }
+
+// Close closes every client.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs []error
+	for _, c := range p.clients {
+		errs = append(errs, c.Close())
+	}
+	p.clients = nil
+	return errors.Join(errs...)
+}
