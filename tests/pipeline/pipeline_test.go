@@ -1,0 +1,259 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/topology"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// waitStored waits until Redis holds exactly as many records as the
+// kernel counter saw packets, and capture has confirmed them all.
+func (s *system) waitStored(k *kernelCounter, atLeast bool) (a, b []record.Record) {
+	s.t.Helper()
+	waitFor(s.t, 60*time.Second, "every packet stored", func() (bool, string) {
+		want := len(k.snapshot())
+		a, b = s.storedAll()
+		got := len(a) + len(b)
+		conf := metric(s.t, s.capAddr, "connpipe_capture_records_confirmed_total")
+		state := fmt.Sprintf("kernel %d, confirmed %.0f, stored %d", want, conf, got)
+		if atLeast {
+			return got >= want && int(conf) >= want, state
+		}
+		return got == want && int(conf) == want, state
+	})
+	return a, b
+}
+
+func TestLiveCaptureSplitsExactlyAndFollowsRuntimeChange(t *testing.T) {
+	s := newSystem(t, nil)
+	k := newKernelCounter(t, s.port)
+	s.startAdmin()
+	c1 := s.startConsumer("consumer-1")
+	c2 := s.startConsumer("consumer-2")
+	s.startCapture()
+
+	// 1. 60 loopback sources, 3 connections each.
+	traffic(t, s.port, 1, 60, 3)
+	a, b := s.waitStored(k, false)
+	sameAsKernel(t, k.snapshot(), append(a, b...))
+	sources := map[string]bool{}
+	for _, r := range append(a, b...) {
+		sources[r.Src.String()] = true
+	}
+	if len(sources) < 50 {
+		t.Fatalf("records from %d source IPs, want at least 50", len(sources))
+	}
+	if d := k.drops(); d != 0 {
+		t.Fatalf("the test's own counter lost %d packets; the comparison is void", d)
+	}
+	var before [2][2]float64
+	var perConsumer float64
+	for i, c := range []*consumer{c1, c2} {
+		ca, cb := c.split(t)
+		exact(t, c.name+" at 30/70", ca, cb, 30, 70)
+		before[i] = [2]float64{ca, cb}
+		perConsumer += ca + cb
+	}
+	if int(perConsumer) != len(a)+len(b) {
+		t.Fatalf("consumers report %v records stored, Redis holds %d", perConsumer, len(a)+len(b))
+	}
+	t.Logf("phase 1: %d records, redis-a %d, redis-b %d (%.1f%% / %.1f%%)", len(a)+len(b), len(a), len(b),
+		100*float64(len(a))/float64(len(a)+len(b)), 100*float64(len(b))/float64(len(a)+len(b)))
+
+	// 2. Change to 50/50 with the CLI and wait for every consumer to apply it.
+	out, err := s.cli("weights", "set", "redis-a=50", "redis-b=50", "--wait", "10s")
+	if err != nil {
+		t.Fatalf("admin weights set: %v\n%s", err, out)
+	}
+	for _, c := range []*consumer{c1, c2} {
+		if v := metric(t, c.addr, "connpipe_consumer_control_version"); v != 1 {
+			t.Fatalf("%s at control version %v after --wait returned, want 1", c.name, v)
+		}
+	}
+	traffic(t, s.port, 2, 60, 3)
+	a, b = s.waitStored(k, false)
+	for i, c := range []*consumer{c1, c2} {
+		ca, cb := c.split(t)
+		exact(t, c.name+" after 50/50", ca-before[i][0], cb-before[i][1], 50, 50)
+	}
+
+	// A consumer started after the change routes its first record by 50/50.
+	c3 := s.startConsumer("consumer-3")
+	if v := metric(t, c3.addr, "connpipe_consumer_control_version"); v != 1 {
+		t.Fatalf("late consumer at control version %v, want 1", v)
+	}
+	for round := 4; round < 12; round++ {
+		traffic(t, s.port, round, 40, 2)
+		if ca, cb := c3.split(t); ca+cb >= 40 {
+			break
+		}
+	}
+	a, b = s.waitStored(k, false)
+	ca, cb := c3.split(t)
+	exact(t, "late consumer-3 from its first record", ca, cb, 50, 50)
+	sameAsKernel(t, k.snapshot(), append(a, b...))
+
+	out, err = s.cli("weights", "get")
+	if err != nil || !strings.Contains(out, "redis-a") || !strings.Contains(out, "50") {
+		t.Fatalf("admin weights get: %v\n%s", err, out)
+	}
+}
+
+func TestBadInputLeavesWeightsAndConsumersAlone(t *testing.T) {
+	s := newSystem(t, nil)
+	s.startAdmin()
+	c := s.startConsumer("consumer-1")
+
+	conn, err := amqp.Dial(s.amqp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	pub := func(exchange, key, ct, body string) {
+		t.Helper()
+		dc, err := ch.PublishWithDeferredConfirm(exchange, key, false, false, amqp.Publishing{ContentType: ct, Body: []byte(body)})
+		if err != nil || !dc.Wait() {
+			t.Fatalf("publish %q: %v", body, err)
+		}
+	}
+	for _, body := range []string{
+		`{"op":"set_weights","weights":{"redis-a":`,
+		`{"op":"set_weights","weights":{"redis-z":10}}`,
+		`{"op":"set_weights","weights":{"redis-a":300}}`,
+		`{"op":"set_weights","weights":{"redis-a":0,"redis-b":0}}`,
+	} {
+		pub("", topology.ControlStream, "application/json", body)
+	}
+	pub(topology.RecordsExchange, "", record.ContentTypeBinary, "CPRB\x01\x00\x00\x00\x05\x00\x00\x00garbage")
+	pub(topology.RecordsExchange, "", "application/json", `{"ts_ns":1,"src_ip":"not an ip"`)
+	// A good hand-published JSON record after the bad ones is still stored.
+	now := time.Now().UnixNano()
+	pub(topology.RecordsExchange, "", "application/json",
+		fmt.Sprintf(`{"ts_ns":%d,"src_ip":"192.0.2.7","dst_ip":"127.0.0.1","src_port":40001,"dst_port":7000,"tcp_flags":2}`, now))
+
+	waitFor(t, 15*time.Second, "control messages refused and counted", func() (bool, string) {
+		m, err := metrics(c.addr)
+		if err != nil {
+			return false, err.Error()
+		}
+		var rejected float64
+		for k, v := range m {
+			if strings.HasPrefix(k, "connpipe_consumer_control_rejected_total") {
+				rejected += v
+			}
+		}
+		return rejected >= 4, fmt.Sprintf("rejected %v", rejected)
+	})
+	waitFor(t, 15*time.Second, "good record stored", func() (bool, string) {
+		a, b := s.storedAll()
+		return len(a)+len(b) == 1, fmt.Sprintf("%d stored", len(a)+len(b))
+	})
+	if !c.alive() || !healthy(c.addr) {
+		t.Fatal("consumer died or is unhealthy after bad input")
+	}
+	if v := metric(t, c.addr, "connpipe_consumer_control_version"); v != 0 {
+		t.Fatalf("control version %v after only bad changes, want 0", v)
+	}
+	out, err := s.cli("weights", "get")
+	if err != nil || !strings.Contains(out, "30") || !strings.Contains(out, "70") {
+		t.Fatalf("weights changed by bad input: %v\n%s", err, out)
+	}
+	// Both broken record messages are dead-lettered with a reason.
+	dead := map[string]bool{}
+	waitFor(t, 15*time.Second, "two messages dead-lettered", func() (bool, string) {
+		d, ok, err := ch.Get(topology.DeadQueue, true)
+		if err != nil {
+			return false, err.Error()
+		}
+		if ok {
+			reason, _ := d.Headers[topology.ErrorHeader].(string)
+			if reason == "" {
+				t.Fatalf("dead-lettered message without %s header: %q", topology.ErrorHeader, d.Body)
+			}
+			dead[string(d.Body)] = true
+			t.Logf("dead-lettered %q: %s", d.Body, reason)
+		}
+		return len(dead) == 2, fmt.Sprintf("%d dead-lettered", len(dead))
+	})
+}
+
+func TestKillNineLosesNoConfirmedRecord(t *testing.T) {
+	s := newSystem(t, nil)
+	k := newKernelCounter(t, s.port)
+	c1 := s.startConsumer("consumer-1")
+	s.startConsumer("consumer-2")
+	s.startCapture()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for block := 1; block <= 40 && ctx.Err() == nil; block++ {
+			traffic(t, s.port, block, 20, 2)
+		}
+	}()
+	waitFor(t, 30*time.Second, "consumer-1 mid-stream", func() (bool, string) {
+		a, b := c1.split(t)
+		return a+b > 200, fmt.Sprintf("%v stored", a+b)
+	})
+	c1.kill9()
+	<-done
+	a, b := s.waitStored(k, true)
+	want := map[seen]int{}
+	for _, p := range k.snapshot() {
+		want[p]++
+	}
+	got := asSeen(append(a, b...))
+	lost := 0
+	for p, n := range want {
+		if got[p] < n {
+			lost += n - got[p]
+		}
+	}
+	if lost > 0 {
+		t.Fatalf("%d of %d packets missing from Redis after kill -9", lost, len(k.snapshot()))
+	}
+	t.Logf("kernel saw %d packets; Redis holds %d records (%d duplicates from redelivery)",
+		len(k.snapshot()), len(a)+len(b), len(a)+len(b)-len(k.snapshot()))
+}
+
+func TestRetentionThroughThePipeline(t *testing.T) {
+	s := newSystem(t, map[string]string{"RETENTION": "3s"})
+	k := newKernelCounter(t, s.port)
+	s.startConsumer("consumer-1")
+	s.startCapture()
+	traffic(t, s.port, 1, 10, 2)
+	a, b := s.waitStored(k, false)
+	all := append(a, b...)
+	first, last := all[0].TS, all[0].TS
+	for _, r := range all {
+		first, last = min(first, r.TS), max(last, r.TS)
+	}
+	deadline := time.Unix(0, first).Add(3 * time.Second)
+	for time.Until(deadline) > 100*time.Millisecond {
+		a, b := s.storedAll()
+		if len(a)+len(b) != len(all) {
+			t.Fatalf("%d of %d records gone %v before the earliest deadline", len(all)-len(a)-len(b), len(all), time.Until(deadline))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	end := time.Unix(0, last).Add(3 * time.Second)
+	waitFor(t, time.Until(end)+time.Second, "every record gone within 1s of its deadline", func() (bool, string) {
+		a, b := s.storedAll()
+		return len(a)+len(b) == 0, fmt.Sprintf("%d left", len(a)+len(b))
+	})
+}
