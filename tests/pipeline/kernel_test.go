@@ -35,7 +35,7 @@ type kernelCounter struct {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-func newKernelCounter(t *testing.T, port int) *kernelCounter {
+func newKernelCounter(t testing.TB, port int) *kernelCounter {
 	t.Helper()
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL)))
 	if err != nil {

@@ -17,7 +17,7 @@ const token = "test-token"
 
 // system is one connpipe deployment on this machine.
 type system struct {
-	t         *testing.T
+	t         testing.TB
 	amqp      string
 	prefix    string
 	redis     []string // redis-a, redis-b
@@ -34,7 +34,7 @@ type consumer struct {
 	addr string
 }
 
-func newSystem(t *testing.T, env map[string]string) *system {
+func newSystem(t testing.TB, env map[string]string) *system {
 	t.Helper()
 	s := &system{t: t, amqp: testenv.AMQP(t), prefix: testenv.Prefix(t), redis: testenv.Redis(t, 2), port: freePort(t)}
 	s.env = map[string]string{
