@@ -1,0 +1,3 @@
+module github.com/connpipe/connpipe/tools
+
+go 1.26
