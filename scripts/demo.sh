@@ -58,7 +58,7 @@ for ((t = 2; t <= DURATION + 4; t += 2)); do
 	da=$((a - pa)); db=$((b - pb)); pa=$a; pb=$b
 	tot=$((da + db))
 	if ((tot > 0)); then
-		printf '%7ss %10d %10d %7.1f%% %7.1f%%\n' "$t" "$da" "$db" "$(echo "100*$da/$tot" | bc -l)" "$(echo "100*$db/$tot" | bc -l)"
+		awk -v t="$t" -v a="$da" -v b="$db" 'BEGIN{printf "%7ss %10d %10d %7.1f%% %7.1f%%\n", t, a, b, 100*a/(a+b), 100*b/(a+b)}'
 	else
 		printf '%7ss %10d %10d\n' "$t" 0 0
 	fi
