@@ -58,6 +58,7 @@ func (l Layout) DeadlineMS(sec int64) int64 {
 // Batch groups entries by bucket for one Redis instance.
 type Batch struct {
 	buckets map[int64][]byte
+	free    [][]byte // emptied bucket buffers kept by Reset for reuse
 	records int
 }
 
@@ -66,7 +67,11 @@ func NewBatch() *Batch { return &Batch{buckets: make(map[int64][]byte, 2)} }
 
 // Add appends r to the bucket of second sec.
 func (b *Batch) Add(sec int64, r *record.Record) {
-	b.buckets[sec] = record.AppendEntry(b.buckets[sec], r)
+	buf, ok := b.buckets[sec]
+	if !ok && len(b.free) > 0 {
+		buf, b.free = b.free[len(b.free)-1], b.free[:len(b.free)-1]
+	}
+	b.buckets[sec] = record.AppendEntry(buf, r)
 	b.records++
 }
 
@@ -75,8 +80,10 @@ func (b *Batch) Len() int { return b.records }
 
 // Reset empties the batch, keeping its buffers.
 func (b *Batch) Reset() {
-	for k, v := range b.buckets {
-		b.buckets[k] = v[:0]
+	for _, v := range b.buckets {
+		if cap(v) > 0 && len(b.free) < 16 {
+			b.free = append(b.free, v[:0])
+		}
 	}
 	clear(b.buckets)
 	b.records = 0
