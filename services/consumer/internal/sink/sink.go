@@ -1,0 +1,435 @@
+// Package sink stores routed records on the pool of Redis instances and
+// keeps track of which instances are healthy.
+//
+// Store takes a round of decoded messages, routes every record with the
+// router in force (package router), groups the records per backend into one
+// store.Batch each and writes the batches to their backends in parallel,
+// one pipelined round trip per backend. It returns only when every record is
+// stored on some instance (or its context ends), so the caller may then ack
+// the messages.
+//
+// # Health
+//
+// A backend whose write fails is marked down (metric backend_up, a Warn log)
+// and its records of the round are routed again over the backends still up
+// and written there. A checker PINGs the backends that are down every
+// CheckInterval and puts them back when they answer; the router restarts
+// its cycle whenever the set of usable backends changes. When no backend
+// can store, Store keeps retrying with backoff: the messages stay unacked on
+// the broker and nothing is dropped.
+//
+// # Delivery is at least once
+//
+// A write that fails may have stored part of its batch before failing (a
+// pipeline is not a transaction, and a timeout does not say what Redis did).
+// Those records are routed and written again, so a failure can store a
+// record twice, on the same or on another instance. Likewise a message
+// whose records are stored but whose ack is lost (the channel died) is
+// redelivered and stored again. Readers must tolerate duplicates; they never
+// miss a record.
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/connpipe/connpipe/services/consumer/internal/router"
+	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+)
+
+// Config configures a Sink.
+type Config struct {
+	Layout        store.Layout
+	Timeout       time.Duration // Redis dial, read and write timeout
+	CheckInterval time.Duration // how often down backends are PINGed; 500ms if 0
+	Logger        *slog.Logger
+	Metrics       *Metrics // nil: metrics are kept but not registered
+}
+
+// Metrics are the sink's Prometheus collectors.
+type Metrics struct {
+	Stored       *prometheus.CounterVec // records stored, by backend
+	WriteErrors  *prometheus.CounterVec // failed writes, by backend
+	Up           *prometheus.GaugeVec   // 1 while a backend is in rotation
+	Weight       *prometheus.GaugeVec   // weight in the table in force
+	BatchRecords prometheus.Histogram   // records per write to one backend
+}
+
+// NewMetrics creates the sink's metrics and registers them on reg (if not nil).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Stored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "connpipe_consumer_records_stored_total", Help: "Records stored on a Redis backend.",
+		}, []string{"backend"}),
+		WriteErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "connpipe_consumer_write_errors_total", Help: "Writes to a Redis backend that failed.",
+		}, []string{"backend"}),
+		Up: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "connpipe_consumer_backend_up", Help: "1 while the Redis backend is in rotation, 0 while it is ejected.",
+		}, []string{"backend"}),
+		Weight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "connpipe_consumer_backend_weight", Help: "Weight of the backend in the routing table in force.",
+		}, []string{"backend"}),
+		BatchRecords: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "connpipe_consumer_store_batch_records", Help: "Records per write round to one Redis backend.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 10),
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Stored, m.WriteErrors, m.Up, m.Weight, m.BatchRecords)
+	}
+	return m
+}
+
+// backend is one Redis instance and its client.
+type backend struct {
+	name, addr string
+	rdb        *redis.Client
+	up         atomic.Bool
+}
+
+// route is a routing table made ready for use: its router and the backend
+// of every table entry, in table order.
+type route struct {
+	table    *control.Table
+	router   *router.Router
+	backends []*backend
+}
+
+// Sink writes records to the Redis pool. Store must be called from one
+// goroutine at a time; SetTable, Up and the checker may run concurrently
+// with it.
+type Sink struct {
+	cfg Config
+	log *slog.Logger
+	m   *Metrics
+
+	latest atomic.Pointer[route] // newest route, swapped in by SetTable
+
+	mu   sync.Mutex
+	pool map[string]*backend // name+"="+addr → backend, every client alive
+
+	// Owned by the goroutine calling Store.
+	cur     *route
+	batches []*store.Batch
+	assign  []int32
+	stored  atomic.Uint64
+}
+
+// Assignment markers in Sink.assign besides backend indexes.
+const (
+	pending int32 = -1 // to be routed
+	done    int32 = -2 // stored
+)
+
+// New returns a sink routing by table t.
+func New(cfg Config, t *control.Table) (*Sink, error) {
+	if cfg.CheckInterval <= 0 {
+		cfg.CheckInterval = 500 * time.Millisecond
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	s := &Sink{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, pool: map[string]*backend{}}
+	if err := s.SetTable(t); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// SetTable builds the route for t off to the side and swaps it in; the
+// next round routes by it, from a fresh cycle. On error the route in force
+// is kept.
+func (s *Sink) SetTable(t *control.Table) error {
+	rt, err := router.New(t)
+	if err != nil {
+		return fmt.Errorf("routing table version %d: %w", tableVersion(t), err)
+	}
+	r := &route{table: t, router: rt, backends: make([]*backend, len(t.Backends))}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, b := range t.Backends {
+		key := b.Name + "=" + b.Addr
+		be := s.pool[key]
+		if be == nil {
+			be = &backend{name: b.Name, addr: b.Addr, rdb: redis.NewClient(s.options(b.Addr))}
+			be.up.Store(true)
+			s.pool[key] = be
+			s.m.Up.WithLabelValues(b.Name).Set(1)
+		}
+		r.backends[i] = be
+		s.m.Weight.WithLabelValues(b.Name).Set(float64(b.Weight))
+	}
+	s.latest.Store(r)
+	return nil
+}
+
+func tableVersion(t *control.Table) int64 {
+	if t == nil {
+		return -1
+	}
+	return t.Version
+}
+
+func (s *Sink) options(addr string) *redis.Options {
+	return &redis.Options{
+		Addr:         addr,
+		DialTimeout:  s.cfg.Timeout,
+		ReadTimeout:  s.cfg.Timeout,
+		WriteTimeout: s.cfg.Timeout,
+		// Fail fast and let the health logic route around a dead instance
+		// instead of retrying inside the client.
+		MaxRetries:               1,
+		DialerRetries:            1,
+		PoolSize:                 4,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	}
+}
+
+// Table is the routing table in force.
+func (s *Sink) Table() *control.Table { return s.latest.Load().table }
+
+// Up reports whether the backend named name is in rotation.
+func (s *Sink) Up(name string) bool {
+	for _, b := range s.latest.Load().backends {
+		if b.name == name {
+			return b.up.Load()
+		}
+	}
+	return false
+}
+
+// Stored is the number of records stored since start.
+func (s *Sink) Stored() uint64 { return s.stored.Load() }
+
+// adopt switches the Store goroutine to the newest route and retires the
+// clients that neither it nor a newer route uses.
+func (s *Sink) adopt() *route {
+	r := s.latest.Load()
+	if r == s.cur {
+		return r
+	}
+	s.cur = r
+	for len(s.batches) < len(r.backends) {
+		s.batches = append(s.batches, store.NewBatch())
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	inUse := map[*backend]bool{}
+	for _, b := range r.backends {
+		inUse[b] = true
+	}
+	for _, b := range s.latest.Load().backends {
+		inUse[b] = true
+	}
+	for key, b := range s.pool {
+		if !inUse[b] {
+			delete(s.pool, key)
+			_ = b.rdb.Close()
+			s.log.Info("redis backend left the table", "backend", b.name, "addr", b.addr)
+		}
+	}
+	return r
+}
+
+// ErrNoBackend reports that no backend could store a round before the
+// context ended.
+var ErrNoBackend = errors.New("no redis backend can store records")
+
+// Store routes and writes every record of msgs. It returns nil once every
+// record is stored on some backend, or an error when ctx ends first; then
+// some records may be stored and the caller must not ack the messages.
+func (s *Sink) Store(ctx context.Context, msgs []*record.Batch) error {
+	total := 0
+	for _, m := range msgs {
+		total += len(m.Records)
+	}
+	if total == 0 {
+		return nil
+	}
+	if cap(s.assign) < total {
+		s.assign = make([]int32, total)
+	}
+	assign := s.assign[:total]
+	for k := range assign {
+		assign[k] = pending
+	}
+	left := total
+	for attempt := 0; ; {
+		r := s.adopt()
+		s.syncHealth(r)
+		if !r.router.Routable() {
+			wait := backoff(attempt)
+			attempt++
+			if attempt == 1 || attempt%20 == 0 {
+				s.log.Warn("no redis backend can store records, holding them unacked", "records", left, "retry_in", wait)
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%w: %w", ErrNoBackend, ctx.Err())
+			case <-time.After(wait):
+			}
+			continue
+		}
+		attempt = 0
+		s.route(r, msgs, assign)
+		failed := s.write(ctx, r)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		left = 0
+		for k, i := range assign {
+			switch {
+			case i < 0:
+			case failed[i]:
+				assign[k] = pending
+				left++
+			default:
+				assign[k] = done
+			}
+		}
+		if left == 0 {
+			return nil
+		}
+	}
+}
+
+func backoff(attempt int) time.Duration {
+	d := 50 * time.Millisecond << min(attempt, 5)
+	return min(d, time.Second)
+}
+
+// syncHealth tells the router which backends are up.
+func (s *Sink) syncHealth(r *route) {
+	for i, b := range r.backends {
+		r.router.SetUp(i, b.up.Load())
+	}
+}
+
+// route assigns every pending record a backend and adds it to that
+// backend's batch.
+func (s *Sink) route(r *route, msgs []*record.Batch, assign []int32) {
+	for _, b := range s.batches {
+		b.Reset()
+	}
+	k := 0
+	for _, m := range msgs {
+		for j := range m.Records {
+			if assign[k] == pending {
+				i := r.router.Next()
+				assign[k] = int32(i)
+				rec := &m.Records[j]
+				s.batches[i].Add(store.Bucket(rec.TS, m.Ingest), rec)
+			}
+			k++
+		}
+	}
+}
+
+// write writes the batches of r's backends in parallel and returns which
+// failed; a failed backend is marked down.
+func (s *Sink) write(ctx context.Context, r *route) []bool {
+	failed := make([]bool, len(r.backends))
+	var wg sync.WaitGroup
+	for i, be := range r.backends {
+		b := s.batches[i]
+		if b.Len() == 0 {
+			continue
+		}
+		wg.Go(func() {
+			err := s.cfg.Layout.Write(ctx, be.rdb, b)
+			if err != nil {
+				failed[i] = true
+				if ctx.Err() == nil {
+					s.m.WriteErrors.WithLabelValues(be.name).Inc()
+					s.markDown(be, err)
+				}
+				return
+			}
+			s.m.Stored.WithLabelValues(be.name).Add(float64(b.Len()))
+			s.m.BatchRecords.Observe(float64(b.Len()))
+			s.stored.Add(uint64(b.Len()))
+		})
+	}
+	wg.Wait()
+	return failed
+}
+
+func (s *Sink) markDown(b *backend, err error) {
+	if b.up.CompareAndSwap(true, false) {
+		s.m.Up.WithLabelValues(b.name).Set(0)
+		s.log.Warn("redis backend down, taking it out of rotation", "backend", b.name, "addr", b.addr, "err", err)
+	}
+}
+
+// RunChecker PINGs the backends that are down every CheckInterval and puts
+// them back in rotation when they answer. It returns when ctx ends.
+func (s *Sink) RunChecker(ctx context.Context) {
+	t := time.NewTicker(s.cfg.CheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		var down []*backend
+		for _, b := range s.pool {
+			if !b.up.Load() {
+				down = append(down, b)
+			}
+		}
+		s.mu.Unlock()
+		for _, b := range down {
+			pctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+			err := b.rdb.Ping(pctx).Err()
+			cancel()
+			if err == nil && b.up.CompareAndSwap(false, true) {
+				s.m.Up.WithLabelValues(b.name).Set(1)
+				s.log.Info("redis backend answers again, back in rotation", "backend", b.name, "addr", b.addr)
+			}
+		}
+	}
+}
+
+// Close closes every Redis client.
+func (s *Sink) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for key, b := range s.pool {
+		errs = append(errs, b.rdb.Close())
+		delete(s.pool, key)
+	}
+	return errors.Join(errs...)
+}
+
+// clientLog sends the Redis client's own messages (dial failures and the
+// like, one per attempt) to slog at Debug: the sink reports what matters
+// itself, once per state change.
+type clientLog struct{ log *slog.Logger }
+
+func (l clientLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
+}
+
+// SetClientLogger routes the Redis client library's log (a process-wide
+// setting) to log at Debug.
+func SetClientLogger(log *slog.Logger) { redis.SetLogger(clientLog{log}) }
