@@ -1,0 +1,308 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/connpipe/connpipe/services/admin/internal/members"
+	"github.com/connpipe/connpipe/services/admin/internal/readback"
+	"github.com/connpipe/connpipe/shared/control"
+	"github.com/redis/go-redis/v9"
+)
+
+// Control is the control log as the API uses it (a *controllog.Reader).
+type Control interface {
+	Table() *control.Table
+	IsReady() bool
+	Connected() bool
+	Publish(ctx context.Context, m control.Message) (control.Result, *control.Table, error)
+}
+
+// Limits and defaults.
+const (
+	DefaultPublishTimeout = 10 * time.Second
+	MaxWait               = 5 * time.Minute
+	DefaultSince          = time.Minute
+	ClockSkew             = 5 * time.Second
+	maxBody               = 64 << 10
+	backendTimeout        = 500 * time.Millisecond
+)
+
+// Config wires the API to the rest of admin.
+type Config struct {
+	// Token guards writes. Empty means writes need no token; app refuses
+	// that unless ADMIN_INSECURE=true.
+	Token   string
+	Control Control
+	Members *members.Set
+	Records *readback.Reader
+	// Redis gives the client for a backend address (for PING and INFO).
+	Redis          func(addr string) redis.Cmdable
+	Metrics        *Metrics
+	Log            *slog.Logger
+	Now            func() time.Time
+	PublishTimeout time.Duration // default DefaultPublishTimeout
+	WaitPoll       time.Duration // how often ?wait re-checks expiry; default 250ms
+}
+
+// API serves the HTTP endpoints.
+type API struct{ cfg Config }
+
+// New returns the API; Register adds its routes to a mux.
+func New(cfg Config) *API {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.PublishTimeout == 0 {
+		cfg.PublishTimeout = DefaultPublishTimeout
+	}
+	if cfg.WaitPoll == 0 {
+		cfg.WaitPoll = 250 * time.Millisecond
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &API{cfg: cfg}
+}
+
+// Register adds the API routes to mux.
+func (a *API) Register(mux *http.ServeMux) {
+	for _, r := range []struct {
+		pattern string
+		h       http.HandlerFunc
+	}{
+		{"GET /api/v1/weights", a.getWeights},
+		{"PUT /api/v1/weights", a.putWeights},
+		{"GET /api/v1/status", a.status},
+		{"GET /api/v1/records", a.records},
+	} {
+		mux.Handle(r.pattern, a.cfg.Metrics.instrument(r.pattern, r.h))
+	}
+}
+
+// apiError is the body of every error answer.
+type apiError struct {
+	Error   string `json:"error"`
+	Version *int64 `json:"version,omitempty"` // the version in force, on 409
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}
+
+func fail(w http.ResponseWriter, code int, format string, args ...any) {
+	writeJSON(w, code, apiError{Error: fmt.Sprintf(format, args...)})
+}
+
+func etag(version int64) string { return `"` + strconv.FormatInt(version, 10) + `"` }
+
+func (a *API) getWeights(w http.ResponseWriter, r *http.Request) {
+	if !a.cfg.Control.IsReady() {
+		fail(w, http.StatusServiceUnavailable, "control log not read yet (is rabbitmq reachable?)")
+		return
+	}
+	t := a.cfg.Control.Table()
+	w.Header().Set("ETag", etag(t.Version))
+	writeJSON(w, http.StatusOK, t)
+}
+
+// WeightsRequest is the body of PUT /api/v1/weights.
+type WeightsRequest struct {
+	Weights       map[string]int `json:"weights"`
+	ExpectVersion *int64         `json:"expect_version,omitempty"`
+}
+
+// WeightsResponse is the answer to a change that applied.
+type WeightsResponse struct {
+	control.Table
+	ChangePosition int64    `json:"change_position"`
+	ID             string   `json:"id"`
+	Converged      bool     `json:"converged"`
+	Pending        []string `json:"pending"`
+	ConsumersAlive int      `json:"consumers_alive"`
+}
+
+// authorize answers 401/403 and returns false unless r may write.
+func (a *API) authorize(w http.ResponseWriter, r *http.Request) bool {
+	if a.cfg.Token == "" {
+		return true
+	}
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="connpipe-admin"`)
+		fail(w, http.StatusUnauthorized, "missing token: send Authorization: Bearer $ADMIN_TOKEN")
+		return false
+	}
+	if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(a.cfg.Token)) != 1 {
+		fail(w, http.StatusForbidden, "wrong token")
+		return false
+	}
+	return true
+}
+
+// parseIfMatch reads If-Match: "N" (or W/"N", or N). "*" and absent give nil.
+func parseIfMatch(h string) (*int64, error) {
+	h = strings.TrimSpace(h)
+	if h == "" || h == "*" {
+		return nil, nil
+	}
+	v := strings.Trim(strings.TrimPrefix(h, "W/"), `"`)
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return nil, fmt.Errorf("If-Match %q: want a table version such as \"3\"", h)
+	}
+	return &n, nil
+}
+
+// decodeWeights reads and checks the shape of a PUT body.
+func decodeWeights(r *http.Request) (WeightsRequest, error) {
+	var raw struct {
+		Weights       map[string]json.RawMessage `json:"weights"`
+		ExpectVersion *int64                     `json:"expect_version"`
+	}
+	var req WeightsRequest
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&raw); err != nil {
+		return req, fmt.Errorf("body: %v", err)
+	}
+	if dec.More() {
+		return req, errors.New("body: trailing data after the JSON object")
+	}
+	if len(raw.Weights) == 0 {
+		return req, errors.New(`body: "weights" is missing or empty: want {"weights":{"redis-a":30}}`)
+	}
+	if raw.ExpectVersion != nil && *raw.ExpectVersion < 0 {
+		return req, fmt.Errorf("body: expect_version %d is negative", *raw.ExpectVersion)
+	}
+	req.ExpectVersion = raw.ExpectVersion
+	req.Weights = make(map[string]int, len(raw.Weights))
+	for name, v := range raw.Weights {
+		var n int
+		if err := json.Unmarshal(v, &n); err != nil {
+			return req, fmt.Errorf("body: weights[%q]: %s: weight must be an integer 0..%d", name, v, control.MaxWeight)
+		}
+		req.Weights[name] = n
+	}
+	return req, nil
+}
+
+func (a *API) putWeights(w http.ResponseWriter, r *http.Request) {
+	if !a.authorize(w, r) {
+		return
+	}
+	req, err := decodeWeights(r)
+	if err != nil {
+		fail(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	ifMatch, err := parseIfMatch(r.Header.Get("If-Match"))
+	if err != nil {
+		fail(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	expect := req.ExpectVersion
+	if ifMatch != nil {
+		if expect != nil && *expect != *ifMatch {
+			fail(w, http.StatusBadRequest, "If-Match %d and expect_version %d disagree", *ifMatch, *expect)
+			return
+		}
+		expect = ifMatch
+	}
+	var wait time.Duration
+	if s := r.URL.Query().Get("wait"); s != "" {
+		wait, err = time.ParseDuration(s)
+		if err != nil || wait < 0 || wait > MaxWait {
+			fail(w, http.StatusBadRequest, "wait=%q: want a duration from 0s to %s", s, MaxWait)
+			return
+		}
+	}
+	if !a.cfg.Control.IsReady() {
+		fail(w, http.StatusServiceUnavailable, "control log not read yet (is rabbitmq reachable?)")
+		return
+	}
+
+	// Check against the table in force before publishing, for a clear
+	// answer and a quiet log; the fold's verdict below is the authority.
+	cur := a.cfg.Control.Table()
+	if expect != nil && *expect < cur.Version {
+		a.stale(w, fmt.Errorf("%w: expected version %d, table is at %d", control.ErrStaleVersion, *expect, cur.Version), cur)
+		return
+	}
+	body, _ := json.Marshal(control.Message{Op: control.OpSetWeights, Weights: req.Weights})
+	if _, res := control.Apply(cur, cur.Position, body); res.Err != nil {
+		fail(w, http.StatusBadRequest, "weights: %v", res.Err)
+		return
+	}
+
+	msg := control.Message{Op: control.OpSetWeights, Weights: req.Weights, ExpectVersion: expect, ID: newID(), By: "admin"}
+	pctx, cancel := context.WithTimeout(r.Context(), a.cfg.PublishTimeout)
+	res, t, err := a.cfg.Control.Publish(pctx, msg)
+	cancel()
+	if err != nil {
+		a.cfg.Metrics.published("failed")
+		a.cfg.Log.Warn("publish control change", "id", msg.ID, "err", err)
+		fail(w, http.StatusServiceUnavailable, "control log: %v", err)
+		return
+	}
+	if res.Err != nil {
+		a.cfg.Metrics.published("refused")
+		if errors.Is(res.Err, control.ErrStaleVersion) {
+			a.stale(w, res.Err, t)
+			return
+		}
+		fail(w, http.StatusBadRequest, "weights: %v", res.Err)
+		return
+	}
+	a.cfg.Metrics.published("applied")
+	a.cfg.Log.Info("weights changed", "id", msg.ID, "version", t.Version, "position", res.Position, "weights", t.String())
+
+	pending := a.cfg.Members.Behind(res.Position)
+	if wait > 0 && len(pending) > 0 {
+		wctx, cancel := context.WithTimeout(r.Context(), wait)
+		pending = a.cfg.Members.Wait(wctx, res.Position, a.cfg.WaitPoll)
+		cancel()
+	}
+	w.Header().Set("ETag", etag(t.Version))
+	writeJSON(w, http.StatusOK, WeightsResponse{
+		Table: *t, ChangePosition: res.Position, ID: msg.ID,
+		Converged: len(pending) == 0, Pending: nonNil(pending), ConsumersAlive: a.cfg.Members.Alive(),
+	})
+}
+
+func (a *API) stale(w http.ResponseWriter, err error, t *control.Table) {
+	body := apiError{Error: err.Error()}
+	if t != nil {
+		v := t.Version
+		body.Version = &v
+		w.Header().Set("ETag", etag(v))
+	}
+	writeJSON(w, http.StatusConflict, body)
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func newID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "admin-" + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,74 @@
+// Package api is admin's HTTP API: the routing weights (read and change),
+// the status of consumers and backends, and stored records read back.
+// Every body is JSON. Writes need "Authorization: Bearer $ADMIN_TOKEN".
+//
+// # Read the weights
+//
+//	curl -s http://127.0.0.1:8080/api/v1/weights
+//	{"version":3,"position":41,"backends":[{"name":"redis-a","addr":"127.0.0.1:6379","weight":30},
+//	                                       {"name":"redis-b","addr":"127.0.0.1:6380","weight":70}]}
+//
+// The ETag header is the version in quotes ("3"). 503 until the control
+// log has been read once.
+//
+// # Change the weights
+//
+//	curl -s -X PUT http://127.0.0.1:8080/api/v1/weights \
+//	  -H "Authorization: Bearer $ADMIN_TOKEN" -H 'If-Match: "3"' \
+//	  -d '{"weights":{"redis-a":50,"redis-b":50}}'
+//
+// Backends not named keep their weight; 0 drains a backend; weights are
+// integers 0..256 and at least one must stay above 0. The change is
+// appended to the control log (conn.control) and the answer comes from the
+// fold of the log, the same fold every consumer runs:
+//
+//	200  applied: the new table, plus "change_position" (its log offset),
+//	     "id" (the control message id), "converged" and "pending" (below)
+//	400  refused: unknown backend, weight out of range, no capacity left,
+//	     malformed body — "error" says which field
+//	401  no token; 403 wrong token (nothing is published)
+//	409  stale version: the If-Match header (or "expect_version" in the
+//	     body, same meaning) is not the version in force; "version" says
+//	     which is. Two writers with the same expected version: one wins.
+//	503  RabbitMQ unreachable or the control log not read yet
+//
+// Add ?wait=10s to wait (at most 5m) until every live consumer has applied
+// the change (its heartbeat position reached change_position):
+//
+//	curl -s -X PUT 'http://127.0.0.1:8080/api/v1/weights?wait=10s' \
+//	  -H "Authorization: Bearer $ADMIN_TOKEN" -d '{"weights":{"redis-a":0}}'
+//	{"version":5,...,"change_position":57,"converged":false,"pending":["consumer-2f1c"]}
+//
+// Without ?wait, "converged" and "pending" are as of the answer.
+//
+// # Status
+//
+//	curl -s http://127.0.0.1:8080/api/v1/status
+//
+// The table and version in force; each consumer heard of (id, host,
+// alive, ready, applied version and position, converged, records stored,
+// messages acked, age of its last heartbeat); each backend (address,
+// weight, target share, PING reachable, used_memory from INFO); and
+// whether every live consumer has converged on the table. A consumer
+// silent for CONSUMER_TIMEOUT is dead (alive=false) and no longer counts
+// for convergence.
+//
+// # Records
+//
+//	curl -s 'http://127.0.0.1:8080/api/v1/records?since=1m&src=10.0.0.7&limit=100'
+//	{"records":[{"backend":"redis-b","ts_ns":1700000000123456789,"src_ip":"10.0.0.7",
+//	  "dst_ip":"10.0.0.1","src_port":51234,"dst_port":8080,"tcp_flags":2,"ip_len":60}],
+//	 "count_by_backend":{"redis-a":0,"redis-b":1},"truncated":false,"from":1700000000,"to":1700000065}
+//
+// since and until are a duration back from now (90s, 5m), an RFC 3339 time
+// or Unix seconds; since defaults to 1m, until to now (plus 5 s for clock
+// skew). The window selects the buckets of the seconds records entered the
+// pipeline (see package readback). src and dst filter on IP; limit
+// (default 10000) bounds the answer and "truncated" says there was more.
+// A backend that cannot be read is named in "errors"; if none can, 503.
+//
+// # Operations
+//
+//	curl -s http://127.0.0.1:8080/healthz     # 200 once the control log has been read
+//	curl -s http://127.0.0.1:8080/metrics     # Prometheus
+package api

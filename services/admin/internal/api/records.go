@@ -1,0 +1,83 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/connpipe/connpipe/services/admin/internal/readback"
+	"github.com/connpipe/connpipe/shared/record"
+)
+
+// RecordsResponse is the answer of GET /api/v1/records.
+type RecordsResponse struct {
+	Records        []RecordItem      `json:"records"`
+	CountByBackend map[string]int    `json:"count_by_backend"`
+	Truncated      bool              `json:"truncated"`
+	From           int64             `json:"from"` // first bucket second read
+	To             int64             `json:"to"`   // last bucket second read
+	Errors         map[string]string `json:"errors,omitempty"`
+	Error          string            `json:"error,omitempty"` // set when no backend could be read (503)
+}
+
+// RecordItem is a record in its JSON form with the backend that held it.
+type RecordItem struct {
+	Backend string `json:"backend"`
+	record.JSON
+}
+
+func (a *API) records(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	now := a.cfg.Now()
+	var (
+		rq  readback.Query
+		err error
+	)
+	bad := func(err error) { fail(w, http.StatusBadRequest, "%v", err) }
+	if rq.Since, err = readback.ParseTime("since", q.Get("since"), now, now.Add(-DefaultSince)); err != nil {
+		bad(err)
+		return
+	}
+	if rq.Until, err = readback.ParseTime("until", q.Get("until"), now, now.Add(ClockSkew)); err != nil {
+		bad(err)
+		return
+	}
+	if rq.Src, err = readback.ParseIP("src", q.Get("src")); err != nil {
+		bad(err)
+		return
+	}
+	if rq.Dst, err = readback.ParseIP("dst", q.Get("dst")); err != nil {
+		bad(err)
+		return
+	}
+	if s := q.Get("limit"); s != "" {
+		if rq.Limit, err = strconv.Atoi(s); err != nil || rq.Limit <= 0 {
+			fail(w, http.StatusBadRequest, "limit %q: want a positive integer", s)
+			return
+		}
+	}
+	t := a.cfg.Control.Table()
+	res, err := a.cfg.Records.Read(r.Context(), t.Backends, rq)
+	if err != nil {
+		if errors.Is(err, readback.ErrBadQuery) {
+			bad(err)
+		} else {
+			fail(w, http.StatusInternalServerError, "%v", err)
+		}
+		return
+	}
+	out := RecordsResponse{
+		Records: make([]RecordItem, len(res.Items)), CountByBackend: res.CountByBackend,
+		Truncated: res.Truncated, Errors: res.Errors,
+	}
+	out.From, out.To = a.cfg.Records.Window(rq)
+	for i := range res.Items {
+		out.Records[i] = RecordItem{Backend: res.Items[i].Backend, JSON: record.ToJSON(&res.Items[i].Record)}
+	}
+	code := http.StatusOK
+	if len(res.Errors) > 0 && len(res.Errors) == len(t.Backends) {
+		code = http.StatusServiceUnavailable
+		out.Error = "no backend could be read"
+	}
+	writeJSON(w, code, out)
+}

@@ -1,0 +1,489 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/connpipe/connpipe/services/admin/internal/api"
+	"github.com/connpipe/connpipe/services/admin/internal/app"
+	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
+	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/controllog"
+	"github.com/connpipe/connpipe/shared/record"
+)
+
+type answer struct {
+	code   int
+	header http.Header
+	body   []byte
+}
+
+func (a answer) decode(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(a.body, v); err != nil {
+		t.Fatalf("answer %d %s: %v", a.code, a.body, err)
+	}
+}
+
+func call(t *testing.T, method, url, body string, header map[string]string) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return answer{resp.StatusCode, resp.Header, b}
+}
+
+func bearer(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
+
+func getTable(t *testing.T, e *apptest.Env) (control.Table, string) {
+	t.Helper()
+	a := call(t, http.MethodGet, e.URL+"/api/v1/weights", "", nil)
+	if a.code != http.StatusOK {
+		t.Fatalf("GET weights: %d %s", a.code, a.body)
+	}
+	var tb control.Table
+	a.decode(t, &tb)
+	return tb, a.header.Get("ETag")
+}
+
+// setWeightsMessages folds the control log with a reader of its own and
+// returns every set_weights message in it, once the message with id last
+// (if not empty) has been folded.
+func setWeightsMessages(t *testing.T, e *apptest.Env, last string) []control.Result {
+	t.Helper()
+	initial, _ := e.Config.Validate()
+	r := controllog.New(controllog.Config{URL: e.Config.AMQPURL, Name: "test-audit", Initial: initial, Logger: discard()})
+	results, unsub := r.Subscribe()
+	defer unsub()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	var out []control.Result
+	seenLast := last == ""
+	ready := r.Ready()
+	for {
+		select {
+		case res := <-results:
+			if res.Message.Op == control.OpSetWeights {
+				out = append(out, res)
+			}
+			if res.Message.ID == last {
+				seenLast = true
+			}
+		case <-ready:
+			ready = nil
+		case <-ctx.Done():
+			t.Fatalf("control log not read within 30s (seen %d set_weights)", len(out))
+		}
+		if ready == nil && seenLast && len(results) == 0 {
+			return out
+		}
+	}
+}
+
+func TestWritesNeedTheToken(t *testing.T) {
+	e := apptest.Start(t, nil)
+	body := `{"weights":{"redis-a":50}}`
+	tests := []struct {
+		name   string
+		header map[string]string
+		code   int
+	}{
+		{"no token", nil, http.StatusUnauthorized},
+		{"not bearer", map[string]string{"Authorization": "Basic " + e.Token}, http.StatusUnauthorized},
+		{"empty bearer", map[string]string{"Authorization": "Bearer "}, http.StatusUnauthorized},
+		{"wrong token", bearer(e.Token + "x"), http.StatusForbidden},
+	}
+	for _, tt := range tests {
+		a := call(t, http.MethodPut, e.URL+"/api/v1/weights", body, tt.header)
+		if a.code != tt.code {
+			t.Errorf("%s: %d %s, want %d", tt.name, a.code, a.body, tt.code)
+		}
+	}
+	if tb, _ := getTable(t, e); tb.Version != 0 || tb.String() != "redis-a=30 redis-b=70" {
+		t.Errorf("after refused writes: version %d %s, want 0 redis-a=30 redis-b=70", tb.Version, tb.String())
+	}
+	// One good write, then the log must hold exactly that one change.
+	a := call(t, http.MethodPut, e.URL+"/api/v1/weights", body, bearer(e.Token))
+	if a.code != http.StatusOK {
+		t.Fatalf("PUT with the token: %d %s", a.code, a.body)
+	}
+	var res api.WeightsResponse
+	a.decode(t, &res)
+	msgs := setWeightsMessages(t, e, res.ID)
+	if len(msgs) != 1 || msgs[0].Message.ID != res.ID || msgs[0].Message.By != "admin" {
+		t.Fatalf("control log holds %+v, want only the authorized change %s", msgs, res.ID)
+	}
+}
+
+func TestSetWeights(t *testing.T) {
+	e := apptest.Start(t, nil)
+	tb, tag := getTable(t, e)
+	if tb.Version != 0 || tag != `"0"` || len(tb.Backends) != 2 || tb.Backends[0].Addr != e.Backends[0].Addr {
+		t.Fatalf("initial table %+v etag %s", tb, tag)
+	}
+	steps := []struct {
+		body    string
+		ifMatch string
+		want    string
+	}{
+		{`{"weights":{"redis-a":50,"redis-b":50}}`, `"0"`, "redis-a=50 redis-b=50"},
+		{`{"weights":{"redis-a":0}}`, "", "redis-a=0 redis-b=50"},
+		{`{"weights":{"redis-a":256},"expect_version":2}`, "", "redis-a=256 redis-b=50"},
+		{`{"weights":{"redis-b":1}}`, `W/"3"`, "redis-a=256 redis-b=1"},
+	}
+	for i, st := range steps {
+		h := bearer(e.Token)
+		if st.ifMatch != "" {
+			h["If-Match"] = st.ifMatch
+		}
+		a := call(t, http.MethodPut, e.URL+"/api/v1/weights", st.body, h)
+		if a.code != http.StatusOK {
+			t.Fatalf("step %d: %d %s", i, a.code, a.body)
+		}
+		var res api.WeightsResponse
+		a.decode(t, &res)
+		if res.Version != int64(i+1) || res.String() != st.want || a.header.Get("ETag") != fmt.Sprintf(`"%d"`, i+1) {
+			t.Fatalf("step %d: version %d %q etag %s, want %d %q", i, res.Version, res.String(), a.header.Get("ETag"), i+1, st.want)
+		}
+		if res.ChangePosition != res.Position {
+			t.Errorf("step %d: change at %d but table position %d", i, res.ChangePosition, res.Position)
+		}
+		got, tag := getTable(t, e)
+		if got.Version != int64(i+1) || got.String() != st.want || tag != fmt.Sprintf(`"%d"`, i+1) {
+			t.Fatalf("step %d: GET shows version %d %q etag %s", i, got.Version, got.String(), tag)
+		}
+	}
+	// An independent fold of the log agrees.
+	if msgs := setWeightsMessages(t, e, ""); len(msgs) != len(steps) {
+		t.Errorf("control log holds %d set_weights, want %d", len(msgs), len(steps))
+	}
+}
+
+func TestStaleVersionConflicts(t *testing.T) {
+	e := apptest.Start(t, nil)
+	if a := call(t, http.MethodPut, e.URL+"/api/v1/weights", `{"weights":{"redis-a":40}}`, bearer(e.Token)); a.code != http.StatusOK {
+		t.Fatalf("first change: %d %s", a.code, a.body)
+	}
+	for _, tt := range []struct {
+		name, body, ifMatch string
+	}{
+		{"If-Match behind", `{"weights":{"redis-a":10}}`, `"0"`},
+		{"expect_version behind", `{"weights":{"redis-a":10},"expect_version":0}`, ""},
+		{"If-Match ahead", `{"weights":{"redis-a":10}}`, `"7"`}, // passes the local check; the fold refuses it
+	} {
+		h := bearer(e.Token)
+		if tt.ifMatch != "" {
+			h["If-Match"] = tt.ifMatch
+		}
+		a := call(t, http.MethodPut, e.URL+"/api/v1/weights", tt.body, h)
+		var ae struct {
+			Error   string `json:"error"`
+			Version *int64 `json:"version"`
+		}
+		a.decode(t, &ae)
+		if a.code != http.StatusConflict || !strings.Contains(ae.Error, "stale version") || ae.Version == nil || *ae.Version != 1 {
+			t.Errorf("%s: %d %s, want 409 stale version at version 1", tt.name, a.code, a.body)
+		}
+	}
+	if tb, _ := getTable(t, e); tb.Version != 1 || tb.String() != "redis-a=40 redis-b=70" {
+		t.Errorf("after conflicts: version %d %s, want 1 redis-a=40 redis-b=70", tb.Version, tb.String())
+	}
+}
+
+func TestRefusalsSayWhy(t *testing.T) {
+	e := apptest.Start(t, nil)
+	tests := []struct {
+		name, body, header, want string
+	}{
+		{"unknown backend", `{"weights":{"redis-c":10}}`, "", `unknown backend "redis-c" (known: redis-a, redis-b)`},
+		{"weight 300", `{"weights":{"redis-a":300}}`, "", `backend "redis-a": weight out of range 0..256: 300`},
+		{"negative weight", `{"weights":{"redis-b":-1}}`, "", `weight out of range`},
+		{"no capacity", `{"weights":{"redis-a":0,"redis-b":0}}`, "", `every backend at weight 0`},
+		{"weight not an integer", `{"weights":{"redis-a":"abc"}}`, "", `weights["redis-a"]: "abc": weight must be an integer 0..256`},
+		{"fractional weight", `{"weights":{"redis-a":1.5}}`, "", `weight must be an integer`},
+		{"misspelt field", `{"weigths":{"redis-a":1}}`, "", `unknown field "weigths"`},
+		{"no weights", `{}`, "", `"weights" is missing`},
+		{"not JSON", `redis-a=1`, "", `body:`},
+		{"bad If-Match", `{"weights":{"redis-a":1}}`, `abc`, `If-Match "abc"`},
+		{"If-Match and expect_version disagree", `{"weights":{"redis-a":1},"expect_version":0}`, `"1"`, `disagree`},
+	}
+	for _, tt := range tests {
+		h := bearer(e.Token)
+		if tt.header != "" {
+			h["If-Match"] = tt.header
+		}
+		a := call(t, http.MethodPut, e.URL+"/api/v1/weights", tt.body, h)
+		var ae struct{ Error string }
+		a.decode(t, &ae)
+		if a.code != http.StatusBadRequest || !strings.Contains(ae.Error, tt.want) {
+			t.Errorf("%s: %d %s, want 400 with %q", tt.name, a.code, a.body, tt.want)
+		}
+	}
+	if a := call(t, http.MethodPut, e.URL+"/api/v1/weights?wait=forever", `{"weights":{"redis-a":1}}`, bearer(e.Token)); a.code != http.StatusBadRequest {
+		t.Errorf("wait=forever: %d %s, want 400", a.code, a.body)
+	}
+	if tb, _ := getTable(t, e); tb.Version != 0 {
+		t.Errorf("after refusals: version %d, want 0", tb.Version)
+	}
+	if msgs := setWeightsMessages(t, e, ""); len(msgs) != 0 {
+		t.Errorf("refused bodies reached the control log: %+v", msgs)
+	}
+}
+
+func TestConcurrentWritersOneWins(t *testing.T) {
+	e := apptest.Start(t, nil)
+	const n = 6
+	codes := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h := bearer(e.Token)
+			h["If-Match"] = `"0"`
+			codes[i] = call(t, http.MethodPut, e.URL+"/api/v1/weights", fmt.Sprintf(`{"weights":{"redis-a":%d}}`, 10+i), h).code
+		}()
+	}
+	wg.Wait()
+	won, lost := 0, 0
+	winner := -1
+	for i, c := range codes {
+		switch c {
+		case http.StatusOK:
+			won++
+			winner = i
+		case http.StatusConflict:
+			lost++
+		}
+	}
+	if won != 1 || lost != n-1 {
+		t.Fatalf("codes %v: want exactly one 200 and %d 409", codes, n-1)
+	}
+	tb, _ := getTable(t, e)
+	if tb.Version != 1 || tb.Weights()["redis-a"] != 10+winner {
+		t.Errorf("table %s version %d, want redis-a=%d at version 1", tb.String(), tb.Version, 10+winner)
+	}
+}
+
+func TestBrokerUnreachable(t *testing.T) {
+	e := apptest.Start(t, nil)
+	// A second admin whose broker is not there: it never reads the log.
+	cfg := e.Config
+	cfg.AMQPURL = "amqp://guest:guest@127.0.0.1:1/"
+	s, err := app.Listen(cfg, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	url := "http://" + s.Addr()
+	for _, tt := range []struct {
+		method, path, body string
+		code               int
+	}{
+		{http.MethodPut, "/api/v1/weights", `{"weights":{"redis-a":1}}`, http.StatusServiceUnavailable},
+		{http.MethodGet, "/api/v1/weights", "", http.StatusServiceUnavailable},
+		{http.MethodGet, "/healthz", "", http.StatusServiceUnavailable},
+		{http.MethodGet, "/api/v1/status", "", http.StatusOK},
+	} {
+		if a := call(t, tt.method, url+tt.path, tt.body, bearer(e.Token)); a.code != tt.code {
+			t.Errorf("%s %s: %d %s, want %d", tt.method, tt.path, a.code, a.body, tt.code)
+		}
+	}
+	var st api.Status
+	call(t, http.MethodGet, url+"/api/v1/status", "", nil).decode(t, &st)
+	if st.Ready || st.Connected {
+		t.Errorf("status without a broker says ready=%v connected=%v", st.Ready, st.Connected)
+	}
+}
+
+func TestMembershipAndConvergence(t *testing.T) {
+	e := apptest.Start(t, nil)
+	status := func() api.Status {
+		var st api.Status
+		call(t, http.MethodGet, e.URL+"/api/v1/status", "", nil).decode(t, &st)
+		return st
+	}
+	// Wait until the status shows what a heartbeat said.
+	eventually := func(what string, ok func(api.Status) bool) api.Status {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			st := status()
+			if ok(st) {
+				return st
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 10s; status %+v", what, st)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	tb, _ := getTable(t, e)
+	hb := func(id string, version, pos int64) control.Heartbeat {
+		return control.Heartbeat{Consumer: id, Host: "h-" + id, Version: version, Position: pos, Ready: true, Records: 100, Acked: 7, SentAt: time.Now().UnixNano(), Interval: 1000}
+	}
+	e.Heartbeat(t, hb("c1", 0, tb.Position))
+	e.Heartbeat(t, hb("c2", 0, tb.Position))
+	e.PublishHeartbeat(t, []byte(`{"consumer":`)) // broken: counted, ignored
+	st := eventually("two consumers alive", func(st api.Status) bool { return st.ConsumersAlive == 2 })
+	if !st.Converged || len(st.Consumers) != 2 || st.Consumers[0].ID != "c1" || st.Consumers[0].Host != "h-c1" ||
+		st.Consumers[0].Records != 100 || st.Consumers[0].Acked != 7 || !st.Consumers[0].Converged {
+		t.Fatalf("status %+v", st)
+	}
+	if len(st.Backends) != 2 || !st.Backends[0].Reachable || st.Backends[0].UsedMemory <= 0 || st.Backends[1].Share != 0.7 {
+		t.Errorf("backends %+v", st.Backends)
+	}
+
+	// A change with ?wait: converges when both heartbeats reach its position.
+	type result struct {
+		a   answer
+		res api.WeightsResponse
+	}
+	got := make(chan result, 1)
+	go func() {
+		a := call(t, http.MethodPut, e.URL+"/api/v1/weights?wait=20s", `{"weights":{"redis-a":60}}`, bearer(e.Token))
+		var r api.WeightsResponse
+		_ = json.Unmarshal(a.body, &r)
+		got <- result{a, r}
+	}()
+	var pos int64
+	eventually("change applied", func(st api.Status) bool { pos = st.Table.Position; return st.Table.Version == 1 })
+	eventually("consumers behind", func(st api.Status) bool { return !st.Converged })
+	e.Heartbeat(t, hb("c1", 1, pos))
+	select {
+	case r := <-got:
+		t.Fatalf("wait returned before c2 applied the change: %d %s", r.a.code, r.a.body)
+	case <-time.After(300 * time.Millisecond):
+	}
+	e.Heartbeat(t, hb("c2", 1, pos))
+	select {
+	case r := <-got:
+		if r.a.code != http.StatusOK || !r.res.Converged || len(r.res.Pending) != 0 || r.res.ConsumersAlive != 2 || r.res.ChangePosition > pos {
+			t.Fatalf("wait answer %d %s", r.a.code, r.a.body)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("wait did not return after both consumers applied the change")
+	}
+
+	// A change nobody applies: the wait times out naming the laggards.
+	a := call(t, http.MethodPut, e.URL+"/api/v1/weights?wait=300ms", `{"weights":{"redis-a":61}}`, bearer(e.Token))
+	var r api.WeightsResponse
+	a.decode(t, &r)
+	if a.code != http.StatusOK || r.Converged || !slices.Equal(r.Pending, []string{"c1", "c2"}) {
+		t.Fatalf("unconverged wait: %d %s", a.code, a.body)
+	}
+
+	// c1 keeps heartbeating, c2 stops: c2 is dead after CONSUMER_TIMEOUT (2s)
+	// and no longer holds convergence.
+	stop := make(chan struct{})
+	var beats sync.WaitGroup
+	beats.Add(1)
+	go func() {
+		defer beats.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+				e.Heartbeat(t, hb("c1", 2, r.ChangePosition))
+			}
+		}
+	}()
+	defer func() { close(stop); beats.Wait() }()
+	st = eventually("c2 dead", func(st api.Status) bool { return st.ConsumersAlive == 1 })
+	if len(st.Consumers) != 2 || !st.Consumers[0].Alive || st.Consumers[1].Alive || st.Consumers[1].Converged || !st.Converged {
+		t.Fatalf("after c2 stopped: %+v", st)
+	}
+	if st.Consumers[1].HeartbeatAgeMS < 2000 {
+		t.Errorf("c2 dead with a heartbeat age of %dms", st.Consumers[1].HeartbeatAgeMS)
+	}
+
+	m := string(call(t, http.MethodGet, e.URL+"/metrics", "", nil).body)
+	for _, want := range []string{
+		`connpipe_admin_consumers_alive 1`,
+		`connpipe_admin_control_version 2`,
+		`connpipe_admin_control_published_total{result="applied"} 2`,
+		`connpipe_admin_heartbeats_total{result="invalid"} 1`,
+		`connpipe_admin_http_requests_total{code="200",route="PUT /api/v1/weights"} 2`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+func TestRecordsAcrossInstances(t *testing.T) {
+	e := apptest.Start(t, nil)
+	now := time.Now()
+	rec := func(ago time.Duration, src string, port uint16) record.Record {
+		return record.Record{TS: now.Add(-ago).UnixNano(), Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr("10.9.9.9"), SrcPort: port, DstPort: 80, Flags: record.FlagSYN, IPLen: 60}
+	}
+	e.WriteRecords(t, 0, rec(30*time.Second, "10.0.0.7", 1), rec(20*time.Second, "10.0.0.8", 2))
+	e.WriteRecords(t, 1, rec(10*time.Second, "10.0.0.7", 3), rec(90*time.Second, "10.0.0.7", 4))
+	a := call(t, http.MethodGet, e.URL+"/api/v1/records?since=1m&src=10.0.0.7", "", nil)
+	var res api.RecordsResponse
+	a.decode(t, &res)
+	if a.code != http.StatusOK || len(res.Records) != 2 || res.Records[0].Backend != "redis-a" || *res.Records[0].SrcPort != 1 ||
+		res.Records[1].Backend != "redis-b" || *res.Records[1].SrcPort != 3 || res.CountByBackend["redis-a"] != 1 || res.CountByBackend["redis-b"] != 1 || res.Truncated {
+		t.Fatalf("records: %d %s", a.code, a.body)
+	}
+	for _, q := range []string{"since=yesterday", "src=10.0.0", "limit=0", "limit=x", "since=1m&until=2m"} {
+		if a := call(t, http.MethodGet, e.URL+"/api/v1/records?"+q, "", nil); a.code != http.StatusBadRequest {
+			t.Errorf("records?%s: %d %s, want 400", q, a.code, a.body)
+		}
+	}
+}
+
+func TestConfig(t *testing.T) {
+	base := app.Config{Backends: "redis-a=127.0.0.1:6379", Weights: "redis-a=1", RedisPrefix: "cp:", Retention: time.Minute, ConsumerTimeout: time.Second, HTTPAddr: ":0", Token: "t"}
+	tests := []struct {
+		name string
+		edit func(*app.Config)
+		want string // "" for valid
+	}{
+		{"valid", func(*app.Config) {}, ""},
+		{"no token", func(c *app.Config) { c.Token = " " }, "ADMIN_TOKEN is empty"},
+		{"no token, insecure", func(c *app.Config) { c.Token, c.Insecure = "", true }, ""},
+		{"bad backends", func(c *app.Config) { c.Backends = "redis-a" }, "BACKENDS item"},
+		{"bad weights", func(c *app.Config) { c.Weights = "redis-a=x" }, "WEIGHTS item"},
+		{"zero capacity", func(c *app.Config) { c.Weights = "redis-a=0" }, "every backend at weight 0"},
+		{"zero retention", func(c *app.Config) { c.Retention = 0 }, "RETENTION"},
+		{"zero timeout", func(c *app.Config) { c.ConsumerTimeout = 0 }, "CONSUMER_TIMEOUT"},
+	}
+	for _, tt := range tests {
+		c := base
+		tt.edit(&c)
+		_, err := c.Validate()
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("%s: err = %v, want %q", tt.name, err, tt.want)
+		}
+	}
+}

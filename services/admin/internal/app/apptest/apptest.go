@@ -1,0 +1,155 @@
+// Package apptest starts a real admin server for tests: on 127.0.0.1:0,
+// against a fresh RabbitMQ virtual host and two real Redis instances under a
+// fresh key prefix (package testenv).
+package apptest
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/connpipe/connpipe/services/admin/internal/app"
+	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/store"
+	"github.com/connpipe/connpipe/shared/testenv"
+	"github.com/connpipe/connpipe/shared/topology"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
+)
+
+// Env is a running admin and what it is connected to.
+type Env struct {
+	Server   *app.Server
+	Config   app.Config
+	URL      string // http://host:port
+	Token    string
+	Backends []control.Backend
+	Layout   store.Layout
+
+	mu   sync.Mutex
+	conn *amqp.Connection
+	ch   *amqp.Channel
+}
+
+// Start runs admin until the test ends. edit may change the configuration
+// before it starts. It returns once the control log has been read and the
+// heartbeat queue is bound.
+func Start(t testing.TB, edit func(*app.Config)) *Env {
+	t.Helper()
+	addrs := testenv.Redis(t, 2)
+	cfg := app.Config{
+		AMQPURL:         testenv.AMQP(t),
+		HTTPAddr:        "127.0.0.1:0",
+		Token:           "tok-" + testenv.ID(),
+		Backends:        "redis-a=" + addrs[0] + ",redis-b=" + addrs[1],
+		Weights:         "redis-a=30,redis-b=70",
+		RedisPrefix:     testenv.Prefix(t),
+		Retention:       5 * time.Minute,
+		ConsumerTimeout: 2 * time.Second,
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	initial, err := cfg.Validate()
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	s, err := app.Listen(cfg, log)
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	e := &Env{
+		Server: s, Config: cfg, URL: "http://" + s.Addr(), Token: cfg.Token, Backends: initial.Backends,
+		Layout: store.Layout{Prefix: cfg.RedisPrefix, Retention: cfg.Retention},
+	}
+	t.Cleanup(func() {
+		e.mu.Lock()
+		if e.conn != nil {
+			e.conn.Close()
+		}
+		e.mu.Unlock()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("admin Serve: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("admin did not stop within 10s")
+		}
+	})
+	for _, w := range []struct {
+		what string
+		ch   <-chan struct{}
+	}{{"control log read", s.Ready()}, {"heartbeat queue bound", s.HeartbeatsBound()}} {
+		select {
+		case <-w.ch:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("admin: %s: not within 30s", w.what)
+		}
+	}
+	return e
+}
+
+// Heartbeat publishes hb on the heartbeat exchange as a consumer would.
+func (e *Env) Heartbeat(t testing.TB, hb control.Heartbeat) {
+	t.Helper()
+	body, err := json.Marshal(hb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.PublishHeartbeat(t, body)
+}
+
+// PublishHeartbeat publishes a raw body on the heartbeat exchange.
+func (e *Env) PublishHeartbeat(t testing.TB, body []byte) {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.conn == nil {
+		conn, err := amqp.Dial(e.Config.AMQPURL)
+		if err != nil {
+			t.Fatalf("dial rabbitmq: %v", err)
+		}
+		ch, err := conn.Channel()
+		if err != nil {
+			conn.Close()
+			t.Fatalf("channel: %v", err)
+		}
+		e.conn, e.ch = conn, ch
+	}
+	err := e.ch.PublishWithContext(context.Background(), topology.HeartbeatExchange, "", false, false,
+		amqp.Publishing{ContentType: "application/json", Body: body, Timestamp: time.Now()})
+	if err != nil {
+		t.Fatalf("publish heartbeat: %v", err)
+	}
+}
+
+// WriteRecords stores recs on backend i, in their capture-second buckets,
+// and deletes those buckets when the test ends.
+func (e *Env) WriteRecords(t testing.TB, i int, recs ...record.Record) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: e.Backends[i].Addr})
+	t.Cleanup(func() { rdb.Close() })
+	b := store.NewBatch()
+	var keys []string
+	for j := range recs {
+		sec := store.Bucket(recs[j].TS, 0)
+		b.Add(sec, &recs[j])
+		keys = append(keys, e.Layout.BucketKey(sec))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.Layout.Write(ctx, rdb, b); err != nil {
+		t.Fatalf("write records to %s: %v", e.Backends[i].Name, err)
+	}
+	t.Cleanup(func() { rdb.Del(context.Background(), keys...) })
+}

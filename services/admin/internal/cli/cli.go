@@ -1,0 +1,205 @@
+// Package cli is admin's command line: clients of the HTTP API (package
+// api), usable wherever the API is reachable — inside the container that
+// serves it too, since it is the same binary.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/connpipe/connpipe/shared/control"
+)
+
+// Usage is the command-line help.
+const Usage = `usage:
+  admin [serve]                        run the HTTP API (the default)
+  admin weights get                    print the routing table and its version
+  admin weights set NAME=WEIGHT... [--expect-version N] [--wait DURATION]
+                                       change weights (0..256, 0 drains); names not
+                                       given keep theirs; --wait waits until every
+                                       live consumer applied the change
+  admin status                         table, consumers, backends, convergence
+  admin records [--since 1m] [--until T] [--src IP] [--dst IP] [--limit N] [--json]
+                                       stored records, one per line, backend first;
+                                       a count per backend on stderr
+  admin help                           this text
+
+environment:
+  ADMIN_URL    the API (default http://127.0.0.1:8080)
+  ADMIN_TOKEN  token for weights set
+
+exit status: 0 ok; 1 refused or failed; 2 bad usage; 3 applied but not every
+live consumer applied it within --wait
+`
+
+// Exit codes.
+const (
+	ExitOK           = 0
+	ExitFailed       = 1
+	ExitUsage        = 2
+	ExitNotConverged = 3
+)
+
+// Env is the CLI's configuration.
+type Env struct {
+	URL   string `envconfig:"ADMIN_URL" default:"http://127.0.0.1:8080"`
+	Token string `envconfig:"ADMIN_TOKEN"`
+}
+
+// usageError is bad input on the command line.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// exitError carries an exit code other than ExitFailed.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+
+// Run runs the command in args (without the program name), writing results
+// to stdout and diagnostics to stderr, and returns the exit status.
+func Run(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) int {
+	c := &client{base: strings.TrimRight(env.URL, "/"), token: strings.TrimSpace(env.Token), out: stdout, errw: stderr}
+	err := c.dispatch(ctx, args)
+	if err == nil {
+		return ExitOK
+	}
+	var ue usageError
+	var ee exitError
+	switch {
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "admin %s\n(admin help shows the usage)\n", err)
+		return ExitUsage
+	case errors.As(err, &ee):
+		fmt.Fprintf(stderr, "admin %s\n", err)
+		return ee.code
+	}
+	fmt.Fprintf(stderr, "admin %s\n", err)
+	return ExitFailed
+}
+
+func (c *client) dispatch(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return usagef("needs a command")
+	}
+	switch args[0] {
+	case "help", "-h", "--help", "-help":
+		fmt.Fprint(c.out, Usage)
+		return nil
+	case "weights":
+		if len(args) < 2 {
+			return usagef("weights: want get or set")
+		}
+		switch args[1] {
+		case "get":
+			if err := noArgs("weights get", args[2:]); err != nil {
+				return err
+			}
+			return c.weightsGet(ctx)
+		case "set":
+			return c.weightsSet(ctx, args[2:])
+		}
+		return usagef("weights %q: want get or set", args[1])
+	case "status":
+		if err := noArgs("status", args[1:]); err != nil {
+			return err
+		}
+		return c.status(ctx)
+	case "records":
+		return c.records(ctx, args[1:])
+	}
+	return usagef("unknown command %q", args[0])
+}
+
+func noArgs(cmd string, args []string) error {
+	if len(args) > 0 {
+		return usagef("%s: unexpected argument %q", cmd, args[0])
+	}
+	return nil
+}
+
+// parse parses flags anywhere among the arguments and returns the
+// positional ones.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, usagef("%s: %v", fs.Name(), err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// ParseWeights reads NAME=WEIGHT arguments.
+func ParseWeights(args []string) (map[string]int, error) {
+	if len(args) == 0 {
+		return nil, usagef("weights set: want NAME=WEIGHT arguments, e.g. redis-a=30 redis-b=70")
+	}
+	out := make(map[string]int, len(args))
+	for _, a := range args {
+		name, w, ok := strings.Cut(a, "=")
+		if !ok || strings.TrimSpace(name) == "" {
+			return nil, usagef("weights set: %q: want NAME=WEIGHT", a)
+		}
+		n, err := strconv.Atoi(w)
+		if err != nil || n < 0 || n > control.MaxWeight {
+			return nil, usagef("weights set: %q: weight must be an integer 0..%d", a, control.MaxWeight)
+		}
+		if _, dup := out[name]; dup {
+			return nil, usagef("weights set: %q: backend %q given twice", a, name)
+		}
+		out[name] = n
+	}
+	return out, nil
+}
+
+func age(ms int64) string {
+	d := time.Duration(ms) * time.Millisecond
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%.1fs ago", d.Seconds())
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds ago", int(d.Minutes()), int(d.Seconds())%60)
+	}
+	return d.Round(time.Minute).String() + " ago"
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func bytesIEC(n int64) string {
+	if n < 0 {
+		return "-"
+	}
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,219 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/connpipe/connpipe/services/admin/internal/api"
+	"github.com/connpipe/connpipe/shared/control"
+)
+
+const requestTimeout = 30 * time.Second
+
+func (c *client) printTable(t *control.Table) {
+	fmt.Fprintf(c.out, "version %d (log position %d)\n%s\n", t.Version, t.Position, t.String())
+	total := 0
+	for _, b := range t.Backends {
+		total += b.Weight
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	for _, b := range t.Backends {
+		share := 0.0
+		if total > 0 {
+			share = 100 * float64(b.Weight) / float64(total)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\tweight %d\t%.1f%%\n", b.Name, b.Addr, b.Weight, share)
+	}
+	tw.Flush()
+}
+
+func (c *client) weightsGet(ctx context.Context) error {
+	var t control.Table
+	if _, err := c.do(ctx, http.MethodGet, "/api/v1/weights", nil, nil, requestTimeout, &t); err != nil {
+		return fmt.Errorf("weights get: %w", err)
+	}
+	c.printTable(&t)
+	return nil
+}
+
+func (c *client) weightsSet(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("weights set", flag.ContinueOnError)
+	expect := fs.Int64("expect-version", -1, "refuse unless the table is at this version")
+	wait := fs.Duration("wait", 0, "wait this long for every live consumer to apply the change")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	weights, err := ParseWeights(pos)
+	if err != nil {
+		return err
+	}
+	if *wait < 0 || *wait > api.MaxWait {
+		return usagef("weights set: --wait %s: want 0s..%s", *wait, api.MaxWait)
+	}
+	h := http.Header{}
+	if *expect >= 0 {
+		h.Set("If-Match", strconv.Quote(strconv.FormatInt(*expect, 10)))
+	} else if *expect != -1 {
+		return usagef("weights set: --expect-version %d: want a version 0 or above", *expect)
+	}
+	path := "/api/v1/weights"
+	if *wait > 0 {
+		path += "?wait=" + url.QueryEscape(wait.String())
+	}
+	var res api.WeightsResponse
+	_, err = c.do(ctx, http.MethodPut, path, api.WeightsRequest{Weights: weights}, h, requestTimeout+*wait, &res)
+	if err != nil {
+		var he *httpError
+		if errors.As(err, &he) {
+			switch he.code {
+			case http.StatusConflict, http.StatusBadRequest:
+				return fmt.Errorf("weights set: refused, %s", he.message)
+			case http.StatusUnauthorized, http.StatusForbidden:
+				return fmt.Errorf("weights set: %s: %s (set ADMIN_TOKEN)", he.status, he.message)
+			}
+		}
+		return fmt.Errorf("weights set: %w", err)
+	}
+	fmt.Fprintf(c.out, "applied as %s at log position %d\n", res.ID, res.ChangePosition)
+	c.printTable(&res.Table)
+	switch {
+	case res.ConsumersAlive == 0:
+		fmt.Fprintln(c.out, "no live consumer to apply it yet")
+	case res.Converged:
+		fmt.Fprintf(c.out, "converged: all %d live consumers applied it\n", res.ConsumersAlive)
+	case *wait > 0:
+		return exitError{ExitNotConverged, fmt.Errorf("weights set: not converged after %s: %d of %d live consumers have not applied it: %s",
+			*wait, len(res.Pending), res.ConsumersAlive, strings.Join(res.Pending, ", "))}
+	default:
+		fmt.Fprintf(c.out, "pending: %d of %d live consumers have not applied it yet (use --wait)\n", len(res.Pending), res.ConsumersAlive)
+	}
+	return nil
+}
+
+func (c *client) status(ctx context.Context) error {
+	var st api.Status
+	if _, err := c.do(ctx, http.MethodGet, "/api/v1/status", nil, nil, requestTimeout, &st); err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	log := "read"
+	if !st.Ready {
+		log = "NOT READ YET"
+	}
+	conn := "connected"
+	if !st.Connected {
+		conn = "DISCONNECTED"
+	}
+	fmt.Fprintf(c.out, "table   version %d (log position %d)  %s\ncontrol log %s, rabbitmq %s\n", st.Table.Version, st.Table.Position, st.Weights, log, conn)
+	alive := fmt.Sprintf("%d live consumer", st.ConsumersAlive)
+	if st.ConsumersAlive != 1 {
+		alive += "s"
+	}
+	fmt.Fprintf(c.out, "converged %s (%s, timeout %s)\n\n", yesNo(st.Converged), alive, time.Duration(st.TimeoutMS)*time.Millisecond)
+
+	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CONSUMER\tHOST\tALIVE\tREADY\tVERSION\tPOSITION\tCONVERGED\tRECORDS\tACKED\tLAST HEARTBEAT")
+	for _, m := range st.Consumers {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\t%d\t%s\n", m.ID, orDash(m.Host), yesNo(m.Alive), yesNo(m.Ready),
+			m.Version, m.Position, yesNo(m.Converged), m.Records, m.Acked, age(m.HeartbeatAgeMS))
+	}
+	if len(st.Consumers) == 0 {
+		fmt.Fprintln(tw, "(none heard from)")
+	}
+	tw.Flush()
+	fmt.Fprintln(c.out)
+	tw = tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BACKEND\tADDRESS\tWEIGHT\tSHARE\tREACHABLE\tUSED MEMORY")
+	for _, b := range st.Backends {
+		reach := yesNo(b.Reachable)
+		if b.Error != "" {
+			reach += " (" + b.Error + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f%%\t%s\t%s\n", b.Name, b.Addr, b.Weight, 100*b.Share, reach, bytesIEC(b.UsedMemory))
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func (c *client) records(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("records", flag.ContinueOnError)
+	since := fs.String("since", "1m", "start of the window: a duration back from now, RFC 3339 or Unix seconds")
+	until := fs.String("until", "", "end of the window (default now)")
+	src := fs.String("src", "", "source IP")
+	dst := fs.String("dst", "", "destination IP")
+	limit := fs.Int("limit", 0, "at most this many records (default 10000)")
+	asJSON := fs.Bool("json", false, "one JSON object per line")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("records: unexpected argument %q", pos[0])
+	}
+	if *limit < 0 {
+		return usagef("records: --limit %d: want a positive number", *limit)
+	}
+	q := url.Values{}
+	for k, v := range map[string]string{"since": *since, "until": *until, "src": *src, "dst": *dst} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if *limit > 0 {
+		q.Set("limit", strconv.Itoa(*limit))
+	}
+	var res api.RecordsResponse
+	if _, err := c.do(ctx, http.MethodGet, "/api/v1/records?"+q.Encode(), nil, nil, requestTimeout, &res); err != nil {
+		return fmt.Errorf("records: %w", err)
+	}
+	enc := json.NewEncoder(c.out)
+	for i := range res.Records {
+		it := &res.Records[i]
+		if *asJSON {
+			if err := enc.Encode(it); err != nil {
+				return err
+			}
+			continue
+		}
+		r, err := it.JSON.Record()
+		if err != nil {
+			return fmt.Errorf("records: record %d from %s: %w", i, it.Backend, err)
+		}
+		fmt.Fprintf(c.out, "%s\t%s\n", it.Backend, r)
+	}
+	names := make([]string, 0, len(res.CountByBackend))
+	for n := range res.CountByBackend {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%s=%d", n, res.CountByBackend[n])
+	}
+	summary := fmt.Sprintf("%d records (%s), buckets %d..%d", len(res.Records), strings.Join(parts, " "), res.From, res.To)
+	if res.Truncated {
+		summary += ", truncated at the limit: narrow the window or raise --limit"
+	}
+	fmt.Fprintln(c.errw, summary)
+	for _, n := range slices.Sorted(maps.Keys(res.Errors)) {
+		fmt.Fprintf(c.errw, "backend %s not read: %s\n", n, res.Errors[n])
+	}
+	return nil
+}
