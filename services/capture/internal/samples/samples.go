@@ -1,0 +1,121 @@
+// Package samples finds the sample captures (with their ground truth) that
+// the capture tests replay. They live outside the repository, in
+// ../shared/pcaps beside the repository root (the directory that holds
+// go.work); CONNPIPE_PCAPS names another directory.
+package samples
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/google/gopacket/pcapgo"
+)
+
+// Dir returns the directory of sample captures. When it is missing the test
+// fails, except on a developer machine (CI and CONNPIPE_PCAPS both unset),
+// where it is skipped with the same message.
+func Dir(t testing.TB) string {
+	t.Helper()
+	dir, err := find()
+	if err == nil {
+		return dir
+	}
+	if os.Getenv("CI") == "" && os.Getenv("CONNPIPE_PCAPS") == "" {
+		t.Skipf("sample captures not found: %v", err)
+	}
+	t.Fatalf("sample captures not found: %v", err)
+	return ""
+}
+
+func find() (string, error) {
+	if dir := os.Getenv("CONNPIPE_PCAPS"); dir != "" {
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			return "", errors.New("CONNPIPE_PCAPS=" + dir + " is not a directory")
+		}
+		return dir, nil
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
+			dir := filepath.Join(filepath.Dir(d), "shared", "pcaps")
+			if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+				return "", errors.New("looked in " + dir + " (../shared/pcaps beside the repository root " + d + "); set CONNPIPE_PCAPS")
+			}
+			return dir, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", errors.New("no go.work above " + wd + " to find ../shared/pcaps from; set CONNPIPE_PCAPS")
+		}
+	}
+}
+
+// Captures lists the capture files in the sample directory, sorted by name.
+func Captures(t testing.TB) []string {
+	t.Helper()
+	dir := Dir(t)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("read %s: %v", dir, err)
+	}
+	var out []string
+	for _, e := range entries {
+		if n := e.Name(); strings.HasSuffix(n, ".pcap") || strings.HasSuffix(n, ".pcapng") {
+			out = append(out, filepath.Join(dir, n))
+		}
+	}
+	sort.Strings(out)
+	if len(out) == 0 {
+		t.Fatalf("no .pcap or .pcapng files in %s", dir)
+	}
+	return out
+}
+
+// Frame is one record of a capture file.
+type Frame struct {
+	Link uint32 // LINKTYPE_ value
+	TS   int64  // Unix ns
+	Data []byte
+}
+
+// Frames reads every whole record of a capture file with gopacket's pcapgo
+// readers (stopping quietly at a record the file cuts short).
+func Frames(t testing.TB, path string) []Frame {
+	t.Helper()
+	fh, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	var out []Frame
+	if strings.HasSuffix(path, ".pcapng") {
+		r, err := pcapgo.NewNgReader(fh, pcapgo.DefaultNgReaderOptions)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		for {
+			d, ci, err := r.ReadPacketData()
+			if err != nil {
+				return out
+			}
+			out = append(out, Frame{Link: uint32(r.LinkType()), TS: ci.Timestamp.UnixNano(), Data: d})
+		}
+	}
+	r, err := pcapgo.NewReader(fh)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	for {
+		d, ci, err := r.ReadPacketData()
+		if err != nil {
+			return out
+		}
+		out = append(out, Frame{Link: uint32(r.LinkType()), TS: ci.Timestamp.UnixNano(), Data: d})
+	}
+}
