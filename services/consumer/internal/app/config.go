@@ -1,0 +1,112 @@
+package app
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/connpipe/connpipe/shared/config"
+	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/store"
+)
+
+// Config is the consumer's configuration, from the environment.
+type Config struct {
+	AMQPURL           string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
+	Backends          string        `envconfig:"BACKENDS" default:"redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380"`
+	Weights           string        `envconfig:"WEIGHTS" default:"redis-a=30,redis-b=70"`
+	Retention         time.Duration `envconfig:"RETENTION" default:"5m"`
+	RedisPrefix       string        `envconfig:"REDIS_PREFIX" default:"cp:"`
+	RedisTimeout      time.Duration `envconfig:"REDIS_TIMEOUT" default:"2s"`
+	Prefetch          int           `envconfig:"PREFETCH" default:"64"`
+	ConsumerID        string        `envconfig:"CONSUMER_ID"`
+	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"1s"`
+	MetricsAddr       string        `envconfig:"METRICS_ADDR" default:":9101"`
+	LogLevel          string        `envconfig:"LOG_LEVEL" default:"info"`
+	LogFormat         string        `envconfig:"LOG_FORMAT" default:"auto"`
+}
+
+// LoadConfig reads the environment and validates the result.
+func LoadConfig() (Config, error) {
+	var c Config
+	if err := config.Load(&c); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// Defaults returns the configuration with every default applied, as with
+// an empty environment (tests start from it).
+func Defaults() Config {
+	return Config{
+		AMQPURL:           "amqp://guest:guest@127.0.0.1:5672/",
+		Backends:          "redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380",
+		Weights:           "redis-a=30,redis-b=70",
+		Retention:         5 * time.Minute,
+		RedisPrefix:       store.DefaultPrefix,
+		RedisTimeout:      2 * time.Second,
+		Prefetch:          64,
+		HeartbeatInterval: time.Second,
+		MetricsAddr:       ":9101",
+		LogLevel:          "info",
+		LogFormat:         "auto",
+	}
+}
+
+// Validate checks the values envconfig cannot, naming the variable, and
+// fills CONSUMER_ID when it is empty.
+func (c *Config) Validate() error {
+	if _, err := c.Table(); err != nil {
+		return err
+	}
+	if strings.TrimSpace(c.AMQPURL) == "" {
+		return fmt.Errorf("AMQP_URL is empty")
+	}
+	if c.Retention <= 0 {
+		return fmt.Errorf("RETENTION=%s: want a positive duration such as 5m", c.Retention)
+	}
+	if c.RedisTimeout <= 0 {
+		return fmt.Errorf("REDIS_TIMEOUT=%s: want a positive duration such as 2s", c.RedisTimeout)
+	}
+	if c.Prefetch < 1 || c.Prefetch > 65535 {
+		return fmt.Errorf("PREFETCH=%d: want 1..65535 messages", c.Prefetch)
+	}
+	if c.HeartbeatInterval <= 0 {
+		return fmt.Errorf("HEARTBEAT_INTERVAL=%s: want a positive duration such as 1s", c.HeartbeatInterval)
+	}
+	if c.RedisPrefix == "" {
+		return fmt.Errorf("REDIS_PREFIX is empty: want a key prefix such as %q", store.DefaultPrefix)
+	}
+	if c.ConsumerID == "" {
+		c.ConsumerID = defaultID()
+	}
+	return nil
+}
+
+// Table is the initial routing table, from BACKENDS and WEIGHTS.
+func (c *Config) Table() (*control.Table, error) {
+	backends, err := config.Backends(c.Backends, c.Weights)
+	if err != nil {
+		return nil, err
+	}
+	t, err := control.NewTable(backends)
+	if err != nil {
+		return nil, fmt.Errorf("BACKENDS/WEIGHTS: %w", err)
+	}
+	return t, nil
+}
+
+// defaultID is the host name and a short random suffix, so replicas on one
+// host (or restarts) are told apart.
+func defaultID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "consumer"
+	}
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return host + "-" + hex.EncodeToString(b[:])
+}
