@@ -192,7 +192,7 @@ func TestRecords(t *testing.T) {
 		{[]string{"records", "--since", "1m", "--dst", "10.0.0.1", "--src", "10.1.1.1"},
 			[]string{"redis-a\t" + a1.String(), "redis-b\t" + b2.String()}, "2 records (redis-a=1 redis-b=1)"},
 		{[]string{"records", "--since", "3m", "--until", "90s"},
-			[]string{"redis-b\t" + old.String()}, "1 records (redis-a=0 redis-b=1)"},
+			[]string{"redis-b\t" + old.String()}, "1 record (redis-a=0 redis-b=1)"},
 		{[]string{"records", "--since", "1m", "--limit", "1"},
 			[]string{"redis-a\t" + a1.String()}, "truncated at the limit"},
 		{[]string{"records", "--src", "192.0.2.1"}, nil, "0 records (redis-a=0 redis-b=0)"},

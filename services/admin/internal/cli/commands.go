@@ -207,7 +207,11 @@ func (c *client) records(ctx context.Context, args []string) error {
 	for i, n := range names {
 		parts[i] = fmt.Sprintf("%s=%d", n, res.CountByBackend[n])
 	}
-	summary := fmt.Sprintf("%d records (%s), buckets %d..%d", len(res.Records), strings.Join(parts, " "), res.From, res.To)
+	noun := "records"
+	if len(res.Records) == 1 {
+		noun = "record"
+	}
+	summary := fmt.Sprintf("%d %s (%s), buckets %d..%d", len(res.Records), noun, strings.Join(parts, " "), res.From, res.To)
 	if res.Truncated {
 		summary += ", truncated at the limit: narrow the window or raise --limit"
 	}
