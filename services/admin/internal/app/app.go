@@ -109,6 +109,10 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	if host != "" {
 		name += "@" + host
 	}
+	// go-redis reports dial failures itself; the status endpoint shows an
+	// unreachable backend, so its own lines go to Debug.
+	// The setting is process-wide: the first server's logger keeps it.
+	redisLogOnce.Do(func() { redis.SetLogger(redisLog{log.With("component", "redis")}) })
 	s := &Server{cfg: cfg, log: log, bound: make(chan struct{})}
 	s.reader = controllog.New(controllog.Config{URL: cfg.AMQPURL, Name: name, Initial: initial, Logger: log})
 	s.members = members.New(cfg.ConsumerTimeout, time.Now)
@@ -180,4 +184,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	return s.Serve(ctx)
+}
+
+var redisLogOnce sync.Once
+
+// redisLog sends go-redis's internal messages to slog at Debug.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, v...))
 }
