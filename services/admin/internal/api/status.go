@@ -14,7 +14,7 @@ import (
 // Status is the answer of GET /api/v1/status.
 type Status struct {
 	Ready          bool             `json:"ready"`     // the control log has been read
-	Connected      bool             `json:"connected"` // admin has a broker session
+	Connected      bool             `json:"connected"` // admin is connected to rabbitmq
 	Table          *control.Table   `json:"table"`
 	Weights        string           `json:"weights"`
 	Consumers      []ConsumerStatus `json:"consumers"`
