@@ -45,10 +45,11 @@ type App struct {
 	reader *controllog.Reader
 	intake *intake.Intake
 
-	ready   atomic.Bool
-	gate    chan struct{}                 // closed once routing by the log's table
-	applied atomic.Pointer[control.Table] // latest table folded, for heartbeats
-	kick    chan struct{}                 // heartbeat now
+	ready    atomic.Bool
+	readyPos int64                         // log position when the log was first read (watch goroutine)
+	gate     chan struct{}                 // closed once routing by the log's table
+	applied  atomic.Pointer[control.Table] // latest table folded, for heartbeats
+	kick     chan struct{}                 // heartbeat now
 }
 
 // Run builds the consumer and runs it until ctx ends.
@@ -162,6 +163,7 @@ func (a *App) watch(ctx context.Context, sub <-chan control.Result) {
 		case <-ready:
 			ready = nil
 			t := a.reader.Table()
+			a.readyPos = t.Position
 			a.apply(t)
 			a.ready.Store(true)
 			a.m.ready.Set(1)
@@ -178,13 +180,18 @@ func (a *App) watch(ctx context.Context, sub <-chan control.Result) {
 	}
 }
 
-// verdict counts and logs one folded control message.
+// verdict counts and logs one folded control message. Refusals read while
+// catching up with the log's history are logged at Debug: they are old news.
 func (a *App) verdict(res control.Result) {
 	switch {
 	case res.Err != nil:
 		reason := RejectReason(res.Err)
 		a.m.rejected.WithLabelValues(reason).Inc()
-		a.log.Warn("control change refused, routing unchanged", "position", res.Position,
+		level := slog.LevelWarn
+		if !a.ready.Load() || res.Position <= a.readyPos {
+			level = slog.LevelDebug
+		}
+		a.log.Log(context.Background(), level, "control change refused, routing unchanged", "position", res.Position,
 			"reason", reason, "err", res.Err, "id", res.Message.ID, "by", res.Message.By)
 	case res.Changed:
 		a.m.applied.Inc()
