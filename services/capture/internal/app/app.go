@@ -1,0 +1,314 @@
+// Package app wires capture together: a source (live AF_PACKET socket or
+// capture files), the decoder, the filter, and an output (RabbitMQ through
+// the batcher and publisher, or text on stdout), with the metrics server and
+// the optional TCP sink.
+//
+// Every frame the source delivers is counted in packets_total and ends in
+// exactly one of: decode_errors_total{reason} (malformed), filtered_total
+// (not a TCP packet, or one the filter does not match), or a record handed
+// to the output. records_total counts the TCP packets decoded, before the
+// filter.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/connpipe/connpipe/services/capture/internal/decode"
+	"github.com/connpipe/connpipe/services/capture/internal/filter"
+	"github.com/connpipe/connpipe/services/capture/internal/publish"
+	"github.com/connpipe/connpipe/services/capture/internal/sink"
+	"github.com/connpipe/connpipe/services/capture/internal/source"
+	"github.com/connpipe/connpipe/shared/ops"
+	"github.com/connpipe/connpipe/shared/record"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics of the reading side.
+type metrics struct {
+	packets      prometheus.Counter
+	records      prometheus.Counter
+	filtered     prometheus.Counter
+	kernelDrops  prometheus.Counter
+	decodeErrors [decode.NumStatus]prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		packets: prometheus.NewCounter(prometheus.CounterOpts{Name: "connpipe_capture_packets_total",
+			Help: "Frames delivered by the source (socket or file)."}),
+		records: prometheus.NewCounter(prometheus.CounterOpts{Name: "connpipe_capture_records_total",
+			Help: "TCP packets decoded into records, before the filter."}),
+		filtered: prometheus.NewCounter(prometheus.CounterOpts{Name: "connpipe_capture_filtered_total",
+			Help: "Frames that did not match the filter (not TCP, or TCP to another address)."}),
+		kernelDrops: prometheus.NewCounter(prometheus.CounterOpts{Name: "connpipe_capture_kernel_drops_total",
+			Help: "Frames the kernel dropped because the capture socket's queue was full."}),
+	}
+	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "connpipe_capture_decode_errors_total",
+		Help: "Malformed frames, skipped, by reason."}, []string{"reason"})
+	for _, s := range decode.MalformedStatuses() {
+		m.decodeErrors[s] = errs.WithLabelValues(s.String())
+	}
+	reg.MustRegister(m.packets, m.records, m.filtered, m.kernelDrops, errs)
+	return m
+}
+
+// output receives the records that pass the filter.
+type output interface {
+	Add(ctx context.Context, r *record.Record) error
+}
+
+// progressEvery is how often a long file replay logs its progress.
+const progressEvery = 5 * time.Second
+
+// Run captures until ctx ends (live) or the files are read (offline), then
+// flushes the open batch and waits, at most SHUTDOWN_TIMEOUT after ctx
+// ends, for the broker to confirm what was published. A capture file cut
+// mid-record ends the run with a *source.TruncatedError once the whole
+// packets before it are out.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	flt, _ := cfg.filter()
+	listen, _ := cfg.listen()
+	reg := ops.NewRegistry()
+	m := newMetrics(reg)
+	info := Info{Filter: flt.String(), Registry: reg}
+
+	// Publishing outlives ctx by up to SHUTDOWN_TIMEOUT, to drain.
+	pubCtx, cancelPub := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelPub(nil)
+	stopDrainTimer := context.AfterFunc(ctx, func() {
+		time.AfterFunc(cfg.ShutdownTimeout, func() {
+			cancelPub(fmt.Errorf("shutdown timeout %s", cfg.ShutdownTimeout))
+		})
+	})
+	defer stopDrainTimer()
+
+	var (
+		out     output
+		health  = func() error { return nil }
+		closeFn func() error
+	)
+	switch cfg.Output {
+	case OutputStdout:
+		w := cfg.Stdout
+		if w == nil {
+			w = os.Stdout
+		}
+		text := publish.NewText(w)
+		out = text
+		closeFn = func() error { return text.Close(pubCtx) }
+	case OutputAMQP:
+		batcher := publish.NewBatcher(pubCtx, cfg.BatchSize, cfg.BatchInterval)
+		host, _ := os.Hostname()
+		pub := publish.NewPublisher(publish.PublisherConfig{
+			URL: cfg.AMQPURL, Name: "connpipe-capture@" + host, MaxInFlight: cfg.MaxInFlight,
+			Logger: log, Metrics: publish.NewMetrics(reg),
+		})
+		pubDone := make(chan error, 1)
+		go func() { pubDone <- pub.Run(pubCtx, batcher.Out()) }()
+		out = batcher
+		health = func() error {
+			if !pub.Connected() {
+				return errors.New("not connected to the broker")
+			}
+			return nil
+		}
+		closeFn = func() error {
+			if err := batcher.Close(pubCtx); err != nil {
+				cancelPub(err)
+			}
+			return <-pubDone
+		}
+	}
+
+	// The metrics server stops last, so a scrape sees the final counters.
+	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSrv()
+	if cfg.MetricsAddr != "" {
+		srv, err := ops.Listen(cfg.MetricsAddr, reg, health)
+		if err != nil {
+			_ = closeFn()
+			return fmt.Errorf("METRICS_ADDR=%q: %w", cfg.MetricsAddr, err)
+		}
+		info.MetricsAddr = srv.Addr()
+		log.Info("serving metrics", "addr", srv.Addr())
+		go func() {
+			if err := srv.Serve(srvCtx); err != nil {
+				log.Error("metrics server", "err", err)
+			}
+		}()
+	}
+
+	var (
+		src    source.Source
+		live   *source.Live
+		files  *source.Files
+		srcErr error
+	)
+	if len(cfg.PcapFiles) > 0 {
+		files = source.NewFiles(cfg.PcapFiles, cfg.ReplaySpeed)
+		files.OnOpen = func(f *source.File) {
+			log.Info("reading capture file", "file", f.Path(), "filter", info.Filter, "speed", cfg.ReplaySpeed)
+		}
+		src = files
+	} else {
+		live, srcErr = source.OpenLive(source.LiveConfig{
+			Interface: cfg.Interface, Filter: flt, Snaplen: cfg.Snaplen, RcvBuf: cfg.RcvBuf,
+		})
+		if srcErr != nil {
+			_ = closeFn()
+			return fmt.Errorf("INTERFACE=%q: %w", cfg.Interface, srcErr)
+		}
+		log.Info("capturing", "interface", cfg.Interface, "link", live.LinkType(), "filter", info.Filter, "snaplen", cfg.Snaplen)
+		src = live
+	}
+	defer src.Close()
+
+	sinkDone := make(chan struct{})
+	sinkCtx, stopSink := context.WithCancel(ctx)
+	defer func() { stopSink(); <-sinkDone }()
+	if cfg.Sink {
+		s, err := sink.Listen(listen.String(), log)
+		if err != nil {
+			close(sinkDone)
+			_ = closeFn()
+			return fmt.Errorf("SINK on LISTEN_ADDR=%q: %w", cfg.ListenAddr, err)
+		}
+		info.SinkAddr = s.Addr().String()
+		log.Info("sink listening", "addr", info.SinkAddr)
+		go func() { defer close(sinkDone); _ = s.Serve(sinkCtx) }()
+	} else {
+		close(sinkDone)
+	}
+
+	if live != nil {
+		pollCtx, stopPoll := context.WithCancel(ctx)
+		polled := make(chan struct{})
+		go func() { defer close(polled); pollDrops(pollCtx, live, m, log) }()
+		defer func() { stopPoll(); <-polled }()
+	}
+	if cfg.Ready != nil {
+		cfg.Ready(info)
+	}
+
+	readErr := read(ctx, src, files, flt, out, m, log)
+	if live != nil {
+		if d, err := live.Drops(); err == nil && d > 0 {
+			m.kernelDrops.Add(float64(d))
+		}
+	}
+	closeErr := closeFn()
+	switch {
+	case readErr != nil:
+		if closeErr != nil {
+			log.Error("flush at shutdown", "err", closeErr)
+		}
+		return readErr
+	case closeErr != nil:
+		return closeErr
+	}
+	return nil
+}
+
+// read moves frames from src to out until ctx ends or the source does.
+func read(ctx context.Context, src source.Source, files *source.Files, flt *filter.Filter,
+	out output, m *metrics, log *slog.Logger) error {
+	var (
+		rec             record.Record
+		packets, recs   int
+		lastLog         = time.Now()
+		lastPackets     int
+		debug           = log.Enabled(ctx, slog.LevelDebug)
+		filtered, added int
+	)
+	for {
+		p, err := src.Next(ctx)
+		if err != nil {
+			switch {
+			case errors.Is(err, io.EOF):
+				log.Info("capture files read", "packets", packets, "records", recs, "published", added, "filtered", filtered)
+				return nil
+			case ctx.Err() != nil:
+				return nil
+			}
+			return err // a truncated file (source.ErrTruncated) ends the run here
+		}
+		packets++
+		m.packets.Inc()
+		st := decode.Decode(p.Link, p.Data, &rec)
+		if st != decode.StatusOK {
+			if st.Malformed() {
+				m.decodeErrors[st].Inc()
+				if debug {
+					log.Debug("malformed frame skipped", "reason", st.String(), "link", p.Link, "len", len(p.Data), "ts", p.TS)
+				}
+			} else {
+				filtered++
+				m.filtered.Inc()
+			}
+			continue
+		}
+		recs++
+		m.records.Inc()
+		if !flt.Match(&rec) {
+			filtered++
+			m.filtered.Inc()
+			continue
+		}
+		rec.TS = p.TS
+		if err := out.Add(ctx, &rec); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, syscall.EPIPE) {
+				return nil // stdout closed by the reader (capture -r f | head)
+			}
+			return fmt.Errorf("output: %w", err)
+		}
+		added++
+		if files != nil && packets&0x3ff == 0 {
+			if now := time.Now(); now.Sub(lastLog) >= progressEvery {
+				rate := float64(packets-lastPackets) / now.Sub(lastLog).Seconds()
+				file := ""
+				if f := files.Current(); f != nil {
+					file = f.Path()
+				}
+				log.Info("replay progress", "file", file, "packets", packets, "records", recs, "published", added, "packets_per_s", int(rate))
+				lastLog, lastPackets = now, packets
+			}
+		}
+	}
+}
+
+// pollDrops adds the kernel's drop count to kernel_drops_total every second.
+func pollDrops(ctx context.Context, live *source.Live, m *metrics, log *slog.Logger) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d, err := live.Drops()
+			if err != nil {
+				if ctx.Err() == nil {
+					log.Debug("read kernel drop counter", "err", err)
+				}
+				continue
+			}
+			if d > 0 {
+				m.kernelDrops.Add(float64(d))
+				log.Warn("kernel dropped frames: the capture is not keeping up", "dropped", d)
+			}
+		}
+	}
+}

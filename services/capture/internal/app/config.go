@@ -1,0 +1,252 @@
+package app
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/connpipe/connpipe/services/capture/internal/filter"
+	"github.com/connpipe/connpipe/shared/config"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config is capture's configuration, read from the environment (see
+// Usage for the table) and optionally overridden by command-line flags.
+type Config struct {
+	AMQPURL         string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
+	Interface       string        `envconfig:"INTERFACE" default:"lo"`
+	ListenAddr      string        `envconfig:"LISTEN_ADDR" default:"127.0.0.1:7000"`
+	BPFFilter       string        `envconfig:"BPF_FILTER"`
+	Sink            bool          `envconfig:"SINK" default:"false"`
+	PcapFiles       []string      `envconfig:"PCAP_FILES"`
+	ReplaySpeed     float64       `envconfig:"REPLAY_SPEED" default:"0"`
+	Output          string        `envconfig:"OUTPUT" default:"amqp"`
+	BatchSize       int           `envconfig:"BATCH_SIZE" default:"512"`
+	BatchInterval   time.Duration `envconfig:"BATCH_INTERVAL" default:"50ms"`
+	MaxInFlight     int           `envconfig:"MAX_IN_FLIGHT" default:"32"`
+	Snaplen         int           `envconfig:"SNAPLEN" default:"262144"`
+	RcvBuf          int           `envconfig:"RCVBUF" default:"8388608"`
+	MetricsAddr     string        `envconfig:"METRICS_ADDR" default:":9100"`
+	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info"`
+	LogFormat       string        `envconfig:"LOG_FORMAT" default:"auto"`
+	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"10s"`
+
+	// Stdout receives OUTPUT=stdout lines (os.Stdout when nil).
+	Stdout io.Writer `ignored:"true"`
+	// Ready, when set, is called once capture is reading: the live socket
+	// is bound (or the first file is open), the sink listens and the
+	// metrics server is serving.
+	Ready func(Info) `ignored:"true"`
+}
+
+// Info describes a running capture, for Ready.
+type Info struct {
+	MetricsAddr string // bound metrics address, "" when METRICS_ADDR is empty
+	SinkAddr    string // bound sink address, "" without SINK
+	Filter      string // the filter in force, as a tcpdump expression
+	Registry    *prometheus.Registry
+}
+
+// Outputs.
+const (
+	OutputAMQP   = "amqp"
+	OutputStdout = "stdout"
+)
+
+// Validate checks every value and returns an error naming the variable of
+// the first bad one.
+func (c *Config) Validate() error {
+	if _, err := c.filter(); err != nil {
+		return err
+	}
+	switch c.Output {
+	case OutputAMQP, OutputStdout:
+	default:
+		return fmt.Errorf("OUTPUT=%q: want %s or %s", c.Output, OutputAMQP, OutputStdout)
+	}
+	if c.BatchSize < 1 {
+		return fmt.Errorf("BATCH_SIZE=%d: must be at least 1", c.BatchSize)
+	}
+	if c.BatchInterval <= 0 {
+		return fmt.Errorf("BATCH_INTERVAL=%s: must be positive", c.BatchInterval)
+	}
+	if c.MaxInFlight < 1 {
+		return fmt.Errorf("MAX_IN_FLIGHT=%d: must be at least 1", c.MaxInFlight)
+	}
+	if c.Snaplen < 64 || c.Snaplen > 1<<20 {
+		return fmt.Errorf("SNAPLEN=%d: want 64..1048576 bytes", c.Snaplen)
+	}
+	if c.RcvBuf < 0 {
+		return fmt.Errorf("RCVBUF=%d: must not be negative", c.RcvBuf)
+	}
+	if c.ReplaySpeed < 0 {
+		return fmt.Errorf("REPLAY_SPEED=%g: want 0 (as fast as possible) or a positive multiplier of the recorded speed", c.ReplaySpeed)
+	}
+	if c.ShutdownTimeout <= 0 {
+		return fmt.Errorf("SHUTDOWN_TIMEOUT=%s: must be positive", c.ShutdownTimeout)
+	}
+	for _, p := range c.PcapFiles {
+		st, err := os.Stat(p)
+		if err != nil {
+			return fmt.Errorf("PCAP_FILES: %w", err)
+		}
+		if st.IsDir() {
+			return fmt.Errorf("PCAP_FILES: %s is a directory", p)
+		}
+	}
+	if len(c.PcapFiles) == 0 && c.Interface == "" {
+		return errors.New("INTERFACE is empty: name the interface to capture on, or set PCAP_FILES")
+	}
+	return nil
+}
+
+// listen parses LISTEN_ADDR.
+func (c *Config) listen() (netip.AddrPort, error) {
+	ap, err := filter.ParseListen(c.ListenAddr)
+	if err != nil {
+		return ap, fmt.Errorf("LISTEN_ADDR=%q: %w", c.ListenAddr, err)
+	}
+	return ap, nil
+}
+
+// filter is BPF_FILTER when set, else the filter of LISTEN_ADDR.
+func (c *Config) filter() (*filter.Filter, error) {
+	ap, err := c.listen()
+	if err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(c.BPFFilter) != "" {
+		f, err := filter.Parse(c.BPFFilter)
+		if err != nil {
+			return nil, fmt.Errorf("BPF_FILTER=%q: %w", c.BPFFilter, err)
+		}
+		return f, nil
+	}
+	return filter.FromListen(ap), nil
+}
+
+// Usage is the command's help text.
+const Usage = `capture records every TCP packet sent to a listening IP:port and publishes
+the records to RabbitMQ (or prints them).
+
+Usage:
+  capture                       configured by the environment (below)
+  capture -r FILE[,FILE...] [-f EXPR | -listen IP:PORT] [-speed N]
+                                print the TCP packets of capture files, one per
+                                line, without a broker (like tcpdump -r)
+
+Flags (each overrides its variable for this run):
+  -r FILES       pcap/pcapng files to read (PCAP_FILES); prints to stdout
+                 (OUTPUT=stdout) and serves no metrics unless -metrics is given
+  -f EXPR        filter expression (BPF_FILTER); with -r and neither -f nor
+                 -listen, every TCP packet is printed
+  -listen ADDR   record packets sent to ADDR (LISTEN_ADDR)
+  -i IFACE       interface for live capture (INTERFACE)
+  -speed N       replay at N times the recorded speed, 0 = as fast as possible
+                 (REPLAY_SPEED)
+  -o OUTPUT      amqp or stdout (OUTPUT)
+  -metrics ADDR  serve /metrics and /healthz on ADDR (METRICS_ADDR)
+
+Output lines are tab-separated: ts_ns src_ip dst_ip src_port dst_port
+tcp_flags ip_len [key], tcp_flags as 0x%04x.
+
+Filter expressions (BPF_FILTER, -f): primitives joined by "and" (or &&):
+  tcp | ip | ip6 | [src|dst] host ADDR | [src|dst] net CIDR | [src|dst] port N
+e.g. "dst port 80", "tcp dst port 8080 and dst host ::1". Every filter implies
+tcp; or, not and parentheses are not supported.
+
+Environment:
+  AMQP_URL          amqp://guest:guest@127.0.0.1:5672/
+  INTERFACE         lo
+  LISTEN_ADDR       127.0.0.1:7000 (0.0.0.0 or [::] as host: any address)
+  BPF_FILTER        (empty: tcp and dst host H and dst port P of LISTEN_ADDR)
+  SINK              false (true: accept and discard connections on LISTEN_ADDR)
+  PCAP_FILES        (empty: live capture; else comma-separated files)
+  REPLAY_SPEED      0
+  OUTPUT            amqp
+  BATCH_SIZE        512
+  BATCH_INTERVAL    50ms
+  MAX_IN_FLIGHT     32
+  SNAPLEN           262144
+  RCVBUF            8388608
+  METRICS_ADDR      :9100 (empty: no metrics server)
+  LOG_LEVEL         info
+  LOG_FORMAT        auto
+  SHUTDOWN_TIMEOUT  10s
+`
+
+// LoadConfig reads the environment, applies the flags in args and
+// validates the result. It returns flag.ErrHelp after printing Usage to
+// stderr for -h.
+func LoadConfig(args []string, stderr io.Writer) (Config, error) {
+	var c Config
+	if err := config.Load(&c); err != nil {
+		return c, err
+	}
+	fs := flag.NewFlagSet("capture", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, Usage) }
+	files := fs.String("r", "", "")
+	expr := fs.String("f", "", "")
+	listen := fs.String("listen", "", "")
+	iface := fs.String("i", "", "")
+	speed := fs.Float64("speed", -1, "")
+	out := fs.String("o", "", "")
+	metrics := fs.String("metrics", "", "")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q (a filter goes in -f)", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["r"] {
+		c.PcapFiles = nil
+		for _, p := range strings.Split(*files, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				c.PcapFiles = append(c.PcapFiles, p)
+			}
+		}
+		if len(c.PcapFiles) == 0 {
+			return c, errors.New("-r: no file named")
+		}
+		c.Output = OutputStdout
+		c.MetricsAddr = ""
+		c.Sink = false
+		if !set["f"] && !set["listen"] {
+			c.BPFFilter = "tcp"
+		}
+	}
+	if set["listen"] {
+		if _, err := filter.ParseListen(*listen); err != nil {
+			return c, fmt.Errorf("-listen %q: %w", *listen, err)
+		}
+		c.ListenAddr = *listen
+		c.BPFFilter = ""
+	}
+	if set["f"] {
+		if _, err := filter.Parse(*expr); err != nil {
+			return c, fmt.Errorf("-f %q: %w", *expr, err)
+		}
+		c.BPFFilter = *expr
+	}
+	if set["i"] {
+		c.Interface = *iface
+	}
+	if set["speed"] {
+		c.ReplaySpeed = *speed
+	}
+	if set["o"] {
+		c.Output = *out
+	}
+	if set["metrics"] {
+		c.MetricsAddr = *metrics
+	}
+	return c, c.Validate()
+}

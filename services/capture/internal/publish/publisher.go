@@ -1,0 +1,276 @@
+package publish
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/connpipe/connpipe/shared/broker"
+	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/topology"
+	"github.com/prometheus/client_golang/prometheus"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Metrics of the publisher.
+type Metrics struct {
+	Published   prometheus.Counter // records in messages handed to the broker (republishes included)
+	Confirmed   prometheus.Counter // records in messages the broker confirmed
+	Nacked      prometheus.Counter // messages the broker nacked
+	Republished prometheus.Counter // messages published again after a nack or a lost connection
+	InFlight    prometheus.Gauge   // messages not yet confirmed
+}
+
+// NewMetrics registers the publisher's metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Published: prometheus.NewCounter(prometheus.CounterOpts{Name: "connpipe_capture_records_published_total",
+			Help: "Records in messages published to the broker, republishes included."}),
+		Confirmed: prometheus.NewCounter(prometheus.CounterOpts{Name: "connpipe_capture_records_confirmed_total",
+			Help: "Records in messages the broker confirmed."}),
+		Nacked: prometheus.NewCounter(prometheus.CounterOpts{Name: "connpipe_capture_batches_nacked_total",
+			Help: "Messages the broker nacked (each is published again)."}),
+		Republished: prometheus.NewCounter(prometheus.CounterOpts{Name: "connpipe_capture_batches_republished_total",
+			Help: "Messages published again after a nack or a lost connection."}),
+		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "connpipe_capture_in_flight",
+			Help: "Messages published and not yet confirmed (or waiting to be published again)."}),
+	}
+	reg.MustRegister(m.Published, m.Confirmed, m.Nacked, m.Republished, m.InFlight)
+	return m
+}
+
+// PublisherConfig configures a Publisher.
+type PublisherConfig struct {
+	URL         string
+	Name        string // connection name shown by the broker
+	MaxInFlight int    // unconfirmed messages at most
+	Logger      *slog.Logger
+	Metrics     *Metrics
+}
+
+// Publisher publishes batches to topology.RecordsExchange: persistent,
+// content type record.ContentTypeBinary with the version header, under
+// publisher confirms with at most MaxInFlight unconfirmed messages. Every
+// batch is kept until confirmed; a nacked batch, or every unconfirmed batch
+// when the connection or channel fails, is published again on the next
+// channel (at-least-once: a batch may arrive twice, none is lost).
+type Publisher struct {
+	cfg       PublisherConfig
+	connected atomic.Bool
+	// dial is broker.Dial; tests may replace it.
+	dial func(ctx context.Context, url, name string, log *slog.Logger) (*amqp.Connection, error)
+}
+
+// NewPublisher returns a publisher; Run does the work.
+func NewPublisher(cfg PublisherConfig) *Publisher {
+	if cfg.MaxInFlight < 1 {
+		cfg.MaxInFlight = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(prometheus.NewRegistry())
+	}
+	return &Publisher{cfg: cfg, dial: broker.Dial}
+}
+
+// Connected reports whether the publisher has a confirmed channel open.
+func (p *Publisher) Connected() bool { return p.connected.Load() }
+
+// session is one connection with its confirm-mode channel.
+type session struct {
+	conn     *amqp.Connection
+	ch       *amqp.Channel
+	confirms chan amqp.Confirmation
+	closed   chan *amqp.Error
+	nextTag  uint64
+}
+
+func (s *session) close() {
+	if s != nil && s.conn != nil {
+		_ = s.conn.Close()
+	}
+}
+
+// Run publishes the batches received on in until in is closed and every
+// batch is confirmed, then returns nil. It reconnects (with backoff) as
+// often as needed. When ctx ends first it returns an error that says how
+// many records were left unconfirmed.
+func (p *Publisher) Run(ctx context.Context, in <-chan Batch) error {
+	log, m := p.cfg.Logger, p.cfg.Metrics
+	var (
+		s        *session
+		pending  []Batch // published, unconfirmed, in tag order
+		retry    []Batch // to publish again, in order
+		inClosed bool
+		failures int
+	)
+	defer func() {
+		p.connected.Store(false)
+		s.close()
+	}()
+	unconfirmed := func() int {
+		n := 0
+		for _, b := range pending {
+			n += b.Records
+		}
+		for _, b := range retry {
+			n += b.Records
+		}
+		return n
+	}
+	gauge := func() { m.InFlight.Set(float64(len(pending) + len(retry))) }
+	lost := func(why error) {
+		p.connected.Store(false)
+		if len(pending) > 0 || len(retry) > 0 {
+			log.Warn("broker connection lost; unconfirmed batches will be published again",
+				"err", why, "batches", len(pending)+len(retry), "records", unconfirmed())
+		} else {
+			log.Warn("broker connection lost", "err", why)
+		}
+		retry = append(pending, retry...)
+		pending = nil
+		s.close()
+		s = nil
+		gauge()
+	}
+	publish := func(b Batch) error {
+		err := s.ch.PublishWithContext(ctx, topology.RecordsExchange, "", false, false, amqp.Publishing{
+			ContentType:  record.ContentTypeBinary,
+			Headers:      amqp.Table{record.VersionHeader: int32(record.Version)},
+			DeliveryMode: amqp.Persistent,
+			Timestamp:    time.Unix(0, b.Ingest),
+			Body:         b.Body,
+		})
+		if err != nil {
+			return err
+		}
+		b.tag = s.nextTag
+		s.nextTag++
+		if b.republished {
+			m.Republished.Inc()
+		}
+		m.Published.Add(float64(b.Records))
+		pending = append(pending, b)
+		gauge()
+		return nil
+	}
+
+	for {
+		if inClosed && len(pending) == 0 && len(retry) == 0 {
+			return nil
+		}
+		if s == nil {
+			if failures > 0 {
+				select {
+				case <-ctx.Done():
+					return p.stopped(ctx, unconfirmed())
+				case <-time.After(broker.DefaultBackoff.Delay(failures - 1)):
+				}
+			}
+			var err error
+			s, err = p.connect(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return p.stopped(ctx, unconfirmed())
+				}
+				failures++
+				log.Warn("open confirm channel", "err", err)
+				continue
+			}
+			failures = 0
+			p.connected.Store(true)
+			log.Info("publishing to broker", "exchange", topology.RecordsExchange, "republish", len(retry))
+		}
+		// Batches to publish again go first, within the window.
+		if len(retry) > 0 && len(pending) < p.cfg.MaxInFlight {
+			b := retry[0]
+			b.republished = true
+			if err := publish(b); err != nil {
+				lost(fmt.Errorf("publish: %w", err))
+				continue
+			}
+			retry = retry[1:]
+			gauge()
+			continue
+		}
+		var recv <-chan Batch
+		if !inClosed && len(retry) == 0 && len(pending) < p.cfg.MaxInFlight {
+			recv = in
+		}
+		select {
+		case b, ok := <-recv:
+			if !ok {
+				inClosed = true
+				continue
+			}
+			if err := publish(b); err != nil {
+				retry = append(retry, b)
+				lost(fmt.Errorf("publish: %w", err))
+			}
+		case c, ok := <-s.confirms:
+			if !ok {
+				lost(fmt.Errorf("channel closed"))
+				continue
+			}
+			i := 0
+			for i < len(pending) && pending[i].tag != c.DeliveryTag {
+				i++
+			}
+			if i == len(pending) {
+				log.Debug("confirmation for an unknown delivery tag", "tag", c.DeliveryTag)
+				continue
+			}
+			b := pending[i]
+			pending = append(pending[:i], pending[i+1:]...)
+			if c.Ack {
+				m.Confirmed.Add(float64(b.Records))
+			} else {
+				m.Nacked.Inc()
+				log.Warn("broker nacked a batch; publishing it again", "records", b.Records)
+				retry = append(retry, b)
+			}
+			gauge()
+		case err := <-s.closed:
+			lost(fmt.Errorf("connection closed: %v", err))
+		case <-ctx.Done():
+			return p.stopped(ctx, unconfirmed())
+		}
+	}
+}
+
+func (p *Publisher) stopped(ctx context.Context, records int) error {
+	if records == 0 {
+		return nil
+	}
+	return fmt.Errorf("publisher stopped with %d records unconfirmed: %w", records, context.Cause(ctx))
+}
+
+// connect dials (with backoff), opens a channel in confirm mode and
+// registers the notifications anew.
+func (p *Publisher) connect(ctx context.Context) (*session, error) {
+	conn, err := p.dial(ctx, p.cfg.URL, p.cfg.Name, p.cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("open channel: %w", err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("confirm mode: %w", err)
+	}
+	s := &session{
+		conn:     conn,
+		ch:       ch,
+		confirms: ch.NotifyPublish(make(chan amqp.Confirmation, p.cfg.MaxInFlight+1)),
+		closed:   conn.NotifyClose(make(chan *amqp.Error, 1)),
+		nextTag:  1,
+	}
+	return s, nil
+}
