@@ -254,7 +254,11 @@ type Heartbeat struct {
 	Weights  string `json:"weights"`  // Table.String() of the table in force
 	Ready    bool   `json:"ready"`    // has read the whole log and is routing
 	Records  uint64 `json:"records"`  // records stored since start
-	Acked    uint64 `json:"acked"`    // messages acked since start
-	SentAt   int64  `json:"sent_at"`  // Unix ns
-	Interval int64  `json:"interval"` // ms until the next heartbeat at the latest
+	// Stored is records stored since start per backend name, so readers can
+	// compute each instance's observed share over any window from deltas.
+	Stored   map[string]uint64 `json:"stored,omitempty"`
+	Unacked  int               `json:"unacked"`  // messages held, not yet acked
+	Acked    uint64            `json:"acked"`    // messages acked since start
+	SentAt   int64             `json:"sent_at"`  // Unix ns
+	Interval int64             `json:"interval"` // ms until the next heartbeat at the latest
 }
