@@ -340,12 +340,21 @@ func (in *Intake) shutdown(s *session, tag string, deliveries <-chan amqp.Delive
 	}
 	// After Cancel the delivery channel yields what the broker had sent
 	// and then closes.
-	for d := range deliveries {
-		if s.ctx.Err() != nil {
-			continue // unacked: redelivered after we close
+drain:
+	for {
+		select {
+		case d, ok := <-deliveries:
+			if !ok {
+				break drain
+			}
+			if s.ctx.Err() != nil {
+				continue // unacked: redelivered after we close
+			}
+			s.inflight.Add(1)
+			send(in.gather(s, d, deliveries))
+		case <-s.ctx.Done():
+			break drain // gave up; closing the channel returns the rest
 		}
-		s.inflight.Add(1)
-		send(in.gather(s, d, deliveries))
 	}
 	s.inflight.Wait()
 	_ = s.ch.Close()

@@ -150,3 +150,60 @@ func TestDeadReason(t *testing.T) {
 		t.Errorf("DeadReason(other) = %s", got)
 	}
 }
+
+// stuckStore never stores: it waits for its context, like a pool whose
+// every Redis is down.
+type stuckStore struct{ called chan struct{} }
+
+func (s *stuckStore) Store(ctx context.Context, msgs []*record.Batch) error {
+	select {
+	case s.called <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// Shutdown while nothing can be stored gives up after DrainTimeout and
+// leaves the messages on the queue.
+func TestShutdownGivesUpAndLeavesMessages(t *testing.T) {
+	url := testenv.AMQP(t)
+	st := &stuckStore{called: make(chan struct{}, 1)}
+	in := New(Config{URL: url, ConsumerID: "t2", Store: st, DrainTimeout: 300 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- in.Run(ctx) }()
+	publish(t, url, 3)
+	select {
+	case <-st.called:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no store call")
+	}
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5s of shutdown with a stuck store")
+	}
+	t.Logf("stopped %v after shutdown began", time.Since(start).Round(time.Millisecond))
+	if in.Acked() != 0 {
+		t.Fatalf("acked %d messages that were never stored", in.Acked())
+	}
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "3 messages back on the queue", func() bool {
+		q, err := ch.QueueDeclarePassive(topology.RecordsQueue, true, false, false, false, nil)
+		return err == nil && q.Messages == 3
+	})
+}
