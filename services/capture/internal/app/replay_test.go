@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connpipe/connpipe/services/capture/internal/source"
 	"github.com/connpipe/connpipe/services/capture/internal/samples"
+	"github.com/connpipe/connpipe/services/capture/internal/source"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
