@@ -223,6 +223,7 @@ func (a *App) heartbeat() control.Heartbeat {
 		Consumer: a.cfg.ConsumerID, Host: a.host,
 		Version: t.Version, Position: t.Position, Weights: t.String(),
 		Ready: a.ready.Load(), Records: a.sink.Stored(), Acked: a.intake.Acked(),
+		Stored: a.sink.StoredBy(), Unacked: a.intake.Held(),
 		SentAt: time.Now().UnixNano(), Interval: a.cfg.HeartbeatInterval.Milliseconds(),
 	}
 }

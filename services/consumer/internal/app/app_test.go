@@ -402,6 +402,11 @@ func TestControlChanges(t *testing.T) {
 	if a, b := e.waitStored(2, 100); a != 50 || b != 50 {
 		t.Fatalf("after the change to 50/50: %d/%d", a, b)
 	}
+	// Heartbeats carry the per-backend totals: 3+50 and 7+50, nothing held.
+	hb = waitHeartbeat(t, hbs, 5*time.Second, func(hb control.Heartbeat) bool { return hb.Records == 110 })
+	if hb.Stored["redis-a"] != 53 || hb.Stored["redis-b"] != 57 || hb.Unacked != 0 {
+		t.Errorf("heartbeat stored %v unacked %d, want redis-a 53, redis-b 57, 0 unacked", hb.Stored, hb.Unacked)
+	}
 
 	// Invalid changes: counted, logged, nothing changes.
 	for _, m := range []struct{ body, reason string }{

@@ -119,6 +119,7 @@ type Intake struct {
 	m         *Metrics
 	connected atomic.Bool
 	acked     atomic.Uint64
+	held      atomic.Int64 // messages received and not yet settled
 	batches   sync.Pool // *record.Batch
 }
 
@@ -158,6 +159,9 @@ func (in *Intake) Connected() bool { return in.connected.Load() }
 
 // Acked is the number of messages acked since start.
 func (in *Intake) Acked() uint64 { return in.acked.Load() }
+
+// Held is the number of messages received and not yet stored and acked.
+func (in *Intake) Held() int { return int(in.held.Load()) }
 
 // Run consumes until ctx ends, reconnecting as needed. It returns nil after
 // a graceful shutdown.
@@ -285,12 +289,14 @@ func (in *Intake) session(ctx context.Context, conn *amqp.Connection, n int, rou
 			r = in.gather(s, d, deliveries)
 		}
 		s.inflight.Add(1)
+		in.held.Add(int64(len(r.items)))
 		select {
 		case rounds <- r:
 		case <-ctx.Done():
 			return in.shutdown(s, tag, deliveries, r, rounds)
 		case e := <-closed:
 			s.inflight.Done()
+			in.held.Add(-int64(len(r.items)))
 			return fmt.Errorf("connection closed: %v", e)
 		}
 	}

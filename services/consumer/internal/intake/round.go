@@ -76,6 +76,7 @@ func DeadReason(err error) string {
 func (in *Intake) process(r *round) {
 	s := r.s
 	defer func() {
+		in.held.Add(-int64(len(r.items)))
 		for _, it := range r.items {
 			if it.batch != nil {
 				in.batches.Put(it.batch)

@@ -124,6 +124,7 @@ type Sink struct {
 	batches []*store.Batch
 	assign  []int32
 	stored  atomic.Uint64
+	byName  sync.Map // backend name → *atomic.Uint64 records stored there
 }
 
 // Assignment markers in Sink.assign besides backend indexes.
@@ -217,6 +218,16 @@ func (s *Sink) Up(name string) bool {
 
 // Stored is the number of records stored since start.
 func (s *Sink) Stored() uint64 { return s.stored.Load() }
+
+// StoredBy is the number of records stored since start on each backend.
+func (s *Sink) StoredBy() map[string]uint64 {
+	out := map[string]uint64{}
+	s.byName.Range(func(k, v any) bool {
+		out[k.(string)] = v.(*atomic.Uint64).Load()
+		return true
+	})
+	return out
+}
 
 // adopt switches the Store goroutine to the newest route and retires the
 // clients that neither it nor a newer route uses.
@@ -365,6 +376,8 @@ func (s *Sink) write(ctx context.Context, r *route) []bool {
 			s.m.Stored.WithLabelValues(be.name).Add(float64(b.Len()))
 			s.m.BatchRecords.Observe(float64(b.Len()))
 			s.stored.Add(uint64(b.Len()))
+			n, _ := s.byName.LoadOrStore(be.name, new(atomic.Uint64))
+			n.(*atomic.Uint64).Add(uint64(b.Len()))
 		})
 	}
 	wg.Wait()
