@@ -120,7 +120,7 @@ type Intake struct {
 	connected atomic.Bool
 	acked     atomic.Uint64
 	held      atomic.Int64 // messages received and not yet settled
-	batches   sync.Pool // *record.Batch
+	batches   sync.Pool    // *record.Batch
 }
 
 // New returns an Intake; call Run.
