@@ -20,6 +20,32 @@
 //
 //	{"op":"set_weights","weights":{"redis-a":30},"expect_version":4,"id":"ops-17","by":"alice"}
 //
+// Choose the routing mode. "weighted" (the default) splits records in exact
+// proportion to the weights; "hash" sends every record with the same key to
+// the same instance by weighted consistent hashing, the key being the
+// source IP ("src", the default), the destination IP ("dst"), both ("pair")
+// or the flow 5-tuple ("flow"). "sticky" adds a stick table on top of
+// either mode: a key stays on the instance where it first landed for the
+// retention window, even when weights change. Fields left out keep their
+// current value:
+//
+//	{"op":"set_mode","mode":"hash","hash_key":"src","sticky":true}
+//	{"op":"set_mode","mode":"weighted","sticky":false}
+//
+// Add a Redis instance at runtime (consumers connect to it as soon as they
+// fold the message; the name is 1–64 letters, digits, '.', '_' or '-', the
+// address host:port, and the weight 0–256, 1 if left out):
+//
+//	{"op":"add_backend","backend":{"name":"redis-c","addr":"127.0.0.1:6381","weight":50}}
+//
+// Remove one (refused if no backend with weight > 0 would remain; to drain
+// it first, set its weight to 0):
+//
+//	{"op":"remove_backend","name":"redis-c"}
+//
+// A refused message changes nothing, on every reader alike; the reason is
+// in its verdict (Result.Err).
+//
 // A sync marker changes nothing; a reader publishes one with a fresh id and
 // knows it has read the whole log once it reads its own marker back:
 //
@@ -31,15 +57,37 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"sort"
+	"strconv"
 	"strings"
 )
 
 // Operations.
 const (
-	OpSetWeights = "set_weights"
-	OpSync       = "sync"
+	OpSetWeights    = "set_weights"
+	OpSetMode       = "set_mode"
+	OpAddBackend    = "add_backend"
+	OpRemoveBackend = "remove_backend"
+	OpSync          = "sync"
 )
+
+// Routing modes (Table.Mode; "" means ModeWeighted).
+const (
+	ModeWeighted = "weighted"
+	ModeHash     = "hash"
+)
+
+// Hash keys (Table.HashKey; "" means KeySrc).
+const (
+	KeySrc  = "src"  // source IP
+	KeyDst  = "dst"  // destination IP
+	KeyPair = "pair" // source and destination IP
+	KeyFlow = "flow" // source and destination IP and port, and the protocol (TCP)
+)
+
+// MaxNameLen bounds a backend name.
+const MaxNameLen = 64
 
 // Limits on a change.
 const (
@@ -55,12 +103,20 @@ var (
 	ErrBadWeight      = errors.New("weight out of range 0..256")
 	ErrNoCapacity     = errors.New("change leaves every backend at weight 0")
 	ErrStaleVersion   = errors.New("stale version")
+	ErrBadMode        = errors.New("bad routing mode")
+	ErrBadBackend     = errors.New("bad backend")
+	ErrDuplicate      = errors.New("backend already exists")
 )
 
 // Message is one entry of the control log.
 type Message struct {
 	Op            string         `json:"op"`
 	Weights       map[string]int `json:"weights,omitempty"`
+	Mode          string         `json:"mode,omitempty"`     // set_mode
+	HashKey       string         `json:"hash_key,omitempty"` // set_mode
+	Sticky        *bool          `json:"sticky,omitempty"`   // set_mode
+	Backend       *Backend       `json:"backend,omitempty"`  // add_backend
+	Name          string         `json:"name,omitempty"`     // remove_backend
 	ExpectVersion *int64         `json:"expect_version,omitempty"`
 	ID            string         `json:"id,omitempty"`
 	By            string         `json:"by,omitempty"`
@@ -82,6 +138,28 @@ type Table struct {
 	Position int64 `json:"position"`
 	// Backends in name order.
 	Backends []Backend `json:"backends"`
+	// Mode is ModeWeighted or ModeHash; "" means ModeWeighted.
+	Mode string `json:"mode,omitempty"`
+	// HashKey is the record field hashed in ModeHash; "" means KeySrc.
+	HashKey string `json:"hash_key,omitempty"`
+	// Sticky turns the stick table on.
+	Sticky bool `json:"sticky,omitempty"`
+}
+
+// RoutingMode is the mode in force, ModeWeighted when Mode is "".
+func (t *Table) RoutingMode() string {
+	if t.Mode == "" {
+		return ModeWeighted
+	}
+	return t.Mode
+}
+
+// Key is the hash key in force, KeySrc when HashKey is "".
+func (t *Table) Key() string {
+	if t.HashKey == "" {
+		return KeySrc
+	}
+	return t.HashKey
 }
 
 // NewTable builds the initial table (version 0) from configured backends.
@@ -96,8 +174,8 @@ func NewTable(backends []Backend) (*Table, error) {
 		if i > 0 && t.Backends[i-1].Name == b.Name {
 			return nil, fmt.Errorf("backend %q listed twice", b.Name)
 		}
-		if b.Weight < 0 || b.Weight > MaxWeight {
-			return nil, fmt.Errorf("backend %q: %w: %d", b.Name, ErrBadWeight, b.Weight)
+		if err := CheckBackend(b); err != nil {
+			return nil, err
 		}
 		total += b.Weight
 	}
@@ -135,6 +213,65 @@ func (t *Table) String() string {
 	return strings.Join(parts, " ")
 }
 
+// Describe renders the whole table: "v3 mode=hash key=src sticky=true
+// redis-a=30@127.0.0.1:6379 redis-b=70@127.0.0.1:6380". String stays the
+// weights alone.
+func (t *Table) Describe() string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "v%d mode=%s", t.Version, t.RoutingMode())
+	if t.RoutingMode() == ModeHash {
+		fmt.Fprintf(&sb, " key=%s", t.Key())
+	}
+	fmt.Fprintf(&sb, " sticky=%t", t.Sticky)
+	for _, b := range t.Backends {
+		fmt.Fprintf(&sb, " %s=%d@%s", b.Name, b.Weight, b.Addr)
+	}
+	return sb.String()
+}
+
+// CheckName reports whether name is a valid backend name: 1 to MaxNameLen
+// ASCII letters, digits, '.', '_' or '-'.
+func CheckName(name string) error {
+	if name == "" || len(name) > MaxNameLen {
+		return fmt.Errorf("%w: name %q: want 1 to %d characters", ErrBadBackend, name, MaxNameLen)
+	}
+	for _, c := range []byte(name) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%w: name %q: only letters, digits, '.', '_' and '-'", ErrBadBackend, name)
+		}
+	}
+	return nil
+}
+
+// CheckAddr reports whether addr is host:port with a port 1..65535.
+func CheckAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return fmt.Errorf("%w: addr %q: want host:port", ErrBadBackend, addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%w: addr %q: port must be 1..65535", ErrBadBackend, addr)
+	}
+	return nil
+}
+
+// CheckBackend validates one backend's name, address and weight. The
+// address is checked only when set, for tables built by hand in tests.
+func CheckBackend(b Backend) error {
+	if err := CheckName(b.Name); err != nil {
+		return err
+	}
+	if b.Addr != "" {
+		if err := CheckAddr(b.Addr); err != nil {
+			return fmt.Errorf("backend %q: %w", b.Name, err)
+		}
+	}
+	if b.Weight < 0 || b.Weight > MaxWeight {
+		return fmt.Errorf("backend %q: %w: %d", b.Name, ErrBadWeight, b.Weight)
+	}
+	return nil
+}
+
 // Parse decodes and checks the shape of a control message. Unknown fields
 // are refused, so a misspelt "weigths" is an error, not a silent no-op.
 func Parse(body []byte) (Message, error) {
@@ -156,10 +293,23 @@ func Parse(body []byte) (Message, error) {
 		if len(m.Weights) == 0 {
 			return m, fmt.Errorf("%w: set_weights without weights", ErrMalformed)
 		}
+	case OpSetMode:
+		if m.Mode == "" && m.HashKey == "" && m.Sticky == nil {
+			return m, fmt.Errorf("%w: set_mode without mode, hash_key or sticky", ErrMalformed)
+		}
+	case OpAddBackend:
+		if m.Backend == nil {
+			return m, fmt.Errorf("%w: add_backend without backend", ErrMalformed)
+		}
+	case OpRemoveBackend:
+		if m.Name == "" {
+			return m, fmt.Errorf("%w: remove_backend without name", ErrMalformed)
+		}
 	case "":
 		return m, fmt.Errorf("%w: missing \"op\"", ErrMalformed)
 	default:
-		return m, fmt.Errorf("%w %q (want %s or %s)", ErrUnknownOp, m.Op, OpSetWeights, OpSync)
+		return m, fmt.Errorf("%w %q (want %s, %s, %s, %s or %s)", ErrUnknownOp, m.Op,
+			OpSetWeights, OpSetMode, OpAddBackend, OpRemoveBackend, OpSync)
 	}
 	return m, nil
 }
@@ -192,6 +342,89 @@ func Apply(t *Table, pos int64, body []byte) (*Table, Result) {
 		res.Err = fmt.Errorf("%w: expected version %d, table is at %d", ErrStaleVersion, *m.ExpectVersion, t.Version)
 		return &next, res
 	}
+	var err2 error
+	switch m.Op {
+	case OpSetMode:
+		err2 = applyMode(&next, m)
+	case OpAddBackend:
+		err2 = applyAdd(&next, t, *m.Backend)
+	case OpRemoveBackend:
+		err2 = applyRemove(&next, t, m.Name)
+	default:
+		err2 = applyWeights(&next, t, m)
+	}
+	if err2 != nil {
+		res.Err = err2
+		next.Backends, next.Mode, next.HashKey, next.Sticky = t.Backends, t.Mode, t.HashKey, t.Sticky
+		return &next, res
+	}
+	next.Version = t.Version + 1
+	res.Changed = true
+	return &next, res
+}
+
+func applyMode(next *Table, m Message) error {
+	switch m.Mode {
+	case "":
+	case ModeWeighted, ModeHash:
+		next.Mode = m.Mode
+	default:
+		return fmt.Errorf("%w: mode %q (want %s or %s)", ErrBadMode, m.Mode, ModeWeighted, ModeHash)
+	}
+	switch m.HashKey {
+	case "":
+	case KeySrc, KeyDst, KeyPair, KeyFlow:
+		next.HashKey = m.HashKey
+	default:
+		return fmt.Errorf("%w: hash_key %q (want %s, %s, %s or %s)", ErrBadMode, m.HashKey, KeySrc, KeyDst, KeyPair, KeyFlow)
+	}
+	if m.Sticky != nil {
+		next.Sticky = *m.Sticky
+	}
+	return nil
+}
+
+func applyAdd(next *Table, t *Table, b Backend) error {
+	if err := CheckName(b.Name); err != nil {
+		return err
+	}
+	if b.Addr == "" {
+		return fmt.Errorf("backend %q: %w: addr missing: want host:port", b.Name, ErrBadBackend)
+	}
+	if err := CheckBackend(b); err != nil {
+		return err
+	}
+	if index(t.Backends, b.Name) >= 0 {
+		return fmt.Errorf("%w: %q (remove it first to change its address)", ErrDuplicate, b.Name)
+	}
+	bs := make([]Backend, 0, len(t.Backends)+1)
+	bs = append(bs, t.Backends...)
+	bs = append(bs, b)
+	sort.Slice(bs, func(i, j int) bool { return bs[i].Name < bs[j].Name })
+	next.Backends = bs
+	return nil
+}
+
+func applyRemove(next *Table, t *Table, name string) error {
+	i := index(t.Backends, name)
+	if i < 0 {
+		return fmt.Errorf("%w %q (known: %s)", ErrUnknownBackend, name, strings.Join(backendNames(t.Backends), ", "))
+	}
+	bs := make([]Backend, 0, len(t.Backends)-1)
+	bs = append(bs, t.Backends[:i]...)
+	bs = append(bs, t.Backends[i+1:]...)
+	total := 0
+	for _, b := range bs {
+		total += b.Weight
+	}
+	if total == 0 {
+		return fmt.Errorf("%w: removing %q", ErrNoCapacity, name)
+	}
+	next.Backends = bs
+	return nil
+}
+
+func applyWeights(next *Table, t *Table, m Message) error {
 	backends := append([]Backend(nil), t.Backends...)
 	// Check every name and weight before changing anything, in name order so
 	// the reported error is the same on every reader.
@@ -204,12 +437,10 @@ func Apply(t *Table, pos int64, body []byte) (*Table, Result) {
 		w := m.Weights[name]
 		i := index(backends, name)
 		if i < 0 {
-			res.Err = fmt.Errorf("%w %q (known: %s)", ErrUnknownBackend, name, strings.Join(backendNames(backends), ", "))
-			return &next, res
+			return fmt.Errorf("%w %q (known: %s)", ErrUnknownBackend, name, strings.Join(backendNames(backends), ", "))
 		}
 		if w < 0 || w > MaxWeight {
-			res.Err = fmt.Errorf("backend %q: %w: %d", name, ErrBadWeight, w)
-			return &next, res
+			return fmt.Errorf("backend %q: %w: %d", name, ErrBadWeight, w)
 		}
 		backends[i].Weight = w
 	}
@@ -218,13 +449,10 @@ func Apply(t *Table, pos int64, body []byte) (*Table, Result) {
 		total += b.Weight
 	}
 	if total == 0 {
-		res.Err = ErrNoCapacity
-		return &next, res
+		return ErrNoCapacity
 	}
 	next.Backends = backends
-	next.Version = t.Version + 1
-	res.Changed = true
-	return &next, res
+	return nil
 }
 
 func index(bs []Backend, name string) int {

@@ -101,6 +101,9 @@ func TestNewTableRejects(t *testing.T) {
 func FuzzApply(f *testing.F) {
 	f.Add([]byte(`{"op":"set_weights","weights":{"redis-a":50}}`))
 	f.Add([]byte(`{"op":"sync","id":"x"}`))
+	f.Add([]byte(`{"op":"set_mode","mode":"hash","hash_key":"flow","sticky":true}`))
+	f.Add([]byte(`{"op":"add_backend","backend":{"name":"redis-c","addr":"127.0.0.1:6381","weight":50}}`))
+	f.Add([]byte(`{"op":"remove_backend","name":"redis-a"}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		tb, err := NewTable([]Backend{{Name: "redis-a", Weight: 30}, {Name: "redis-b", Weight: 70}})
 		if err != nil {
