@@ -129,6 +129,13 @@ func (k *kernelCounter) close() {
 // closes it. It returns when every connection is closed.
 func traffic(t testing.TB, port, block, sources, conns int) {
 	t.Helper()
+	if err := sendTraffic(port, block, sources, conns); err != nil {
+		t.Fatalf("traffic: %v", err)
+	}
+}
+
+// sendTraffic is traffic for goroutines other than the test's own.
+func sendTraffic(port, block, sources, conns int) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, sources*conns)
 	sem := make(chan struct{}, 16)
@@ -156,7 +163,5 @@ func traffic(t testing.TB, port, block, sources, conns int) {
 	}
 	wg.Wait()
 	close(errs)
-	for err := range errs {
-		t.Fatalf("traffic: %v", err)
-	}
+	return <-errs
 }

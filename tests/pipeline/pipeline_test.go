@@ -16,16 +16,29 @@ import (
 // kernel counter saw packets, and capture has confirmed them all.
 func (s *system) waitStored(k *kernelCounter, atLeast bool) (a, b []record.Record) {
 	s.t.Helper()
+	// The condition must hold on two reads 300 ms apart, so packets still
+	// in the counter's socket buffer or in a batch cannot slip past.
+	held := 0
 	waitFor(s.t, 60*time.Second, "every packet stored", func() (bool, string) {
 		want := len(k.snapshot())
 		a, b = s.storedAll()
 		got := len(a) + len(b)
 		conf := metric(s.t, s.capAddr, "connpipe_capture_records_confirmed_total")
 		state := fmt.Sprintf("kernel %d, confirmed %.0f, stored %d", want, conf, got)
+		ok := want > 0 && got == want && int(conf) == want
 		if atLeast {
-			return got >= want && int(conf) >= want, state
+			ok = want > 0 && got >= want && int(conf) >= want
 		}
-		return got == want && int(conf) == want, state
+		if !ok {
+			held = 0
+			return false, state
+		}
+		held++
+		if held < 2 {
+			time.Sleep(300 * time.Millisecond)
+			return false, state
+		}
+		return true, state
 	})
 	return a, b
 }
@@ -202,8 +215,11 @@ func TestKillNineLosesNoConfirmedRecord(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for block := 1; block <= 40 && ctx.Err() == nil; block++ {
-			traffic(t, s.port, block, 20, 2)
+		for block := 1; block <= 60 && ctx.Err() == nil; block++ {
+			if err := sendTraffic(s.port, block, 20, 2); err != nil {
+				t.Errorf("traffic: %v", err)
+				return
+			}
 		}
 	}()
 	waitFor(t, 30*time.Second, "consumer-1 mid-stream", func() (bool, string) {
@@ -211,6 +227,11 @@ func TestKillNineLosesNoConfirmedRecord(t *testing.T) {
 		return a+b > 200, fmt.Sprintf("%v stored", a+b)
 	})
 	c1.kill9()
+	select {
+	case <-done:
+		t.Fatal("traffic had ended before the kill; the test must kill mid-stream")
+	default:
+	}
 	<-done
 	a, b := s.waitStored(k, true)
 	want := map[seen]int{}
