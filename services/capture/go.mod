@@ -5,9 +5,22 @@ go 1.26.0
 require (
 	github.com/connpipe/connpipe/shared v0.0.0
 	github.com/google/gopacket v1.1.19
-	golang.org/x/net v0.50.0
+	github.com/prometheus/client_golang v1.25.0
+	github.com/prometheus/client_model v0.6.3
+	github.com/rabbitmq/amqp091-go v1.16.0
+	golang.org/x/net v0.59.0
 )
 
-require golang.org/x/sys v0.48.0 // indirect
+require (
+	github.com/beorn7/perks v1.0.1 // indirect
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/kelseyhightower/envconfig v1.4.0 // indirect
+	github.com/kylelemons/godebug v1.1.0 // indirect
+	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
+	github.com/prometheus/common v0.72.0 // indirect
+	github.com/prometheus/procfs v0.22.0 // indirect
+	golang.org/x/sys v0.48.0
+	google.golang.org/protobuf v1.36.12 // indirect
+)
 
 replace github.com/connpipe/connpipe/shared => ../../shared

@@ -95,6 +95,16 @@ func (s *session) close() {
 	}
 }
 
+// nackLogEvery bounds how often nacks are logged at Warn.
+const nackLogEvery = 10 * time.Second
+
+// After a nack, batches wait nackHoldMin before they are published again,
+// doubling with each further nack in a row up to nackHoldMax.
+const (
+	nackHoldMin = 20 * time.Millisecond
+	nackHoldMax = time.Second
+)
+
 // Run publishes the batches received on in until in is closed and every
 // batch is confirmed, then returns nil. It reconnects (with backoff) as
 // often as needed. When ctx ends first it returns an error that says how
@@ -107,7 +117,16 @@ func (p *Publisher) Run(ctx context.Context, in <-chan Batch) error {
 		retry    []Batch // to publish again, in order
 		inClosed bool
 		failures int
+		// After a nack, batches wait before going out again (the broker
+		// may be rejecting publishes: a full queue), longer after each
+		// nack in a row.
+		nacksInRow int
+		holdUntil  time.Time
+		holdTimer  = time.NewTimer(0)
+		nackLogged time.Time
+		nacksQuiet int
 	)
+	<-holdTimer.C
 	defer func() {
 		p.connected.Store(false)
 		s.close()
@@ -167,7 +186,7 @@ func (p *Publisher) Run(ctx context.Context, in <-chan Batch) error {
 			if failures > 0 {
 				select {
 				case <-ctx.Done():
-					return p.stopped(ctx, unconfirmed())
+					return p.stopped(ctx, unconfirmed()+queued(in, inClosed))
 				case <-time.After(broker.DefaultBackoff.Delay(failures - 1)):
 				}
 			}
@@ -175,7 +194,7 @@ func (p *Publisher) Run(ctx context.Context, in <-chan Batch) error {
 			s, err = p.connect(ctx)
 			if err != nil {
 				if ctx.Err() != nil {
-					return p.stopped(ctx, unconfirmed())
+					return p.stopped(ctx, unconfirmed()+queued(in, inClosed))
 				}
 				failures++
 				log.Warn("open confirm channel", "err", err)
@@ -186,7 +205,11 @@ func (p *Publisher) Run(ctx context.Context, in <-chan Batch) error {
 			log.Info("publishing to broker", "exchange", topology.RecordsExchange, "republish", len(retry))
 		}
 		// Batches to publish again go first, within the window.
-		if len(retry) > 0 && len(pending) < p.cfg.MaxInFlight {
+		var hold <-chan time.Time
+		if len(retry) > 0 && time.Now().Before(holdUntil) {
+			holdTimer.Reset(time.Until(holdUntil))
+			hold = holdTimer.C
+		} else if len(retry) > 0 && len(pending) < p.cfg.MaxInFlight {
 			b := retry[0]
 			b.republished = true
 			if err := publish(b); err != nil {
@@ -228,18 +251,44 @@ func (p *Publisher) Run(ctx context.Context, in <-chan Batch) error {
 			pending = append(pending[:i], pending[i+1:]...)
 			if c.Ack {
 				m.Confirmed.Add(float64(b.Records))
+				nacksInRow = 0
 			} else {
 				m.Nacked.Inc()
-				log.Warn("broker nacked a batch; publishing it again", "records", b.Records)
+				nacksInRow++
+				holdUntil = time.Now().Add(min(nackHoldMin<<min(nacksInRow-1, 10), nackHoldMax))
+				if time.Since(nackLogged) >= nackLogEvery {
+					log.Warn("broker nacked batches; publishing them again", "nacked", nacksQuiet+1, "records", b.Records)
+					nackLogged, nacksQuiet = time.Now(), 0
+				} else {
+					nacksQuiet++
+				}
 				retry = append(retry, b)
 			}
 			gauge()
+		case <-hold:
 		case err := <-s.closed:
 			lost(fmt.Errorf("connection closed: %v", err))
 		case <-ctx.Done():
-			return p.stopped(ctx, unconfirmed())
+			return p.stopped(ctx, unconfirmed()+queued(in, inClosed))
 		}
 	}
+}
+
+// queued counts the records of batches waiting in in, taking them.
+func queued(in <-chan Batch, closed bool) int {
+	n := 0
+	for !closed {
+		select {
+		case b, ok := <-in:
+			if !ok {
+				return n
+			}
+			n += b.Records
+		default:
+			return n
+		}
+	}
+	return n
 }
 
 func (p *Publisher) stopped(ctx context.Context, records int) error {

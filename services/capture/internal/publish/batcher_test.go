@@ -1,0 +1,206 @@
+package publish
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/connpipe/connpipe/shared/record"
+)
+
+func rec(i int) *record.Record {
+	return &record.Record{
+		TS: int64(1_700_000_000_000_000_000 + i), Src: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}),
+		Dst: netip.MustParseAddr("127.0.0.1"), SrcPort: uint16(i), DstPort: 7000, Flags: record.FlagSYN, IPLen: 60,
+	}
+}
+
+func decodeBatch(t *testing.T, b Batch) []record.Record {
+	t.Helper()
+	var out record.Batch
+	if err := record.DecodeBinary(b.Body, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.Ingest != b.Ingest || len(out.Records) != b.Records {
+		t.Fatalf("batch header ingest %d records %d, want %d %d", out.Ingest, len(out.Records), b.Ingest, b.Records)
+	}
+	return out.Records
+}
+
+func TestBatcherCountAndTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		b := NewBatcher(ctx, 3, 50*time.Millisecond)
+		start := time.Now()
+		for i := range 7 {
+			if err := b.Add(ctx, rec(i)); err != nil {
+				t.Fatal(err)
+			}
+			if i == 2 {
+				// The first batch is full: it is sent at once.
+				bt := <-b.Out()
+				if got := decodeBatch(t, bt); len(got) != 3 || got[0].SrcPort != 0 || got[2].SrcPort != 2 {
+					t.Fatalf("first batch %v", got)
+				}
+				if bt.Ingest != start.UnixNano() {
+					t.Fatalf("ingest %d, want the batch's start %d", bt.Ingest, start.UnixNano())
+				}
+			}
+		}
+		second := <-b.Out()
+		if len(decodeBatch(t, second)) != 3 {
+			t.Fatal("second batch not full")
+		}
+		// The seventh record waits for the interval.
+		time.Sleep(49 * time.Millisecond)
+		synctest.Wait()
+		select {
+		case bt := <-b.Out():
+			t.Fatalf("batch of %d sent before the interval", bt.Records)
+		default:
+		}
+		time.Sleep(time.Millisecond)
+		synctest.Wait()
+		third := <-b.Out()
+		if got := decodeBatch(t, third); len(got) != 1 || got[0].SrcPort != 6 || *rec(6) != got[0] {
+			t.Fatalf("third batch %v", got)
+		}
+		if err := b.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := <-b.Out(); ok {
+			t.Fatal("Out not closed")
+		}
+		if err := b.Add(ctx, rec(9)); !errors.Is(err, ErrClosed) {
+			t.Fatalf("Add after Close: %v", err)
+		}
+	})
+}
+
+// TestBatcherTimerCountsFromFirstRecord: a batch is sent interval after
+// its own first record, not after an earlier batch's.
+func TestBatcherTimerCountsFromFirstRecord(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		b := NewBatcher(ctx, 2, 100*time.Millisecond)
+		_ = b.Add(ctx, rec(0))
+		time.Sleep(60 * time.Millisecond)
+		_ = b.Add(ctx, rec(1)) // fills and sends the first batch
+		<-b.Out()
+		_ = b.Add(ctx, rec(2))
+		t0 := time.Now()
+		bt := <-b.Out()
+		if d := time.Since(t0); d != 100*time.Millisecond {
+			t.Fatalf("second batch sent after %v, want 100ms", d)
+		}
+		if bt.Records != 1 {
+			t.Fatalf("%d records", bt.Records)
+		}
+		_ = b.Close(ctx)
+	})
+}
+
+// TestBatcherBackPressure: with nobody draining Out, Add blocks; when its
+// context ends the full batch is kept and Close delivers it, so no record
+// that Add took is lost.
+func TestBatcherBackPressure(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := NewBatcher(context.Background(), 2, time.Hour)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		for i := range 4 { // batch 1 fills Out's buffer; batch 2 cannot be sent
+			err := b.Add(ctx, rec(i))
+			if i < 3 && err != nil {
+				t.Fatalf("Add %d: %v", i, err)
+			}
+			if i == 3 && !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Add of a record that fills a batch nobody takes: %v", err)
+			}
+		}
+		_ = b.Add(context.Background(), rec(4)) // starts a new batch behind the held one
+		var got []record.Record
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for bt := range b.Out() {
+				got = append(got, decodeBatch(t, bt)...)
+			}
+		}()
+		if err := b.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		<-done
+		if len(got) != 5 {
+			t.Fatalf("%d records delivered, want 5", len(got))
+		}
+		for i, r := range got {
+			if r.SrcPort != uint16(i) {
+				t.Fatalf("record %d is %v: out of order", i, r)
+			}
+		}
+	})
+}
+
+func TestText(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var buf bytes.Buffer
+		tx := NewText(&buf)
+		r := rec(1)
+		r.Key = "k1"
+		_ = tx.Add(context.Background(), rec(0))
+		_ = tx.Add(context.Background(), r)
+		if buf.Len() != 0 {
+			t.Fatal("written before the flush delay")
+		}
+		time.Sleep(FlushDelay)
+		synctest.Wait()
+		want := rec(0).String() + "\n" + r.String() + "\n"
+		if buf.String() != want {
+			t.Fatalf("got %q, want %q", buf.String(), want)
+		}
+		if !strings.HasSuffix(strings.Split(buf.String(), "\n")[1], "\tk1") {
+			t.Fatal("key column missing")
+		}
+		_ = tx.Close(context.Background())
+	})
+}
+
+func BenchmarkEncode(b *testing.B) {
+	var enc record.Encoder
+	r := rec(7)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if i%512 == 0 {
+			enc.Reset(int64(i))
+		}
+		r.SrcPort = uint16(i)
+		enc.Add(r)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkBatcherAdd measures the per-record cost on the reader's side,
+// batches being taken as fast as they come.
+func BenchmarkBatcherAdd(b *testing.B) {
+	ctx := context.Background()
+	bt := NewBatcher(ctx, 512, time.Hour)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range bt.Out() {
+		}
+	}()
+	r := rec(7)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = bt.Add(ctx, r)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	_ = bt.Close(ctx)
+	<-done
+}
