@@ -14,8 +14,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/connpipe/connpipe/services/admin/internal/capturestats"
 	"github.com/connpipe/connpipe/services/admin/internal/members"
+	"github.com/connpipe/connpipe/services/admin/internal/queues"
 	"github.com/connpipe/connpipe/services/admin/internal/readback"
+	"github.com/connpipe/connpipe/services/admin/internal/tally"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/redis/go-redis/v9"
 )
@@ -47,12 +50,30 @@ type Config struct {
 	Members *members.Set
 	Records *readback.Reader
 	// Redis gives the client for a backend address (for PING and INFO).
-	Redis          func(addr string) redis.Cmdable
+	Redis func(addr string) redis.Cmdable
+	// Tally counts stored records per instance and second (GET
+	// /api/v1/stats); nil answers 404 there.
+	Tally *tally.Tally
+	// Queues reads the records queues' depths; Capture scrapes a capture's
+	// metrics (CaptureURL). Either may be nil: status then shows null.
+	Queues         Queues
+	Capture        CaptureStats
+	CaptureURL     string
 	Metrics        *Metrics
 	Log            *slog.Logger
 	Now            func() time.Time
 	PublishTimeout time.Duration // default DefaultPublishTimeout
 	WaitPoll       time.Duration // how often ?wait re-checks expiry; default 250ms
+}
+
+// Queues reads the depth of the records queues (a *queues.Prober).
+type Queues interface {
+	Depths(ctx context.Context) (queues.Depths, error)
+}
+
+// CaptureStats reads a capture's counters (a *capturestats.Scraper).
+type CaptureStats interface {
+	Stats(ctx context.Context) (capturestats.Stats, error)
 }
 
 // API serves the HTTP endpoints.
@@ -85,6 +106,7 @@ func (a *API) Register(mux *http.ServeMux) {
 		{"PUT /api/v1/weights", a.putWeights},
 		{"GET /api/v1/status", a.status},
 		{"GET /api/v1/records", a.records},
+		{"GET /api/v1/stats", a.stats},
 	} {
 		mux.Handle(r.pattern, a.cfg.Metrics.instrument(r.pattern, r.h))
 	}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/connpipe/connpipe/services/admin/internal/capturestats"
+	"github.com/connpipe/connpipe/services/admin/internal/queues"
 	"github.com/connpipe/connpipe/shared/control"
 )
 
@@ -22,33 +24,56 @@ type Status struct {
 	Converged      bool             `json:"converged"` // every live consumer is at the table's version
 	Backends       []BackendStatus  `json:"backends"`
 	TimeoutMS      int64            `json:"consumer_timeout_ms"`
+	Broker         *BrokerStatus    `json:"broker"`  // null when admin reads no queue depths
+	Capture        *CaptureStatus   `json:"capture"` // null without CAPTURE_METRICS_URL
+}
+
+// BrokerStatus is the depth of the records queues.
+type BrokerStatus struct {
+	queues.Depths
+	Error string `json:"error,omitempty"`
+}
+
+// CaptureStatus is a capture's counters, scraped from its /metrics.
+type CaptureStatus struct {
+	URL string `json:"url"`
+	capturestats.Stats
+	Error string `json:"error,omitempty"`
 }
 
 // ConsumerStatus is one consumer as last heard of.
 type ConsumerStatus struct {
-	ID             string `json:"id"`
-	Host           string `json:"host"`
-	Alive          bool   `json:"alive"`
-	Ready          bool   `json:"ready"`
-	Version        int64  `json:"version"`
-	Position       int64  `json:"position"`
-	Weights        string `json:"weights"`
-	Converged      bool   `json:"converged"`
-	Records        uint64 `json:"records"`
-	Acked          uint64 `json:"acked"`
-	LastHeartbeat  string `json:"last_heartbeat"` // RFC 3339, when admin received it
-	HeartbeatAgeMS int64  `json:"last_heartbeat_age_ms"`
+	ID        string `json:"id"`
+	Host      string `json:"host"`
+	Alive     bool   `json:"alive"`
+	Ready     bool   `json:"ready"`
+	Version   int64  `json:"version"`
+	Position  int64  `json:"position"`
+	Weights   string `json:"weights"`
+	Converged bool   `json:"converged"`
+	// VersionsBehind counts the changes in force that it has not applied.
+	VersionsBehind int64             `json:"versions_behind"`
+	Records        uint64            `json:"records"`
+	Rate           float64           `json:"rate"` // records stored per second, over its last heartbeats
+	Stored         map[string]uint64 `json:"stored,omitempty"`
+	Unacked        int               `json:"unacked"`
+	Acked          uint64            `json:"acked"`
+	LastHeartbeat  string            `json:"last_heartbeat"` // RFC 3339, when admin received it
+	HeartbeatAgeMS int64             `json:"last_heartbeat_age_ms"`
 }
 
 // BackendStatus is one Redis instance of the table.
 type BackendStatus struct {
-	Name       string  `json:"name"`
-	Addr       string  `json:"addr"`
-	Weight     int     `json:"weight"`
-	Share      float64 `json:"share"` // weight / sum of weights
-	Reachable  bool    `json:"reachable"`
-	UsedMemory int64   `json:"used_memory"` // bytes, -1 if unknown
-	Error      string  `json:"error,omitempty"`
+	Name   string  `json:"name"`
+	Addr   string  `json:"addr"`
+	Weight int     `json:"weight"`
+	Share  float64 `json:"share"` // weight / sum of weights
+	// State is up, draining (weight 0, still answering) or ejected (not
+	// answering PING: consumers take it out of rotation).
+	State      string `json:"state"`
+	Reachable  bool   `json:"reachable"`
+	UsedMemory int64  `json:"used_memory"` // bytes, -1 if unknown
+	Error      string `json:"error,omitempty"`
 }
 
 func (a *API) status(w http.ResponseWriter, r *http.Request) {
@@ -63,8 +88,9 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 		c := ConsumerStatus{
 			ID: m.Consumer, Host: m.Host, Alive: m.Alive, Ready: m.Ready,
 			Version: m.Version, Position: m.Position, Weights: m.Weights,
-			Converged: m.Alive && m.Version >= t.Version,
-			Records:   m.Records, Acked: m.Acked,
+			Converged:      m.Alive && m.Version >= t.Version,
+			VersionsBehind: max(0, t.Version-m.Version),
+			Records:        m.Records, Rate: m.Rate, Stored: m.Stored, Unacked: m.Unacked, Acked: m.Acked,
 			LastHeartbeat: m.LastSeen.UTC().Format(time.RFC3339Nano), HeartbeatAgeMS: now.Sub(m.LastSeen).Milliseconds(),
 		}
 		if m.Alive {
@@ -73,8 +99,43 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 		}
 		st.Consumers = append(st.Consumers, c)
 	}
+	var wg sync.WaitGroup
+	wg.Go(func() { st.Broker = a.broker(r.Context()) })
+	wg.Go(func() { st.Capture = a.capture(r.Context()) })
 	st.Backends = a.backends(r.Context(), t)
+	wg.Wait()
 	writeJSON(w, http.StatusOK, st)
+}
+
+// Backend states.
+const (
+	StateUp       = "up"
+	StateDraining = "draining"
+	StateEjected  = "ejected"
+)
+
+func (a *API) broker(ctx context.Context) *BrokerStatus {
+	if a.cfg.Queues == nil {
+		return nil
+	}
+	d, err := a.cfg.Queues.Depths(ctx)
+	bs := &BrokerStatus{Depths: d}
+	if err != nil {
+		bs.Error = err.Error()
+	}
+	return bs
+}
+
+func (a *API) capture(ctx context.Context) *CaptureStatus {
+	if a.cfg.Capture == nil {
+		return nil
+	}
+	cs, err := a.cfg.Capture.Stats(ctx)
+	st := &CaptureStatus{URL: a.cfg.CaptureURL, Stats: cs}
+	if err != nil {
+		st.Error = err.Error()
+	}
+	return st
 }
 
 // backends checks every backend at once, each with a short timeout.
@@ -87,7 +148,7 @@ func (a *API) backends(ctx context.Context, t *control.Table) []BackendStatus {
 	var wg sync.WaitGroup
 	for i, b := range t.Backends {
 		bs := &out[i]
-		*bs = BackendStatus{Name: b.Name, Addr: b.Addr, Weight: b.Weight, UsedMemory: -1}
+		*bs = BackendStatus{Name: b.Name, Addr: b.Addr, Weight: b.Weight, UsedMemory: -1, State: StateEjected}
 		if total > 0 {
 			bs.Share = float64(b.Weight) / float64(total)
 		}
@@ -102,6 +163,11 @@ func (a *API) backends(ctx context.Context, t *control.Table) []BackendStatus {
 				return
 			}
 			bs.Reachable = true
+			if b.Weight == 0 {
+				bs.State = StateDraining
+			} else {
+				bs.State = StateUp
+			}
 			info, err := rdb.Info(ctx, "memory").Result()
 			if err != nil {
 				bs.Error = "info memory: " + err.Error()

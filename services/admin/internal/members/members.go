@@ -21,11 +21,25 @@ import (
 // ForgetFactor times the timeout is how long a dead consumer stays listed.
 const ForgetFactor = 12
 
+// RateWindow is the span of heartbeats a consumer's records/s is
+// measured over.
+const RateWindow = 5 * time.Second
+
 // Member is one consumer as last heard of.
 type Member struct {
 	control.Heartbeat
 	LastSeen time.Time // when admin received the last heartbeat
 	Alive    bool
+	// Rate is records stored per second, from the heartbeats of the last
+	// RateWindow (by their sent_at); 0 until two have arrived.
+	Rate float64
+
+	samples []sample // recent heartbeats, oldest first; owned by the Set
+}
+
+type sample struct {
+	at      int64 // sent_at, Unix ns (admin's clock when the consumer sent none)
+	records uint64
 }
 
 // Set is the membership. It is safe for concurrent use.
@@ -69,6 +83,7 @@ func (s *Set) Observe(hb control.Heartbeat) {
 	}
 	m.Heartbeat = hb
 	m.LastSeen = now
+	m.samples, m.Rate = addSample(m.samples, hb, now)
 	close(s.changed)
 	s.changed = make(chan struct{})
 }
@@ -94,6 +109,7 @@ func (s *Set) Snapshot() []Member {
 			continue
 		}
 		c := *m
+		c.samples = nil
 		c.Alive = age <= s.timeout
 		out = append(out, c)
 	}
@@ -145,4 +161,39 @@ func (s *Set) Wait(ctx context.Context, pos int64, poll time.Duration) []string 
 		case <-t.C:
 		}
 	}
+}
+
+// addSample appends hb to the samples, drops those older than RateWindow
+// before it (keeping one at or beyond the window's start, so the rate spans
+// the whole window), and returns the rate over what is left. A counter that
+// went down (the consumer restarted under the same id) starts afresh.
+func addSample(ss []sample, hb control.Heartbeat, now time.Time) ([]sample, float64) {
+	at := hb.SentAt
+	if at == 0 {
+		at = now.UnixNano()
+	}
+	if n := len(ss); n > 0 && (hb.Records < ss[n-1].records || at <= ss[n-1].at) {
+		if hb.Records < ss[n-1].records {
+			ss = ss[:0]
+		} else {
+			return ss, rate(ss) // a duplicate or reordered heartbeat
+		}
+	}
+	ss = append(ss, sample{at: at, records: hb.Records})
+	cut := 0
+	for cut+1 < len(ss) && ss[cut+1].at <= at-RateWindow.Nanoseconds() {
+		cut++
+	}
+	if cut > 0 {
+		ss = append(ss[:0], ss[cut:]...)
+	}
+	return ss, rate(ss)
+}
+
+func rate(ss []sample) float64 {
+	if len(ss) < 2 {
+		return 0
+	}
+	first, last := ss[0], ss[len(ss)-1]
+	return float64(last.records-first.records) / (float64(last.at-first.at) / 1e9)
 }

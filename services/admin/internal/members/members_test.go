@@ -143,3 +143,30 @@ func TestParseHeartbeat(t *testing.T) {
 		}
 	}
 }
+
+func TestRate(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	s := New(5*time.Second, clk.Now)
+	sec := int64(time.Second)
+	base := clk.Now().UnixNano()
+	steps := []struct {
+		sentAt  int64 // ns after base
+		records uint64
+		want    float64
+	}{
+		{0, 1000, 0},                 // one heartbeat: no rate yet
+		{sec, 1500, 500},             // 500 in 1 s
+		{2 * sec, 2500, 750},         // 1500 in 2 s
+		{2 * sec, 2600, 750},         // same sent_at again: ignored
+		{7 * sec, 2500 + 500*5, 500}, // window keeps the sample at 2 s: 2500 in 5 s
+		{8 * sec, 10, 0},             // counter went down: a restart, start afresh
+		{9 * sec, 110, 100},
+	}
+	for i, st := range steps {
+		s.Observe(control.Heartbeat{Consumer: "c1", SentAt: base + st.sentAt, Records: st.records})
+		got := s.Snapshot()[0].Rate
+		if got != st.want {
+			t.Errorf("step %d: rate %v, want %v", i, got, st.want)
+		}
+	}
+}
