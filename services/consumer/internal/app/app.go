@@ -205,7 +205,7 @@ func (a *App) apply(t *control.Table) {
 			a.log.Error("cannot route by the new table, keeping the old one", "version", t.Version, "err", err)
 			return
 		}
-		a.log.Info("routing table applied", "version", t.Version, "position", t.Position, "weights", t.String())
+		a.log.Info("routing table applied", "version", t.Version, "position", t.Position, "weights", t.String(), "table", t.Describe())
 		select {
 		case a.kick <- struct{}{}:
 		default:
@@ -251,6 +251,9 @@ func RejectReason(err error) string {
 		{control.ErrBadWeight, "bad_weight"},
 		{control.ErrNoCapacity, "no_capacity"},
 		{control.ErrStaleVersion, "stale_version"},
+		{control.ErrBadMode, "bad_mode"},
+		{control.ErrBadBackend, "bad_backend"},
+		{control.ErrDuplicate, "duplicate_backend"},
 	} {
 		if errors.Is(err, c.err) {
 			return c.reason

@@ -27,6 +27,45 @@
 // whose records are stored but whose ack is lost (the channel died) is
 // redelivered and stored again. Readers must tolerate duplicates; they never
 // miss a record.
+//
+// # Routing modes
+//
+// The table's mode picks the backend: "weighted" by the exact round-robin
+// of package router, "hash" by its weighted rendezvous ring on the table's
+// hash key (a key of a down backend goes to its next choice, every other
+// key stays). A table with a new backend gets a client for it at once, so
+// its next round can store there; a backend that left the table has its
+// client closed once no route uses it.
+//
+// # Stick table (sticky routing)
+//
+// With "sticky" on, a key (the table's hash key: src, dst, pair or flow)
+// stays on the instance where its first record landed for as long as it
+// keeps sending, plus the retention window — so every record of a key that
+// is still readable sits on one instance, even across weight changes and
+// consumer restarts. It is HAProxy's stick table, shared by every consumer
+// replica through one Redis instance: the stick home, the first backend of
+// the table by name. Entries are
+//
+//	<prefix>stick:<hash key>:<16 hex digits of the key hash>  →  backend name
+//
+// with a TTL of retention + StickRefresh, renewed whenever a consumer looks
+// the key up. A lookup is one Lua call for a whole round's unknown keys: for
+// each key, keep the existing owner (and renew it) unless it has left the
+// table, else set the mode's choice (weighted: the next round-robin pick;
+// hash: the ring's pick). The call is atomic, so two consumers meeting a
+// new key at once agree on one owner.
+//
+// Each consumer caches owners (bounded, StickCache entries) for
+// StickRefresh, so a busy key costs one lookup per StickRefresh per
+// consumer, not one per record. A key whose owner is down is routed to
+// the mode's choice meanwhile (its entry is kept: it returns to its owner
+// when that rejoins); a drained owner (weight 0) keeps its keys, as in
+// HAProxy. When the stick home is down every unknown key is routed by the
+// mode's choice and counted (connpipe_consumer_stick_keys_total
+// {result="fallback"}); when the home changes (its backend is removed or a
+// backend with a smaller name is added), the stick table starts afresh.
+// With sticky off none of this runs.
 package sink
 
 import (
@@ -54,7 +93,17 @@ type Config struct {
 	CheckInterval time.Duration // how often down backends are PINGed; 500ms if 0
 	Logger        *slog.Logger
 	Metrics       *Metrics // nil: metrics are kept but not registered
+	// StickRefresh is how long a consumer trusts a cached stick owner
+	// before asking the stick home again (which renews the entry); default
+	// min(retention/4, 10s).
+	StickRefresh time.Duration
+	// StickCache bounds the cached stick owners; default 100,000.
+	StickCache int
+	Now        func() time.Time // default time.Now
 }
+
+// errShortReply reports a stick lookup answered with the wrong number of owners.
+var errShortReply = errors.New("stick lookup: reply does not match the keys asked")
 
 // Metrics are the sink's Prometheus collectors.
 type Metrics struct {
@@ -63,6 +112,7 @@ type Metrics struct {
 	Up           *prometheus.GaugeVec   // 1 while a backend is in rotation
 	Weight       *prometheus.GaugeVec   // weight in the table in force
 	BatchRecords prometheus.Histogram   // records per write to one backend
+	Stick        *prometheus.CounterVec // keys routed by the stick table, by where the owner came from
 }
 
 // NewMetrics creates the sink's metrics and registers them on reg (if not nil).
@@ -84,9 +134,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "connpipe_consumer_store_batch_records", Help: "Records per write round to one Redis backend.",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 10),
 		}),
+		Stick: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "connpipe_consumer_stick_keys_total",
+			Help: "Keys routed by the stick table per round, by result: cache (owner cached), redis (read from the stick home), fallback (stick home down: the mode's choice).",
+		}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Stored, m.WriteErrors, m.Up, m.Weight, m.BatchRecords)
+		reg.MustRegister(m.Stored, m.WriteErrors, m.Up, m.Weight, m.BatchRecords, m.Stick)
 	}
 	return m
 }
@@ -98,12 +152,33 @@ type backend struct {
 	up         atomic.Bool
 }
 
-// route is a routing table made ready for use: its router and the backend
-// of every table entry, in table order.
+// route is a routing table made ready for use: its router (mode
+// "weighted") or ring and key function (mode "hash"), and the backend of
+// every table entry, in table order.
 type route struct {
 	table    *control.Table
 	router   *router.Router
+	ring     *router.Ring   // nil in mode weighted
+	key      router.KeyFunc // the table's hash key, in mode hash or when sticky
 	backends []*backend
+	index    map[string]int // backend name → index
+}
+
+// routable reports whether some backend can take records.
+func (r *route) routable() bool {
+	if r.ring != nil {
+		return r.ring.Routable()
+	}
+	return r.router.Routable()
+}
+
+// pick is the mode's choice for a record with key hash h (h is ignored in
+// mode weighted).
+func (r *route) pick(h uint64) int {
+	if r.ring != nil {
+		return r.ring.Pick(h)
+	}
+	return r.router.Next()
 }
 
 // Sink writes records to the Redis pool. Store must be called from one
@@ -125,6 +200,10 @@ type Sink struct {
 	assign  []int32
 	stored  atomic.Uint64
 	byName  sync.Map // backend name → *atomic.Uint64 records stored there
+	stick   stickCache
+	owner   map[uint64]int // key hash → backend index, for one sticky round
+	hashes  []uint64
+	misses  []uint64
 }
 
 // Assignment markers in Sink.assign besides backend indexes.
@@ -147,7 +226,20 @@ func New(cfg Config, t *control.Table) (*Sink, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
+	if cfg.StickRefresh <= 0 {
+		cfg.StickRefresh = min(cfg.Layout.Retention/4, 10*time.Second)
+		if cfg.StickRefresh <= 0 {
+			cfg.StickRefresh = 10 * time.Second
+		}
+	}
+	if cfg.StickCache <= 0 {
+		cfg.StickCache = 100_000
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	s := &Sink{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, pool: map[string]*backend{}}
+	s.stick.max = cfg.StickCache
 	if err := s.SetTable(t); err != nil {
 		return nil, err
 	}
@@ -162,7 +254,21 @@ func (s *Sink) SetTable(t *control.Table) error {
 	if err != nil {
 		return fmt.Errorf("routing table version %d: %w", tableVersion(t), err)
 	}
-	r := &route{table: t, router: rt, backends: make([]*backend, len(t.Backends))}
+	r := &route{table: t, router: rt, backends: make([]*backend, len(t.Backends)), index: make(map[string]int, len(t.Backends))}
+	if t.RoutingMode() == control.ModeHash || t.Sticky {
+		if r.key, err = router.KeyFor(t.Key()); err != nil {
+			return fmt.Errorf("routing table version %d: %w", tableVersion(t), err)
+		}
+	}
+	switch t.RoutingMode() {
+	case control.ModeWeighted:
+	case control.ModeHash:
+		if r.ring, err = router.NewRing(t); err != nil {
+			return fmt.Errorf("routing table version %d: %w", tableVersion(t), err)
+		}
+	default:
+		return fmt.Errorf("routing table version %d: %w: %q", tableVersion(t), control.ErrBadMode, t.Mode)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, b := range t.Backends {
@@ -175,6 +281,7 @@ func (s *Sink) SetTable(t *control.Table) error {
 			s.m.Up.WithLabelValues(b.Name).Set(1)
 		}
 		r.backends[i] = be
+		r.index[b.Name] = i
 		s.m.Weight.WithLabelValues(b.Name).Set(float64(b.Weight))
 	}
 	s.latest.Store(r)
@@ -285,7 +392,7 @@ func (s *Sink) Store(ctx context.Context, msgs []*record.Batch) error {
 	for attempt := 0; ; {
 		r := s.adopt()
 		s.syncHealth(r)
-		if !r.router.Routable() {
+		if !r.routable() {
 			wait := backoff(attempt)
 			attempt++
 			if attempt == 1 || attempt%20 == 0 {
@@ -299,7 +406,7 @@ func (s *Sink) Store(ctx context.Context, msgs []*record.Batch) error {
 			continue
 		}
 		attempt = 0
-		s.route(r, msgs, assign)
+		s.route(ctx, r, msgs, assign)
 		failed := s.write(ctx, r)
 		if err := ctx.Err(); err != nil {
 			return err
@@ -330,22 +437,33 @@ func backoff(attempt int) time.Duration {
 func (s *Sink) syncHealth(r *route) {
 	for i, b := range r.backends {
 		r.router.SetUp(i, b.up.Load())
+		if r.ring != nil {
+			r.ring.SetUp(i, b.up.Load())
+		}
 	}
 }
 
 // route assigns every pending record a backend and adds it to that
 // backend's batch.
-func (s *Sink) route(r *route, msgs []*record.Batch, assign []int32) {
+func (s *Sink) route(ctx context.Context, r *route, msgs []*record.Batch, assign []int32) {
 	for _, b := range s.batches {
 		b.Reset()
+	}
+	if r.table.Sticky {
+		s.routeSticky(ctx, r, msgs, assign)
+		return
 	}
 	k := 0
 	for _, m := range msgs {
 		for j := range m.Records {
 			if assign[k] == pending {
-				i := r.router.Next()
-				assign[k] = int32(i)
 				rec := &m.Records[j]
+				var h uint64
+				if r.ring != nil {
+					h = r.key(rec)
+				}
+				i := r.pick(h)
+				assign[k] = int32(i)
 				s.batches[i].Add(store.Bucket(rec.TS, m.Ingest), rec)
 			}
 			k++
