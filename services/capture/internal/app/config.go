@@ -164,7 +164,8 @@ Environment:
   AMQP_URL          amqp://guest:guest@127.0.0.1:5672/
   INTERFACE         lo
   LISTEN_ADDR       127.0.0.1:7000 (0.0.0.0 or [::] as host: any address)
-  BPF_FILTER        (empty: tcp and dst host H and dst port P of LISTEN_ADDR)
+  BPF_FILTER        (empty: tcp and dst host H and dst port P of LISTEN_ADDR;
+                    with PCAP_FILES and LISTEN_ADDR unset: every TCP packet)
   SINK              false (true: accept and discard connections on LISTEN_ADDR)
   PCAP_FILES        (empty: live capture; else comma-separated files)
   REPLAY_SPEED      0
@@ -235,6 +236,13 @@ func LoadConfig(args []string, stderr io.Writer) (Config, error) {
 			return c, fmt.Errorf("-f %q: %w", *expr, err)
 		}
 		c.BPFFilter = *expr
+	}
+	// A replay with neither a filter nor a listen address records every
+	// TCP packet of the files (the default LISTEN_ADDR is for live capture).
+	if len(c.PcapFiles) > 0 && strings.TrimSpace(c.BPFFilter) == "" && !set["listen"] {
+		if _, ok := os.LookupEnv("LISTEN_ADDR"); !ok {
+			c.BPFFilter = "tcp"
+		}
 	}
 	if set["i"] {
 		c.Interface = *iface

@@ -85,6 +85,29 @@ func TestBadConfigNamesVariable(t *testing.T) {
 	}
 }
 
+// TestReplayFilterDefault: PCAP_FILES without BPF_FILTER or LISTEN_ADDR
+// records every TCP packet; with LISTEN_ADDR set, that address's packets.
+func TestReplayFilterDefault(t *testing.T) {
+	http := filepath.Join(samples.Dir(t), "eth-ipv4-http-get.pcap")
+	clearEnv(t)
+	t.Setenv("PCAP_FILES", http)
+	c, err := LoadConfig(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := c.filter(); f.String() != "tcp" {
+		t.Fatalf("filter %q, want tcp", f)
+	}
+	t.Setenv("LISTEN_ADDR", "192.150.187.43:80")
+	c, err = LoadConfig(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := c.filter(); f.String() != "tcp and dst host 192.150.187.43 and dst port 80" {
+		t.Fatalf("filter %q", f)
+	}
+}
+
 // TestRunValidates: Run itself refuses a bad configuration.
 func TestRunValidates(t *testing.T) {
 	clearEnv(t)

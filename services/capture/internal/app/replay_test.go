@@ -331,3 +331,5 @@ func TestNotACaptureFile(t *testing.T) {
 		t.Fatalf("error %v, want ErrNotCapture naming the file", err)
 	}
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

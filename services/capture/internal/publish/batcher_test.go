@@ -170,6 +170,24 @@ func TestText(t *testing.T) {
 	})
 }
 
+// TestAppendText: the allocation-free text form equals Record.String.
+func TestAppendText(t *testing.T) {
+	recs := []record.Record{
+		*rec(0), *rec(65535),
+		{TS: -5, Src: netip.MustParseAddr("::1"), Dst: netip.MustParseAddr("2001:db8::ff"), SrcPort: 0, DstPort: 65535, Flags: 0x1ff, IPLen: 65535, Key: "abc"},
+		{TS: 1, Src: netip.MustParseAddr("::ffff:1.2.3.4"), Dst: netip.MustParseAddr("fe80::1"), Flags: 0xabcd},
+		{},
+	}
+	for _, r := range recs {
+		if got, want := string(AppendText(nil, &r)), r.String(); got != want {
+			t.Errorf("AppendText %q, String %q", got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = AppendText(make([]byte, 0, 128)[:0], &recs[2]) }); n > 1 {
+		t.Errorf("AppendText allocates %v times", n)
+	}
+}
+
 func BenchmarkEncode(b *testing.B) {
 	var enc record.Encoder
 	r := rec(7)

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"net/netip"
+	"strconv"
 	"sync"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 type Text struct {
 	mu    sync.Mutex
 	w     *bufio.Writer
+	line  []byte
 	timer *time.Timer
 	armed bool
 	err   error
@@ -40,11 +43,9 @@ func (t *Text) Add(_ context.Context, r *record.Record) error {
 	if t.err != nil {
 		return t.err
 	}
-	if _, err := t.w.WriteString(r.String()); err != nil {
-		t.err = err
-		return err
-	}
-	if err := t.w.WriteByte('\n'); err != nil {
+	t.line = AppendText(t.line[:0], r)
+	t.line = append(t.line, '\n')
+	if _, err := t.w.Write(t.line); err != nil {
 		t.err = err
 		return err
 	}
@@ -73,4 +74,33 @@ func (t *Text) Flush() error {
 func (t *Text) Close(context.Context) error {
 	t.timer.Stop()
 	return t.Flush()
+}
+
+// AppendText appends the text form of r (exactly r.String()) to dst,
+// without allocating.
+func AppendText(dst []byte, r *record.Record) []byte {
+	const hex = "0123456789abcdef"
+	dst = strconv.AppendInt(dst, r.TS, 10)
+	dst = append(dst, '\t')
+	dst = appendAddr(dst, r.Src)
+	dst = append(dst, '\t')
+	dst = appendAddr(dst, r.Dst)
+	dst = append(dst, '\t')
+	dst = strconv.AppendUint(dst, uint64(r.SrcPort), 10)
+	dst = append(dst, '\t')
+	dst = strconv.AppendUint(dst, uint64(r.DstPort), 10)
+	dst = append(dst, '\t', '0', 'x', hex[r.Flags>>12&0xf], hex[r.Flags>>8&0xf], hex[r.Flags>>4&0xf], hex[r.Flags&0xf], '\t')
+	dst = strconv.AppendUint(dst, uint64(r.IPLen), 10)
+	if r.Key != "" {
+		dst = append(dst, '\t')
+		dst = append(dst, r.Key...)
+	}
+	return dst
+}
+
+func appendAddr(dst []byte, a netip.Addr) []byte {
+	if !a.IsValid() {
+		return append(dst, "invalid IP"...) // as netip.Addr.String
+	}
+	return a.AppendTo(dst)
 }
