@@ -2,8 +2,11 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,4 +82,62 @@ func TestReplayToBroker(t *testing.T) {
 	if c := counter(t, info.Registry, "connpipe_capture_in_flight"); c != 0 {
 		t.Fatalf("in_flight %v after Run", c)
 	}
+}
+
+// TestUnhealthyWithoutBroker: with no broker, /healthz fails, and after
+// the context ends Run gives up within SHUTDOWN_TIMEOUT, saying how many
+// records it could not deliver.
+func TestUnhealthyWithoutBroker(t *testing.T) {
+	clearEnv(t)
+	cfg, err := LoadConfig(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.AMQPURL = fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", freePort(t))
+	cfg.PcapFiles = []string{filepath.Join(samples.Dir(t), "eth-ipv4-dns.pcap")}
+	cfg.BPFFilter, cfg.MetricsAddr, cfg.ShutdownTimeout = "tcp", "127.0.0.1:0", 300*time.Millisecond
+	ready := make(chan Info, 1)
+	cfg.Ready = func(i Info) { ready <- i }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- Run(ctx, cfg, discardLogger()) }()
+	info := <-ready
+	time.Sleep(200 * time.Millisecond)
+	resp, err := http.Get("http://" + info.MetricsAddr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/healthz %s without a broker, want 503", resp.Status)
+	}
+	t0 := time.Now()
+	cancel()
+	select {
+	case err := <-runErr:
+		if err == nil || !strings.Contains(err.Error(), "11 records unconfirmed") {
+			t.Fatalf("Run: %v, want 11 records unconfirmed", err)
+		}
+		if d := time.Since(t0); d > 3*time.Second {
+			t.Fatalf("Run took %v after cancel with SHUTDOWN_TIMEOUT 300ms", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not give up")
+	}
+}
+
+func waitHealthy(t *testing.T, addr string) {
+	t.Helper()
+	for range 100 {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("capture never became healthy")
 }

@@ -17,8 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/connpipe/connpipe/shared/testenv"
+	"github.com/connpipe/connpipe/shared/topology"
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,16 +35,6 @@ func needRoot(t *testing.T) {
 		t.Fatal("live capture tests need root (CAP_NET_RAW) and CI runs as root")
 	}
 	t.Skip("live capture needs root (CAP_NET_RAW)")
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // rawCounter is an independent witness: its own AF_PACKET socket on lo,
@@ -280,5 +273,83 @@ func TestLiveStopsOnCancel(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run blocked in a read after cancel")
+	}
+}
+
+// TestLiveShutdownFlushes captures live with OUTPUT=amqp and a batch
+// interval longer than the test, so every record is still in the open
+// batch when the context ends: Run must send it and wait for the confirm.
+func TestLiveShutdownFlushes(t *testing.T) {
+	needRoot(t)
+	u := testenv.AMQP(t)
+	port := freePort(t)
+	witness := startRawCounter(t, port)
+	clearEnv(t)
+	cfg, err := LoadConfig(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.AMQPURL, cfg.Interface, cfg.ListenAddr, cfg.Sink = u, "lo", fmt.Sprintf("127.0.0.1:%d", port), true
+	cfg.MetricsAddr, cfg.BatchSize, cfg.BatchInterval = "127.0.0.1:0", 100000, time.Hour
+	ready := make(chan Info, 1)
+	cfg.Ready = func(i Info) { ready <- i }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- Run(ctx, cfg, testLogger(t)) }()
+	var info Info
+	select {
+	case info = <-ready:
+	case err := <-runErr:
+		t.Fatalf("Run: %v", err)
+	}
+	waitHealthy(t, info.MetricsAddr)
+	for i := range 5 {
+		c, err := net.Dial("tcp", cfg.ListenAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "request %d\n", i)
+		c.Close()
+	}
+	// Wait for the witness to settle, then for capture to have read as many.
+	var want int
+	for range 50 {
+		time.Sleep(100 * time.Millisecond)
+		if n := len(witness.packets()); n == want && n > 0 && counter(t, info.Registry, "connpipe_capture_records_total") >= float64(n) {
+			break
+		} else {
+			want = n
+		}
+	}
+	if c := counter(t, info.Registry, "connpipe_capture_records_published_total"); c != 0 {
+		t.Fatalf("%v records published before shutdown: the batch interval did not hold them", c)
+	}
+	cancel()
+	select {
+	case err := <-runErr:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	if c := counter(t, info.Registry, "connpipe_capture_records_confirmed_total"); int(c) != want {
+		t.Fatalf("records_confirmed_total %v, the raw socket saw %d packets", c, want)
+	}
+	conn, err := amqp.Dial(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, _ := conn.Channel()
+	q, err := ch.QueueDeclarePassive(topology.RecordsQueue, true, false, false, false, amqp.Table{
+		"x-queue-type": "quorum", "x-dead-letter-exchange": topology.DeadExchange, "x-delivery-limit": topology.DeliveryLimit,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Messages != 1 {
+		t.Fatalf("%d messages in %s, want the one flushed batch", q.Messages, topology.RecordsQueue)
 	}
 }
