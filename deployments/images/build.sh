@@ -120,8 +120,9 @@ WORK=""
 cleanup() {
 	[ -n "$WORK" ] || return 0
 	# Unmount anything still mounted inside the work folder, then remove it.
-	grep -o " $WORK/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" || true; done
-	rm -rf "$WORK"
+	local m
+	for m in $(grep -o " $WORK/[^ ]*" /proc/mounts | sort -r || true); do umount -l "$m" || true; done
+	rm -rf "$WORK" || true
 }
 trap cleanup EXIT
 workdir() {
@@ -257,6 +258,11 @@ build_gobuild() {
 	cp "$HERE/gobuild/Dockerfile" "$ctx/Dockerfile"
 	docker build -q --build-arg TOOLCHAIN="$toolchain" -t "$GOBUILD_IMAGE" "$ctx" >/dev/null
 	log "built $GOBUILD_IMAGE ($(du -sh "$ctx/goproxy" | cut -f1) of modules)"
+	# Builders for older module sets are of no further use.
+	local old
+	for old in $(docker image ls --format '{{.Repository}}:{{.Tag}}' "$REPO/gobuild"); do
+		[ "$old" = "$GOBUILD_IMAGE" ] || docker image rm "$old" >/dev/null 2>&1 || true
+	done
 }
 
 emit() {

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Manages deployments/compose/.env, the file compose reads its settings,
+# secrets and image names from.
+#
+#   env.sh init [FILE]          create FILE (default deployments/compose/.env)
+#                               from connpipe.env.example when it is absent:
+#                               random secrets, free host ports
+#   env.sh set FILE KEY=VALUE...  set keys in FILE (replace or append)
+#   env.sh get FILE KEY         print a key's value
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+DEFAULT=$HERE/.env
+
+secret() { head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+free_port() {
+	local p=$1
+	while port_taken "$p"; do p=$((p + 1)); done
+	echo "$p"
+}
+
+get() {
+	local file=$1 key=$2
+	sed -n "s/^$key=//p" "$file" | tail -1
+}
+
+set_keys() {
+	local file=$1; shift
+	local kv key tmp
+	for kv in "$@"; do
+		key=${kv%%=*}
+		tmp=$(mktemp "$file.XXXXXX")
+		if grep -q "^$key=" "$file"; then
+			awk -v k="$key" -v line="$kv" 'index($0, k "=") == 1 { print line; next } { print }' "$file" >"$tmp"
+		else
+			cat "$file" >"$tmp"
+			printf '%s\n' "$kv" >>"$tmp"
+		fi
+		chmod 600 "$tmp"
+		mv "$tmp" "$file"
+	done
+}
+
+init() {
+	local file=${1:-$DEFAULT}
+	if [ -f "$file" ]; then
+		echo "$file exists; left as it is" >&2
+		return
+	fi
+	install -m 600 "$HERE/connpipe.env.example" "$file"
+	local k
+	for k in RABBITMQ_PASSWORD ADMIN_TOKEN; do
+		[ -n "$(get "$file" "$k")" ] || set_keys "$file" "$k=$(secret)"
+	done
+	local want got
+	for k in ADMIN_PORT AMQP_PORT RABBITMQ_MGMT_PORT; do
+		want=$(get "$file" "$k")
+		got=$(free_port "$want")
+		if [ "$got" != "$want" ]; then
+			echo "127.0.0.1:$want is taken; $k=$got" >&2
+			set_keys "$file" "$k=$got"
+		fi
+	done
+	echo "wrote $file (secrets generated; edit it to change settings)" >&2
+}
+
+case "${1:-}" in
+init) shift; init "$@" ;;
+set) shift; f=$1; shift; set_keys "$f" "$@" ;;
+get) get "$2" "$3" ;;
+*) echo "usage: $0 init [FILE] | set FILE KEY=VALUE... | get FILE KEY" >&2; exit 2 ;;
+esac

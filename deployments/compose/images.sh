@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Builds every image of the compose stack without a registry and writes
+# their names into the compose env file:
+#
+#   deployments/compose/images.sh [ENV_FILE]    (default deployments/compose/.env)
+#
+# Base, Redis, RabbitMQ and the Go builder come from deployments/images/build.sh
+# (debootstrap; cached: an existing image is kept); the services and the
+# traffic generator are built from their Dockerfiles with that builder and
+# base, with no network.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+ENV_FILE=${1:-$HERE/.env}
+REPO=${IMAGE_REPO:-connpipe}
+TAG=${IMAGE_TAG:-latest}
+export DOCKER_BUILDKIT=0
+
+t0=$(date +%s)
+step() { printf '[images %s +%ss] %s\n' "$(date +%H:%M:%S)" "$(($(date +%s) - t0))" "$*" >&2; }
+
+step "base images (debootstrap, Redis, RabbitMQ, Go builder)"
+vars=$("$ROOT/deployments/images/build.sh" all)
+eval "$vars" # BASE_IMAGE, REDIS_IMAGE, RABBITMQ_IMAGE, GO_IMAGE
+
+build() { # NAME DOCKERFILE
+	local name=$1 dockerfile=$2 image=$REPO/$1:$TAG log
+	step "$image"
+	log=$(mktemp)
+	if ! docker build --network none --force-rm -f "$ROOT/$dockerfile" \
+		--build-arg GO_IMAGE="$GO_IMAGE" --build-arg BASE_IMAGE="$BASE_IMAGE" \
+		-t "$image" "$ROOT" >"$log" 2>&1; then
+		grep -v -e DEPRECATED -e 'BuildKit is currently disabled' -e 'environment-variable\.' "$log" | tail -30 >&2
+		rm -f "$log"
+		echo "images: building $image failed (output above)" >&2
+		exit 1
+	fi
+	rm -f "$log"
+	vars+=$'\n'"$(echo "$name" | tr a-z A-Z)_IMAGE=$image"
+}
+build capture services/capture/Dockerfile
+build consumer services/consumer/Dockerfile
+build admin services/admin/Dockerfile
+build trafficgen deployments/compose/trafficgen/Dockerfile
+
+[ -f "$ENV_FILE" ] || "$HERE/env.sh" init "$ENV_FILE"
+# shellcheck disable=SC2086
+"$HERE/env.sh" set "$ENV_FILE" $vars
+step "done; image names written to $ENV_FILE"
+echo "$vars"
