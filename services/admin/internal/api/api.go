@@ -110,6 +110,7 @@ func (a *API) Register(mux *http.ServeMux) {
 	} {
 		mux.Handle(r.pattern, a.cfg.Metrics.instrument(r.pattern, r.h))
 	}
+	a.registerRouting(mux)
 }
 
 // apiError is the body of every error answer.

@@ -67,6 +67,25 @@
 // (default 10000) bounds the answer and "truncated" says there was more.
 // A backend that cannot be read is named in "errors"; if none can, 503.
 //
+// # Backends and routing mode
+//
+// Add a Redis instance (consumers use it as soon as they fold the change,
+// no restart), remove one, or choose the routing mode; each takes the token,
+// If-Match and ?wait, and answers like PUT /api/v1/weights:
+//
+//	curl -s -X POST 'http://127.0.0.1:8080/api/v1/backends?wait=10s' \
+//	  -H "Authorization: Bearer $ADMIN_TOKEN" \
+//	  -d '{"name":"redis-c","addr":"127.0.0.1:6381","weight":50}'
+//	curl -s -X DELETE http://127.0.0.1:8080/api/v1/backends/redis-c \
+//	  -H "Authorization: Bearer $ADMIN_TOKEN"
+//	curl -s -X PUT http://127.0.0.1:8080/api/v1/mode \
+//	  -H "Authorization: Bearer $ADMIN_TOKEN" -d '{"mode":"hash","hash_key":"src","sticky":true}'
+//
+// mode is "weighted" or "hash"; hash_key "src", "dst", "pair" or "flow";
+// fields left out keep their value. A weight left out of a new backend is
+// 1. Refusals (400) name the cause: duplicate name, address not host:port,
+// unknown backend, removing the last backend with weight > 0.
+//
 // # Operations
 //
 //	curl -s http://127.0.0.1:8080/healthz     # 200 once the control log has been read

@@ -24,6 +24,16 @@ const Usage = `usage:
                                        change weights (0..256, 0 drains); names not
                                        given keep theirs; --wait waits until every
                                        live consumer applied the change
+  admin backends add NAME HOST:PORT [--weight N] [--expect-version N] [--wait DURATION]
+                                       add a Redis instance (weight 1 if not given);
+                                       consumers use it without a restart
+  admin backends remove NAME [--expect-version N] [--wait DURATION]
+                                       take an instance out of the table
+  admin mode set weighted|hash [--key src|dst|pair|flow] [--sticky[=false]]
+                 [--expect-version N] [--wait DURATION]
+                                       routing mode: exact weighted split, or
+                                       consistent hashing on a key; --sticky keeps
+                                       a key where it first landed
   admin status                         table, consumers, backends, convergence
   admin records [--since 1m] [--until T] [--src IP] [--dst IP] [--limit N] [--json]
                                        stored records, one per line, backend first;
@@ -32,7 +42,7 @@ const Usage = `usage:
 
 environment:
   ADMIN_URL    the API (default http://127.0.0.1:8080)
-  ADMIN_TOKEN  token for weights set
+  ADMIN_TOKEN  token for weights set, backends and mode
 
 exit status: 0 ok; 1 refused or failed; 2 bad usage; 3 applied but not every
 live consumer applied it within --wait
@@ -118,6 +128,10 @@ func (c *client) dispatch(ctx context.Context, args []string) error {
 		return c.status(ctx)
 	case "records":
 		return c.records(ctx, args[1:])
+	case "backends":
+		return c.backends(ctx, args[1:])
+	case "mode":
+		return c.mode(ctx, args[1:])
 	}
 	return usagef("unknown command %q", args[0])
 }

@@ -22,7 +22,7 @@ import (
 const requestTimeout = 30 * time.Second
 
 func (c *client) printTable(t *control.Table) {
-	fmt.Fprintf(c.out, "version %d (log position %d)\n%s\n", t.Version, t.Position, t.String())
+	fmt.Fprintf(c.out, "version %d (log position %d)\n%s\n%s\n", t.Version, t.Position, t.String(), routingLine(t))
 	total := 0
 	for _, b := range t.Backends {
 		total += b.Weight

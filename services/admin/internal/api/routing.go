@@ -1,0 +1,165 @@
+package api
+
+// Routing changes beyond weights: backends added and removed at runtime,
+// and the routing mode. Each is one control message appended to the log
+// and answered by the fold's verdict, like PUT /api/v1/weights; each takes
+// If-Match and ?wait the same way and answers with the same body.
+//
+//	POST   /api/v1/backends          {"name":"redis-c","addr":"127.0.0.1:6381","weight":50}
+//	DELETE /api/v1/backends/{name}
+//	PUT    /api/v1/mode              {"mode":"hash","hash_key":"src","sticky":true}
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/connpipe/connpipe/shared/control"
+)
+
+// BackendRequest is the body of POST /api/v1/backends.
+type BackendRequest struct {
+	Name   string `json:"name"`
+	Addr   string `json:"addr"`
+	Weight *int   `json:"weight,omitempty"` // 1 if left out
+}
+
+// ModeRequest is the body of PUT /api/v1/mode; fields left out keep their value.
+type ModeRequest struct {
+	Mode    string `json:"mode,omitempty"`
+	HashKey string `json:"hash_key,omitempty"`
+	Sticky  *bool  `json:"sticky,omitempty"`
+}
+
+// registerRouting adds the routing endpoints to mux.
+func (a *API) registerRouting(mux *http.ServeMux) {
+	for _, r := range []struct {
+		pattern string
+		h       http.HandlerFunc
+	}{
+		{"POST /api/v1/backends", a.addBackend},
+		{"DELETE /api/v1/backends/{name}", a.removeBackend},
+		{"PUT /api/v1/mode", a.putMode},
+	} {
+		mux.Handle(r.pattern, a.cfg.Metrics.instrument(r.pattern, r.h))
+	}
+}
+
+// decodeStrict decodes a JSON body into v, refusing unknown fields.
+func decodeStrict(r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("body: %v", err)
+	}
+	if dec.More() {
+		return errors.New("body: trailing data after the JSON object")
+	}
+	return nil
+}
+
+func (a *API) addBackend(w http.ResponseWriter, r *http.Request) {
+	if !a.authorize(w, r) {
+		return
+	}
+	var req BackendRequest
+	if err := decodeStrict(r, &req); err != nil {
+		fail(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	b := control.Backend{Name: req.Name, Addr: req.Addr, Weight: 1}
+	if req.Weight != nil {
+		b.Weight = *req.Weight
+	}
+	a.change(w, r, "add backend", control.Message{Op: control.OpAddBackend, Backend: &b})
+}
+
+func (a *API) removeBackend(w http.ResponseWriter, r *http.Request) {
+	if !a.authorize(w, r) {
+		return
+	}
+	a.change(w, r, "remove backend", control.Message{Op: control.OpRemoveBackend, Name: r.PathValue("name")})
+}
+
+func (a *API) putMode(w http.ResponseWriter, r *http.Request) {
+	if !a.authorize(w, r) {
+		return
+	}
+	var req ModeRequest
+	if err := decodeStrict(r, &req); err != nil {
+		fail(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	a.change(w, r, "set mode", control.Message{Op: control.OpSetMode, Mode: req.Mode, HashKey: req.HashKey, Sticky: req.Sticky})
+}
+
+// change checks m against the table in force, publishes it with the
+// If-Match version, answers with the fold's verdict and, with ?wait, waits
+// for every live consumer to apply it. The caller has authorized r.
+func (a *API) change(w http.ResponseWriter, r *http.Request, what string, m control.Message) {
+	expect, err := parseIfMatch(r.Header.Get("If-Match"))
+	if err != nil {
+		fail(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	var wait time.Duration
+	if s := r.URL.Query().Get("wait"); s != "" {
+		wait, err = time.ParseDuration(s)
+		if err != nil || wait < 0 || wait > MaxWait {
+			fail(w, http.StatusBadRequest, "wait=%q: want a duration from 0s to %s", s, MaxWait)
+			return
+		}
+	}
+	if !a.cfg.Control.IsReady() {
+		fail(w, http.StatusServiceUnavailable, "control log not read yet (is rabbitmq reachable?)")
+		return
+	}
+	cur := a.cfg.Control.Table()
+	if expect != nil && *expect < cur.Version {
+		a.stale(w, fmt.Errorf("%w: expected version %d, table is at %d", control.ErrStaleVersion, *expect, cur.Version), cur)
+		return
+	}
+	// The local check gives a clear answer without publishing a change
+	// that would be refused; the fold's verdict below is the authority.
+	body, _ := json.Marshal(m)
+	if _, res := control.Apply(cur, cur.Position, body); res.Err != nil {
+		fail(w, http.StatusBadRequest, "%s: %v", what, res.Err)
+		return
+	}
+	m.ExpectVersion, m.ID, m.By = expect, newID(), "admin"
+	pctx, cancel := context.WithTimeout(r.Context(), a.cfg.PublishTimeout)
+	res, t, err := a.cfg.Control.Publish(pctx, m)
+	cancel()
+	if err != nil {
+		a.cfg.Metrics.published("failed")
+		a.cfg.Log.Warn("publish control change", "id", m.ID, "op", m.Op, "err", err)
+		fail(w, http.StatusServiceUnavailable, "control log: %v", err)
+		return
+	}
+	if res.Err != nil {
+		a.cfg.Metrics.published("refused")
+		if errors.Is(res.Err, control.ErrStaleVersion) {
+			a.stale(w, res.Err, t)
+			return
+		}
+		fail(w, http.StatusBadRequest, "%s: %v", what, res.Err)
+		return
+	}
+	a.cfg.Metrics.published("applied")
+	a.cfg.Log.Info("routing changed", "id", m.ID, "op", m.Op, "version", t.Version, "position", res.Position, "table", t.Describe())
+
+	pending := a.cfg.Members.Behind(res.Position)
+	if wait > 0 && len(pending) > 0 {
+		wctx, cancel := context.WithTimeout(r.Context(), wait)
+		pending = a.cfg.Members.Wait(wctx, res.Position, a.cfg.WaitPoll)
+		cancel()
+	}
+	w.Header().Set("ETag", etag(t.Version))
+	writeJSON(w, http.StatusOK, WeightsResponse{
+		Table: *t, ChangePosition: res.Position, ID: m.ID,
+		Converged: len(pending) == 0, Pending: nonNil(pending), ConsumersAlive: a.cfg.Members.Alive(),
+	})
+}
