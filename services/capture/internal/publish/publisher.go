@@ -80,8 +80,8 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 // Connected reports whether the publisher has a confirmed channel open.
 func (p *Publisher) Connected() bool { return p.connected.Load() }
 
-// session is one connection with its confirm-mode channel.
-type session struct {
+// confirmChannel is one connection with its confirm-mode channel.
+type confirmChannel struct {
 	conn     *amqp.Connection
 	ch       *amqp.Channel
 	confirms chan amqp.Confirmation
@@ -89,7 +89,7 @@ type session struct {
 	nextTag  uint64
 }
 
-func (s *session) close() {
+func (s *confirmChannel) close() {
 	if s != nil && s.conn != nil {
 		_ = s.conn.Close()
 	}
@@ -112,7 +112,7 @@ const (
 func (p *Publisher) Run(ctx context.Context, in <-chan Batch) error {
 	log, m := p.cfg.Logger, p.cfg.Metrics
 	var (
-		s        *session
+		s        *confirmChannel
 		pending  []Batch // published, unconfirmed, in tag order
 		retry    []Batch // to publish again, in order
 		inClosed bool
@@ -300,7 +300,7 @@ func (p *Publisher) stopped(ctx context.Context, records int) error {
 
 // connect dials (with backoff), opens a channel in confirm mode and
 // registers the notifications anew.
-func (p *Publisher) connect(ctx context.Context) (*session, error) {
+func (p *Publisher) connect(ctx context.Context) (*confirmChannel, error) {
 	conn, err := p.dial(ctx, p.cfg.URL, p.cfg.Name, p.cfg.Logger)
 	if err != nil {
 		return nil, err
@@ -314,7 +314,7 @@ func (p *Publisher) connect(ctx context.Context) (*session, error) {
 		conn.Close()
 		return nil, fmt.Errorf("confirm mode: %w", err)
 	}
-	s := &session{
+	s := &confirmChannel{
 		conn:     conn,
 		ch:       ch,
 		confirms: ch.NotifyPublish(make(chan amqp.Confirmation, p.cfg.MaxInFlight+1)),
