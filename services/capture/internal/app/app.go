@@ -123,10 +123,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return nil
 		}
 		closeFn = func() error {
+			var held error
 			if err := batcher.Close(pubCtx); err != nil {
+				held = fmt.Errorf("%d records never handed to the publisher: %w", batcher.Held(), err)
 				cancelPub(err)
 			}
-			return <-pubDone
+			return errors.Join(<-pubDone, held)
 		}
 	}
 

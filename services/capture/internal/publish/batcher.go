@@ -118,6 +118,18 @@ func (b *Batcher) send(ctx context.Context) error {
 	return nil
 }
 
+// Held is the number of records accepted by Add that have not been handed
+// to Out (the open batch and any batch whose send was interrupted).
+func (b *Batcher) Held() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := b.enc.Len()
+	for _, h := range b.held {
+		n += h.Records
+	}
+	return n
+}
+
 // Flush sends the open batch now, if any.
 func (b *Batcher) Flush(ctx context.Context) error {
 	b.mu.Lock()

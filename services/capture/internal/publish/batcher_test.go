@@ -122,7 +122,13 @@ func TestBatcherBackPressure(t *testing.T) {
 				t.Fatalf("Add of a record that fills a batch nobody takes: %v", err)
 			}
 		}
+		if h := b.Held(); h != 2 {
+			t.Fatalf("Held() = %d, want the 2 records of the batch that could not be sent", h)
+		}
 		_ = b.Add(context.Background(), rec(4)) // starts a new batch behind the held one
+		if h := b.Held(); h != 3 {
+			t.Fatalf("Held() = %d, want 3", h)
+		}
 		var got []record.Record
 		done := make(chan struct{})
 		go func() {
