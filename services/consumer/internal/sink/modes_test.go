@@ -232,4 +232,10 @@ func TestRuntimeBackends(t *testing.T) {
 	if n != 2 {
 		t.Fatalf("%d clients in the pool after removing redis-c, want 2", n)
 	}
+	if n := testutil.CollectAndCount(s.m.Share); n != 2 {
+		t.Fatalf("target_share has %d series after removing redis-c, want 2", n)
+	}
+	if got := testutil.ToFloat64(s.m.Share.WithLabelValues("redis-a")); got != 0.5 {
+		t.Fatalf("target_share{redis-a} = %v, want 0.5", got)
+	}
 }

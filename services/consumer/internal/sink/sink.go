@@ -111,6 +111,7 @@ type Metrics struct {
 	WriteErrors  *prometheus.CounterVec // failed writes, by backend
 	Up           *prometheus.GaugeVec   // 1 while a backend is in rotation
 	Weight       *prometheus.GaugeVec   // weight in the table in force
+	Share        *prometheus.GaugeVec   // target share: weight / sum of weights
 	BatchRecords prometheus.Histogram   // records per write to one backend
 	Stick        *prometheus.CounterVec // keys routed by the stick table, by where the owner came from
 }
@@ -130,6 +131,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Weight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "connpipe_consumer_backend_weight", Help: "Weight of the backend in the routing table in force.",
 		}, []string{"backend"}),
+		Share: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "connpipe_consumer_backend_target_share",
+			Help: "Share of records (weighted) or keys (hash) the table gives the backend: weight / sum of weights. The observed share is rate(connpipe_consumer_records_stored_total[1m]) over its sum.",
+		}, []string{"backend"}),
 		BatchRecords: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "connpipe_consumer_store_batch_records", Help: "Records per write round to one Redis backend.",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 10),
@@ -140,7 +145,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Stored, m.WriteErrors, m.Up, m.Weight, m.BatchRecords, m.Stick)
+		reg.MustRegister(m.Stored, m.WriteErrors, m.Up, m.Weight, m.Share, m.BatchRecords, m.Stick)
 	}
 	return m
 }
@@ -269,6 +274,10 @@ func (s *Sink) SetTable(t *control.Table) error {
 	default:
 		return fmt.Errorf("routing table version %d: %w: %q", tableVersion(t), control.ErrBadMode, t.Mode)
 	}
+	total := 0
+	for _, b := range t.Backends {
+		total += b.Weight
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, b := range t.Backends {
@@ -283,6 +292,7 @@ func (s *Sink) SetTable(t *control.Table) error {
 		r.backends[i] = be
 		r.index[b.Name] = i
 		s.m.Weight.WithLabelValues(b.Name).Set(float64(b.Weight))
+		s.m.Share.WithLabelValues(b.Name).Set(float64(b.Weight) / float64(total))
 	}
 	s.latest.Store(r)
 	return nil
@@ -361,6 +371,11 @@ func (s *Sink) adopt() *route {
 			delete(s.pool, key)
 			_ = b.rdb.Close()
 			s.log.Info("redis backend left the table", "backend", b.name, "addr", b.addr)
+			if _, named := s.latest.Load().index[b.name]; !named {
+				s.m.Up.DeleteLabelValues(b.name)
+				s.m.Weight.DeleteLabelValues(b.name)
+				s.m.Share.DeleteLabelValues(b.name)
+			}
 		}
 	}
 	return r
