@@ -34,38 +34,9 @@
 //
 // # Consistent hashing (mode "hash")
 //
-// A Ring sends every record with the same key to the same backend by
-// weighted rendezvous hashing (highest random weight): for a key k and each
-// backend i with weight w_i > 0, compute u = h(k, i) ∈ (0,1) and the score
-// −w_i / ln(u); the key goes to the backend with the highest score.
-//
-// Why rendezvous rather than a ring of points (ketama, HAProxy's
-// hash-type consistent) or Maglev:
-//
-//   - Shares are exact in expectation: P(i wins) = w_i / Σw for any weights
-//     (the score is an exponential race), with no virtual nodes to tune.
-//     Ketama's error shrinks only with the number of points per backend;
-//     Maglev's with the table size, and both need rebuilding on change.
-//   - Movement is minimal: raising w_i only raises i's scores, so keys move
-//     only onto i; lowering it moves keys only off i; adding a backend
-//     moves keys only onto it; removing one moves only its keys. Going from
-//     30/70 to 50/50 moves, in expectation, exactly the 20 % the weights
-//     demand. (Changing two weights at once among three or more backends
-//     also reshuffles some keys of the unchanged ones: 20/30/50 → 30/30/40
-//     moves 12.7 % for a 10 % minimum. One weight at a time is minimal.)
-//   - A down backend is simply skipped: its keys go to their next highest
-//     score, spread over the others by weight, and every other key stays.
-//   - Nothing to build: a table change is a new slice of weights.
-//
-// The cost is one score per backend per record (a hash mix and a log),
-// O(n) in the number of backends — tens of nanoseconds for the handful of
-// Redis instances a pool has. Measured figures are in BenchmarkRing.
-//
-// Every consumer must pick the same backend for a key, so nothing here is
-// seeded per process: keys are hashed with xxhash64 and the per-backend
-// hash is a fixed mix of the key hash with the xxhash of the backend's
-// name (not its address, so moving an instance to a new address moves no
-// keys).
+// Ring is package hashring's weighted rendezvous hashing, shared with admin
+// so that reading back a key can ask the instance that owns it; see that
+// package for the algorithm, why it was chosen and its measured figures.
 package router
 
 import (
