@@ -42,6 +42,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"strconv"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/connpipe/connpipe/shared/control"
@@ -203,4 +204,14 @@ func mix(x uint64) uint64 {
 	x *= 0x94d049bb133111eb
 	x ^= x >> 31
 	return x
+}
+
+// StickKey is the Redis key of the stick-table entry of key hash h under
+// the hash key kind (control.KeySrc …): <prefix>stick:<kind>:<16 hex
+// digits>. Its value is the name of the backend that owns the key; it lives
+// on the stick home, the table's first backend by name.
+func StickKey(prefix, kind string, h uint64) string {
+	const digits = "0000000000000000"
+	x := strconv.FormatUint(h, 16)
+	return prefix + "stick:" + kind + ":" + digits[len(x):] + x
 }

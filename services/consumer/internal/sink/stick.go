@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/connpipe/connpipe/shared/hashring"
 	"github.com/connpipe/connpipe/shared/record"
 	"github.com/connpipe/connpipe/shared/store"
 	"github.com/redis/go-redis/v9"
@@ -66,13 +67,6 @@ func (c *stickCache) put(h uint64, e stickEntry) {
 		c.prev, c.cur = c.cur, make(map[uint64]stickEntry, len(c.cur))
 	}
 	c.cur[h] = e
-}
-
-// stickKey is the Redis key of the stick entry of key hash h.
-func (s *Sink) stickKey(kind string, h uint64) string {
-	var b [16]byte
-	hex := strconv.AppendUint(b[:0], h, 16)
-	return s.cfg.Layout.Prefix + "stick:" + kind + ":" + strings.Repeat("0", 16-len(hex)) + string(hex)
 }
 
 // routeSticky routes the pending records of a round by the stick table.
@@ -183,7 +177,7 @@ func (s *Sink) lookupOwners(ctx context.Context, r *route, home *backend, misses
 		args := make([]any, 0, to-from+2)
 		args = append(args, ttl, names.String())
 		for j := from; j < to; j++ {
-			keys = append(keys, s.stickKey(kind, misses[j]))
+			keys = append(keys, hashring.StickKey(s.cfg.Layout.Prefix, kind, misses[j]))
 			args = append(args, cands[j])
 		}
 		lctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
