@@ -75,7 +75,7 @@ func TestBinaryRejectsBadInput(t *testing.T) {
 func TestJSON(t *testing.T) {
 	cases := []struct {
 		name, body, errPart string
-		n                  int
+		n                   int
 	}{
 		{"one", `{"ts_ns":1700000000000000001,"src_ip":"10.1.2.3","dst_ip":"10.0.0.1","src_port":40000,"dst_port":7000}`, "", 1},
 		{"array with key", `[{"ts_ns":"1700000000000000001","src_ip":"::1","dst_ip":"::1","src_port":1,"dst_port":2,"tcp_flags":18,"ip_len":60,"key":"k"},
