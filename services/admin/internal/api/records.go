@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/connpipe/connpipe/services/admin/internal/readback"
+	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/record"
 )
 
@@ -18,6 +19,9 @@ type RecordsResponse struct {
 	To             int64             `json:"to"`   // last bucket second read
 	Errors         map[string]string `json:"errors,omitempty"`
 	Error          string            `json:"error,omitempty"` // set when no backend could be read (503)
+	// Owner is set when only the instance owning the queried key was
+	// asked (mode hash; see keyOwner); ?all=true asks every instance.
+	Owner string `json:"owner,omitempty"`
 }
 
 // RecordItem is a record in its JSON form with the backend that held it.
@@ -57,7 +61,20 @@ func (a *API) records(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	t := a.cfg.Control.Table()
-	res, err := a.cfg.Records.Read(r.Context(), t.Backends, rq)
+	asked := t.Backends
+	owner, byKey := a.keyOwner(r.Context(), t, rq)
+	if byKey && q.Get("all") != "true" {
+		asked = []control.Backend{owner}
+	} else {
+		byKey = false
+	}
+	res, err := a.cfg.Records.Read(r.Context(), asked, rq)
+	if err == nil && byKey && len(res.Errors) > 0 {
+		// The owner cannot be read: what it stored is out of reach, but
+		// records routed elsewhere while it was down may still be found.
+		asked, byKey = t.Backends, false
+		res, err = a.cfg.Records.Read(r.Context(), asked, rq)
+	}
 	if err != nil {
 		if errors.Is(err, readback.ErrBadQuery) {
 			bad(err)
@@ -70,12 +87,15 @@ func (a *API) records(w http.ResponseWriter, r *http.Request) {
 		Records: make([]RecordItem, len(res.Items)), CountByBackend: res.CountByBackend,
 		Truncated: res.Truncated, Errors: res.Errors,
 	}
+	if byKey {
+		out.Owner = owner.Name
+	}
 	out.From, out.To = a.cfg.Records.Window(rq)
 	for i := range res.Items {
 		out.Records[i] = RecordItem{Backend: res.Items[i].Backend, JSON: record.ToJSON(&res.Items[i].Record)}
 	}
 	code := http.StatusOK
-	if len(res.Errors) > 0 && len(res.Errors) == len(t.Backends) {
+	if len(res.Errors) > 0 && len(res.Errors) == len(asked) {
 		code = http.StatusServiceUnavailable
 		out.Error = "no backend could be read"
 	}

@@ -15,9 +15,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"time"
 
+	"github.com/connpipe/connpipe/services/admin/internal/readback"
 	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/hashring"
+	"github.com/connpipe/connpipe/shared/record"
+	"github.com/redis/go-redis/v9"
 )
 
 // BackendRequest is the body of POST /api/v1/backends.
@@ -162,4 +167,55 @@ func (a *API) change(w http.ResponseWriter, r *http.Request, what string, m cont
 		Table: *t, ChangePosition: res.Position, ID: m.ID,
 		Converged: len(pending) == 0, Pending: nonNil(pending), ConsumersAlive: a.cfg.Members.Alive(),
 	})
+}
+
+// keyOwner is the backend that owns the key a records query names, when
+// the table routes by consistent hashing and the query names its whole key
+// (src for "src", dst for "dst", both for "pair"; a flow key needs ports,
+// which a query has not): the stick table's entry when sticky, else the
+// ring's choice. ok is false when every backend must be asked.
+func (a *API) keyOwner(ctx context.Context, t *control.Table, q readback.Query) (owner control.Backend, ok bool) {
+	if t.RoutingMode() != control.ModeHash {
+		return owner, false
+	}
+	var r record.Record
+	var err error
+	switch t.Key() {
+	case control.KeySrc:
+		r.Src, err = netip.ParseAddr(q.Src)
+	case control.KeyDst:
+		r.Dst, err = netip.ParseAddr(q.Dst)
+	case control.KeyPair:
+		if r.Src, err = netip.ParseAddr(q.Src); err == nil {
+			r.Dst, err = netip.ParseAddr(q.Dst)
+		}
+	default:
+		return owner, false
+	}
+	if err != nil {
+		return owner, false // the key is not in the query
+	}
+	keyFn, err := hashring.KeyFor(t.Key())
+	if err != nil {
+		return owner, false
+	}
+	h := keyFn(&r)
+	if t.Sticky && a.cfg.Redis != nil {
+		home := t.Backends[0]
+		lctx, cancel := context.WithTimeout(ctx, backendTimeout)
+		name, err := a.cfg.Redis(home.Addr).Get(lctx, hashring.StickKey(a.cfg.Records.Layout.Prefix, t.Key(), h)).Result()
+		cancel()
+		switch {
+		case err == nil:
+			b, found := t.Backend(name)
+			return b, found
+		case !errors.Is(err, redis.Nil):
+			return owner, false // stick home unreadable: ask everyone
+		}
+	}
+	ring, err := hashring.NewRing(t)
+	if err != nil {
+		return owner, false
+	}
+	return t.Backends[ring.Pick(h)], true
 }

@@ -7,14 +7,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/connpipe/connpipe/services/admin/internal/api"
+	"github.com/connpipe/connpipe/services/admin/internal/capturestats"
 	"github.com/connpipe/connpipe/services/admin/internal/members"
+	"github.com/connpipe/connpipe/services/admin/internal/queues"
 	"github.com/connpipe/connpipe/services/admin/internal/readback"
+	"github.com/connpipe/connpipe/services/admin/internal/tally"
+	"github.com/connpipe/connpipe/services/admin/internal/web"
 	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/config"
 	"github.com/connpipe/connpipe/shared/control"
@@ -39,8 +44,11 @@ type Config struct {
 	RedisPrefix     string        `envconfig:"REDIS_PREFIX" default:"cp:"`
 	Retention       time.Duration `envconfig:"RETENTION" default:"5m"`
 	ConsumerTimeout time.Duration `envconfig:"CONSUMER_TIMEOUT" default:"5s"`
-	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info"`
-	LogFormat       string        `envconfig:"LOG_FORMAT" default:"auto"`
+	// CaptureMetricsURL is a capture's /metrics, scraped for the web
+	// page's capture panel; empty shows none.
+	CaptureMetricsURL string `envconfig:"CAPTURE_METRICS_URL"`
+	LogLevel          string `envconfig:"LOG_LEVEL" default:"info"`
+	LogFormat         string `envconfig:"LOG_FORMAT" default:"auto"`
 }
 
 // Load reads the configuration from the environment and checks it.
@@ -71,6 +79,12 @@ func (c Config) Validate() (*control.Table, error) {
 	if c.HTTPAddr == "" {
 		return nil, errors.New("HTTP_ADDR is empty")
 	}
+	if c.CaptureMetricsURL != "" {
+		u, err := url.Parse(c.CaptureMetricsURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("CAPTURE_METRICS_URL=%q: want an http URL such as http://127.0.0.1:9100/metrics", c.CaptureMetricsURL)
+		}
+	}
 	bs, err := config.Backends(c.Backends, c.Weights)
 	if err != nil {
 		return nil, err
@@ -90,6 +104,7 @@ type Server struct {
 	reader   *controllog.Reader
 	listener *members.Listener
 	pool     *readback.Pool
+	queues   *queues.Prober
 	members  *members.Set
 	bound    chan struct{}
 	once     sync.Once
@@ -137,12 +152,23 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("HTTP_ADDR=%s: %w", cfg.HTTPAddr, err)
 	}
-	api.New(api.Config{
+	layout := store.Layout{Prefix: cfg.RedisPrefix, Retention: cfg.Retention}
+	s.queues = &queues.Prober{URL: cfg.AMQPURL, Name: name + "/queues"}
+	apiCfg := api.Config{
 		Token: strings.TrimSpace(cfg.Token), Control: s.reader, Members: s.members,
-		Records: &readback.Reader{Layout: store.Layout{Prefix: cfg.RedisPrefix, Retention: cfg.Retention}, Clients: s.pool},
+		Records: &readback.Reader{Layout: layout, Clients: s.pool},
 		Redis:   func(addr string) redis.Cmdable { return s.pool.Redis(addr) },
+		Tally: tally.New(tally.Config{Layout: layout, Log: log.With("component", "tally"),
+			Client: func(addr string) redis.Cmdable { return s.pool.Redis(addr) }}),
+		Queues:  s.queues,
 		Metrics: metrics, Log: log,
-	}).Register(s.http.Mux)
+	}
+	if cfg.CaptureMetricsURL != "" {
+		apiCfg.Capture = &capturestats.Scraper{URL: cfg.CaptureMetricsURL}
+		apiCfg.CaptureURL = cfg.CaptureMetricsURL
+	}
+	api.New(apiCfg).Register(s.http.Mux)
+	web.Register(s.http.Mux)
 	return s, nil
 }
 
@@ -160,6 +186,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer s.pool.Close()
+	defer s.queues.Close()
 	s.log.Info("admin serving", "addr", s.Addr(), "amqp", broker.Redact(s.cfg.AMQPURL), "weights", s.reader.Table().String())
 	var wg sync.WaitGroup
 	for _, run := range []func(context.Context) error{s.reader.Run, s.listener.Run} {

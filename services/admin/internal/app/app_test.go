@@ -477,6 +477,8 @@ func TestConfig(t *testing.T) {
 		{"zero capacity", func(c *app.Config) { c.Weights = "redis-a=0" }, "every backend at weight 0"},
 		{"zero retention", func(c *app.Config) { c.Retention = 0 }, "RETENTION"},
 		{"zero timeout", func(c *app.Config) { c.ConsumerTimeout = 0 }, "CONSUMER_TIMEOUT"},
+		{"capture url", func(c *app.Config) { c.CaptureMetricsURL = "http://127.0.0.1:9100/metrics" }, ""},
+		{"bad capture url", func(c *app.Config) { c.CaptureMetricsURL = "127.0.0.1:9100" }, "CAPTURE_METRICS_URL"},
 	}
 	for _, tt := range tests {
 		c := base

@@ -160,6 +160,7 @@ func (c *client) records(ctx context.Context, args []string) error {
 	dst := fs.String("dst", "", "destination IP")
 	limit := fs.Int("limit", 0, "at most this many records (default 10000)")
 	asJSON := fs.Bool("json", false, "one JSON object per line")
+	all := fs.Bool("all", false, "in hash mode, ask every instance, not only the key's owner")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -178,6 +179,9 @@ func (c *client) records(ctx context.Context, args []string) error {
 	}
 	if *limit > 0 {
 		q.Set("limit", strconv.Itoa(*limit))
+	}
+	if *all {
+		q.Set("all", "true")
 	}
 	var res api.RecordsResponse
 	if _, err := c.do(ctx, http.MethodGet, "/api/v1/records?"+q.Encode(), nil, nil, requestTimeout, &res); err != nil {
@@ -212,6 +216,9 @@ func (c *client) records(ctx context.Context, args []string) error {
 		noun = "record"
 	}
 	summary := fmt.Sprintf("%d %s (%s), buckets %d..%d", len(res.Records), noun, strings.Join(parts, " "), res.From, res.To)
+	if res.Owner != "" {
+		summary += ", asked only " + res.Owner + ", the key's owner (--all asks every instance)"
+	}
 	if res.Truncated {
 		summary += ", truncated at the limit: narrow the window or raise --limit"
 	}

@@ -112,6 +112,12 @@ func (e *Env) Heartbeat(t testing.TB, hb control.Heartbeat) {
 // PublishHeartbeat publishes a raw body on the heartbeat exchange.
 func (e *Env) PublishHeartbeat(t testing.TB, body []byte) {
 	t.Helper()
+	e.Publish(t, topology.HeartbeatExchange, amqp.Publishing{ContentType: "application/json", Body: body, Timestamp: time.Now()})
+}
+
+// Publish publishes p on exchange in admin's virtual host.
+func (e *Env) Publish(t testing.TB, exchange string, p amqp.Publishing) {
+	t.Helper()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.conn == nil {
@@ -126,10 +132,8 @@ func (e *Env) PublishHeartbeat(t testing.TB, body []byte) {
 		}
 		e.conn, e.ch = conn, ch
 	}
-	err := e.ch.PublishWithContext(context.Background(), topology.HeartbeatExchange, "", false, false,
-		amqp.Publishing{ContentType: "application/json", Body: body, Timestamp: time.Now()})
-	if err != nil {
-		t.Fatalf("publish heartbeat: %v", err)
+	if err := e.ch.PublishWithContext(context.Background(), exchange, "", false, false, p); err != nil {
+		t.Fatalf("publish to %s: %v", exchange, err)
 	}
 }
 
