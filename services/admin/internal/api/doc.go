@@ -105,6 +105,13 @@
 // (default 10000) bounds the answer and "truncated" says there was more.
 // A backend that cannot be read is named in "errors"; if none can, 503.
 //
+// In mode hash, a query that names the whole hash key (src for "src", dst
+// for "dst", both for "pair") asks only the instance that owns the key —
+// its stick-table entry when sticky, else the ring's choice — and says so
+// in "owner". Records stored elsewhere while the owner was down are then
+// not seen; all=true asks every instance. If the owner cannot be read,
+// every instance is asked.
+//
 // # Backends and routing mode
 //
 // Add a Redis instance (consumers use it as soon as they fold the change,

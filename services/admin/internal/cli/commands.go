@@ -115,7 +115,11 @@ func (c *client) status(ctx context.Context) error {
 	if !st.Connected {
 		conn = "DISCONNECTED"
 	}
-	fmt.Fprintf(c.out, "table   version %d (log position %d)  %s\ncontrol log %s, rabbitmq %s\n", st.Table.Version, st.Table.Position, st.Weights, log, conn)
+	routing := ""
+	if st.Table.RoutingMode() != control.ModeWeighted || st.Table.Sticky {
+		routing = "  (" + routingLine(st.Table) + ")"
+	}
+	fmt.Fprintf(c.out, "table   version %d (log position %d)  %s%s\ncontrol log %s, rabbitmq %s\n", st.Table.Version, st.Table.Position, st.Weights, routing, log, conn)
 	alive := fmt.Sprintf("%d live consumer", st.ConsumersAlive)
 	if st.ConsumersAlive != 1 {
 		alive += "s"

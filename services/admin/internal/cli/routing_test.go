@@ -90,6 +90,9 @@ func TestRecordsAskTheOwner(t *testing.T) {
 	if got := run(t, env, "records", "--src", src.String(), "--all"); got.code != 0 || !strings.Contains(got.stderr, "2 records") {
 		t.Fatalf("records --all: %d %s%s", got.code, got.stdout, got.stderr)
 	}
+	if got := run(t, env, "status"); got.code != 0 || !strings.Contains(got.stdout, "redis-a=30 redis-b=70  (mode hash on src)\n") {
+		t.Fatalf("status in hash mode: %d\n%s%s", got.code, got.stdout, got.stderr)
+	}
 	var res api.RecordsResponse
 	getJSON(t, e.URL+"/api/v1/records?src="+src.String(), &res)
 	if res.Owner != e.Backends[owner].Name || len(res.Records) != 1 || res.Records[0].Backend != e.Backends[owner].Name {
