@@ -87,7 +87,10 @@ func bigCapture(tb testing.TB, n int) string {
 // reports end-to-end records/s, capture's own read-and-decode rate, and the
 // Redis ceiling for the same write pattern measured with redis-benchmark.
 func BenchmarkPipelineReplay(b *testing.B) {
-	const n = 1_000_000
+	n := 1_000_000
+	if v, err := strconv.Atoi(os.Getenv("CONNPIPE_BENCH_RECORDS")); err == nil && v > 0 {
+		n = v
+	}
 	path := bigCapture(b, n)
 	for b.Loop() {
 		// Capture alone: read, decode, print to /dev/null.
@@ -101,19 +104,19 @@ func BenchmarkPipelineReplay(b *testing.B) {
 		}
 		decode := float64(n) / time.Since(t0).Seconds()
 
-		s := newSystem(b, map[string]string{"RETENTION": "2m", "LOG_LEVEL": "warn"})
+		s := newSystem(b, map[string]string{"RETENTION": "2m"})
 		s.startConsumer("consumer-1")
 		s.startConsumer("consumer-2")
 		t1 := time.Now()
 		s.capAddr = fmt.Sprintf("127.0.0.1:%d", freePort(b))
 		start(b, "capture", "capture", s.with(map[string]string{"PCAP_FILES": path, "METRICS_ADDR": s.capAddr}))
-		waitFor(b, 10*time.Minute, "all records stored", func() (bool, string) {
+		waitFor(b, 5*time.Minute, "all records stored", func() (bool, string) {
 			var total float64
 			for _, c := range s.consumers {
 				a, bb := c.split(b)
 				total += a + bb
 			}
-			return total >= n, fmt.Sprintf("%.0f stored", total)
+			return total >= float64(n), fmt.Sprintf("%.0f stored", total)
 		})
 		e2e := float64(n) / time.Since(t1).Seconds()
 		ceiling := redisCeiling(b, s.redis[1])
