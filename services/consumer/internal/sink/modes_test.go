@@ -239,3 +239,40 @@ func TestRuntimeBackends(t *testing.T) {
 		t.Fatalf("target_share{redis-a} = %v, want 0.5", got)
 	}
 }
+
+// With the stick home down, records are still stored (by the mode's
+// choice), the fallback is counted, and lookups resume when it returns.
+func TestStickHomeDown(t *testing.T) {
+	addrs := testenv.Redis(t, 1)
+	own := redisproc.Start(t)
+	layout := store.Layout{Prefix: testenv.Prefix(t), Retention: time.Minute}
+	s := newSink(t, layout,
+		control.Backend{Name: "redis-a", Addr: own.Addr, Weight: 50}, // first by name: the stick home
+		control.Backend{Name: "redis-b", Addr: addrs[0], Weight: 50})
+	if err := s.SetTable(apply(t, s.Table(), `{"op":"set_mode","mode":"hash","sticky":true}`)); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testenv.Context(t, 30*time.Second)
+	go s.RunChecker(ctx)
+	now := time.Now().UnixNano()
+	own.Kill()
+	recs := fromSources(50, 2, now, 1)
+	if err := s.Store(ctx, []*record.Batch{{Ingest: now, Records: recs}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := countTag(readAll(t, layout, addrs[0], now/1e9-1, now/1e9+1), recs); n != 100 {
+		t.Fatalf("with the stick home down %d of 100 records on redis-b", n)
+	}
+	if n := testutil.ToFloat64(s.m.Stick.WithLabelValues("fallback")); n < 50 {
+		t.Fatalf("stick fallback counted %v keys, want >= 50", n)
+	}
+	own.Restart()
+	waitUp(t, s, "redis-a", true)
+	before := testutil.ToFloat64(s.m.Stick.WithLabelValues("redis"))
+	if err := s.Store(ctx, []*record.Batch{{Ingest: now, Records: fromSources(50, 1, now, 2)}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.ToFloat64(s.m.Stick.WithLabelValues("redis")) - before; n != 50 {
+		t.Fatalf("%v keys read from the stick home after it returned, want 50", n)
+	}
+}
