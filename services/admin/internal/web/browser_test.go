@@ -188,6 +188,39 @@ func TestOperatorPage(t *testing.T) {
 	// A few more seconds of 50/50 so the picture shows the lines meeting.
 	time.Sleep(4 * time.Second)
 	b.screenshot(t)
+
+	// The rest of the routing form: the mode, and a backend added and
+	// removed at runtime.
+	if err := chromedp.Do(b.ctx, chromedp.SetValue(chromedp.ID("mode"), "hash"), chromedp.SetValue(chromedp.ID("hash-key"), "dst")); err != nil {
+		t.Fatalf("choose hash mode: %v", err)
+	}
+	p = b.applyWith(t, "apply-mode", "hash mode")
+	if p.Result.Status != "200" || !strings.Contains(p.Result.Text, "hash by dst") {
+		t.Errorf("hash mode: result %+v", p.Result)
+	}
+	third := testenv.Redis(t, 3)[2]
+	cleanup(t, e, third, began)
+	b.typeInto(t, "new-name", "redis-c")
+	b.typeInto(t, "new-addr", third)
+	b.typeInto(t, "new-weight", "10")
+	p = b.applyWith(t, "add-backend", "add redis-c")
+	if p.Result.Status != "200" || !strings.Contains(p.Result.Text, "redis-c=10") {
+		t.Errorf("add redis-c: result %+v", p.Result)
+	}
+	b.waitPage(t, 10*time.Second, "redis-c listed", func(p page) bool { return len(p.Instances) == 3 })
+	if err := chromedp.Do(b.ctx, chromedp.SetValue(chromedp.ID("remove-name"), "redis-c")); err != nil {
+		t.Fatal(err)
+	}
+	p = b.applyWith(t, "remove-backend", "remove redis-c")
+	if p.Result.Status != "200" || strings.Contains(p.Result.Text, "redis-c") {
+		t.Errorf("remove redis-c: result %+v", p.Result)
+	}
+	b.waitPage(t, 10*time.Second, "redis-c gone", func(p page) bool { return len(p.Instances) == 2 })
+	var tb control.Table
+	call(t, http.MethodGet, e.URL+"/api/v1/weights", "", nil).decode(t, &tb)
+	if tb.Version != 5 || tb.RoutingMode() != control.ModeHash || tb.Key() != control.KeyDst || len(tb.Backends) != 2 {
+		t.Errorf("API table after mode, add, remove: %s", tb.Describe())
+	}
 	b.noConsoleErrors(t)
 }
 
@@ -415,10 +448,16 @@ func (b *browser) setWeights(t *testing.T, w map[string]string) {
 // apply clicks Apply and waits for the answer shown under the form.
 func (b *browser) apply(t *testing.T, what string) page {
 	t.Helper()
+	return b.applyWith(t, "apply", what)
+}
+
+// applyWith clicks the button and waits for the answer under the form.
+func (b *browser) applyWith(t *testing.T, button, what string) page {
+	t.Helper()
 	if err := chromedp.Do(b.ctx, chromedp.Evaluate[chromedp.Void](`document.querySelector("#form-result").dataset.status = "pending"`)); err != nil {
 		t.Fatal(err)
 	}
-	b.click(t, "apply")
+	b.click(t, button)
 	return b.waitPage(t, 15*time.Second, what+": an answer under the form", func(p page) bool {
 		return p.Result.Status != "pending" && p.Result.Status != "" && p.Result.Text != "sending…"
 	})
@@ -635,22 +674,34 @@ func connect(ctx context.Context, port int) {
 
 // cleanBuckets deletes the test's buckets from both instances at the end.
 func cleanBuckets(t *testing.T, e *apptest.Env, from time.Time) {
+	for _, be := range e.Backends {
+		cleanup(t, e, be.Addr, from)
+	}
+}
+
+// cleanup deletes the test's buckets from the instance at addr at the end.
+func cleanup(t *testing.T, e *apptest.Env, addr string, from time.Time) {
 	t.Cleanup(func() {
 		var keys []string
 		for s := from.Unix() - 5; s <= time.Now().Unix()+5; s++ {
 			keys = append(keys, e.Layout.BucketKey(s))
 		}
-		for _, be := range e.Backends {
-			rdb := redis.NewClient(&redis.Options{Addr: be.Addr})
-			rdb.Del(context.Background(), keys...)
-			rdb.Close()
-		}
+		rdb := redis.NewClient(&redis.Options{Addr: addr})
+		rdb.Del(context.Background(), keys...)
+		rdb.Close()
 	})
 }
 
 type answer struct {
 	code int
 	body []byte
+}
+
+func (a answer) decode(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal(a.body, v); err != nil {
+		t.Fatalf("answer %d %s: %v", a.code, a.body, err)
+	}
 }
 
 func call(t *testing.T, method, url, body string, header map[string]string) answer {

@@ -92,7 +92,7 @@
     const s = st.status;
     document.body.dataset.version = s.table ? s.table.version : "";
     document.body.dataset.polls = st.polls;
-    $("#table-summary").textContent = "version " + s.table.version + " · " + s.weights;
+    $("#table-summary").textContent = "version " + s.table.version + " · " + describe(s.table);
     const conv = $("#converged");
     conv.textContent = s.consumers_alive === 0 ? "no live consumers" : s.converged ? "all consumers converged" : "converging…";
     conv.className = "pill " + (s.consumers_alive === 0 ? "bad" : s.converged ? "good" : "");
@@ -294,7 +294,12 @@
     kvRows(tbody, rows);
   }
 
-  // ---- weights form ------------------------------------------------------
+  // ---- routing form ------------------------------------------------------
+  //
+  // One base version for the whole form: the table it was loaded from. The
+  // weights and the mode follow the table in force until the operator
+  // touches one of them; every change is sent with that version as
+  // If-Match, so a change made meanwhile by someone else is refused.
 
   function renderForm() {
     const t = st.status.table;
@@ -305,18 +310,15 @@
       const fields = names.map((name) => el("label", {}, name,
         el("input", { type: "number", min: 0, max: 256, step: 1, name: name, id: "w-" + name, "data-backend": name, inputmode: "numeric" })));
       $("#weight-fields").replaceChildren(...fields);
-      for (const inp of $("#weight-fields").querySelectorAll("input")) {
-        inp.addEventListener("input", onEdit);
-        inp.addEventListener("focus", onFocus);
-        inp.addEventListener("blur", onBlur);
-      }
+      for (const inp of $("#weight-fields").querySelectorAll("input")) watch(inp);
+      $("#remove-name").replaceChildren(...names.map((n) => el("option", { value: n }, n)));
       f.dirty = false;
     }
     if (!f.dirty && !f.busy) loadForm();
     showApplied();
     const drift = $("#form-drift");
     drift.textContent = f.version !== null && f.version !== t.version
-      ? " — the table has moved on to version " + t.version + " since; Apply will be refused" : "";
+      ? " — the table has moved on to version " + t.version + " since; a change will be refused" : "";
   }
 
   // loadForm shows a table (by default the one of the last poll) in the form.
@@ -328,72 +330,126 @@
       const inp = document.getElementById("w-" + b.name);
       if (inp) { inp.value = b.weight; inp.classList.remove("changed"); inp.dataset.loaded = b.weight; }
     }
+    const mode = t.mode || "weighted", key = t.hash_key || "src", sticky = !!t.sticky;
+    $("#mode").value = mode;
+    $("#mode").dataset.loaded = mode;
+    $("#hash-key").value = key;
+    $("#hash-key").dataset.loaded = key;
+    $("#sticky").checked = sticky;
+    $("#sticky").dataset.loaded = String(sticky);
+    $("#hash-key").disabled = mode !== "hash";
     $("#form-version").textContent = t.version;
     const form = $("#weights-form");
     form.dataset.loads = +(form.dataset.loads || 0) + 1;
   }
 
-  // While a weight field has the focus the form stops following the table,
-  // so nothing changes under the cursor; leaving it unchanged resumes.
-  function onFocus() {
-    st.form.dirty = true;
+  // followed are the fields loaded from the table.
+  function followed() {
+    return [...$("#weight-fields").querySelectorAll("input"), $("#mode"), $("#hash-key"), $("#sticky")];
   }
 
-  function onBlur() {
-    const edited = [...$("#weight-fields").querySelectorAll("input")].some((i) => i.value !== i.dataset.loaded);
-    if (!edited && !st.form.busy) st.form.dirty = false;
+  function current(e) {
+    return e.type === "checkbox" ? String(e.checked) : e.value;
   }
 
-  function onEdit(ev) {
-    st.form.dirty = true;
-    ev.target.classList.toggle("changed", ev.target.value !== ev.target.dataset.loaded);
+  // watch stops the form following the table while one of its fields has
+  // the focus, so nothing changes under the cursor; leaving it unchanged
+  // resumes.
+  function watch(e) {
+    e.addEventListener("focus", () => { st.form.dirty = true; });
+    e.addEventListener("blur", () => {
+      const edited = followed().some((i) => current(i) !== i.dataset.loaded);
+      if (!edited && !st.form.busy) st.form.dirty = false;
+    });
+    const edit = () => {
+      st.form.dirty = true;
+      e.classList.toggle("changed", current(e) !== e.dataset.loaded);
+      if (e.id === "mode") $("#hash-key").disabled = e.value !== "hash";
+    };
+    e.addEventListener("input", edit);
+    e.addEventListener("change", edit);
   }
 
   // weightValue gives what the API is sent for one field: an integer, or
   // the text as typed so the API names what is wrong with it.
-  function weightValue(text) {
-    const s = text.trim();
+  function weightValue(inp) {
+    const s = inp.value !== "" ? inp.value.trim() : inp.validity.badInput ? "(not a number)" : "";
     return /^-?\d+$/.test(s) ? parseInt(s, 10) : s;
   }
 
-  async function submit(ev) {
+  function submitWeights(ev) {
     ev.preventDefault();
-    const f = st.form;
-    if (f.busy || f.version === null) return;
     const weights = {};
     for (const inp of $("#weight-fields").querySelectorAll("input")) {
-      const raw = inp.value !== "" ? inp.value : inp.validity.badInput ? "(not a number)" : "";
-      if (raw === "") continue; // an empty field keeps its weight
-      weights[inp.dataset.backend] = weightValue(raw);
+      const v = weightValue(inp);
+      if (v !== "") weights[inp.dataset.backend] = v; // an empty field keeps its weight
     }
+    send($("#apply"), "PUT", "api/v1/weights", { weights });
+  }
+
+  function submitMode() {
+    const body = { mode: $("#mode").value, sticky: $("#sticky").checked };
+    if (body.mode === "hash") body.hash_key = $("#hash-key").value;
+    send($("#apply-mode"), "PUT", "api/v1/mode", body);
+  }
+
+  function addBackend() {
+    const body = { name: $("#new-name").value.trim(), addr: $("#new-addr").value.trim() };
+    const w = weightValue($("#new-weight"));
+    if (w !== "") body.weight = w;
+    send($("#add-backend"), "POST", "api/v1/backends", body, () => {
+      for (const id of ["#new-name", "#new-addr", "#new-weight"]) $(id).value = "";
+    });
+  }
+
+  function removeBackend() {
+    const name = $("#remove-name").value;
+    if (!name) return;
+    send($("#remove-backend"), "DELETE", "api/v1/backends/" + encodeURIComponent(name), null);
+  }
+
+  // describe renders a table as the result line shows it.
+  function describe(t) {
+    let mode = t.mode || "weighted";
+    if (mode === "hash") mode += " by " + (t.hash_key || "src");
+    if (t.sticky) mode += ", sticky";
+    return mode + "; " + t.backends.map((b) => b.name + "=" + b.weight).join(" ");
+  }
+
+  // send makes one change with the token and the form's version, and
+  // shows the answer in words.
+  async function send(button, method, path, body, onApplied) {
+    const f = st.form;
+    if (f.busy || f.version === null) return;
     const token = $("#token").value.trim();
     sessionStorage.setItem(TOKEN_KEY, token);
-    const headers = { "Content-Type": "application/json", "If-Match": '"' + f.version + '"' };
+    const headers = { "If-Match": '"' + f.version + '"' };
+    if (body !== null) headers["Content-Type"] = "application/json";
     if (token !== "") headers.Authorization = "Bearer " + token;
     f.busy = true;
     f.applied = null;
-    $("#apply").disabled = true;
+    button.disabled = true;
     showResult("", "sending…", "");
     try {
-      const r = await fetch("api/v1/weights", { method: "PUT", headers, body: JSON.stringify({ weights }) });
-      let body = null;
-      try { body = await r.json(); } catch (e) { body = null; }
+      const r = await fetch(path, { method, headers, body: body === null ? undefined : JSON.stringify(body) });
+      let answer = null;
+      try { answer = await r.json(); } catch (e) { answer = null; }
       if (r.ok) {
-        const weightsText = body.backends.map((b) => b.name + "=" + b.weight).join(" ");
-        f.applied = { version: body.version, text: "Applied: version " + body.version + " — " + weightsText + "." };
-        showApplied();
-        f.dirty = false;
+        f.applied = { version: answer.version, text: "Applied: version " + answer.version + " — " + describe(answer) + "." };
         f.busy = false;
-        st.status.table = { version: body.version, position: body.position, backends: body.backends };
-        loadForm();
+        st.status.table = answer;
+        renderForm();
+        loadForm(answer);
+        showApplied();
+        if (onApplied) onApplied();
       } else {
-        showResult("refused", refusal(r.status, body), r.status);
+        showResult("refused", refusal(r.status, answer), r.status);
       }
     } catch (e) {
       showResult("refused", "Not sent: " + e.message + ". Nothing was changed.", 0);
     } finally {
       f.busy = false;
-      $("#apply").disabled = false;
+      button.disabled = false;
     }
   }
 
@@ -416,7 +472,7 @@
     switch (code) {
       case 401: return "Refused: a token is needed (" + why + "). Nothing was changed.";
       case 403: return "Refused: wrong token. Nothing was changed.";
-      case 409: return "Refused: stale version — the weights were changed by someone else since you loaded version " +
+      case 409: return "Refused: stale version — the routing was changed by someone else since you loaded version " +
         st.form.version + " (now version " + (body && body.version !== undefined ? body.version : "?") +
         "). Nothing was changed; press “Reload current” and try again. (" + why + ")";
       case 400: return "Refused: " + why + ". Nothing was changed.";
@@ -448,8 +504,17 @@
   function init() {
     $("#token").value = sessionStorage.getItem(TOKEN_KEY) || "";
     $("#token").addEventListener("change", () => sessionStorage.setItem(TOKEN_KEY, $("#token").value.trim()));
-    $("#weights-form").addEventListener("submit", submit);
+    $("#weights-form").addEventListener("submit", submitWeights);
     $("#reload").addEventListener("click", reload);
+    $("#apply-mode").addEventListener("click", submitMode);
+    $("#add-backend").addEventListener("click", addBackend);
+    $("#remove-backend").addEventListener("click", removeBackend);
+    for (const id of ["#mode", "#hash-key", "#sticky"]) watch($(id));
+    for (const id of ["#new-name", "#new-addr", "#new-weight"]) {
+      $(id).addEventListener("keydown", (ev) => {
+        if (ev.key === "Enter") { ev.preventDefault(); addBackend(); }
+      });
+    }
     window.addEventListener("resize", () => { if (st.stats) renderChart(); });
     poll();
   }
