@@ -23,9 +23,11 @@
 package tally
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -43,6 +45,7 @@ const (
 	DefaultRate     = 5 * time.Second
 	DefaultInterval = time.Second
 	DefaultTimeout  = 2 * time.Second
+	DefaultMaxRead  = 16 << 20
 )
 
 // Config configures a Tally.
@@ -60,8 +63,12 @@ type Config struct {
 	// it share one snapshot.
 	Interval time.Duration
 	Timeout  time.Duration // per refresh of one instance
-	Now      func() time.Time
-	Log      *slog.Logger
+	// MaxRead bounds the bytes one refresh reads from one instance, so the
+	// first refresh of a busy system (the whole history at once) is spread
+	// over several, newest seconds first.
+	MaxRead int64
+	Now     func() time.Time
+	Log     *slog.Logger
 }
 
 // Snapshot is the tally as of one refresh.
@@ -96,6 +103,9 @@ type Instance struct {
 	// Error says why the last refresh could not read the instance; its
 	// counts are then as of the last refresh that could.
 	Error string `json:"error,omitempty"`
+	// Partial says the refresh left older appended bytes for the next
+	// ones (MaxRead): older seconds are still being counted.
+	Partial bool `json:"partial,omitempty"`
 }
 
 // Tally keeps the per-second counts. It is safe for concurrent use.
@@ -112,6 +122,7 @@ type counts struct {
 	addr    string
 	buckets map[int64]bucket // by second
 	err     string
+	partial bool
 }
 
 type bucket struct {
@@ -140,6 +151,9 @@ func New(cfg Config) *Tally {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxRead <= 0 {
+		cfg.MaxRead = DefaultMaxRead
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -221,7 +235,7 @@ func (t *Tally) refresh(ctx context.Context, backends []control.Backend, now tim
 	s.Backends = make([]Instance, len(backends))
 	for i, b := range backends {
 		c := t.instances[b.Name]
-		in := Instance{Name: b.Name, Addr: b.Addr, Counts: make([]int64, s.To-s.From+1), Share: -1, Error: c.err}
+		in := Instance{Name: b.Name, Addr: b.Addr, Counts: make([]int64, s.To-s.From+1), Share: -1, Error: c.err, Partial: c.partial}
 		for sec := s.From; sec <= s.To; sec++ {
 			n := c.buckets[sec].records
 			in.Counts[sec-s.From] = n
@@ -284,6 +298,15 @@ func (t *Tally) read(ctx context.Context, rdb redis.Cmdable, c *counts, from, to
 			grown = append(grown, grow{sec: sec, from: b.bytes, to: n})
 		}
 	}
+	// Newest seconds first, within the byte budget (at least one bucket).
+	slices.SortFunc(grown, func(a, b grow) int { return cmp.Compare(b.sec, a.sec) })
+	budget, n := t.cfg.MaxRead, 0
+	for n < len(grown) && (n == 0 || budget >= grown[n].to-grown[n].from) {
+		budget -= grown[n].to - grown[n].from
+		n++
+	}
+	c.partial = n < len(grown)
+	grown = grown[:n]
 	if len(grown) == 0 {
 		return 0, nil
 	}

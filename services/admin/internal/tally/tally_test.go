@@ -149,6 +149,33 @@ func TestCountsSharesAndRates(t *testing.T) {
 	}
 }
 
+// A refresh reads at most MaxRead bytes per instance, newest seconds
+// first; the next refreshes count the rest.
+func TestBackfillWithinTheBudget(t *testing.T) {
+	e := newEnv(t)
+	clk := &clock{t: time.Unix(1_800_000_200, 0)}
+	now := clk.Now().Unix()
+	for sec := now - 4; sec <= now-1; sec++ {
+		e.store(0, sec, 4) // 2 IPv4 and 2 IPv6 entries: 166 bytes a second
+	}
+	tl := New(Config{Layout: e.layout, Client: e.client, Now: clk.Now, MaxRead: 2 * 166, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	steps := []struct {
+		records int64
+		partial bool
+	}{{8, true}, {16, false}, {16, false}}
+	for i, st := range steps {
+		s := tl.Snapshot(context.Background(), e.backends)
+		a := s.Backends[0]
+		if a.Records != st.records || a.Partial != st.partial {
+			t.Fatalf("refresh %d: %d records, partial %v; want %d, %v", i, a.Records, a.Partial, st.records, st.partial)
+		}
+		if i == 0 && (a.Counts[len(a.Counts)-1] != 4 || a.Counts[len(a.Counts)-3] != 0) {
+			t.Fatalf("first refresh should count the newest seconds first: %v", a.Counts[len(a.Counts)-5:])
+		}
+		clk.Set(clk.Now().Add(time.Second))
+	}
+}
+
 func TestUnreachableInstanceKeepsItsCounts(t *testing.T) {
 	e := newEnv(t)
 	clk := &clock{t: time.Unix(1_800_000_100, 0)}
