@@ -22,6 +22,7 @@ import (
 
 	"github.com/connpipe/connpipe/services/capture/internal/decode"
 	"github.com/connpipe/connpipe/services/capture/internal/filter"
+	"github.com/connpipe/connpipe/services/capture/internal/keyscan"
 	"github.com/connpipe/connpipe/services/capture/internal/publish"
 	"github.com/connpipe/connpipe/services/capture/internal/sink"
 	"github.com/connpipe/connpipe/services/capture/internal/source"
@@ -202,13 +203,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		cfg.Ready(info)
 	}
 
-	readErr := read(ctx, src, files, flt, out, m, log)
+	scan, stopScan := startKeyScan(ctx, pubCtx, cfg, out, reg, log)
+	readErr := read(ctx, src, files, flt, out, scan, m, log)
+	scanErr := stopScan()
 	if live != nil {
 		if d, err := live.Drops(); err == nil && d > 0 {
 			m.kernelDrops.Add(float64(d))
 		}
 	}
-	closeErr := closeFn()
+	closeErr := errors.Join(scanErr, closeFn())
 	switch {
 	case readErr != nil:
 		if closeErr != nil {
@@ -223,7 +226,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 // read moves frames from src to out until ctx ends or the source does.
 func read(ctx context.Context, src source.Source, files *source.Files, flt *filter.Filter,
-	out output, m *metrics, log *slog.Logger) error {
+	out output, scan *keyscan.Scanner, m *metrics, log *slog.Logger) error {
 	var (
 		rec             record.Record
 		packets, recs   int
@@ -231,6 +234,8 @@ func read(ctx context.Context, src source.Source, files *source.Files, flt *filt
 		lastPackets     int
 		debug           = log.Enabled(ctx, slog.LevelDebug)
 		filtered, added int
+		seg             []byte
+		st              decode.Status
 	)
 	for {
 		p, err := src.Next(ctx)
@@ -246,7 +251,11 @@ func read(ctx context.Context, src source.Source, files *source.Files, flt *filt
 		}
 		packets++
 		m.packets.Inc()
-		st := decode.Decode(p.Link, p.Data, &rec)
+		if scan == nil {
+			st = decode.Decode(p.Link, p.Data, &rec)
+		} else {
+			st, seg = decode.DecodeSegment(p.Link, p.Data, &rec)
+		}
 		if st != decode.StatusOK {
 			if st.Malformed() {
 				m.decodeErrors[st].Inc()
@@ -267,7 +276,12 @@ func read(ctx context.Context, src source.Source, files *source.Files, flt *filt
 			continue
 		}
 		rec.TS = p.TS
-		if err := out.Add(ctx, &rec); err != nil {
+		if scan == nil {
+			err = out.Add(ctx, &rec)
+		} else {
+			err = scan.Packet(ctx, &rec, seg)
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}

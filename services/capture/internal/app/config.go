@@ -35,6 +35,11 @@ type Config struct {
 	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info"`
 	LogFormat       string        `envconfig:"LOG_FORMAT" default:"auto"`
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"10s"`
+	KeyRule         string        `envconfig:"KEY_RULE"`
+	KeyScanBytes    int           `envconfig:"KEY_SCAN_BYTES" default:"8192"`
+	KeyWait         time.Duration `envconfig:"KEY_WAIT" default:"1s"`
+	KeyMaxConns     int           `envconfig:"KEY_MAX_CONNS" default:"65536"`
+	KeyMaxBytes     int64         `envconfig:"KEY_MAX_BYTES" default:"67108864"`
 
 	// Stdout receives OUTPUT=stdout lines (os.Stdout when nil).
 	Stdout io.Writer `ignored:"true"`
@@ -98,6 +103,9 @@ func (c *Config) Validate() error {
 		if st.IsDir() {
 			return fmt.Errorf("PCAP_FILES: %s is a directory", p)
 		}
+	}
+	if err := c.validateKey(); err != nil {
+		return err
 	}
 	if len(c.PcapFiles) == 0 && c.Interface == "" {
 		return errors.New("INTERFACE is empty: name the interface to capture on, or set PCAP_FILES")
@@ -179,6 +187,12 @@ Environment:
   LOG_LEVEL         info
   LOG_FORMAT        auto
   SHUTDOWN_TIMEOUT  10s
+  KEY_RULE          (empty: no key; else a regular expression with one capture
+                    group matched against each connection's first bytes)
+  KEY_SCAN_BYTES    8192
+  KEY_WAIT          1s
+  KEY_MAX_CONNS     65536
+  KEY_MAX_BYTES     67108864
 `
 
 // LoadConfig reads the environment, applies the flags in args and

@@ -157,22 +157,36 @@ const (
 // Decode decodes frame, of link type lt, into r. It sets every field of r
 // except TS and Key. r is only meaningful when the status is StatusOK.
 func Decode(lt LinkType, frame []byte, r *record.Record) Status {
+	return decodeFrame(lt, frame, r, nil)
+}
+
+// DecodeSegment is Decode that also returns, when the status is StatusOK,
+// the TCP segment of the frame: the TCP header and the payload captured,
+// cut at the IP datagram's length (no link padding). The slice aliases
+// frame; nothing is allocated.
+func DecodeSegment(lt LinkType, frame []byte, r *record.Record) (Status, []byte) {
+	var seg []byte
+	st := decodeFrame(lt, frame, r, &seg)
+	return st, seg
+}
+
+func decodeFrame(lt LinkType, frame []byte, r *record.Record, seg *[]byte) Status {
 	switch lt {
 	case LinkEthernet:
 		if len(frame) < 14 {
 			return StatusLinkTruncated
 		}
-		return ether(binary.BigEndian.Uint16(frame[12:]), frame[14:], r)
+		return ether(binary.BigEndian.Uint16(frame[12:]), frame[14:], r, seg)
 	case LinkSLL:
 		if len(frame) < 16 {
 			return StatusLinkTruncated
 		}
-		return ether(binary.BigEndian.Uint16(frame[14:]), frame[16:], r)
+		return ether(binary.BigEndian.Uint16(frame[14:]), frame[16:], r, seg)
 	case LinkSLL2:
 		if len(frame) < 20 {
 			return StatusLinkTruncated
 		}
-		return ether(binary.BigEndian.Uint16(frame[0:]), frame[20:], r)
+		return ether(binary.BigEndian.Uint16(frame[0:]), frame[20:], r, seg)
 	case LinkNull, LinkLoop:
 		if len(frame) < 4 {
 			return StatusLinkTruncated
@@ -186,42 +200,42 @@ func Decode(lt LinkType, frame []byte, r *record.Record) Status {
 		}
 		switch fam {
 		case 2:
-			return ipv4(frame[4:], r)
+			return ipv4(frame[4:], r, seg)
 		case 24, 28, 30: // AF_INET6 on the BSDs, FreeBSD and Darwin
-			return ipv6(frame[4:], r)
+			return ipv6(frame[4:], r, seg)
 		}
 		return StatusNotIP
 	case LinkRaw, LinkRawDLT12, LinkRawDLT14:
-		return rawIP(frame, r)
+		return rawIP(frame, r, seg)
 	case LinkIPv4:
-		return ipv4(frame, r)
+		return ipv4(frame, r, seg)
 	case LinkIPv6:
-		return ipv6(frame, r)
+		return ipv6(frame, r, seg)
 	}
 	return StatusUnsupportedLink
 }
 
-func rawIP(b []byte, r *record.Record) Status {
+func rawIP(b []byte, r *record.Record, seg *[]byte) Status {
 	if len(b) < 1 {
 		return StatusIPTruncated
 	}
 	switch b[0] >> 4 {
 	case 4:
-		return ipv4(b, r)
+		return ipv4(b, r, seg)
 	case 6:
-		return ipv6(b, r)
+		return ipv6(b, r, seg)
 	}
 	return StatusNotIP
 }
 
 // ether dispatches on an EtherType, skipping 802.1Q/802.1ad tags.
-func ether(et uint16, b []byte, r *record.Record) Status {
+func ether(et uint16, b []byte, r *record.Record, seg *[]byte) Status {
 	for range maxTags {
 		switch et {
 		case etherTypeIPv4:
-			return ipv4(b, r)
+			return ipv4(b, r, seg)
 		case etherTypeIPv6:
-			return ipv6(b, r)
+			return ipv6(b, r, seg)
 		case etherTypeDot1Q, etherTypeQinQ, etherTypeDot1QOld:
 			if len(b) < 4 {
 				return StatusLinkTruncated
@@ -235,7 +249,7 @@ func ether(et uint16, b []byte, r *record.Record) Status {
 	return StatusNotIP
 }
 
-func ipv4(b []byte, r *record.Record) Status {
+func ipv4(b []byte, r *record.Record, seg *[]byte) Status {
 	if len(b) < 20 {
 		return StatusIPTruncated
 	}
@@ -264,10 +278,10 @@ func ipv4(b []byte, r *record.Record) Status {
 	r.Src = netip.AddrFrom4([4]byte(b[12:16]))
 	r.Dst = netip.AddrFrom4([4]byte(b[16:20]))
 	r.IPLen = uint16(total)
-	return tcp(b[ihl:], r)
+	return tcp(b[ihl:], r, seg)
 }
 
-func ipv6(b []byte, r *record.Record) Status {
+func ipv6(b []byte, r *record.Record, seg *[]byte) Status {
 	if len(b) < 40 {
 		return StatusIPTruncated
 	}
@@ -288,7 +302,7 @@ func ipv6(b []byte, r *record.Record) Status {
 			r.Src = netip.AddrFrom16([16]byte(b[8:24]))
 			r.Dst = netip.AddrFrom16([16]byte(b[24:40]))
 			r.IPLen = uint16(min(plen+40, 0xffff))
-			return tcp(b[off:], r)
+			return tcp(b[off:], r, seg)
 		case protoHopByHop, protoRouting, protoDestOpts:
 			if len(b) < off+2 {
 				return StatusIPv6ExtTruncated
@@ -320,7 +334,7 @@ func ipv6(b []byte, r *record.Record) Status {
 	return StatusNotTCP
 }
 
-func tcp(b []byte, r *record.Record) Status {
+func tcp(b []byte, r *record.Record, seg *[]byte) Status {
 	if len(b) < 20 {
 		return StatusTCPTruncated
 	}
@@ -330,5 +344,8 @@ func tcp(b []byte, r *record.Record) Status {
 	r.SrcPort = binary.BigEndian.Uint16(b[0:])
 	r.DstPort = binary.BigEndian.Uint16(b[2:])
 	r.Flags = uint16(b[12]&1)<<8 | uint16(b[13])
+	if seg != nil {
+		*seg = b
+	}
 	return StatusOK
 }
