@@ -53,8 +53,17 @@ import (
 type KeyFunc func(r *record.Record) uint64
 
 // KeyFor returns the key function named by a table's hash key (control.KeySrc
-// …). The empty name means control.KeySrc.
+// …), used for records without a payload key; a record with one is routed
+// by it (WithRecordKey). The empty name means control.KeySrc.
 func KeyFor(name string) (KeyFunc, error) {
+	f, err := fieldKey(name)
+	if err != nil {
+		return nil, err
+	}
+	return WithRecordKey(f), nil
+}
+
+func fieldKey(name string) (KeyFunc, error) {
 	switch name {
 	case "", control.KeySrc:
 		return HashSrc, nil
