@@ -54,6 +54,10 @@ func (a *API) records(w http.ResponseWriter, r *http.Request) {
 		bad(err)
 		return
 	}
+	if rq.Key, err = readback.ParseKey("key", q.Get("key")); err != nil {
+		bad(err)
+		return
+	}
 	if s := q.Get("limit"); s != "" {
 		if rq.Limit, err = strconv.Atoi(s); err != nil || rq.Limit <= 0 {
 			fail(w, http.StatusBadRequest, "limit %q: want a positive integer", s)

@@ -175,6 +175,9 @@ func (a *API) change(w http.ResponseWriter, r *http.Request, what string, m cont
 // which a query has not): the stick table's entry when sticky, else the
 // ring's choice. ok is false when every backend must be asked.
 func (a *API) keyOwner(ctx context.Context, t *control.Table, q readback.Query) (owner control.Backend, ok bool) {
+	if q.Key != "" {
+		return a.recordKeyOwner(ctx, t, q.Key)
+	}
 	if t.RoutingMode() != control.ModeHash {
 		return owner, false
 	}

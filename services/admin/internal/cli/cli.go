@@ -35,10 +35,11 @@ const Usage = `usage:
                                        consistent hashing on a key; --sticky keeps
                                        a key where it first landed
   admin status                         table, consumers, backends, convergence
-  admin records [--since 1m] [--until T] [--src IP] [--dst IP] [--limit N] [--json] [--all]
+  admin records [--since 1m] [--until T] [--src IP] [--dst IP] [--key K] [--limit N] [--json] [--all]
                                        stored records, one per line, backend first;
                                        a count per backend on stderr; in hash mode a
-                                       query naming the key asks only its owner
+                                       query naming the key (--key: a record's payload
+                                       key) asks only its owner
   admin help                           this text
 
 environment:

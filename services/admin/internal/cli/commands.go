@@ -162,6 +162,7 @@ func (c *client) records(ctx context.Context, args []string) error {
 	until := fs.String("until", "", "end of the window (default now)")
 	src := fs.String("src", "", "source IP")
 	dst := fs.String("dst", "", "destination IP")
+	key := fs.String("key", "", "payload key (capture's KEY_RULE)")
 	limit := fs.Int("limit", 0, "at most this many records (default 10000)")
 	asJSON := fs.Bool("json", false, "one JSON object per line")
 	all := fs.Bool("all", false, "in hash mode, ask every instance, not only the key's owner")
@@ -176,7 +177,7 @@ func (c *client) records(ctx context.Context, args []string) error {
 		return usagef("records: --limit %d: want a positive number", *limit)
 	}
 	q := url.Values{}
-	for k, v := range map[string]string{"since": *since, "until": *until, "src": *src, "dst": *dst} {
+	for k, v := range map[string]string{"since": *since, "until": *until, "src": *src, "dst": *dst, "key": *key} {
 		if v != "" {
 			q.Set(k, v)
 		}

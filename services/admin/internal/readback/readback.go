@@ -43,6 +43,7 @@ var ErrBadQuery = errors.New("bad query")
 type Query struct {
 	Since, Until time.Time // inclusive, by bucket second
 	Src, Dst     string    // IP, empty for any
+	Key          string    // payload key, empty for any
 	Limit        int       // at most this many records in all (0: DefaultLimit)
 }
 
@@ -139,7 +140,7 @@ func (r *Reader) Read(ctx context.Context, backends []control.Backend, q Query) 
 	if to-from > 7*24*3600 {
 		return Result{}, fmt.Errorf("%w: window of %d seconds is too long", ErrBadQuery, to-from)
 	}
-	f := store.Filter{Src: q.Src, Dst: q.Dst}
+	f := store.Filter{Src: q.Src, Dst: q.Dst, Key: q.Key}
 
 	type part struct {
 		items     []Item

@@ -1,0 +1,40 @@
+package api
+
+import (
+	"context"
+	"errors"
+
+	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/hashring"
+	"github.com/redis/go-redis/v9"
+)
+
+// recordKeyOwner is the backend that owns a payload key (a records query's
+// ?key=): the consumers route a record with a key by the key's hash
+// (hashring.WithRecordKey), so its owner is the stick table's entry when
+// the table is sticky, else, in mode hash, the ring's choice. ok is false
+// when every backend must be asked (weighted without stickiness, or the
+// stick home unreadable).
+func (a *API) recordKeyOwner(ctx context.Context, t *control.Table, key string) (owner control.Backend, ok bool) {
+	h := hashring.HashRecordKey(key)
+	if t.Sticky && a.cfg.Redis != nil {
+		home := t.Backends[0]
+		lctx, cancel := context.WithTimeout(ctx, backendTimeout)
+		name, err := a.cfg.Redis(home.Addr).Get(lctx, hashring.StickKey(a.cfg.Records.Layout.Prefix, t.Key(), h)).Result()
+		cancel()
+		switch {
+		case err == nil:
+			return t.Backend(name)
+		case !errors.Is(err, redis.Nil):
+			return owner, false
+		}
+	}
+	if t.RoutingMode() != control.ModeHash {
+		return owner, false
+	}
+	ring, err := hashring.NewRing(t)
+	if err != nil {
+		return owner, false
+	}
+	return t.Backends[ring.Pick(h)], true
+}
