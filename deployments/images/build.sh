@@ -112,7 +112,7 @@ strip_rootfs() {
 import_rootfs() {
 	tar --numeric-owner --xattrs -C "$1" -c . | docker import \
 		--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-		--change 'CMD ["bash"]' - "$2" >/dev/null
+		--change 'CMD ["bash"]' --change 'LABEL org.connpipe.image=true' - "$2" >/dev/null
 	log "imported $2 ($(docker image inspect -f '{{.Size}}' "$2" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
 
@@ -186,7 +186,8 @@ build_redis() {
 	log "installing redis-server"
 	install_pkgs "$r" redis-server
 	import_rootfs "$r" "$REPO/redis-rootfs:$SUITE"
-	docker build -q --build-arg ROOTFS="$REPO/redis-rootfs:$SUITE" -t "$REDIS_IMAGE" "$HERE/redis" >/dev/null
+	docker build -q --build-arg ROOTFS="$REPO/redis-rootfs:$SUITE" -t "$REDIS_IMAGE" "$HERE/redis" >/dev/null 2>"$WORK/build.log" ||
+		{ cat "$WORK/build.log" >&2; die "building $REDIS_IMAGE failed"; }
 	docker image rm "$REPO/redis-rootfs:$SUITE" >/dev/null
 	log "built $REDIS_IMAGE"
 }
@@ -200,9 +201,18 @@ build_rabbitmq() {
 	log "installing rabbitmq-server and amqp-tools"
 	install_pkgs "$r" rabbitmq-server amqp-tools
 	import_rootfs "$r" "$REPO/rabbitmq-rootfs:$SUITE"
-	docker build -q --build-arg ROOTFS="$REPO/rabbitmq-rootfs:$SUITE" -t "$RABBITMQ_IMAGE" "$HERE/rabbitmq" >/dev/null
+	docker build -q --build-arg ROOTFS="$REPO/rabbitmq-rootfs:$SUITE" -t "$RABBITMQ_IMAGE" "$HERE/rabbitmq" >/dev/null 2>"$WORK/build.log" ||
+		{ cat "$WORK/build.log" >&2; die "building $RABBITMQ_IMAGE failed"; }
 	docker image rm "$REPO/rabbitmq-rootfs:$SUITE" >/dev/null
 	log "built $RABBITMQ_IMAGE"
+}
+
+# image_modules lists the modules the Dockerfiles build (GOWORK=off), as
+# folders relative to the repository root.
+image_modules() {
+	(cd "$ROOT" && ls -d shared services/*/ tools 2>/dev/null | sed 's|/$||' | while read -r d; do
+		[ -f "$d/go.mod" ] && echo "$d"
+	done)
 }
 
 # The Go builder comes in two layers: the toolchain (tagged by Go version)
@@ -213,7 +223,7 @@ gobuild_tag() {
 	[ -x "$GO" ] || die "no Go toolchain at $GOROOT_HOST (set GOROOT_HOST)"
 	GO_VERSION=$("$GO" env GOVERSION)
 	local sum
-	sum=$(cd "$ROOT" && cat go.work $(ls go.work.sum */go.mod */go.sum */*/go.mod */*/go.sum */*/*/go.mod */*/*/go.sum 2>/dev/null | sort) "$HERE/gobuild/Dockerfile" | sha256sum | cut -c1-12)
+	sum=$(cd "$ROOT" && cat $(ls $(image_modules | sed 's|$|/go.mod|; p; s|go.mod$|go.sum|') 2>/dev/null) "$HERE/gobuild/Dockerfile" | sha256sum | cut -c1-12)
 	GOBUILD_IMAGE=$REPO/gobuild:$GO_VERSION-$sum
 }
 
@@ -236,27 +246,25 @@ build_gobuild() {
 	fi
 	# Fill a module proxy folder with exactly the workspace's modules, from
 	# this machine's module cache where it has them.
-	log "collecting the workspace's modules"
+	log "collecting the modules of $(image_modules | tr '\n' ' ')"
 	local ctx=$WORK/gobuild-ctx
 	mkdir -p "$ctx/gomodcache"
 	local hostcache proxy
 	hostcache=$("$GO" env GOMODCACHE)
 	proxy=$("$GO" env GOPROXY)
-	# The workspace, and each module on its own (GOWORK=off, as the
-	# Dockerfiles build), since each may select other versions.
-	local dirs dir
-	dirs=$(cd "$ROOT" && "$GO" list -m -f '{{.Dir}}') || die "go list -m in $ROOT failed"
-	for dir in "$ROOT" $dirs; do
-		local gowork=off
-		[ "$dir" = "$ROOT" ] && gowork=""
-		(cd "$dir" && GOWORK=$gowork GOMODCACHE="$ctx/gomodcache" GOFLAGS=-modcacherw GOTOOLCHAIN=local \
+	# Each module the images build, on its own (GOWORK=off), as the
+	# Dockerfiles build them.
+	local dir
+	for dir in $(image_modules); do
+		(cd "$ROOT/$dir" && GOWORK=off GOMODCACHE="$ctx/gomodcache" GOFLAGS=-modcacherw GOTOOLCHAIN=local \
 			GOPROXY="file://$hostcache/cache/download,$proxy" "$GO" mod download >>"$WORK/moddownload.log" 2>&1) ||
 			{ tail -20 "$WORK/moddownload.log" >&2; die "go mod download in $dir failed (log above)"; }
 	done
 	mv "$ctx/gomodcache/cache/download" "$ctx/goproxy"
 	rm -rf "$ctx/gomodcache"
 	cp "$HERE/gobuild/Dockerfile" "$ctx/Dockerfile"
-	docker build -q --build-arg TOOLCHAIN="$toolchain" -t "$GOBUILD_IMAGE" "$ctx" >/dev/null
+	docker build -q --build-arg TOOLCHAIN="$toolchain" -t "$GOBUILD_IMAGE" "$ctx" >/dev/null 2>"$WORK/build.log" ||
+		{ cat "$WORK/build.log" >&2; die "building $GOBUILD_IMAGE failed"; }
 	log "built $GOBUILD_IMAGE ($(du -sh "$ctx/goproxy" | cut -f1) of modules)"
 	# Builders for older module sets are of no further use.
 	local old

@@ -1,0 +1,43 @@
+# The compose stack's targets, included by the root Makefile.
+#
+#   make up                 build the images offline, write deployments/compose/.env, start
+#   make up CONSUMERS=3     the same with three consumers
+#   make ps | logs | down   (make down VOLUMES=1 also removes the data)
+#   make e2e                the end-to-end test (its own project, connpipe-e2e)
+
+COMPOSE_DIR := deployments/compose
+COMPOSE_ENV ?= $(CURDIR)/$(COMPOSE_DIR)/.env
+CONSUMERS ?= 1
+# "docker compose" when the plugin answers, else docker-compose (v1).
+COMPOSE_CMD ?= $(shell if docker compose version >/dev/null 2>&1; then echo docker compose; \
+	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; else echo docker compose; fi)
+COMPOSE_RUN = $(COMPOSE_CMD) --env-file $(COMPOSE_ENV) --file $(CURDIR)/docker-compose.yml --project-directory $(CURDIR)
+
+$(COMPOSE_ENV):
+	@$(COMPOSE_DIR)/env.sh init $(COMPOSE_ENV)
+
+images: $(COMPOSE_ENV) ## build every image of the compose stack without a registry (debootstrap base, cached)
+	@$(COMPOSE_DIR)/images.sh $(COMPOSE_ENV) >/dev/null
+
+up: images ## start the compose stack (CONSUMERS=3 for three consumers); URLs are printed
+	$(COMPOSE_RUN) up -d --scale consumer=$(CONSUMERS)
+	@. $(COMPOSE_ENV); \
+	echo; \
+	echo "admin API   http://127.0.0.1:$$ADMIN_PORT/api/v1/status   (token: ADMIN_TOKEN in $(COMPOSE_DIR)/.env)"; \
+	echo "RabbitMQ    http://127.0.0.1:$$RABBITMQ_MGMT_PORT/   (user $$RABBITMQ_USER, password RABBITMQ_PASSWORD in $(COMPOSE_DIR)/.env)"; \
+	echo "weights     $(COMPOSE_CMD) --env-file $(COMPOSE_DIR)/.env exec admin admin weights set redis-a=50 redis-b=50"
+
+down: ## stop the compose stack (VOLUMES=1 also removes its data)
+	@if [ -f $(COMPOSE_ENV) ]; then $(COMPOSE_RUN) down --remove-orphans $(if $(VOLUMES),-v); \
+	else echo "no $(COMPOSE_ENV): nothing was started with make up"; fi
+
+ps: $(COMPOSE_ENV) ## list the compose stack's containers and their health
+	@$(COMPOSE_RUN) ps
+
+logs: $(COMPOSE_ENV) ## follow the compose stack's logs
+	@$(COMPOSE_RUN) logs -f --tail=100
+
+e2e: ## end-to-end test of the compose stack in its own project (CONNPIPE_E2E_FRESH=1: rebuild images from scratch)
+	COMPOSE="$(COMPOSE_CMD)" $(GO) test -tags e2e -count=1 -v -timeout 30m github.com/connpipe/connpipe/deployments/compose/e2e
+
+.PHONY: images up down ps logs e2e

@@ -1,0 +1,372 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Shares are checked from Redis, within this many percentage points.
+const tolerance = 2.0
+
+// minSample is the number of records a split is measured on.
+const minSample = 3000
+
+func TestCompose(t *testing.T) {
+	ctx := context.Background()
+	project := os.Getenv("CONNPIPE_E2E_PROJECT")
+	if project == "" {
+		project = "connpipe-e2e"
+	}
+	s := &stack{
+		t:       t,
+		root:    repoRoot(t),
+		project: project,
+		envFile: filepath.Join(os.TempDir(), project+".env"),
+		compose: composeCommand(t),
+		rdbs:    map[string]*redis.Client{},
+		t0:      time.Now(),
+	}
+	if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
+		t.Fatalf("the Docker engine does not answer (docker info: %v): %s", err, out)
+	}
+	fmt.Printf("compose: %s, project %s, env file %s\n", strings.Join(s.compose, " "), s.project, s.envFile)
+
+	var timings []string
+	stage := func(name string, fn func()) {
+		start := time.Now()
+		s.stage(name, fn)
+		timings = append(timings, fmt.Sprintf("  %-34s %s", name, since(start)))
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			s.dump(ctx)
+			if os.Getenv("CONNPIPE_E2E_KEEP") == "1" {
+				fmt.Printf("\nthe stack is left running: %s --project-name %s --env-file %s down -v\n", strings.Join(s.compose, " "), s.project, s.envFile)
+				return
+			}
+			s.tryDC(ctx, "down", "-v", "--remove-orphans", "-t", "5")
+		}
+		for _, rdb := range s.rdbs {
+			rdb.Close()
+		}
+		fmt.Printf("\nstage timings (total %s):\n%s\n", since(s.t0), strings.Join(timings, "\n"))
+	})
+
+	stage("clean up an earlier run", func() { s.removeProject(ctx) })
+
+	stage("images (offline)", func() {
+		if os.Getenv("CONNPIPE_E2E_FRESH") == "1" {
+			s.removeImages(ctx)
+		}
+		s.logf("env file %s", s.envFile)
+		s.run(ctx, filepath.Join(s.root, "deployments/compose/env.sh"), "init", s.envFile)
+		// Nothing may expire during the run: the last stage counts every
+		// record since the start.
+		s.run(ctx, filepath.Join(s.root, "deployments/compose/env.sh"), "set", s.envFile,
+			"COMPOSE_PROJECT_NAME="+s.project, "RETENTION=1h")
+		cmd := exec.CommandContext(ctx, filepath.Join(s.root, "deployments/compose/images.sh"), s.envFile)
+		cmd.Dir = s.root
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("images.sh: %v", err)
+		}
+		env, err := readEnv(s.envFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.env = env
+		for _, k := range []string{"REDIS_IMAGE", "RABBITMQ_IMAGE", "CAPTURE_IMAGE", "CONSUMER_IMAGE", "ADMIN_IMAGE", "TRAFFICGEN_IMAGE"} {
+			if !strings.HasPrefix(s.env[k], "connpipe/") {
+				t.Fatalf("%s=%q: want a locally built image", k, s.env[k])
+			}
+		}
+	})
+
+	want := map[string]int{"redis-a": 1, "redis-b": 1, "rabbitmq": 1, "capture": 1, "consumer": 1, "admin": 1, "trafficgen": 3}
+	stage("up: every service healthy", func() {
+		s.dc(ctx, "up", "-d")
+		s.waitHealthy(ctx, 4*time.Minute, want)
+		for _, c := range s.containers(ctx) {
+			s.logf("%-32s %s %s", c.Name, c.Status, c.Health)
+		}
+	})
+
+	s.connectRedis(ctx)
+	start := s.t0.Unix() - 60
+	stage("records split 30/70 from the start", func() {
+		s.waitForRecords(ctx, start, minSample)
+		s.checkSplit(s.count(ctx, start, time.Now().Unix()+5), 30, tolerance, minSample)
+	})
+
+	stage("weights 50/50 with the admin CLI", func() {
+		out := s.dc(ctx, "exec", "-T", "admin", "admin", "weights", "set", "redis-a=50", "redis-b=50", "--wait", "30s")
+		s.logf("%s", strings.ReplaceAll(strings.TrimSpace(out), "\n", "\n    "))
+		s.waitWeights(ctx, "redis-a=50 redis-b=50", 30*time.Second)
+		from := time.Now().Unix() + 1
+		s.waitForRecords(ctx, from, minSample)
+		s.checkSplit(s.count(ctx, from, time.Now().Unix()-1), 50, tolerance, minSample)
+	})
+
+	stage("weights 20/80 with amqp-publish", func() {
+		s.publishControl(ctx, `{"op":"set_weights","weights":{"redis-a":20,"redis-b":80}}`)
+		s.waitWeights(ctx, "redis-a=20 redis-b=80", 30*time.Second)
+		from := time.Now().Unix() + 1
+		s.waitForRecords(ctx, from, minSample)
+		s.checkSplit(s.count(ctx, from, time.Now().Unix()-1), 20, tolerance, minSample)
+	})
+
+	stage("scale to three consumers", func() {
+		s.dc(ctx, "up", "-d", "--scale", "consumer=3")
+		want["consumer"] = 3
+		s.waitHealthy(ctx, 3*time.Minute, want)
+		s.eventually(2*time.Minute, "three consumers acking and on the current weights", func() error {
+			return s.checkConsumers(ctx, 3, "redis-a=20 redis-b=80")
+		})
+	})
+
+	stage("restart RabbitMQ, kill Redis: nothing lost", func() {
+		s.recover(ctx, start, want)
+	})
+
+	stage("down -v leaves nothing", func() {
+		s.dc(ctx, "down", "-v", "--remove-orphans", "-t", "10")
+		left := s.leftovers(ctx)
+		if len(left) > 0 {
+			t.Fatalf("after down -v: %s", strings.Join(left, "; "))
+		}
+		s.logf("no container, network or volume of project %s is left", s.project)
+	})
+}
+
+// waitForRecords waits until at least n records are stored in buckets from
+// the second from on.
+func (s *stack) waitForRecords(ctx context.Context, from int64, n int) {
+	s.t.Helper()
+	s.eventually(2*time.Minute, fmt.Sprintf("%d records stored", n), func() error {
+		c := s.count(ctx, from, time.Now().Unix()-1)
+		if got := c["redis-a"] + c["redis-b"]; got < n {
+			return fmt.Errorf("%d records so far", got)
+		}
+		return nil
+	})
+}
+
+// publishControl publishes a control message the way the README shows:
+// amqp-publish on the host against the published AMQP port, or, without
+// amqp-tools on the host, the same command inside the RabbitMQ container.
+func (s *stack) publishControl(ctx context.Context, body string) {
+	s.t.Helper()
+	args := []string{"-r", "conn.control", "-C", "application/json", "-b", body}
+	// No trailing slash: amqp-tools read "/" as the vhost named "".
+	userinfo := s.env["RABBITMQ_USER"] + ":" + s.env["RABBITMQ_PASSWORD"]
+	if _, err := exec.LookPath("amqp-publish"); err == nil {
+		s.logf("amqp-publish -u amqp://USER:PASSWORD@127.0.0.1:%s %s", s.env["AMQP_PORT"], strings.Join(args, " "))
+		s.run(ctx, "amqp-publish", append([]string{"-u", "amqp://" + userinfo + "@127.0.0.1:" + s.env["AMQP_PORT"]}, args...)...)
+		return
+	}
+	s.logf("(no amqp-publish on this machine) docker compose exec rabbitmq amqp-publish %s", strings.Join(args, " "))
+	s.dc(ctx, append([]string{"exec", "-T", "rabbitmq", "amqp-publish", "-u", "amqp://" + userinfo + "@127.0.0.1:5672"}, args...)...)
+}
+
+// checkConsumers checks that n consumers run, each has acked messages (its
+// own metrics) and reports the weights want (admin's status), and that
+// RabbitMQ sees n consumers on the records queue.
+func (s *stack) checkConsumers(ctx context.Context, n int, want string) error {
+	cs := s.service(ctx, "consumer")
+	if len(cs) != n {
+		return fmt.Errorf("%d consumer containers", len(cs))
+	}
+	var lines []string
+	for _, c := range cs {
+		m := s.metrics(ctx, c, 9101)
+		acked := m["connpipe_consumer_messages_acked_total"]
+		if acked <= 0 {
+			return fmt.Errorf("%s has acked no message yet", c.Name)
+		}
+		lines = append(lines, fmt.Sprintf("%s acked %.0f messages", c.Name, acked))
+	}
+	st, err := s.status(ctx)
+	if err != nil {
+		return err
+	}
+	alive := 0
+	for _, c := range st.Consumers {
+		if !c.Alive {
+			continue
+		}
+		alive++
+		if c.Weights != want || !c.Converged {
+			return fmt.Errorf("consumer %s reports %q (converged %v), want %q", c.ID, c.Weights, c.Converged, want)
+		}
+		lines = append(lines, fmt.Sprintf("admin: consumer %s on %q version %d, acked %d", c.ID, c.Weights, c.Version, c.Acked))
+	}
+	if alive != n {
+		return fmt.Errorf("admin sees %d live consumers, want %d", alive, n)
+	}
+	q, err := s.recordsQueue(ctx)
+	if err != nil {
+		return err
+	}
+	if q.Consumers != n {
+		return fmt.Errorf("RabbitMQ sees %d consumers on conn.records, want %d", q.Consumers, n)
+	}
+	lines = append(lines, fmt.Sprintf("RabbitMQ: %d consumers on conn.records", q.Consumers))
+	for _, l := range lines {
+		s.logf("%s", l)
+	}
+	return nil
+}
+
+// recover restarts RabbitMQ and kills and restarts redis-b while traffic
+// flows, then stops the traffic, lets the queue drain and checks that Redis
+// holds at least every record capture had confirmed.
+func (s *stack) recover(ctx context.Context, start int64, want map[string]int) {
+	s.t.Helper()
+	capt := s.service(ctx, "capture")
+	if len(capt) != 1 {
+		s.t.Fatalf("%d capture containers", len(capt))
+	}
+	before := capt[0]
+	flowing := func(name string, from int64, min int) func() error {
+		return func() error {
+			c := s.count(ctx, from, time.Now().Unix()+1, name)
+			if c[name] < min {
+				return fmt.Errorf("%s holds %d records stored since %s", name, c[name], time.Unix(from, 0).Format(time.TimeOnly))
+			}
+			return nil
+		}
+	}
+
+	t := time.Now()
+	s.dc(ctx, "restart", "rabbitmq")
+	s.waitHealthy(ctx, 3*time.Minute, want)
+	s.logf("rabbitmq restarted and healthy in %s", since(t))
+	back := time.Now().Unix() + 1
+	s.eventually(2*time.Minute, "records flow after the RabbitMQ restart", flowing("redis-b", back, 200))
+	s.logf("records flow again %s after the restart", since(t))
+
+	t = time.Now()
+	s.dc(ctx, "kill", "redis-b")
+	down := time.Now().Unix() + 2
+	s.eventually(time.Minute, "records go to redis-a while redis-b is down", flowing("redis-a", down, 300))
+	s.logf("redis-b killed; redis-a takes the records (%s)", since(t))
+	t = time.Now()
+	s.dc(ctx, "start", "redis-b")
+	s.waitHealthy(ctx, 2*time.Minute, want)
+	s.connectRedis(ctx)
+	up := time.Now().Unix() + 1
+	s.eventually(2*time.Minute, "redis-b back in rotation", flowing("redis-b", up, 200))
+	s.logf("redis-b started and back in rotation in %s", since(t))
+
+	s.dc(ctx, "stop", "trafficgen")
+	var confirmed, published float64
+	var last string
+	s.eventually(3*time.Minute, "the records queue drains", func() error {
+		m := s.metrics(ctx, before, 9100)
+		q, err := s.recordsQueue(ctx)
+		if err != nil {
+			return err
+		}
+		now := fmt.Sprintf("confirmed %.0f published %.0f in flight %.0f queued %d",
+			m["connpipe_capture_records_confirmed_total"], m["connpipe_capture_records_published_total"],
+			m["connpipe_capture_in_flight"], q.Messages)
+		stable := now == last
+		last = now
+		if !stable || q.Messages != 0 || m["connpipe_capture_in_flight"] != 0 {
+			return errors.New(now)
+		}
+		confirmed, published = m["connpipe_capture_records_confirmed_total"], m["connpipe_capture_records_published_total"]
+		return nil
+	})
+
+	after := s.service(ctx, "capture")
+	if len(after) != 1 || after[0].ID != before.ID || after[0].Restarts != before.Restarts {
+		s.t.Fatalf("capture was restarted during the run: its counters do not cover it (before %+v, after %+v)", before, after)
+	}
+	for _, c := range s.containers(ctx) {
+		if c.Restarts > 0 {
+			s.logf("%s was restarted %d times by Docker", c.Name, c.Restarts)
+		}
+	}
+	c := s.count(ctx, start, time.Now().Unix()+5)
+	stored := c["redis-a"] + c["redis-b"]
+	s.logf("capture confirmed %.0f records (published %.0f); Redis holds %d (redis-a %d, redis-b %d), %d more than confirmed",
+		confirmed, published, stored, c["redis-a"], c["redis-b"], stored-int(confirmed))
+	if confirmed < minSample {
+		s.t.Fatalf("capture confirmed only %.0f records", confirmed)
+	}
+	if float64(stored) < confirmed {
+		s.t.Fatalf("Redis holds %d records, fewer than the %.0f capture had confirmed: %.0f lost", stored, confirmed, confirmed-float64(stored))
+	}
+}
+
+// removeProject removes whatever an earlier run of the project left.
+func (s *stack) removeProject(ctx context.Context) {
+	s.t.Helper()
+	if _, err := os.Stat(s.envFile); err == nil {
+		s.tryDC(ctx, "down", "-v", "--remove-orphans", "-t", "5")
+		os.Remove(s.envFile)
+	}
+	label := "label=com.docker.compose.project=" + s.project
+	if ids := strings.Fields(s.run(ctx, "docker", "ps", "-a", "-q", "--filter", label)); len(ids) > 0 {
+		s.run(ctx, "docker", append([]string{"rm", "-f", "-v"}, ids...)...)
+	}
+	if ids := strings.Fields(s.run(ctx, "docker", "network", "ls", "-q", "--filter", label)); len(ids) > 0 {
+		s.run(ctx, "docker", append([]string{"network", "rm"}, ids...)...)
+	}
+	if ids := strings.Fields(s.run(ctx, "docker", "volume", "ls", "-q", "--filter", label)); len(ids) > 0 {
+		s.run(ctx, "docker", append([]string{"volume", "rm"}, ids...)...)
+	}
+	if left := s.leftovers(ctx); len(left) > 0 {
+		s.t.Fatalf("cannot clean up project %s: %s", s.project, strings.Join(left, "; "))
+	}
+}
+
+// leftovers lists the project's containers, networks and volumes.
+func (s *stack) leftovers(ctx context.Context) []string {
+	s.t.Helper()
+	label := "label=com.docker.compose.project=" + s.project
+	var left []string
+	for _, q := range [][]string{
+		{"ps", "-a", "--format", "{{.Names}}", "--filter", label},
+		{"network", "ls", "--format", "{{.Name}}", "--filter", label},
+		{"volume", "ls", "--format", "{{.Name}}", "--filter", label},
+		{"network", "ls", "--format", "{{.Name}}", "--filter", "name=^" + s.project + "_"},
+		{"volume", "ls", "--format", "{{.Name}}", "--filter", "name=^" + s.project + "_"},
+	} {
+		if out := strings.Fields(s.run(ctx, "docker", q...)); len(out) > 0 {
+			left = append(left, q[0]+": "+strings.Join(out, " "))
+		}
+	}
+	return left
+}
+
+// removeImages removes connpipe's images (and their build cache) so the
+// images stage builds from a clean state.
+func (s *stack) removeImages(ctx context.Context) {
+	s.t.Helper()
+	out := s.run(ctx, "docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}")
+	var rm []string
+	for _, img := range strings.Fields(out) {
+		if strings.HasPrefix(img, "connpipe/") {
+			rm = append(rm, img)
+		}
+	}
+	if len(rm) > 0 {
+		s.logf("removing %s", strings.Join(rm, " "))
+		s.run(ctx, "docker", append([]string{"image", "rm", "-f"}, rm...)...)
+	}
+	// Build stages and dangling images inherit the base's label.
+	s.run(ctx, "docker", "image", "prune", "-f", "--filter", "label=org.connpipe.image=true")
+}

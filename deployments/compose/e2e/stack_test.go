@@ -1,0 +1,453 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/store"
+	"github.com/redis/go-redis/v9"
+)
+
+// stack drives one compose project.
+type stack struct {
+	t       *testing.T
+	root    string   // repository root
+	project string   // compose project name
+	envFile string   // the project's env file
+	compose []string // "docker compose" or "docker-compose"
+	env     map[string]string
+	rdbs    map[string]*redis.Client
+	t0      time.Time
+}
+
+func repoRoot(t *testing.T) string {
+	_, file, _, _ := runtime.Caller(0)
+	root, err := filepath.Abs(filepath.Join(filepath.Dir(file), "..", "..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "docker-compose.yml")); err != nil {
+		t.Fatalf("repository root %s: %v", root, err)
+	}
+	return root
+}
+
+// composeCommand is $COMPOSE, else "docker compose" when it answers, else
+// docker-compose.
+func composeCommand(t *testing.T) []string {
+	if c := strings.Fields(os.Getenv("COMPOSE")); len(c) > 0 {
+		return c
+	}
+	if exec.Command("docker", "compose", "version").Run() == nil {
+		return []string{"docker", "compose"}
+	}
+	if _, err := exec.LookPath("docker-compose"); err == nil {
+		return []string{"docker-compose"}
+	}
+	t.Fatal("neither docker compose nor docker-compose is installed")
+	return nil
+}
+
+// stage runs one step of the test and prints its duration.
+func (s *stack) stage(name string, fn func()) {
+	s.t.Helper()
+	start := time.Now()
+	fmt.Printf("\n=== stage %s (t+%s)\n", name, since(s.t0))
+	ok := false
+	defer func() {
+		verdict := "ok"
+		if !ok {
+			verdict = "FAILED"
+		}
+		fmt.Printf("--- stage %s: %s in %s\n", name, verdict, since(start))
+	}()
+	fn()
+	ok = true
+}
+
+func since(t time.Time) time.Duration { return time.Since(t).Round(100 * time.Millisecond) }
+
+func (s *stack) logf(format string, args ...any) {
+	fmt.Printf("    "+format+"\n", args...)
+}
+
+// run runs a command in the repository root and returns its stdout; it
+// fails the test on error, with stderr.
+func (s *stack) run(ctx context.Context, name string, args ...string) string {
+	s.t.Helper()
+	out, err := s.try(ctx, name, args...)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", name, strings.Join(args, " "), err)
+	}
+	return out
+}
+
+func (s *stack) try(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = s.root
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("%w\n%s", err, tail(stderr.String(), 40))
+	}
+	return stdout.String(), nil
+}
+
+// composeArgs is the compose command line for this project.
+func (s *stack) composeArgs(args ...string) (string, []string) {
+	all := append([]string{}, s.compose[1:]...)
+	all = append(all, "--project-name", s.project, "--env-file", s.envFile,
+		"--file", filepath.Join(s.root, "docker-compose.yml"), "--project-directory", s.root)
+	return s.compose[0], append(all, args...)
+}
+
+func (s *stack) dc(ctx context.Context, args ...string) string {
+	s.t.Helper()
+	name, all := s.composeArgs(args...)
+	return s.run(ctx, name, all...)
+}
+
+func (s *stack) tryDC(ctx context.Context, args ...string) (string, error) {
+	name, all := s.composeArgs(args...)
+	return s.try(ctx, name, all...)
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// readEnv parses KEY=VALUE lines.
+func readEnv(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	env := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if k, v, ok := strings.Cut(line, "="); ok {
+			env[k] = v
+		}
+	}
+	return env, nil
+}
+
+// container is one container of the project.
+type container struct {
+	ID, Service, Name, Status, Health string
+	Number                            int
+	Restarts                          int
+}
+
+func (s *stack) containers(ctx context.Context) []container {
+	s.t.Helper()
+	out := s.run(ctx, "docker", "ps", "-a", "-q", "--filter", "label=com.docker.compose.project="+s.project)
+	ids := strings.Fields(out)
+	if len(ids) == 0 {
+		return nil
+	}
+	format := `{{.Id}}|{{index .Config.Labels "com.docker.compose.service"}}|{{.Name}}|{{.State.Status}}|` +
+		`{{if index .State "Health"}}{{.State.Health.Status}}{{end}}|{{index .Config.Labels "com.docker.compose.container-number"}}|{{.RestartCount}}`
+	out = s.run(ctx, "docker", append([]string{"inspect", "-f", format}, ids...)...)
+	var cs []container
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Split(line, "|")
+		if len(f) != 7 {
+			continue
+		}
+		n, _ := strconv.Atoi(f[5])
+		r, _ := strconv.Atoi(f[6])
+		cs = append(cs, container{ID: f[0], Service: f[1], Name: strings.TrimPrefix(f[2], "/"), Status: f[3], Health: f[4], Number: n, Restarts: r})
+	}
+	sort.Slice(cs, func(i, j int) bool {
+		if cs[i].Service != cs[j].Service {
+			return cs[i].Service < cs[j].Service
+		}
+		return cs[i].Number < cs[j].Number
+	})
+	return cs
+}
+
+func (s *stack) service(ctx context.Context, name string) []container {
+	var out []container
+	for _, c := range s.containers(ctx) {
+		if c.Service == name {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// waitHealthy waits until every container of the project runs, and those
+// with a healthcheck are healthy; want gives the number of containers each
+// named service must have.
+func (s *stack) waitHealthy(ctx context.Context, timeout time.Duration, want map[string]int) {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for {
+		cs := s.containers(ctx)
+		count := map[string]int{}
+		var bad []string
+		for _, c := range cs {
+			count[c.Service]++
+			if c.Status != "running" || (c.Health != "" && c.Health != "healthy") {
+				bad = append(bad, fmt.Sprintf("%s=%s/%s", c.Name, c.Status, c.Health))
+			}
+		}
+		for svc, n := range want {
+			if count[svc] != n {
+				bad = append(bad, fmt.Sprintf("%s has %d containers, want %d", svc, count[svc], n))
+			}
+		}
+		if len(bad) == 0 && len(cs) > 0 {
+			return
+		}
+		last = strings.Join(bad, ", ")
+		if time.Now().After(deadline) {
+			s.t.Fatalf("not healthy after %s: %s", timeout, last)
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+// metrics fetches a container's /metrics from inside it (the images have
+// bash, not curl) and returns the sum of each metric over its labels, and
+// the value of each labelled series.
+func (s *stack) metrics(ctx context.Context, c container, port int) map[string]float64 {
+	s.t.Helper()
+	script := fmt.Sprintf(`exec 3<>/dev/tcp/127.0.0.1/%d && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && cat <&3`, port)
+	var out string
+	var err error
+	for i := 0; i < 5; i++ {
+		if out, err = s.try(ctx, "docker", "exec", c.ID, "bash", "-c", script); err == nil {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		s.t.Fatalf("metrics of %s: %v", c.Name, err)
+	}
+	m := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' || !strings.HasPrefix(line, "connpipe_") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		series := line[:i]
+		m[series] = v
+		if j := strings.IndexByte(series, '{'); j >= 0 {
+			m[series[:j]] += v
+		}
+	}
+	return m
+}
+
+// connectRedis (re)connects to both Redis instances through their loopback
+// ports; a restarted container gets a new port.
+func (s *stack) connectRedis(ctx context.Context) {
+	s.t.Helper()
+	for _, name := range []string{"redis-a", "redis-b"} {
+		addr := strings.TrimSpace(s.dc(ctx, "port", name, "6379"))
+		if addr == "" {
+			s.t.Fatalf("%s publishes no port", name)
+		}
+		if old := s.rdbs[name]; old != nil {
+			old.Close()
+		}
+		s.rdbs[name] = redis.NewClient(&redis.Options{Addr: addr, MaxRetries: 3, DialTimeout: 2 * time.Second})
+	}
+}
+
+// count counts the records stored in the buckets of seconds from..to in
+// each named Redis instance (both when none is named).
+func (s *stack) count(ctx context.Context, from, to int64, names ...string) map[string]int {
+	s.t.Helper()
+	if len(names) == 0 {
+		names = []string{"redis-a", "redis-b"}
+	}
+	layout := store.Layout{Prefix: s.env["REDIS_PREFIX"]}
+	out := map[string]int{}
+	for _, name := range names {
+		rdb := s.rdbs[name]
+		n := 0
+		var err error
+		for i := 0; i < 10; i++ {
+			n = 0
+			err = layout.Read(ctx, rdb, from, to, store.Filter{}, func(*record.Record) { n++ })
+			if err == nil {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		if err != nil {
+			s.t.Fatalf("read %s: %v", name, err)
+		}
+		out[name] = n
+	}
+	return out
+}
+
+// checkSplit checks that records in buckets from..to split as wantA percent
+// to redis-a, within tol percentage points.
+func (s *stack) checkSplit(counts map[string]int, wantA, tol float64, minRecords int) {
+	s.t.Helper()
+	a, b := counts["redis-a"], counts["redis-b"]
+	total := a + b
+	if total < minRecords {
+		s.t.Fatalf("only %d records stored (redis-a %d, redis-b %d), want at least %d", total, a, b, minRecords)
+	}
+	share := 100 * float64(a) / float64(total)
+	s.logf("redis-a %d, redis-b %d: %.2f%% / %.2f%% (want %.0f/%.0f ±%.0f points)", a, b, share, 100-share, wantA, 100-wantA, tol)
+	if share < wantA-tol || share > wantA+tol {
+		s.t.Fatalf("redis-a holds %.2f%% of %d records, want %.0f%% ±%.0f points", share, total, wantA, tol)
+	}
+}
+
+// status is the part of admin's GET /api/v1/status the test reads.
+type status struct {
+	Weights   string `json:"weights"`
+	Converged bool   `json:"converged"`
+	Table     struct {
+		Version int `json:"version"`
+	} `json:"table"`
+	Consumers []struct {
+		ID        string `json:"id"`
+		Host      string `json:"host"`
+		Alive     bool   `json:"alive"`
+		Weights   string `json:"weights"`
+		Version   int    `json:"version"`
+		Converged bool   `json:"converged"`
+		Acked     int64  `json:"acked"`
+	} `json:"consumers"`
+}
+
+func (s *stack) status(ctx context.Context) (status, error) {
+	var st status
+	err := s.getJSON(ctx, "http://127.0.0.1:"+s.env["ADMIN_PORT"]+"/api/v1/status", "", "", &st)
+	return st, err
+}
+
+// waitWeights waits until admin reports the table want ("redis-a=50
+// redis-b=50") and every live consumer has applied it.
+func (s *stack) waitWeights(ctx context.Context, want string, timeout time.Duration) status {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := s.status(ctx)
+		if err == nil && st.Weights == want && st.Converged {
+			return st
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("admin does not report %q converged after %s: weights %q converged %v err %v", want, timeout, st.Weights, st.Converged, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func (s *stack) getJSON(ctx context.Context, u, user, pass string, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	if user != "" {
+		req.SetBasicAuth(user, pass)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s: %s", u, resp.Status, tail(string(body), 3))
+	}
+	return json.Unmarshal(body, v)
+}
+
+// queue is the part of RabbitMQ's GET /api/queues/%2F/conn.records the test
+// reads.
+type queue struct {
+	Messages        int `json:"messages"`
+	Consumers       int `json:"consumers"`
+	ConsumerDetails []struct {
+		ConsumerTag    string `json:"consumer_tag"`
+		ChannelDetails struct {
+			PeerHost string `json:"peer_host"`
+		} `json:"channel_details"`
+	} `json:"consumer_details"`
+}
+
+func (s *stack) recordsQueue(ctx context.Context) (queue, error) {
+	var q queue
+	u := "http://127.0.0.1:" + s.env["RABBITMQ_MGMT_PORT"] + "/api/queues/" + url.PathEscape("/") + "/conn.records"
+	err := s.getJSON(ctx, u, s.env["RABBITMQ_USER"], s.env["RABBITMQ_PASSWORD"], &q)
+	return q, err
+}
+
+// eventually polls cond until it returns nil or timeout passes.
+func (s *stack) eventually(timeout time.Duration, what string, cond func() error) {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%s: not within %s: %v", what, timeout, err)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// dump prints the state of the stack after a failure.
+func (s *stack) dump(ctx context.Context) {
+	fmt.Println("\n=== stack state after the failure")
+	if out, err := s.tryDC(ctx, "ps"); err == nil {
+		fmt.Println(out)
+	}
+	if out, err := s.tryDC(ctx, "logs", "--no-color", "--tail=30"); err == nil {
+		fmt.Println(out)
+	}
+}
