@@ -198,13 +198,8 @@ func decodeWeights(r *http.Request) (WeightsRequest, error) {
 		ExpectVersion *int64                     `json:"expect_version"`
 	}
 	var req WeightsRequest
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&raw); err != nil {
-		return req, fmt.Errorf("body: %v", err)
-	}
-	if dec.More() {
-		return req, errors.New("body: trailing data after the JSON object")
+	if err := decodeStrict(r, &raw); err != nil {
+		return req, err
 	}
 	if len(raw.Weights) == 0 {
 		return req, errors.New(`body: "weights" is missing or empty: want {"weights":{"redis-a":30}}`)
@@ -233,78 +228,7 @@ func (a *API) putWeights(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	ifMatch, err := parseIfMatch(r.Header.Get("If-Match"))
-	if err != nil {
-		fail(w, http.StatusBadRequest, "%v", err)
-		return
-	}
-	expect := req.ExpectVersion
-	if ifMatch != nil {
-		if expect != nil && *expect != *ifMatch {
-			fail(w, http.StatusBadRequest, "If-Match %d and expect_version %d disagree", *ifMatch, *expect)
-			return
-		}
-		expect = ifMatch
-	}
-	var wait time.Duration
-	if s := r.URL.Query().Get("wait"); s != "" {
-		wait, err = time.ParseDuration(s)
-		if err != nil || wait < 0 || wait > MaxWait {
-			fail(w, http.StatusBadRequest, "wait=%q: want a duration from 0s to %s", s, MaxWait)
-			return
-		}
-	}
-	if !a.cfg.Control.IsReady() {
-		fail(w, http.StatusServiceUnavailable, "control log not read yet (is rabbitmq reachable?)")
-		return
-	}
-
-	// Check against the table in force before publishing, for a clear
-	// answer and a quiet log; the fold's verdict below is the authority.
-	cur := a.cfg.Control.Table()
-	if expect != nil && *expect < cur.Version {
-		a.stale(w, fmt.Errorf("%w: expected version %d, table is at %d", control.ErrStaleVersion, *expect, cur.Version), cur)
-		return
-	}
-	body, _ := json.Marshal(control.Message{Op: control.OpSetWeights, Weights: req.Weights})
-	if _, res := control.Apply(cur, cur.Position, body); res.Err != nil {
-		fail(w, http.StatusBadRequest, "weights: %v", res.Err)
-		return
-	}
-
-	msg := control.Message{Op: control.OpSetWeights, Weights: req.Weights, ExpectVersion: expect, ID: newID(), By: "admin"}
-	pctx, cancel := context.WithTimeout(r.Context(), a.cfg.PublishTimeout)
-	res, t, err := a.cfg.Control.Publish(pctx, msg)
-	cancel()
-	if err != nil {
-		a.cfg.Metrics.published("failed")
-		a.cfg.Log.Warn("publish control change", "id", msg.ID, "err", err)
-		fail(w, http.StatusServiceUnavailable, "control log: %v", err)
-		return
-	}
-	if res.Err != nil {
-		a.cfg.Metrics.published("refused")
-		if errors.Is(res.Err, control.ErrStaleVersion) {
-			a.stale(w, res.Err, t)
-			return
-		}
-		fail(w, http.StatusBadRequest, "weights: %v", res.Err)
-		return
-	}
-	a.cfg.Metrics.published("applied")
-	a.cfg.Log.Info("weights changed", "id", msg.ID, "version", t.Version, "position", res.Position, "weights", t.String())
-
-	pending := a.cfg.Members.Behind(res.Position)
-	if wait > 0 && len(pending) > 0 {
-		wctx, cancel := context.WithTimeout(r.Context(), wait)
-		pending = a.cfg.Members.Wait(wctx, res.Position, a.cfg.WaitPoll)
-		cancel()
-	}
-	w.Header().Set("ETag", etag(t.Version))
-	writeJSON(w, http.StatusOK, WeightsResponse{
-		Table: *t, ChangePosition: res.Position, ID: msg.ID,
-		Converged: len(pending) == 0, Pending: nonNil(pending), ConsumersAlive: a.cfg.Members.Alive(),
-	})
+	a.change(w, r, "weights", control.Message{Op: control.OpSetWeights, Weights: req.Weights, ExpectVersion: req.ExpectVersion})
 }
 
 func (a *API) stale(w http.ResponseWriter, err error, t *control.Table) {

@@ -103,12 +103,22 @@ func (a *API) putMode(w http.ResponseWriter, r *http.Request) {
 
 // change checks m against the table in force, publishes it with the
 // If-Match version, answers with the fold's verdict and, with ?wait, waits
-// for every live consumer to apply it. The caller has authorized r.
+// for every live consumer to apply it. The caller has authorized r. A
+// version the caller read from the body (m.ExpectVersion) must agree with
+// If-Match when both are given.
 func (a *API) change(w http.ResponseWriter, r *http.Request, what string, m control.Message) {
-	expect, err := parseIfMatch(r.Header.Get("If-Match"))
+	ifMatch, err := parseIfMatch(r.Header.Get("If-Match"))
 	if err != nil {
 		fail(w, http.StatusBadRequest, "%v", err)
 		return
+	}
+	expect := m.ExpectVersion
+	if ifMatch != nil {
+		if expect != nil && *expect != *ifMatch {
+			fail(w, http.StatusBadRequest, "If-Match %d and expect_version %d disagree", *ifMatch, *expect)
+			return
+		}
+		expect = ifMatch
 	}
 	var wait time.Duration
 	if s := r.URL.Query().Get("wait"); s != "" {
@@ -128,7 +138,10 @@ func (a *API) change(w http.ResponseWriter, r *http.Request, what string, m cont
 		return
 	}
 	// The local check gives a clear answer without publishing a change
-	// that would be refused; the fold's verdict below is the authority.
+	// that would be refused; the fold's verdict below is the authority. It
+	// leaves out the expected version: one ahead of the table is the fold's
+	// to refuse (409), and one behind was answered just above.
+	m.ExpectVersion = nil
 	body, _ := json.Marshal(m)
 	if _, res := control.Apply(cur, cur.Position, body); res.Err != nil {
 		fail(w, http.StatusBadRequest, "%s: %v", what, res.Err)
