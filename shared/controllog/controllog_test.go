@@ -46,29 +46,11 @@ func start(t *testing.T, ctx context.Context, url, name string) *controllog.Read
 // publishRaw sends a body to the control stream as any AMQP client would.
 func publishRaw(t *testing.T, url, body string) {
 	t.Helper()
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := testenv.Channel(t, url)
 	if err := topology.Declare(ch); err != nil {
 		t.Fatal(err)
 	}
-	if err := ch.Confirm(false); err != nil {
-		t.Fatal(err)
-	}
-	dc, err := ch.PublishWithDeferredConfirm("", topology.ControlStream, false, false,
-		amqp.Publishing{ContentType: "application/json", Body: []byte(body)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !dc.Wait() {
-		t.Fatal("broker nacked the control message")
-	}
+	testenv.Publish(t, ch, "", topology.ControlStream, amqp.Publishing{ContentType: "application/json", Body: []byte(body)})
 }
 
 func waitVersion(t *testing.T, r *controllog.Reader, v int64) {

@@ -26,6 +26,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 const hint = "start the test servers with `scripts/testenv.sh up` (or `make testenv`)"
@@ -132,4 +134,36 @@ func Context(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// Channel dials the broker at url and returns a channel in confirm mode;
+// the connection is closed when the test ends.
+func Channel(t testing.TB, url string) *amqp.Channel {
+	t.Helper()
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatalf("dial rabbitmq: %v; %s", err, hint)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatalf("open channel: %v", err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatalf("confirm mode: %v", err)
+	}
+	return ch
+}
+
+// Publish publishes p on ch (a Channel) and fails the test unless the
+// broker confirms it.
+func Publish(t testing.TB, ch *amqp.Channel, exchange, key string, p amqp.Publishing) {
+	t.Helper()
+	dc, err := ch.PublishWithDeferredConfirm(exchange, key, false, false, p)
+	if err != nil {
+		t.Fatalf("publish to exchange %q key %q: %v", exchange, key, err)
+	}
+	if !dc.Wait() {
+		t.Fatalf("publish to exchange %q key %q: broker nacked it", exchange, key)
+	}
 }

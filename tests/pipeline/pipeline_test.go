@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/testenv"
 	"github.com/connpipe/connpipe/shared/topology"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -123,24 +124,10 @@ func TestBadInputLeavesWeightsAndConsumersAlone(t *testing.T) {
 	s.startAdmin()
 	c := s.startConsumer("consumer-1")
 
-	conn, err := amqp.Dial(s.amqp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.Confirm(false); err != nil {
-		t.Fatal(err)
-	}
+	ch := testenv.Channel(t, s.amqp)
 	pub := func(exchange, key, ct, body string) {
 		t.Helper()
-		dc, err := ch.PublishWithDeferredConfirm(exchange, key, false, false, amqp.Publishing{ContentType: ct, Body: []byte(body)})
-		if err != nil || !dc.Wait() {
-			t.Fatalf("publish %q: %v", body, err)
-		}
+		testenv.Publish(t, ch, exchange, key, amqp.Publishing{ContentType: ct, Body: []byte(body)})
 	}
 	for _, body := range []string{
 		`{"op":"set_weights","weights":{"redis-a":`,

@@ -36,31 +36,14 @@ func TestDepths(t *testing.T) {
 		t.Fatalf("before the topology exists: err = %v, want one naming conn.records", err)
 	}
 
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := testenv.Channel(t, url)
 	if err := topology.Declare(ch); err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.Confirm(false); err != nil {
 		t.Fatal(err)
 	}
 	publish := func(exchange string, n int) {
 		t.Helper()
 		for range n {
-			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, "", false, false, amqp.Publishing{Body: []byte("x")})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if ok, err := dc.WaitContext(ctx); !ok || err != nil {
-				t.Fatalf("publish to %s not confirmed: %v", exchange, err)
-			}
+			testenv.Publish(t, ch, exchange, "", amqp.Publishing{Body: []byte("x")})
 		}
 	}
 	publish(topology.RecordsExchange, 3)

@@ -14,7 +14,6 @@ import (
 	"github.com/connpipe/connpipe/shared/record"
 	"github.com/connpipe/connpipe/shared/testenv"
 	"github.com/connpipe/connpipe/shared/topology"
-	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // TestReplayToBroker replays every sample capture with OUTPUT=amqp: the
@@ -46,15 +45,7 @@ func TestReplayToBroker(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 
-	conn, err := amqp.Dial(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := testenv.Channel(t, u)
 	var got []string
 	for {
 		d, ok, err := ch.Get(topology.RecordsQueue, true)

@@ -337,12 +337,7 @@ func TestLiveShutdownFlushes(t *testing.T) {
 	if c := counter(t, info.Registry, "connpipe_capture_records_confirmed_total"); int(c) != want {
 		t.Fatalf("records_confirmed_total %v, the raw socket saw %d packets", c, want)
 	}
-	conn, err := amqp.Dial(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, _ := conn.Channel()
+	ch := testenv.Channel(t, u)
 	q, err := ch.QueueDeclarePassive(topology.RecordsQueue, true, false, false, false, amqp.Table{
 		"x-queue-type": "quorum", "x-dead-letter-exchange": topology.DeadExchange, "x-delivery-limit": topology.DeliveryLimit,
 	})

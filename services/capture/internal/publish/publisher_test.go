@@ -64,15 +64,7 @@ func publishN(t *testing.T, amqpURL, name string, n, batch, inFlight int, during
 // source port, with how often each arrived.
 func drain(t *testing.T, amqpURL string, n int) map[uint16]int {
 	t.Helper()
-	conn, err := amqp.Dial(amqpURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := testenv.Channel(t, amqpURL)
 	seen := map[uint16]int{}
 	deadline := time.Now().Add(20 * time.Second)
 	for len(seen) < n && time.Now().Before(deadline) {
@@ -209,15 +201,7 @@ func TestPublisherSurvivesConnectionLoss(t *testing.T) {
 // each nacked batch is published again until confirmed.
 func TestPublisherRepublishesNacked(t *testing.T) {
 	u := testenv.AMQP(t)
-	conn, err := amqp.Dial(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := testenv.Channel(t, u)
 	if err := topology.Declare(ch); err != nil {
 		t.Fatal(err)
 	}

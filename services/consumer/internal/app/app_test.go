@@ -43,18 +43,8 @@ func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{t: t, url: testenv.AMQP(t), addrs: testenv.Redis(t, 2),
 		layout: store.Layout{Prefix: testenv.Prefix(t), Retention: 2 * time.Minute}, start: time.Now()}
-	conn, err := amqp.Dial(e.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	if e.pub, err = conn.Channel(); err != nil {
-		t.Fatal(err)
-	}
+	e.pub = testenv.Channel(t, e.url)
 	if err := topology.Declare(e.pub); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.pub.Confirm(false); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -138,13 +128,7 @@ func recs(n int, dstPort uint16) []record.Record {
 
 func (e *env) publish(exchange, key string, p amqp.Publishing) {
 	e.t.Helper()
-	dc, err := e.pub.PublishWithDeferredConfirm(exchange, key, false, false, p)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if !dc.Wait() {
-		e.t.Fatal("broker nacked a publish")
-	}
+	testenv.Publish(e.t, e.pub, exchange, key, p)
 }
 
 // publishBinary publishes records in binary batches of size per.
@@ -175,22 +159,25 @@ func (e *env) control(body string) {
 // stored counts the records with dstPort tag on each backend.
 func (e *env) stored(tag uint16) (a, b int) {
 	e.t.Helper()
-	count := func(addr string) int {
-		rdb := redis.NewClient(&redis.Options{Addr: addr})
-		defer rdb.Close()
-		n := 0
-		err := e.layout.Read(context.Background(), rdb, e.start.Unix()-2, time.Now().Unix()+2, store.Filter{},
-			func(r *record.Record) {
-				if r.DstPort == tag {
-					n++
-				}
-			})
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		return n
+	return e.countOn(e.addrs[0], tag), e.countOn(e.addrs[1], tag)
+}
+
+// countOn counts the records tagged tag on the Redis at addr.
+func (e *env) countOn(addr string, tag uint16) int {
+	e.t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	n := 0
+	err := e.layout.Read(context.Background(), rdb, e.start.Unix()-2, time.Now().Unix()+2, store.Filter{},
+		func(r *record.Record) {
+			if r.DstPort == tag {
+				n++
+			}
+		})
+	if err != nil {
+		e.t.Fatal(err)
 	}
-	return count(e.addrs[0]), count(e.addrs[1])
+	return n
 }
 
 // waitStored waits until n records tagged tag are stored and returns the split.
@@ -269,15 +256,7 @@ func TestStoresBinaryAndJSONAndDeadLetters(t *testing.T) {
 	e.waitStored(2, 100)
 
 	// Every broken message is on conn.records.dead with the reason.
-	conn, err := amqp.Dial(e.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := testenv.Channel(t, e.url)
 	var dead []amqp.Delivery
 	e.eventually(10*time.Second, "5 dead letters", func() bool {
 		d, ok, err := ch.Get(topology.DeadQueue, true)
@@ -323,18 +302,11 @@ func TestStoresBinaryAndJSONAndDeadLetters(t *testing.T) {
 	}
 }
 
-// heartbeats binds a queue to the heartbeat exchange and returns what arrives.
-func (e *env) heartbeats() <-chan control.Heartbeat {
+// heartbeatDeliveries binds a queue to the heartbeat exchange and returns
+// its deliveries, until the test ends.
+func (e *env) heartbeatDeliveries() <-chan amqp.Delivery {
 	e.t.Helper()
-	conn, err := amqp.Dial(e.url)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { conn.Close() })
-	ch, err := conn.Channel()
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	ch := testenv.Channel(e.t, e.url)
 	q, err := ch.QueueDeclare("", false, true, true, false, nil)
 	if err != nil {
 		e.t.Fatal(err)
@@ -346,6 +318,13 @@ func (e *env) heartbeats() <-chan control.Heartbeat {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	return ds
+}
+
+// heartbeats returns the heartbeats that arrive.
+func (e *env) heartbeats() <-chan control.Heartbeat {
+	e.t.Helper()
+	ds := e.heartbeatDeliveries()
 	out := make(chan control.Heartbeat, 256)
 	go func() {
 		for d := range ds {

@@ -11,8 +11,6 @@ import (
 
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/controllog"
-	"github.com/connpipe/connpipe/shared/topology"
-	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // positions follows the consumers' heartbeats: the control-log position
@@ -25,26 +23,7 @@ type positions struct {
 
 func (e *env) positions() *positions {
 	e.t.Helper()
-	conn, err := amqp.Dial(e.url)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { conn.Close() })
-	ch, err := conn.Channel()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	q, err := ch.QueueDeclare("", false, true, true, false, nil)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := ch.QueueBind(q.Name, "", topology.HeartbeatExchange, false, nil); err != nil {
-		e.t.Fatal(err)
-	}
-	ds, err := ch.Consume(q.Name, "", true, true, false, false, nil)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	ds := e.heartbeatDeliveries()
 	p := &positions{pos: map[string]int64{}}
 	p.changed = sync.NewCond(&p.mu)
 	go func() {

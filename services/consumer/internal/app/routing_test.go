@@ -17,40 +17,12 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// countOn counts the records tagged tag on the Redis at addr.
-func (e *env) countOn(addr string, tag uint16) int {
-	e.t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	defer rdb.Close()
-	n := 0
-	err := e.layout.Read(context.Background(), rdb, e.start.Unix()-2, time.Now().Unix()+2, store.Filter{},
-		func(r *record.Record) {
-			if r.DstPort == tag {
-				n++
-			}
-		})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return n
-}
-
 // traffic publishes a binary batch of 20 records tagged tag every 10ms on
 // its own connection until the returned stop is called; stop returns how
 // many records were published.
 func (e *env) traffic(tag uint16) (stop func() int) {
 	e.t.Helper()
-	conn, err := amqp.Dial(e.url)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	ch, err := conn.Channel()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if err := ch.Confirm(false); err != nil {
-		e.t.Fatal(err)
-	}
+	ch := testenv.Channel(e.t, e.url)
 	var sent atomic.Int64
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -83,7 +55,6 @@ func (e *env) traffic(tag uint16) (stop func() int) {
 	return func() int {
 		close(done)
 		wg.Wait()
-		conn.Close()
 		return int(sent.Load())
 	}
 }

@@ -45,30 +45,15 @@ func (s *blockingStore) Store(ctx context.Context, msgs []*record.Batch) error {
 
 func publish(t *testing.T, url string, n int) {
 	t.Helper()
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ch := testenv.Channel(t, url)
 	if err := topology.Declare(ch); err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.Confirm(false); err != nil {
 		t.Fatal(err)
 	}
 	var enc record.Encoder
 	enc.Reset(time.Now().UnixNano())
 	enc.Add(&record.Record{TS: time.Now().UnixNano(), Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), SrcPort: 1, DstPort: 2})
 	for range n {
-		dc, err := ch.PublishWithDeferredConfirm(topology.RecordsExchange, "", false, false,
-			amqp.Publishing{ContentType: record.ContentTypeBinary, Body: enc.Bytes()})
-		if err != nil || !dc.Wait() {
-			t.Fatalf("publish: %v", err)
-		}
+		testenv.Publish(t, ch, topology.RecordsExchange, "", amqp.Publishing{ContentType: record.ContentTypeBinary, Body: enc.Bytes()})
 	}
 }
 
