@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -21,51 +20,17 @@ import (
 	"github.com/connpipe/connpipe/shared/record"
 )
 
-type answer struct {
-	code   int
-	header http.Header
-	body   []byte
-}
-
-func (a answer) decode(t *testing.T, v any) {
-	t.Helper()
-	if err := json.Unmarshal(a.body, v); err != nil {
-		t.Fatalf("answer %d %s: %v", a.code, a.body, err)
-	}
-}
-
-func call(t *testing.T, method, url, body string, header map[string]string) answer {
-	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return answer{resp.StatusCode, resp.Header, b}
-}
-
 func bearer(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
 
 func getTable(t *testing.T, e *apptest.Env) (control.Table, string) {
 	t.Helper()
-	a := call(t, http.MethodGet, e.URL+"/api/v1/weights", "", nil)
-	if a.code != http.StatusOK {
-		t.Fatalf("GET weights: %d %s", a.code, a.body)
+	a := apptest.Call(t, http.MethodGet, e.URL+"/api/v1/weights", "", nil)
+	if a.Code != http.StatusOK {
+		t.Fatalf("GET weights: %d %s", a.Code, a.Body)
 	}
 	var tb control.Table
-	a.decode(t, &tb)
-	return tb, a.header.Get("ETag")
+	a.Decode(t, &tb)
+	return tb, a.Header.Get("ETag")
 }
 
 // setWeightsMessages folds the control log with a reader of its own and
@@ -119,21 +84,21 @@ func TestWritesNeedTheToken(t *testing.T) {
 		{"wrong token", bearer(e.Token + "x"), http.StatusForbidden},
 	}
 	for _, tt := range tests {
-		a := call(t, http.MethodPut, e.URL+"/api/v1/weights", body, tt.header)
-		if a.code != tt.code {
-			t.Errorf("%s: %d %s, want %d", tt.name, a.code, a.body, tt.code)
+		a := apptest.Call(t, http.MethodPut, e.URL+"/api/v1/weights", body, tt.header)
+		if a.Code != tt.code {
+			t.Errorf("%s: %d %s, want %d", tt.name, a.Code, a.Body, tt.code)
 		}
 	}
 	if tb, _ := getTable(t, e); tb.Version != 0 || tb.String() != "redis-a=30 redis-b=70" {
 		t.Errorf("after refused writes: version %d %s, want 0 redis-a=30 redis-b=70", tb.Version, tb.String())
 	}
 	// One good write, then the log must hold exactly that one change.
-	a := call(t, http.MethodPut, e.URL+"/api/v1/weights", body, bearer(e.Token))
-	if a.code != http.StatusOK {
-		t.Fatalf("PUT with the token: %d %s", a.code, a.body)
+	a := apptest.Call(t, http.MethodPut, e.URL+"/api/v1/weights", body, bearer(e.Token))
+	if a.Code != http.StatusOK {
+		t.Fatalf("PUT with the token: %d %s", a.Code, a.Body)
 	}
 	var res api.WeightsResponse
-	a.decode(t, &res)
+	a.Decode(t, &res)
 	msgs := setWeightsMessages(t, e, res.ID)
 	if len(msgs) != 1 || msgs[0].Message.ID != res.ID || msgs[0].Message.By != "admin" {
 		t.Fatalf("control log holds %+v, want only the authorized change %s", msgs, res.ID)
@@ -161,14 +126,14 @@ func TestSetWeights(t *testing.T) {
 		if st.ifMatch != "" {
 			h["If-Match"] = st.ifMatch
 		}
-		a := call(t, http.MethodPut, e.URL+"/api/v1/weights", st.body, h)
-		if a.code != http.StatusOK {
-			t.Fatalf("step %d: %d %s", i, a.code, a.body)
+		a := apptest.Call(t, http.MethodPut, e.URL+"/api/v1/weights", st.body, h)
+		if a.Code != http.StatusOK {
+			t.Fatalf("step %d: %d %s", i, a.Code, a.Body)
 		}
 		var res api.WeightsResponse
-		a.decode(t, &res)
-		if res.Version != int64(i+1) || res.String() != st.want || a.header.Get("ETag") != fmt.Sprintf(`"%d"`, i+1) {
-			t.Fatalf("step %d: version %d %q etag %s, want %d %q", i, res.Version, res.String(), a.header.Get("ETag"), i+1, st.want)
+		a.Decode(t, &res)
+		if res.Version != int64(i+1) || res.String() != st.want || a.Header.Get("ETag") != fmt.Sprintf(`"%d"`, i+1) {
+			t.Fatalf("step %d: version %d %q etag %s, want %d %q", i, res.Version, res.String(), a.Header.Get("ETag"), i+1, st.want)
 		}
 		if res.ChangePosition != res.Position {
 			t.Errorf("step %d: change at %d but table position %d", i, res.ChangePosition, res.Position)
@@ -186,8 +151,8 @@ func TestSetWeights(t *testing.T) {
 
 func TestStaleVersionConflicts(t *testing.T) {
 	e := apptest.Start(t, nil)
-	if a := call(t, http.MethodPut, e.URL+"/api/v1/weights", `{"weights":{"redis-a":40}}`, bearer(e.Token)); a.code != http.StatusOK {
-		t.Fatalf("first change: %d %s", a.code, a.body)
+	if a := apptest.Call(t, http.MethodPut, e.URL+"/api/v1/weights", `{"weights":{"redis-a":40}}`, bearer(e.Token)); a.Code != http.StatusOK {
+		t.Fatalf("first change: %d %s", a.Code, a.Body)
 	}
 	for _, tt := range []struct {
 		name, body, ifMatch string
@@ -200,14 +165,14 @@ func TestStaleVersionConflicts(t *testing.T) {
 		if tt.ifMatch != "" {
 			h["If-Match"] = tt.ifMatch
 		}
-		a := call(t, http.MethodPut, e.URL+"/api/v1/weights", tt.body, h)
+		a := apptest.Call(t, http.MethodPut, e.URL+"/api/v1/weights", tt.body, h)
 		var ae struct {
 			Error   string `json:"error"`
 			Version *int64 `json:"version"`
 		}
-		a.decode(t, &ae)
-		if a.code != http.StatusConflict || !strings.Contains(ae.Error, "stale version") || ae.Version == nil || *ae.Version != 1 {
-			t.Errorf("%s: %d %s, want 409 stale version at version 1", tt.name, a.code, a.body)
+		a.Decode(t, &ae)
+		if a.Code != http.StatusConflict || !strings.Contains(ae.Error, "stale version") || ae.Version == nil || *ae.Version != 1 {
+			t.Errorf("%s: %d %s, want 409 stale version at version 1", tt.name, a.Code, a.Body)
 		}
 	}
 	if tb, _ := getTable(t, e); tb.Version != 1 || tb.String() != "redis-a=40 redis-b=70" {
@@ -237,15 +202,15 @@ func TestRefusalsSayWhy(t *testing.T) {
 		if tt.header != "" {
 			h["If-Match"] = tt.header
 		}
-		a := call(t, http.MethodPut, e.URL+"/api/v1/weights", tt.body, h)
+		a := apptest.Call(t, http.MethodPut, e.URL+"/api/v1/weights", tt.body, h)
 		var ae struct{ Error string }
-		a.decode(t, &ae)
-		if a.code != http.StatusBadRequest || !strings.Contains(ae.Error, tt.want) {
-			t.Errorf("%s: %d %s, want 400 with %q", tt.name, a.code, a.body, tt.want)
+		a.Decode(t, &ae)
+		if a.Code != http.StatusBadRequest || !strings.Contains(ae.Error, tt.want) {
+			t.Errorf("%s: %d %s, want 400 with %q", tt.name, a.Code, a.Body, tt.want)
 		}
 	}
-	if a := call(t, http.MethodPut, e.URL+"/api/v1/weights?wait=forever", `{"weights":{"redis-a":1}}`, bearer(e.Token)); a.code != http.StatusBadRequest {
-		t.Errorf("wait=forever: %d %s, want 400", a.code, a.body)
+	if a := apptest.Call(t, http.MethodPut, e.URL+"/api/v1/weights?wait=forever", `{"weights":{"redis-a":1}}`, bearer(e.Token)); a.Code != http.StatusBadRequest {
+		t.Errorf("wait=forever: %d %s, want 400", a.Code, a.Body)
 	}
 	if tb, _ := getTable(t, e); tb.Version != 0 {
 		t.Errorf("after refusals: version %d, want 0", tb.Version)
@@ -266,7 +231,7 @@ func TestConcurrentWritersOneWins(t *testing.T) {
 			defer wg.Done()
 			h := bearer(e.Token)
 			h["If-Match"] = `"0"`
-			codes[i] = call(t, http.MethodPut, e.URL+"/api/v1/weights", fmt.Sprintf(`{"weights":{"redis-a":%d}}`, 10+i), h).code
+			codes[i] = apptest.Call(t, http.MethodPut, e.URL+"/api/v1/weights", fmt.Sprintf(`{"weights":{"redis-a":%d}}`, 10+i), h).Code
 		}()
 	}
 	wg.Wait()
@@ -313,12 +278,12 @@ func TestBrokerUnreachable(t *testing.T) {
 		{http.MethodGet, "/healthz", "", http.StatusServiceUnavailable},
 		{http.MethodGet, "/api/v1/status", "", http.StatusOK},
 	} {
-		if a := call(t, tt.method, url+tt.path, tt.body, bearer(e.Token)); a.code != tt.code {
-			t.Errorf("%s %s: %d %s, want %d", tt.method, tt.path, a.code, a.body, tt.code)
+		if a := apptest.Call(t, tt.method, url+tt.path, tt.body, bearer(e.Token)); a.Code != tt.code {
+			t.Errorf("%s %s: %d %s, want %d", tt.method, tt.path, a.Code, a.Body, tt.code)
 		}
 	}
 	var st api.Status
-	call(t, http.MethodGet, url+"/api/v1/status", "", nil).decode(t, &st)
+	apptest.Call(t, http.MethodGet, url+"/api/v1/status", "", nil).Decode(t, &st)
 	if st.Ready || st.Connected {
 		t.Errorf("status without a broker says ready=%v connected=%v", st.Ready, st.Connected)
 	}
@@ -328,7 +293,7 @@ func TestMembershipAndConvergence(t *testing.T) {
 	e := apptest.Start(t, nil)
 	status := func() api.Status {
 		var st api.Status
-		call(t, http.MethodGet, e.URL+"/api/v1/status", "", nil).decode(t, &st)
+		apptest.Call(t, http.MethodGet, e.URL+"/api/v1/status", "", nil).Decode(t, &st)
 		return st
 	}
 	// Wait until the status shows what a heartbeat said.
@@ -364,14 +329,14 @@ func TestMembershipAndConvergence(t *testing.T) {
 
 	// A change with ?wait: converges when both heartbeats reach its position.
 	type result struct {
-		a   answer
+		a   apptest.Answer
 		res api.WeightsResponse
 	}
 	got := make(chan result, 1)
 	go func() {
-		a := call(t, http.MethodPut, e.URL+"/api/v1/weights?wait=20s", `{"weights":{"redis-a":60}}`, bearer(e.Token))
+		a := apptest.Call(t, http.MethodPut, e.URL+"/api/v1/weights?wait=20s", `{"weights":{"redis-a":60}}`, bearer(e.Token))
 		var r api.WeightsResponse
-		_ = json.Unmarshal(a.body, &r)
+		_ = json.Unmarshal(a.Body, &r)
 		got <- result{a, r}
 	}()
 	var pos int64
@@ -380,25 +345,25 @@ func TestMembershipAndConvergence(t *testing.T) {
 	e.Heartbeat(t, hb("c1", 1, pos))
 	select {
 	case r := <-got:
-		t.Fatalf("wait returned before c2 applied the change: %d %s", r.a.code, r.a.body)
+		t.Fatalf("wait returned before c2 applied the change: %d %s", r.a.Code, r.a.Body)
 	case <-time.After(300 * time.Millisecond):
 	}
 	e.Heartbeat(t, hb("c2", 1, pos))
 	select {
 	case r := <-got:
-		if r.a.code != http.StatusOK || !r.res.Converged || len(r.res.Pending) != 0 || r.res.ConsumersAlive != 2 || r.res.ChangePosition > pos {
-			t.Fatalf("wait answer %d %s", r.a.code, r.a.body)
+		if r.a.Code != http.StatusOK || !r.res.Converged || len(r.res.Pending) != 0 || r.res.ConsumersAlive != 2 || r.res.ChangePosition > pos {
+			t.Fatalf("wait answer %d %s", r.a.Code, r.a.Body)
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("wait did not return after both consumers applied the change")
 	}
 
 	// A change nobody applies: the wait times out naming the laggards.
-	a := call(t, http.MethodPut, e.URL+"/api/v1/weights?wait=300ms", `{"weights":{"redis-a":61}}`, bearer(e.Token))
+	a := apptest.Call(t, http.MethodPut, e.URL+"/api/v1/weights?wait=300ms", `{"weights":{"redis-a":61}}`, bearer(e.Token))
 	var r api.WeightsResponse
-	a.decode(t, &r)
-	if a.code != http.StatusOK || r.Converged || !slices.Equal(r.Pending, []string{"c1", "c2"}) {
-		t.Fatalf("unconverged wait: %d %s", a.code, a.body)
+	a.Decode(t, &r)
+	if a.Code != http.StatusOK || r.Converged || !slices.Equal(r.Pending, []string{"c1", "c2"}) {
+		t.Fatalf("unconverged wait: %d %s", a.Code, a.Body)
 	}
 
 	// c1 keeps heartbeating, c2 stops: c2 is dead after CONSUMER_TIMEOUT (2s)
@@ -426,7 +391,7 @@ func TestMembershipAndConvergence(t *testing.T) {
 		t.Errorf("c2 dead with a heartbeat age of %dms", st.Consumers[1].HeartbeatAgeMS)
 	}
 
-	m := string(call(t, http.MethodGet, e.URL+"/metrics", "", nil).body)
+	m := string(apptest.Call(t, http.MethodGet, e.URL+"/metrics", "", nil).Body)
 	for _, want := range []string{
 		`connpipe_admin_consumers_alive 1`,
 		`connpipe_admin_control_version 2`,
@@ -448,16 +413,16 @@ func TestRecordsAcrossInstances(t *testing.T) {
 	}
 	e.WriteRecords(t, 0, rec(30*time.Second, "10.0.0.7", 1), rec(20*time.Second, "10.0.0.8", 2))
 	e.WriteRecords(t, 1, rec(10*time.Second, "10.0.0.7", 3), rec(90*time.Second, "10.0.0.7", 4))
-	a := call(t, http.MethodGet, e.URL+"/api/v1/records?since=1m&src=10.0.0.7", "", nil)
+	a := apptest.Call(t, http.MethodGet, e.URL+"/api/v1/records?since=1m&src=10.0.0.7", "", nil)
 	var res api.RecordsResponse
-	a.decode(t, &res)
-	if a.code != http.StatusOK || len(res.Records) != 2 || res.Records[0].Backend != "redis-a" || *res.Records[0].SrcPort != 1 ||
+	a.Decode(t, &res)
+	if a.Code != http.StatusOK || len(res.Records) != 2 || res.Records[0].Backend != "redis-a" || *res.Records[0].SrcPort != 1 ||
 		res.Records[1].Backend != "redis-b" || *res.Records[1].SrcPort != 3 || res.CountByBackend["redis-a"] != 1 || res.CountByBackend["redis-b"] != 1 || res.Truncated {
-		t.Fatalf("records: %d %s", a.code, a.body)
+		t.Fatalf("records: %d %s", a.Code, a.Body)
 	}
 	for _, q := range []string{"since=yesterday", "src=10.0.0", "limit=0", "limit=x", "since=1m&until=2m"} {
-		if a := call(t, http.MethodGet, e.URL+"/api/v1/records?"+q, "", nil); a.code != http.StatusBadRequest {
-			t.Errorf("records?%s: %d %s, want 400", q, a.code, a.body)
+		if a := apptest.Call(t, http.MethodGet, e.URL+"/api/v1/records?"+q, "", nil); a.Code != http.StatusBadRequest {
+			t.Errorf("records?%s: %d %s, want 400", q, a.Code, a.Body)
 		}
 	}
 }

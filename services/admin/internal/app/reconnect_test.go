@@ -60,8 +60,8 @@ func closeConnections(t *testing.T, amqpURL string) int {
 
 func TestReconnectsAfterLosingTheBroker(t *testing.T) {
 	e := apptest.Start(t, nil)
-	if a := call(t, http.MethodPut, e.URL+"/api/v1/weights", `{"weights":{"redis-a":11}}`, bearer(e.Token)); a.code != http.StatusOK {
-		t.Fatalf("change before: %d %s", a.code, a.body)
+	if a := apptest.Call(t, http.MethodPut, e.URL+"/api/v1/weights", `{"weights":{"redis-a":11}}`, bearer(e.Token)); a.Code != http.StatusOK {
+		t.Fatalf("change before: %d %s", a.Code, a.Body)
 	}
 	// The management API lists connections a few seconds late.
 	deadline := time.Now().Add(15 * time.Second)
@@ -76,13 +76,13 @@ func TestReconnectsAfterLosingTheBroker(t *testing.T) {
 	for {
 		h := bearer(e.Token)
 		h["If-Match"] = `"1"`
-		a := call(t, http.MethodPut, e.URL+"/api/v1/weights", `{"weights":{"redis-a":12}}`, h)
-		if a.code == http.StatusOK {
-			a.decode(t, &res)
+		a := apptest.Call(t, http.MethodPut, e.URL+"/api/v1/weights", `{"weights":{"redis-a":12}}`, h)
+		if a.Code == http.StatusOK {
+			a.Decode(t, &res)
 			break
 		}
-		if a.code != http.StatusServiceUnavailable || time.Now().After(deadline.Add(15*time.Second)) {
-			t.Fatalf("change after reconnect: %d %s", a.code, a.body)
+		if a.Code != http.StatusServiceUnavailable || time.Now().After(deadline.Add(15*time.Second)) {
+			t.Fatalf("change after reconnect: %d %s", a.Code, a.Body)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -93,7 +93,7 @@ func TestReconnectsAfterLosingTheBroker(t *testing.T) {
 	for {
 		e.Heartbeat(t, control.Heartbeat{Consumer: "after", Version: 2, Position: res.ChangePosition})
 		var st api.Status
-		call(t, http.MethodGet, e.URL+"/api/v1/status", "", nil).decode(t, &st)
+		apptest.Call(t, http.MethodGet, e.URL+"/api/v1/status", "", nil).Decode(t, &st)
 		if st.ConsumersAlive == 1 && st.Consumers[0].ID == "after" && st.Converged {
 			break
 		}

@@ -43,11 +43,11 @@ func TestStatsAndStatusForThePage(t *testing.T) {
 	e.WriteRecords(t, 0, recs(30)...)
 	e.WriteRecords(t, 1, recs(70)...)
 	var stats api.Stats
-	a := call(t, http.MethodGet, e.URL+"/api/v1/stats", "", nil)
-	a.decode(t, &stats)
-	if a.code != http.StatusOK || len(stats.Backends) != 2 || stats.Total != 100 ||
+	a := apptest.Call(t, http.MethodGet, e.URL+"/api/v1/stats", "", nil)
+	a.Decode(t, &stats)
+	if a.Code != http.StatusOK || len(stats.Backends) != 2 || stats.Total != 100 ||
 		stats.Backends[0].Records != 30 || stats.Backends[0].Share != 0.3 || stats.Backends[1].Share != 0.7 {
-		t.Fatalf("stats: %d %s", a.code, a.body)
+		t.Fatalf("stats: %d %s", a.Code, a.Body)
 	}
 	if n := stats.To - stats.From + 1; len(stats.Backends[0].Counts) != int(n) || stats.Backends[0].Counts[sec.Unix()-stats.From] != 30 {
 		t.Fatalf("series from %d to %d: %v", stats.From, stats.To, stats.Backends[0].Counts)
@@ -65,15 +65,15 @@ func TestStatsAndStatusForThePage(t *testing.T) {
 			Stored: map[string]uint64{"redis-a": recs * 3 / 10, "redis-b": recs * 7 / 10}, SentAt: t0 + int64(i)*int64(time.Second)})
 	}
 	// redis-a drained.
-	if a := call(t, http.MethodPut, e.URL+"/api/v1/weights", `{"weights":{"redis-a":0}}`, bearer(e.Token)); a.code != http.StatusOK {
-		t.Fatalf("drain: %d %s", a.code, a.body)
+	if a := apptest.Call(t, http.MethodPut, e.URL+"/api/v1/weights", `{"weights":{"redis-a":0}}`, bearer(e.Token)); a.Code != http.StatusOK {
+		t.Fatalf("drain: %d %s", a.Code, a.Body)
 	}
 
 	var st api.Status
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		st = api.Status{}
-		call(t, http.MethodGet, e.URL+"/api/v1/status", "", nil).decode(t, &st)
+		apptest.Call(t, http.MethodGet, e.URL+"/api/v1/status", "", nil).Decode(t, &st)
 		if len(st.Consumers) == 1 && st.Consumers[0].Records == 1400 && st.Broker != nil && st.Broker.Ready == 2 {
 			break
 		}
@@ -97,8 +97,8 @@ func TestStatsAndStatusForThePage(t *testing.T) {
 	}
 
 	// The page itself.
-	if a := call(t, http.MethodGet, e.URL+"/", "", nil); a.code != http.StatusOK || !strings.Contains(string(a.body), "ui/app.js") {
-		t.Errorf("GET /: %d %.200s", a.code, a.body)
+	if a := apptest.Call(t, http.MethodGet, e.URL+"/", "", nil); a.Code != http.StatusOK || !strings.Contains(string(a.Body), "ui/app.js") {
+		t.Errorf("GET /: %d %.200s", a.Code, a.Body)
 	}
 }
 
@@ -109,7 +109,7 @@ func TestEjectedBackend(t *testing.T) {
 		c.Backends = a + ",redis-b=127.0.0.1:1"
 	})
 	var st api.Status
-	call(t, http.MethodGet, e.URL+"/api/v1/status", "", nil).decode(t, &st)
+	apptest.Call(t, http.MethodGet, e.URL+"/api/v1/status", "", nil).Decode(t, &st)
 	var b *api.BackendStatus
 	for i := range st.Backends {
 		if st.Backends[i].Addr == "127.0.0.1:1" {
@@ -120,7 +120,7 @@ func TestEjectedBackend(t *testing.T) {
 		t.Fatalf("unreachable backend: %+v", st.Backends)
 	}
 	var stats api.Stats
-	call(t, http.MethodGet, e.URL+"/api/v1/stats", "", nil).decode(t, &stats)
+	apptest.Call(t, http.MethodGet, e.URL+"/api/v1/stats", "", nil).Decode(t, &stats)
 	for _, in := range stats.Backends {
 		if (in.Addr == "127.0.0.1:1") != (in.Error != "") {
 			t.Errorf("stats for %s: error %q", in.Addr, in.Error)

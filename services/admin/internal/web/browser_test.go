@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"image"
 	"image/png"
-	"io"
 	"math"
 	"net"
 	"net/http"
@@ -143,10 +142,10 @@ func TestOperatorPage(t *testing.T) {
 	expectWeights(t, e, 0, "redis-a=30 redis-b=70")
 
 	// Someone else changes the table while the form holds version 0.
-	other := call(t, http.MethodPut, e.URL+"/api/v1/weights", `{"weights":{"redis-a":30}}`,
+	other := apptest.Call(t, http.MethodPut, e.URL+"/api/v1/weights", `{"weights":{"redis-a":30}}`,
 		map[string]string{"Authorization": "Bearer " + e.Token, "If-Match": `"0"`})
-	if other.code != http.StatusOK {
-		t.Fatalf("change by another writer: %d %s", other.code, other.body)
+	if other.Code != http.StatusOK {
+		t.Fatalf("change by another writer: %d %s", other.Code, other.Body)
 	}
 	b.typeInto(t, "token", e.Token)
 	p = b.apply(t, "stale version")
@@ -217,7 +216,7 @@ func TestOperatorPage(t *testing.T) {
 	}
 	b.waitPage(t, 10*time.Second, "redis-c gone", func(p page) bool { return len(p.Instances) == 2 })
 	var tb control.Table
-	call(t, http.MethodGet, e.URL+"/api/v1/weights", "", nil).decode(t, &tb)
+	apptest.Call(t, http.MethodGet, e.URL+"/api/v1/weights", "", nil).Decode(t, &tb)
 	if tb.Version != 5 || tb.RoutingMode() != control.ModeHash || tb.Key() != control.KeyDst || len(tb.Backends) != 2 {
 		t.Errorf("API table after mode, add, remove: %s", tb.Describe())
 	}
@@ -692,47 +691,17 @@ func cleanup(t *testing.T, e *apptest.Env, addr string, from time.Time) {
 	})
 }
 
-type answer struct {
-	code int
-	body []byte
-}
-
-func (a answer) decode(t *testing.T, v any) {
-	t.Helper()
-	if err := json.Unmarshal(a.body, v); err != nil {
-		t.Fatalf("answer %d %s: %v", a.code, a.body, err)
-	}
-}
-
-func call(t *testing.T, method, url, body string, header map[string]string) answer {
-	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return answer{resp.StatusCode, b}
-}
-
 func waitStatus(t *testing.T, e *apptest.Env, d time.Duration, what string, ok func(api.Status) bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
 		var st api.Status
-		a := call(t, http.MethodGet, e.URL+"/api/v1/status", "", nil)
-		if err := json.Unmarshal(a.body, &st); err == nil && ok(st) {
+		a := apptest.Call(t, http.MethodGet, e.URL+"/api/v1/status", "", nil)
+		if err := json.Unmarshal(a.Body, &st); err == nil && ok(st) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s; status %s", what, d, a.body)
+			t.Fatalf("%s: not within %s; status %s", what, d, a.Body)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -742,9 +711,9 @@ func waitStatus(t *testing.T, e *apptest.Env, d time.Duration, what string, ok f
 func expectWeights(t *testing.T, e *apptest.Env, version int64, weights string) {
 	t.Helper()
 	var tb control.Table
-	a := call(t, http.MethodGet, e.URL+"/api/v1/weights", "", nil)
-	if err := json.Unmarshal(a.body, &tb); err != nil {
-		t.Fatalf("weights: %d %s", a.code, a.body)
+	a := apptest.Call(t, http.MethodGet, e.URL+"/api/v1/weights", "", nil)
+	if err := json.Unmarshal(a.Body, &tb); err != nil {
+		t.Fatalf("weights: %d %s", a.Code, a.Body)
 	}
 	if tb.Version != version || tb.String() != weights {
 		t.Errorf("API weights: version %d %s, want version %d %s", tb.Version, tb.String(), version, weights)

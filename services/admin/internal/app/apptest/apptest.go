@@ -6,7 +6,10 @@ package apptest
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -156,4 +159,41 @@ func (e *Env) WriteRecords(t testing.TB, i int, recs ...record.Record) {
 		t.Fatalf("write records to %s: %v", e.Backends[i].Name, err)
 	}
 	t.Cleanup(func() { rdb.Del(context.Background(), keys...) })
+}
+
+// Answer is an HTTP answer, its body read whole.
+type Answer struct {
+	Code   int
+	Header http.Header
+	Body   []byte
+}
+
+// Decode unmarshals the JSON body into v.
+func (a Answer) Decode(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(a.Body, v); err != nil {
+		t.Fatalf("answer %d %s: %v", a.Code, a.Body, err)
+	}
+}
+
+// Call sends a request with body and header to url and reads the answer.
+func Call(t testing.TB, method, url, body string, header map[string]string) Answer {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read answer: %v", method, url, err)
+	}
+	return Answer{resp.StatusCode, resp.Header, b}
 }
