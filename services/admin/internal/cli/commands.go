@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"maps"
@@ -49,8 +48,7 @@ func (c *client) weightsGet(ctx context.Context) error {
 
 func (c *client) weightsSet(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("weights set", flag.ContinueOnError)
-	expect := fs.Int64("expect-version", -1, "refuse unless the table is at this version")
-	wait := fs.Duration("wait", 0, "wait this long for every live consumer to apply the change")
+	f := addChangeFlags(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -59,47 +57,7 @@ func (c *client) weightsSet(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *wait < 0 || *wait > api.MaxWait {
-		return usagef("weights set: --wait %s: want 0s..%s", *wait, api.MaxWait)
-	}
-	h := http.Header{}
-	if *expect >= 0 {
-		h.Set("If-Match", strconv.Quote(strconv.FormatInt(*expect, 10)))
-	} else if *expect != -1 {
-		return usagef("weights set: --expect-version %d: want a version 0 or above", *expect)
-	}
-	path := "/api/v1/weights"
-	if *wait > 0 {
-		path += "?wait=" + url.QueryEscape(wait.String())
-	}
-	var res api.WeightsResponse
-	_, err = c.do(ctx, http.MethodPut, path, api.WeightsRequest{Weights: weights}, h, requestTimeout+*wait, &res)
-	if err != nil {
-		var he *httpError
-		if errors.As(err, &he) {
-			switch he.code {
-			case http.StatusConflict, http.StatusBadRequest:
-				return fmt.Errorf("weights set: refused, %s", he.message)
-			case http.StatusUnauthorized, http.StatusForbidden:
-				return fmt.Errorf("weights set: %s: %s (set ADMIN_TOKEN)", he.status, he.message)
-			}
-		}
-		return fmt.Errorf("weights set: %w", err)
-	}
-	fmt.Fprintf(c.out, "applied as %s at log position %d\n", res.ID, res.ChangePosition)
-	c.printTable(&res.Table)
-	switch {
-	case res.ConsumersAlive == 0:
-		fmt.Fprintln(c.out, "no live consumer to apply it yet")
-	case res.Converged:
-		fmt.Fprintf(c.out, "converged: all %d live consumers applied it\n", res.ConsumersAlive)
-	case *wait > 0:
-		return exitError{ExitNotConverged, fmt.Errorf("weights set: not converged after %s: %d of %d live consumers have not applied it: %s",
-			*wait, len(res.Pending), res.ConsumersAlive, strings.Join(res.Pending, ", "))}
-	default:
-		fmt.Fprintf(c.out, "pending: %d of %d live consumers have not applied it yet (use --wait)\n", len(res.Pending), res.ConsumersAlive)
-	}
-	return nil
+	return c.sendChange(ctx, "weights set", http.MethodPut, "/api/v1/weights", api.WeightsRequest{Weights: weights}, f)
 }
 
 func (c *client) status(ctx context.Context) error {

@@ -41,7 +41,7 @@ func addChangeFlags(fs *flag.FlagSet) changeFlags {
 	}
 }
 
-// send publishes one change through the API and reports it like weights set.
+// sendChange publishes one change through the API and reports the answer.
 func (c *client) sendChange(ctx context.Context, cmd, method, path string, body any, f changeFlags) error {
 	if *f.wait < 0 || *f.wait > api.MaxWait {
 		return usagef("%s: --wait %s: want 0s..%s", cmd, *f.wait, api.MaxWait)
