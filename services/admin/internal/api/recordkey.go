@@ -11,12 +11,17 @@ import (
 
 // recordKeyOwner is the backend that owns a payload key (a records query's
 // ?key=): the consumers route a record with a key by the key's hash
-// (hashring.WithRecordKey), so its owner is the stick table's entry when
-// the table is sticky, else, in mode hash, the ring's choice. ok is false
-// when every backend must be asked (weighted without stickiness, or the
-// stick home unreadable).
+// (hashring.WithRecordKey), so its owner is hashOwner's. ok is false when
+// every backend must be asked (weighted without stickiness, or the stick
+// home unreadable).
 func (a *API) recordKeyOwner(ctx context.Context, t *control.Table, key string) (owner control.Backend, ok bool) {
-	h := hashring.HashRecordKey(key)
+	return a.hashOwner(ctx, t, hashring.HashRecordKey(key))
+}
+
+// hashOwner is the backend that owns key hash h: the stick table's entry
+// when the table is sticky, else, in mode hash, the ring's choice. ok is
+// false when every backend must be asked.
+func (a *API) hashOwner(ctx context.Context, t *control.Table, h uint64) (owner control.Backend, ok bool) {
 	if t.Sticky && a.cfg.Redis != nil {
 		home := t.Backends[0]
 		lctx, cancel := context.WithTimeout(ctx, backendTimeout)
@@ -26,7 +31,7 @@ func (a *API) recordKeyOwner(ctx context.Context, t *control.Table, key string) 
 		case err == nil:
 			return t.Backend(name)
 		case !errors.Is(err, redis.Nil):
-			return owner, false
+			return owner, false // stick home unreadable: ask everyone
 		}
 	}
 	if t.RoutingMode() != control.ModeHash {

@@ -22,7 +22,6 @@ import (
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/hashring"
 	"github.com/connpipe/connpipe/shared/record"
-	"github.com/redis/go-redis/v9"
 )
 
 // BackendRequest is the body of POST /api/v1/backends.
@@ -215,23 +214,5 @@ func (a *API) keyOwner(ctx context.Context, t *control.Table, q readback.Query) 
 	if err != nil {
 		return owner, false
 	}
-	h := keyFn(&r)
-	if t.Sticky && a.cfg.Redis != nil {
-		home := t.Backends[0]
-		lctx, cancel := context.WithTimeout(ctx, backendTimeout)
-		name, err := a.cfg.Redis(home.Addr).Get(lctx, hashring.StickKey(a.cfg.Records.Layout.Prefix, t.Key(), h)).Result()
-		cancel()
-		switch {
-		case err == nil:
-			b, found := t.Backend(name)
-			return b, found
-		case !errors.Is(err, redis.Nil):
-			return owner, false // stick home unreadable: ask everyone
-		}
-	}
-	ring, err := hashring.NewRing(t)
-	if err != nil {
-		return owner, false
-	}
-	return t.Backends[ring.Pick(h)], true
+	return a.hashOwner(ctx, t, keyFn(&r))
 }
