@@ -87,13 +87,8 @@ func TestUnhealthyWithoutBroker(t *testing.T) {
 	cfg.AMQPURL = fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", freePort(t))
 	cfg.PcapFiles = []string{filepath.Join(samples.Dir(t), "eth-ipv4-dns.pcap")}
 	cfg.BPFFilter, cfg.MetricsAddr, cfg.ShutdownTimeout = "tcp", "127.0.0.1:0", 300*time.Millisecond
-	ready := make(chan Info, 1)
-	cfg.Ready = func(i Info) { ready <- i }
-	ctx, cancel := context.WithCancel(context.Background())
+	info, cancel, runErr := start(t, cfg, discardLogger())
 	defer cancel()
-	runErr := make(chan error, 1)
-	go func() { runErr <- Run(ctx, cfg, discardLogger()) }()
-	info := <-ready
 	time.Sleep(200 * time.Millisecond)
 	resp, err := http.Get("http://" + info.MetricsAddr + "/healthz")
 	if err != nil {

@@ -3,7 +3,6 @@
 package app
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -127,20 +126,8 @@ func TestLiveLoopback(t *testing.T) {
 	var out lockedBuffer
 	cfg.Interface, cfg.ListenAddr, cfg.Sink = "lo", fmt.Sprintf("127.0.0.1:%d", port), true
 	cfg.Output, cfg.Stdout, cfg.MetricsAddr = OutputStdout, &out, "127.0.0.1:0"
-	ready := make(chan Info, 1)
-	cfg.Ready = func(i Info) { ready <- i }
-	ctx, cancel := context.WithCancel(context.Background())
+	info, cancel, runErr := start(t, cfg, testLogger(t))
 	defer cancel()
-	runErr := make(chan error, 1)
-	go func() { runErr <- Run(ctx, cfg, testLogger(t)) }()
-	var info Info
-	select {
-	case info = <-ready:
-	case err := <-runErr:
-		t.Fatalf("Run: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("capture not ready after 10s")
-	}
 	if info.SinkAddr != cfg.ListenAddr || info.MetricsAddr == "" {
 		t.Fatalf("info %+v", info)
 	}
@@ -250,16 +237,7 @@ func TestLiveStopsOnCancel(t *testing.T) {
 	}
 	cfg.Interface, cfg.ListenAddr = "lo", fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg.Output, cfg.Stdout, cfg.MetricsAddr = OutputStdout, io.Discard, ""
-	ready := make(chan Info, 1)
-	cfg.Ready = func(i Info) { ready <- i }
-	ctx, cancel := context.WithCancel(context.Background())
-	runErr := make(chan error, 1)
-	go func() { runErr <- Run(ctx, cfg, testLogger(t)) }()
-	select {
-	case <-ready:
-	case err := <-runErr:
-		t.Fatalf("Run: %v", err)
-	}
+	_, cancel, runErr := start(t, cfg, testLogger(t))
 	time.Sleep(50 * time.Millisecond)
 	t0 := time.Now()
 	cancel()
@@ -291,18 +269,8 @@ func TestLiveShutdownFlushes(t *testing.T) {
 	}
 	cfg.AMQPURL, cfg.Interface, cfg.ListenAddr, cfg.Sink = u, "lo", fmt.Sprintf("127.0.0.1:%d", port), true
 	cfg.MetricsAddr, cfg.BatchSize, cfg.BatchInterval = "127.0.0.1:0", 100000, time.Hour
-	ready := make(chan Info, 1)
-	cfg.Ready = func(i Info) { ready <- i }
-	ctx, cancel := context.WithCancel(context.Background())
+	info, cancel, runErr := start(t, cfg, testLogger(t))
 	defer cancel()
-	runErr := make(chan error, 1)
-	go func() { runErr <- Run(ctx, cfg, testLogger(t)) }()
-	var info Info
-	select {
-	case info = <-ready:
-	case err := <-runErr:
-		t.Fatalf("Run: %v", err)
-	}
 	waitHealthy(t, info.MetricsAddr)
 	for i := range 5 {
 		c, err := net.Dial("tcp", cfg.ListenAddr)

@@ -111,6 +111,27 @@ func replay(t *testing.T, files []string, filter, listen string) ([]string, erro
 	return out.Lines(), err, reg
 }
 
+// start runs capture with cfg in the background and returns once it is
+// ready (within 10s); cancel stops it and runErr then gives Run's result.
+func start(t *testing.T, cfg Config, log *slog.Logger) (info Info, cancel context.CancelFunc, runErr <-chan error) {
+	t.Helper()
+	ready := make(chan Info, 1)
+	cfg.Ready = func(i Info) { ready <- i }
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- Run(ctx, cfg, log) }()
+	select {
+	case info = <-ready:
+	case err := <-errc:
+		cancel()
+		t.Fatalf("Run: %v", err)
+	case <-time.After(10 * time.Second):
+		cancel()
+		t.Fatal("capture not ready after 10s")
+	}
+	return info, cancel, errc
+}
+
 func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
