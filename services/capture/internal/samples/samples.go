@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 )
 
@@ -93,24 +95,19 @@ func Frames(t testing.TB, path string) []Frame {
 		t.Fatal(err)
 	}
 	defer fh.Close()
-	var out []Frame
-	if strings.HasSuffix(path, ".pcapng") {
-		r, err := pcapgo.NewNgReader(fh, pcapgo.DefaultNgReaderOptions)
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		for {
-			d, ci, err := r.ReadPacketData()
-			if err != nil {
-				return out
-			}
-			out = append(out, Frame{Link: uint32(r.LinkType()), TS: ci.Timestamp.UnixNano(), Data: d})
-		}
+	var r interface {
+		ReadPacketData() ([]byte, gopacket.CaptureInfo, error)
+		LinkType() layers.LinkType
 	}
-	r, err := pcapgo.NewReader(fh)
+	if strings.HasSuffix(path, ".pcapng") {
+		r, err = pcapgo.NewNgReader(fh, pcapgo.DefaultNgReaderOptions)
+	} else {
+		r, err = pcapgo.NewReader(fh)
+	}
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
+	var out []Frame
 	for {
 		d, ci, err := r.ReadPacketData()
 		if err != nil {
