@@ -44,6 +44,10 @@ build consumer services/consumer/Dockerfile
 build admin services/admin/Dockerfile
 build trafficgen deployments/compose/trafficgen/Dockerfile
 
+# Build stages of earlier sources are of no further use; the current ones
+# stay as the layer cache (prune keeps images that others derive from).
+docker image prune -f --filter label=org.connpipe.image=true >/dev/null
+
 [ -f "$ENV_FILE" ] || "$HERE/env.sh" init "$ENV_FILE"
 # shellcheck disable=SC2086
 "$HERE/env.sh" set "$ENV_FILE" $vars

@@ -22,6 +22,9 @@ const tolerance = 2.0
 // minSample is the number of records a split is measured on.
 const minSample = 3000
 
+// outage is how long redis-b stays killed.
+const outage = 10 * time.Second
+
 func TestCompose(t *testing.T) {
 	ctx := context.Background()
 	project := os.Getenv("CONNPIPE_E2E_PROJECT")
@@ -261,13 +264,23 @@ func (s *stack) recover(ctx context.Context, start int64, want map[string]int) {
 	down := time.Now().Unix() + 2
 	s.eventually(time.Minute, "records go to redis-a while redis-b is down", flowing("redis-a", down, 300))
 	s.logf("redis-b killed; redis-a takes the records (%s)", since(t))
+	// Keep redis-b down a while, so the outage spans many batches.
+	time.Sleep(time.Until(t.Add(outage)))
 	t = time.Now()
+	downEnd := t.Unix() - 1
 	s.dc(ctx, "start", "redis-b")
 	s.waitHealthy(ctx, 2*time.Minute, want)
 	s.connectRedis(ctx)
 	up := time.Now().Unix() + 1
 	s.eventually(2*time.Minute, "redis-b back in rotation", flowing("redis-b", up, 200))
 	s.logf("redis-b started and back in rotation in %s", since(t))
+	// While redis-b was down its share (80) went to redis-a.
+	c := s.count(ctx, down, downEnd)
+	share := 100 * float64(c["redis-a"]) / float64(max(1, c["redis-a"]+c["redis-b"]))
+	s.logf("records captured while redis-b was down: redis-a %d, redis-b %d (%.1f%% to redis-a, weight 20)", c["redis-a"], c["redis-b"], share)
+	if c["redis-a"] == 0 || share < 50 {
+		s.t.Fatalf("redis-a holds %.1f%% of the %d records captured while redis-b was down: redis-b's share did not move to it", share, c["redis-a"]+c["redis-b"])
+	}
 
 	s.dc(ctx, "stop", "trafficgen")
 	var confirmed, published float64
@@ -299,7 +312,10 @@ func (s *stack) recover(ctx context.Context, start int64, want map[string]int) {
 			s.logf("%s was restarted %d times by Docker", c.Name, c.Restarts)
 		}
 	}
-	c := s.count(ctx, start, time.Now().Unix()+5)
+	if dead, err := s.queueDepth(ctx, "conn.records.dead"); err != nil || dead != 0 {
+		s.logf("dead-letter queue conn.records.dead: %d messages (err %v)", dead, err)
+	}
+	c = s.count(ctx, start, time.Now().Unix()+5)
 	stored := c["redis-a"] + c["redis-b"]
 	s.logf("capture confirmed %.0f records (published %.0f); Redis holds %d (redis-a %d, redis-b %d), %d more than confirmed",
 		confirmed, published, stored, c["redis-a"], c["redis-b"], stored-int(confirmed))

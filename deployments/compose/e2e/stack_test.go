@@ -420,9 +420,19 @@ type queue struct {
 
 func (s *stack) recordsQueue(ctx context.Context) (queue, error) {
 	var q queue
-	u := "http://127.0.0.1:" + s.env["RABBITMQ_MGMT_PORT"] + "/api/queues/" + url.PathEscape("/") + "/conn.records"
-	err := s.getJSON(ctx, u, s.env["RABBITMQ_USER"], s.env["RABBITMQ_PASSWORD"], &q)
+	err := s.getJSON(ctx, s.queueURL("conn.records"), s.env["RABBITMQ_USER"], s.env["RABBITMQ_PASSWORD"], &q)
 	return q, err
+}
+
+// queueDepth is the number of messages in a queue of the default vhost.
+func (s *stack) queueDepth(ctx context.Context, name string) (int, error) {
+	var q queue
+	err := s.getJSON(ctx, s.queueURL(name), s.env["RABBITMQ_USER"], s.env["RABBITMQ_PASSWORD"], &q)
+	return q.Messages, err
+}
+
+func (s *stack) queueURL(name string) string {
+	return "http://127.0.0.1:" + s.env["RABBITMQ_MGMT_PORT"] + "/api/queues/" + url.PathEscape("/") + "/" + url.PathEscape(name)
 }
 
 // eventually polls cond until it returns nil or timeout passes.
