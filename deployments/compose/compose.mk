@@ -13,10 +13,13 @@ COMPOSE_CMD ?= $(shell if docker compose version >/dev/null 2>&1; then echo dock
 	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; else echo docker compose; fi)
 COMPOSE_RUN = $(COMPOSE_CMD) --env-file $(COMPOSE_ENV) --file $(CURDIR)/docker-compose.yml --project-directory $(CURDIR)
 
+# env.sh init is idempotent: it creates the file when absent and links
+# ./.env to it, so plain docker compose commands read the same settings.
 $(COMPOSE_ENV):
 	@$(COMPOSE_DIR)/env.sh init $(COMPOSE_ENV)
 
-images: $(COMPOSE_ENV) ## build every image of the compose stack without a registry (debootstrap base, cached)
+images: ## build every image of the compose stack without a registry (debootstrap base, cached)
+	@$(COMPOSE_DIR)/env.sh init $(COMPOSE_ENV)
 	@$(COMPOSE_DIR)/images.sh $(COMPOSE_ENV) >/dev/null
 
 up: images ## start the compose stack (CONSUMERS=3 for three consumers); URLs are printed
@@ -25,7 +28,7 @@ up: images ## start the compose stack (CONSUMERS=3 for three consumers); URLs ar
 	echo; \
 	echo "admin API   http://127.0.0.1:$$ADMIN_PORT/api/v1/status   (token: ADMIN_TOKEN in $(COMPOSE_DIR)/.env)"; \
 	echo "RabbitMQ    http://127.0.0.1:$$RABBITMQ_MGMT_PORT/   (user $$RABBITMQ_USER, password RABBITMQ_PASSWORD in $(COMPOSE_DIR)/.env)"; \
-	echo "weights     $(COMPOSE_CMD) --env-file $(COMPOSE_DIR)/.env exec admin admin weights set redis-a=50 redis-b=50"
+	echo "status      $(COMPOSE_CMD) exec admin admin status"
 
 down: ## stop the compose stack (VOLUMES=1 also removes its data)
 	@if [ -f $(COMPOSE_ENV) ]; then $(COMPOSE_RUN) down --remove-orphans $(if $(VOLUMES),-v); \

@@ -4,7 +4,9 @@
 #
 #   env.sh init [FILE]          create FILE (default deployments/compose/.env)
 #                               from connpipe.env.example when it is absent:
-#                               random secrets, free host ports
+#                               random secrets, free host ports; for the
+#                               default file, also link ./.env at the root to
+#                               it, for plain `docker compose` commands
 #   env.sh set FILE KEY=VALUE...  set keys in FILE (replace or append)
 #   env.sh get FILE KEY         print a key's value
 set -euo pipefail
@@ -44,10 +46,27 @@ set_keys() {
 	done
 }
 
+# link_root makes the repository root's .env a link to the default file,
+# so plain `docker compose ...` in the root (which reads ./.env) gets the
+# same settings, secrets, image names and project name as make.
+link_root() {
+	local root link
+	root=$(cd "$HERE/../.." && pwd)
+	link=$root/.env
+	if [ -L "$link" ] && [ "$(readlink "$link")" = deployments/compose/.env ]; then
+		return
+	fi
+	if [ -e "$link" ] || [ -L "$link" ]; then
+		echo "note: $link is not a link to deployments/compose/.env; plain docker compose reads it, make reads deployments/compose/.env" >&2
+		return
+	fi
+	ln -s deployments/compose/.env "$link"
+}
+
 init() {
 	local file=${1:-$DEFAULT}
+	[ "$file" != "$DEFAULT" ] || link_root
 	if [ -f "$file" ]; then
-		echo "$file exists; left as it is" >&2
 		return
 	fi
 	install -m 600 "$HERE/connpipe.env.example" "$file"
