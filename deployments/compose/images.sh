@@ -28,9 +28,14 @@ build() { # NAME DOCKERFILE
 	local name=$1 dockerfile=$2 image=$REPO/$1:$TAG log
 	step "$image"
 	log=$(mktemp)
-	if ! docker build --network none --force-rm -f "$ROOT/$dockerfile" \
+	# The build stage is tagged too: an untagged stage is a dangling image,
+	# which the prune below would take, and with it the layer cache.
+	if ! { docker build --network none --force-rm -f "$ROOT/$dockerfile" \
 		--build-arg GO_IMAGE="$GO_IMAGE" --build-arg BASE_IMAGE="$BASE_IMAGE" \
-		-t "$image" "$ROOT" >"$log" 2>&1; then
+		--target build -t "$REPO/build-cache:$name" "$ROOT" &&
+		docker build --network none --force-rm -f "$ROOT/$dockerfile" \
+			--build-arg GO_IMAGE="$GO_IMAGE" --build-arg BASE_IMAGE="$BASE_IMAGE" \
+			-t "$image" "$ROOT"; } >"$log" 2>&1; then
 		grep -v -e DEPRECATED -e 'BuildKit is currently disabled' -e 'environment-variable\.' "$log" | tail -30 >&2
 		rm -f "$log"
 		echo "images: building $image failed (output above)" >&2
