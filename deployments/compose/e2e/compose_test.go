@@ -149,6 +149,7 @@ func TestCompose(t *testing.T) {
 			t.Fatalf("after down -v: %s", strings.Join(left, "; "))
 		}
 		s.logf("no container, network or volume of project %s is left", s.project)
+		os.Remove(s.envFile)
 	})
 }
 
