@@ -141,7 +141,11 @@ rootfs_from_base() {
 build_base() {
 	if have_image "$BASE_IMAGE"; then log "$BASE_IMAGE exists"; return; fi
 	[ "$(id -u)" -eq 0 ] || die "debootstrap needs root"
-	command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
+	if ! command -v debootstrap >/dev/null; then
+		log "installing debootstrap from Debian's packages"
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null; } ||
+			die "debootstrap is not installed and apt-get could not install it"
+	fi
 	read_mirrors
 	workdir
 	local r=$WORK/base
