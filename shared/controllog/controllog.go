@@ -220,12 +220,12 @@ func (r *Reader) session(ctx context.Context, conn *amqp.Connection) error {
 }
 
 func (r *Reader) announce(res control.Result, t *control.Table) {
-	if res.Message.Op != control.OpSync || res.Err != nil {
-		if res.Err != nil {
-			r.log.Warn("control message refused", "position", res.Position, "id", res.Message.ID, "err", res.Err)
-		} else if res.Changed {
-			r.log.Info("control change applied", "position", res.Position, "version", t.Version, "id", res.Message.ID, "by", res.Message.By, "weights", t.String())
-		}
+	// Subscribers (the consumer, admin's API) log verdicts for operators,
+	// with the context they have; the reader only traces them.
+	if res.Err != nil {
+		r.log.Debug("control message refused", "position", res.Position, "id", res.Message.ID, "err", res.Err)
+	} else if res.Changed {
+		r.log.Debug("control change applied", "position", res.Position, "version", t.Version, "id", res.Message.ID, "by", res.Message.By, "table", t.Describe())
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -191,9 +191,6 @@ func (e *Encoder) Add(r *Record) {
 // Len is the number of records added since Reset.
 func (e *Encoder) Len() int { return int(e.count) }
 
-// Size is the encoded size so far, in bytes.
-func (e *Encoder) Size() int { return len(e.buf) }
-
 // Bytes returns the finished batch. The slice is valid until the next Reset.
 func (e *Encoder) Bytes() []byte {
 	if len(e.buf) == 0 {
