@@ -19,20 +19,14 @@ import (
 	"github.com/google/gopacket/pcapgo"
 )
 
-// pcapDir finds the sample captures: CONNPIPE_PCAPS, or ../shared/pcaps
-// beside the repository.
+// pcapDir is where the sample capture the replay is made from lives: this
+// package's testdata (a copy of services/capture/testdata/pcaps/
+// eth-ipv4-http-get.pcap), or CONNPIPE_PCAPS.
 func pcapDir(tb testing.TB) string {
 	if d := os.Getenv("CONNPIPE_PCAPS"); d != "" {
 		return d
 	}
-	dir, _ := os.Getwd()
-	for ; dir != "/"; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return filepath.Join(filepath.Dir(dir), "shared", "pcaps")
-		}
-	}
-	tb.Fatal("no go.work above the working directory; set CONNPIPE_PCAPS")
-	return ""
+	return "testdata"
 }
 
 // bigCapture writes n Ethernet/IPv4/TCP packets made from the real HTTP

@@ -4,8 +4,8 @@
 #
 #   services/capture/testdata/golden.sh [PCAP_DIR]
 #
-# PCAP_DIR defaults to $CONNPIPE_PCAPS, else ../shared/pcaps beside the
-# repository root. Each output line is one TCP packet, in file order:
+# PCAP_DIR defaults to $CONNPIPE_PCAPS, else testdata/pcaps beside this
+# script. Each output line is one TCP packet, in file order:
 #
 #   ts_ns src_ip dst_ip src_port dst_port tcp_flags ip_len strict
 #
@@ -20,8 +20,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../../.." && pwd)
-dir=${1:-${CONNPIPE_PCAPS:-$root/../shared/pcaps}}
+dir=${1:-${CONNPIPE_PCAPS:-$here/pcaps}}
 out="$here/golden"
 mkdir -p "$out"
 

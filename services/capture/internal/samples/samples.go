@@ -1,13 +1,14 @@
 // Package samples finds the sample captures (with their ground truth) that
-// the capture tests replay. They live outside the repository, in
-// ../shared/pcaps beside the repository root (the directory that holds
-// go.work); CONNPIPE_PCAPS names another directory.
+// the capture tests replay. They live in the repository, in
+// services/capture/testdata/pcaps (see SOURCES.md there for where each one
+// came from); CONNPIPE_PCAPS names another directory.
 package samples
 
 import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -17,20 +18,16 @@ import (
 	"github.com/google/gopacket/pcapgo"
 )
 
-// Dir returns the directory of sample captures. When it is missing the test
-// fails, except on a developer machine (CI and CONNPIPE_PCAPS both unset),
-// where it is skipped with the same message.
+// Dir returns the directory of sample captures, failing the test when it
+// is missing: the captures are part of the repository, so a missing one is
+// a broken checkout, not a reason to skip.
 func Dir(t testing.TB) string {
 	t.Helper()
 	dir, err := find()
-	if err == nil {
-		return dir
+	if err != nil {
+		t.Fatalf("sample captures not found: %v", err)
 	}
-	if os.Getenv("CI") == "" && os.Getenv("CONNPIPE_PCAPS") == "" {
-		t.Skipf("sample captures not found: %v", err)
-	}
-	t.Fatalf("sample captures not found: %v", err)
-	return ""
+	return dir
 }
 
 func find() (string, error) {
@@ -40,22 +37,16 @@ func find() (string, error) {
 		}
 		return dir, nil
 	}
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
+	_, self, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", errors.New("cannot tell where the samples package lives; set CONNPIPE_PCAPS")
 	}
-	for d := wd; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
-			dir := filepath.Join(filepath.Dir(d), "shared", "pcaps")
-			if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-				return "", errors.New("looked in " + dir + " (../shared/pcaps beside the repository root " + d + "); set CONNPIPE_PCAPS")
-			}
-			return dir, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", errors.New("no go.work above " + wd + " to find ../shared/pcaps from; set CONNPIPE_PCAPS")
-		}
+	// self is services/capture/internal/samples/samples.go.
+	dir := filepath.Join(filepath.Dir(self), "..", "..", "testdata", "pcaps")
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return "", errors.New("looked in " + dir + "; set CONNPIPE_PCAPS")
 	}
+	return filepath.Clean(dir), nil
 }
 
 // Captures lists the capture files in the sample directory, sorted by name.
