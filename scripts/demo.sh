@@ -11,8 +11,13 @@ cd "$(dirname "$0")/.."
 DURATION=${DEMO_SECONDS:-40}
 PORT=${DEMO_PORT:-7000}
 RUN=$(mktemp -d /tmp/connpipe-demo.XXXX)
-export AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}
-export BACKENDS="redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380" WEIGHTS="redis-a=30,redis-b=70"
+# The servers and credentials that scripts/testenv.sh started and wrote down.
+testenv_file=${CONNPIPE_TESTENV_DIR:-/tmp/connpipe-testenv}/env
+[ -f "$testenv_file" ] || { echo "no $testenv_file: run make testenv first" >&2; exit 1; }
+CONNPIPE_TEST_AMQP=$(sed -n 's/^CONNPIPE_TEST_AMQP=//p' "$testenv_file")
+IFS=, read -r redis_a redis_b _ <<<"$(sed -n 's/^CONNPIPE_TEST_REDIS=//p' "$testenv_file")"
+export AMQP_URL=${AMQP_URL:-$CONNPIPE_TEST_AMQP}
+export BACKENDS="redis-a=$redis_a,redis-b=$redis_b" WEIGHTS="redis-a=30,redis-b=70"
 export REDIS_PREFIX="demo:" RETENTION=5m LOG_FORMAT=text LOG_LEVEL=info
 export ADMIN_TOKEN=${ADMIN_TOKEN:-demo-token} ADMIN_URL=http://127.0.0.1:8080
 pids=()

@@ -1,23 +1,49 @@
 #!/usr/bin/env bash
-# Installs (if missing) and starts the servers the tests and the native demo
-# need: RabbitMQ with the management plugin on 5672/15672 and Redis on
-# 6379, 6380 and 6381. Idempotent: what already answers is left alone.
+# Installs (if missing) and starts the servers that the tests and the native
+# demo use, on ports of their own so that they never meet the compose stack's
+# (which publishes RabbitMQ on 5672/15672):
+#
+#   RabbitMQ  127.0.0.1:5682 (AMQP), 127.0.0.1:15682 (management), node
+#             connpipe-test@localhost, a user of its own with a random password
+#   Redis     127.0.0.1:6389, 6390, 6391, each holding a marker key
+#
+# It writes what it started to $STATE/env (URLs, the password, the marker),
+# which shared/testenv reads: a test uses only servers that this script
+# started, and a port that answers without the marker is an error, never
+# something to borrow. Idempotent: what it started and still answers is left
+# alone.
 #
 #   scripts/testenv.sh up      install what is missing, start what is not running
 #                              (CONNPIPE_BROWSER=1 also installs chromium for the
 #                              admin page's browser test)
 #   scripts/testenv.sh down    stop what this script started
 #   scripts/testenv.sh status  show what answers
+#   scripts/testenv.sh env     print the env file (the tests' addresses)
 set -euo pipefail
 
 STATE=${CONNPIPE_TESTENV_DIR:-/tmp/connpipe-testenv}
-REDIS_PORTS=${CONNPIPE_REDIS_PORTS:-"6379 6380 6381"}
-AMQP_PORT=5672
-MGMT_PORT=15672
+REDIS_PORTS=${CONNPIPE_TESTENV_REDIS_PORTS:-"6389 6390 6391"}
+AMQP_PORT=${CONNPIPE_TESTENV_AMQP_PORT:-5682}
+MGMT_PORT=$((AMQP_PORT + 10000))
+DIST_PORT=$((AMQP_PORT + 20000))
+NODE=connpipe-test-$AMQP_PORT@localhost
+RMQ_DIR="$STATE/rabbitmq-$AMQP_PORT"
+ENV_FILE="$STATE/env"
+TEST_USER=connpipe-test
 
 log() { printf '[testenv %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# alive PIDFILE: the process the file names still runs.
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+need_root() {
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "testenv: need root to install $* (or install them yourself)" >&2
+		exit 1
+	fi
+}
 
 install_missing() {
 	local pkgs=()
@@ -27,25 +53,22 @@ install_missing() {
 	command -v amqp-publish >/dev/null || pkgs+=(amqp-tools)
 	command -v curl >/dev/null || pkgs+=(curl)
 	command -v ip >/dev/null || pkgs+=(iproute2)
-	if [ ${#pkgs[@]} -gt 0 ]; then
-		log "installing ${pkgs[*]} from Debian's packages"
-		if [ "$(id -u)" -ne 0 ]; then
-			echo "testenv: need root to install ${pkgs[*]} (or install them yourself)" >&2
-			exit 1
-		fi
-		export DEBIAN_FRONTEND=noninteractive
-		apt-get update -qq
-		# policy-rc.d keeps the packages' own init scripts from starting
-		# servers on the ports this script manages.
-		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-		apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
-		rm -f /usr/sbin/policy-rc.d
-	fi
+	command -v openssl >/dev/null || pkgs+=(openssl)
+	[ ${#pkgs[@]} -gt 0 ] || return 0
+	log "installing ${pkgs[*]} from Debian's packages"
+	need_root "${pkgs[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# policy-rc.d keeps the packages' own init scripts from starting
+	# servers of their own.
+	printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+	apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+	rm -f /usr/sbin/policy-rc.d
 }
 
 # install_browser installs Debian's chromium (and a font for it to draw
 # text with) for the admin page's browser test, only when CONNPIPE_BROWSER=1;
-# without chromium that test is skipped (and fails under CI=true).
+# without chromium that test is skipped naming chromium (and fails under CI=true).
 install_browser() {
 	[ "${CONNPIPE_BROWSER:-0}" = 1 ] || return 0
 	local pkgs=()
@@ -53,79 +76,136 @@ install_browser() {
 	[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || pkgs+=(fonts-dejavu-core)
 	[ ${#pkgs[@]} -gt 0 ] || return 0
 	log "installing ${pkgs[*]} from Debian's packages (CONNPIPE_BROWSER=1)"
-	if [ "$(id -u)" -ne 0 ]; then
-		echo "testenv: need root to install ${pkgs[*]} (or install them yourself)" >&2
-		exit 1
-	fi
+	need_root "${pkgs[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 }
 
-start_redis() {
+# secrets makes the marker and the broker password once; later runs keep them
+# so servers still running keep matching the env file.
+secrets() {
 	mkdir -p "$STATE"
+	chmod 700 "$STATE"
+	[ -f "$STATE/marker" ] || head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$STATE/marker"
+	[ -f "$STATE/password" ] || head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$STATE/password"
+	chmod 600 "$STATE/marker" "$STATE/password"
+	MARKER=$(cat "$STATE/marker")
+	PASSWORD=$(cat "$STATE/password")
+}
+
+start_redis() {
 	for p in $REDIS_PORTS; do
-		if port_open "$p"; then
-			log "redis on $p already answers"
+		local pidf="$STATE/redis-$p.pid"
+		if alive "$pidf" && [ "$(redis-cli -p "$p" GET connpipe-testenv-marker 2>/dev/null)" = "$MARKER" ]; then
+			log "redis on $p (started here) already answers"
 			continue
+		fi
+		if port_open "$p"; then
+			echo "testenv: 127.0.0.1:$p answers but is not a Redis this script started; stop it or set CONNPIPE_TESTENV_REDIS_PORTS" >&2
+			exit 1
 		fi
 		log "starting redis on 127.0.0.1:$p"
 		redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no \
-			--daemonize yes --pidfile "$STATE/redis-$p.pid" --logfile "$STATE/redis-$p.log" \
+			--daemonize yes --pidfile "$pidf" --logfile "$STATE/redis-$p.log" \
 			--dir "$STATE" --hz 10
+		for _ in $(seq 1 50); do port_open "$p" && break; sleep 0.1; done
+		redis-cli -p "$p" SET connpipe-testenv-marker "$MARKER" >/dev/null
 	done
 }
 
+rabbitmq_env() {
+	export RABBITMQ_MNESIA_BASE="$RMQ_DIR/mnesia" RABBITMQ_LOG_BASE="$RMQ_DIR/log"
+	export RABBITMQ_NODENAME=$NODE RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT=$AMQP_PORT
+	export RABBITMQ_DIST_PORT=$DIST_PORT
+	export RABBITMQ_ENABLED_PLUGINS_FILE="$RMQ_DIR/enabled_plugins"
+	export RABBITMQ_CONFIG_FILE="$RMQ_DIR/rabbitmq"
+	export HOME="$RMQ_DIR"
+}
+
+rabbitmq_ours() {
+	curl -fsS -o /dev/null -u "$TEST_USER:$PASSWORD" "http://127.0.0.1:$MGMT_PORT/api/whoami" 2>/dev/null
+}
+
 start_rabbitmq() {
-	if port_open "$AMQP_PORT" && port_open "$MGMT_PORT"; then
-		log "rabbitmq already answers on $AMQP_PORT and $MGMT_PORT"
+	local pidf="$STATE/rabbitmq-$AMQP_PORT.pid"
+	if alive "$pidf" && port_open "$AMQP_PORT" && rabbitmq_ours; then
+		log "rabbitmq on $AMQP_PORT (started here) already answers"
 		return
 	fi
-	mkdir -p "$STATE/rabbitmq"
-	export RABBITMQ_MNESIA_BASE="$STATE/rabbitmq/mnesia" RABBITMQ_LOG_BASE="$STATE/rabbitmq/log"
-	export RABBITMQ_NODENAME=connpipe@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
-	export RABBITMQ_ENABLED_PLUGINS_FILE="$STATE/rabbitmq/enabled_plugins"
-	export RABBITMQ_CONFIG_FILE="$STATE/rabbitmq/rabbitmq"
+	for p in "$AMQP_PORT" "$MGMT_PORT" "$DIST_PORT"; do
+		if port_open "$p"; then
+			echo "testenv: 127.0.0.1:$p answers but is not the RabbitMQ this script started; stop it or set CONNPIPE_TESTENV_AMQP_PORT" >&2
+			exit 1
+		fi
+	done
+	# A fresh database each start: default_user applies only to a new one,
+	# and tests keep nothing between runs.
+	rm -rf "$RMQ_DIR/mnesia"
+	mkdir -p "$RMQ_DIR"
+	rabbitmq_env
 	echo '[rabbitmq_management].' >"$RABBITMQ_ENABLED_PLUGINS_FILE"
-	cat >"$STATE/rabbitmq/rabbitmq.conf" <<CONF
+	# No default guest user: the only user is the one whose password sits in
+	# the env file, so a test can tell this broker from any other.
+	cat >"$RMQ_DIR/rabbitmq.conf" <<CONF
 listeners.tcp.default = 127.0.0.1:$AMQP_PORT
 management.tcp.ip = 127.0.0.1
 management.tcp.port = $MGMT_PORT
+default_user = $TEST_USER
+default_pass = $PASSWORD
+default_user_tags.administrator = true
 loopback_users = none
 vm_memory_high_watermark.relative = 0.3
 disk_free_limit.absolute = 200MB
 CONF
-	log "starting rabbitmq (node connpipe@localhost, data in $STATE/rabbitmq)"
+	log "starting rabbitmq (node $NODE, data in $RMQ_DIR)"
 	# Debian's /usr/sbin wrapper switches to the rabbitmq user, who cannot
 	# write to this folder; the server itself runs fine as the caller, with
 	# HOME set so its Erlang cookie sits beside the data.
-	HOME="$STATE/rabbitmq" nohup /usr/lib/rabbitmq/bin/rabbitmq-server >"$STATE/rabbitmq/stdout.log" 2>&1 &
+	nohup /usr/lib/rabbitmq/bin/rabbitmq-server >"$RMQ_DIR/stdout.log" 2>&1 &
 	local pid=$!
-	echo $pid >"$STATE/rabbitmq.pid"
-	for i in $(seq 1 120); do
-		if port_open "$AMQP_PORT" && port_open "$MGMT_PORT"; then
-			log "rabbitmq up after ${i}s"
+	echo $pid >"$pidf"
+	local t0=$(date +%s)
+	for _ in $(seq 1 120); do
+		if port_open "$AMQP_PORT" && rabbitmq_ours; then
+			log "rabbitmq up after $(( $(date +%s) - t0 ))s"
 			return
 		fi
 		kill -0 $pid 2>/dev/null || break
 		sleep 1
 	done
-	echo "testenv: rabbitmq did not open $AMQP_PORT/$MGMT_PORT within 120s; log: $STATE/rabbitmq/stdout.log" >&2
-	tail -30 "$STATE/rabbitmq/stdout.log" >&2 || true
+	echo "testenv: rabbitmq did not answer on $AMQP_PORT/$MGMT_PORT within 120s; log: $RMQ_DIR/stdout.log" >&2
+	tail -30 "$RMQ_DIR/stdout.log" >&2 || true
 	exit 1
+}
+
+write_env() {
+	local redis=""
+	for p in $REDIS_PORTS; do redis+="${redis:+,}127.0.0.1:$p"; done
+	umask 077
+	cat >"$ENV_FILE" <<ENV
+CONNPIPE_TEST_AMQP=amqp://$TEST_USER:$PASSWORD@127.0.0.1:$AMQP_PORT/
+CONNPIPE_TEST_MGMT=http://$TEST_USER:$PASSWORD@127.0.0.1:$MGMT_PORT
+CONNPIPE_TEST_REDIS=$redis
+CONNPIPE_TEST_MARKER=$MARKER
+ENV
+	log "addresses for the tests in $ENV_FILE"
 }
 
 down() {
 	for f in "$STATE"/redis-*.pid; do
-		[ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null && log "stopped redis $(basename "$f" .pid)"
+		[ -f "$f" ] || continue
+		kill "$(cat "$f")" 2>/dev/null && log "stopped redis $(basename "$f" .pid)"
 		rm -f "$f"
 	done
-	if [ -f "$STATE/rabbitmq.pid" ]; then
-		HOME="$STATE/rabbitmq" RABBITMQ_NODENAME=connpipe@localhost /usr/lib/rabbitmq/bin/rabbitmqctl stop >/dev/null 2>&1 ||
-			kill "$(cat "$STATE/rabbitmq.pid")" 2>/dev/null || true
-		rm -f "$STATE/rabbitmq.pid"
+	local pidf="$STATE/rabbitmq-$AMQP_PORT.pid"
+	if [ -f "$pidf" ]; then
+		(rabbitmq_env; /usr/lib/rabbitmq/bin/rabbitmqctl -n "$NODE" stop >/dev/null 2>&1) ||
+			kill "$(cat "$pidf")" 2>/dev/null || true
+		rm -f "$pidf"
 		log "stopped rabbitmq"
 	fi
+	rm -f "$ENV_FILE"
 }
 
 status() {
@@ -135,8 +215,9 @@ status() {
 }
 
 case "${1:-up}" in
-up) install_missing; install_browser; start_redis; start_rabbitmq ;;
+up) install_missing; install_browser; secrets; start_redis; start_rabbitmq; write_env ;;
 down) down ;;
 status) status ;;
-*) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+env) cat "$ENV_FILE" ;;
+*) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
 esac

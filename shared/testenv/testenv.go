@@ -3,17 +3,24 @@
 // RabbitMQ virtual host per test and a fresh Redis key prefix per test, so
 // tests of different packages can run at the same time on one broker.
 //
-// Addresses come from the environment, with the defaults of testenv.sh:
+// Addresses come from the env file that testenv.sh writes
+// ($CONNPIPE_TESTENV_DIR/env, by default /tmp/connpipe-testenv/env), each
+// overridable by the environment:
 //
-//	CONNPIPE_TEST_AMQP   amqp://guest:guest@127.0.0.1:5672/
-//	CONNPIPE_TEST_MGMT   http://guest:guest@127.0.0.1:15672
-//	CONNPIPE_TEST_REDIS  127.0.0.1:6379,127.0.0.1:6380,127.0.0.1:6381
+//	CONNPIPE_TEST_AMQP    amqp://connpipe-test:PASSWORD@127.0.0.1:5682/
+//	CONNPIPE_TEST_MGMT    http://connpipe-test:PASSWORD@127.0.0.1:15682
+//	CONNPIPE_TEST_REDIS   127.0.0.1:6389,127.0.0.1:6390,127.0.0.1:6391
+//	CONNPIPE_TEST_MARKER  the value testenv.sh stored in each Redis
 //
-// A server that does not answer fails the test with a message that says
-// how to start it; nothing is skipped.
+// A test uses only servers that testenv.sh started: the broker must accept
+// the env file's credentials, and each Redis must hold the marker. A server
+// that does not answer, or answers without the marker (the compose stack's,
+// say), fails the test with a message that says how to start the right
+// ones; nothing is skipped.
 package testenv
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -22,21 +29,66 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-const hint = "start the test servers with `scripts/testenv.sh up` (or `make testenv`)"
+const hint = "start the test servers with `make testenv` (scripts/testenv.sh up)"
 
-func env(name, def string) string {
+var (
+	fileOnce sync.Once
+	fileVars map[string]string
+	fileErr  error
+)
+
+// EnvFile is where scripts/testenv.sh writes the test servers' addresses.
+func EnvFile() string {
+	dir := os.Getenv("CONNPIPE_TESTENV_DIR")
+	if dir == "" {
+		dir = "/tmp/connpipe-testenv"
+	}
+	return filepath.Join(dir, "env")
+}
+
+func readEnvFile() (map[string]string, error) {
+	f, err := os.Open(EnvFile())
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	vars := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), "=")
+		if ok && strings.HasPrefix(k, "CONNPIPE_TEST_") {
+			vars[k] = v
+		}
+	}
+	return vars, sc.Err()
+}
+
+// setting returns name from the environment, else from testenv.sh's env
+// file, failing the test when neither has it.
+func setting(t testing.TB, name string) string {
+	t.Helper()
 	if v := os.Getenv(name); v != "" {
 		return v
 	}
-	return def
+	fileOnce.Do(func() { fileVars, fileErr = readEnvFile() })
+	if fileErr != nil {
+		t.Fatalf("%s is not set and the test servers' env file cannot be read (%v); %s", name, fileErr, hint)
+	}
+	v, ok := fileVars[name]
+	if !ok || v == "" {
+		t.Fatalf("%s is not set and %s does not name it; %s", name, EnvFile(), hint)
+	}
+	return v
 }
 
 // ID returns a short random id, safe in vhost names and Redis keys.
@@ -52,11 +104,11 @@ var unsafeChars = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
 // The virtual host is deleted when the test ends.
 func AMQP(t testing.TB) string {
 	t.Helper()
-	base, err := url.Parse(env("CONNPIPE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/"))
+	base, err := url.Parse(setting(t, "CONNPIPE_TEST_AMQP"))
 	if err != nil {
 		t.Fatalf("CONNPIPE_TEST_AMQP: %v", err)
 	}
-	mgmt, err := url.Parse(env("CONNPIPE_TEST_MGMT", "http://guest:guest@127.0.0.1:15672"))
+	mgmt, err := url.Parse(setting(t, "CONNPIPE_TEST_MGMT"))
 	if err != nil {
 		t.Fatalf("CONNPIPE_TEST_MGMT: %v", err)
 	}
@@ -102,26 +154,58 @@ func AMQP(t testing.TB) string {
 }
 
 // Management returns the management API base URL (with credentials).
-func Management() string {
-	return env("CONNPIPE_TEST_MGMT", "http://guest:guest@127.0.0.1:15672")
+func Management(t testing.TB) string {
+	t.Helper()
+	return setting(t, "CONNPIPE_TEST_MGMT")
 }
 
 // Redis returns the addresses of n Redis servers, failing the test if
-// fewer are configured or any does not answer.
+// fewer are configured, or any does not answer or lacks testenv's marker.
 func Redis(t testing.TB, n int) []string {
 	t.Helper()
-	all := strings.Split(env("CONNPIPE_TEST_REDIS", "127.0.0.1:6379,127.0.0.1:6380,127.0.0.1:6381"), ",")
+	all := strings.Split(setting(t, "CONNPIPE_TEST_REDIS"), ",")
 	if len(all) < n {
 		t.Fatalf("test needs %d Redis servers, CONNPIPE_TEST_REDIS names %d", n, len(all))
 	}
+	marker := setting(t, "CONNPIPE_TEST_MARKER")
 	for _, a := range all[:n] {
-		c, err := net.DialTimeout("tcp", a, 2*time.Second)
-		if err != nil {
+		if err := checkMarker(a, marker); err != nil {
 			t.Fatalf("redis at %s: %v; %s", a, err, hint)
 		}
-		c.Close()
 	}
 	return all[:n]
+}
+
+// checkMarker asks the Redis at addr for the key testenv.sh set in every
+// server it started, so a test never writes into somebody else's Redis.
+func checkMarker(addr, marker string) error {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	const key = "connpipe-testenv-marker"
+	if _, err := fmt.Fprintf(c, "*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n", len(key), key); err != nil {
+		return err
+	}
+	r := bufio.NewReader(c)
+	head, err := r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	want := fmt.Sprintf("$%d\r\n", len(marker))
+	if head != want {
+		return fmt.Errorf("answers, but is not a server that testenv.sh started (no marker: %q)", strings.TrimSpace(head))
+	}
+	got, err := r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if strings.TrimSuffix(got, "\r\n") != marker {
+		return fmt.Errorf("answers, but holds another run's marker")
+	}
+	return nil
 }
 
 // Prefix returns a Redis key prefix unique to this test, ending in ':'.

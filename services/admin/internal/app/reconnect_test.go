@@ -24,7 +24,7 @@ func closeConnections(t *testing.T, amqpURL string) int {
 		t.Fatal(err)
 	}
 	vhost := strings.TrimPrefix(u.Path, "/")
-	mgmt, err := url.Parse(testenv.Management())
+	mgmt, err := url.Parse(testenv.Management(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -267,8 +267,8 @@ type mgmtAPI struct {
 	base, user, pass string
 }
 
-func management() mgmtAPI {
-	mgmt, _ := url.Parse(testenv.Management())
+func management(t testing.TB) mgmtAPI {
+	mgmt, _ := url.Parse(testenv.Management(t))
 	user := mgmt.User.Username()
 	pass, _ := mgmt.User.Password()
 	mgmt.User = nil
@@ -287,7 +287,7 @@ func (m mgmtAPI) do(method, path string) (*http.Response, error) {
 func findConnection(t *testing.T, amqpURL, name string) string {
 	au, _ := url.Parse(amqpURL)
 	vhost := strings.TrimPrefix(au.Path, "/")
-	api := management()
+	api := management(t)
 	for range 150 {
 		resp, err := api.do(http.MethodGet, "/api/vhosts/"+url.PathEscape(vhost)+"/connections")
 		if err != nil {
@@ -319,7 +319,7 @@ func findConnection(t *testing.T, amqpURL, name string) string {
 
 // closeConnection closes a connection from the broker's side.
 func closeConnection(t *testing.T, conn string) bool {
-	resp, err := management().do(http.MethodDelete, "/api/connections/"+url.PathEscape(conn))
+	resp, err := management(t).do(http.MethodDelete, "/api/connections/"+url.PathEscape(conn))
 	if err != nil {
 		t.Error(err)
 		return false

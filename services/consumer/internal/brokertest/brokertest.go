@@ -19,7 +19,7 @@ import (
 // seconds after it opens: poll until the count is what you expect.
 func CloseConnections(t testing.TB, amqpURL, prefix string) int {
 	t.Helper()
-	mgmt, err := url.Parse(testenv.Management())
+	mgmt, err := url.Parse(testenv.Management(t))
 	if err != nil {
 		t.Fatal(err)
 	}
