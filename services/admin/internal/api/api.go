@@ -55,10 +55,9 @@ type Config struct {
 	// /api/v1/stats); nil answers 404 there.
 	Tally *tally.Tally
 	// Queues reads the records queues' depths; Capture scrapes a capture's
-	// metrics (CaptureURL). Either may be nil: status then shows null.
+	// metrics. Either may be nil: status then shows null.
 	Queues         Queues
 	Capture        CaptureStats
-	CaptureURL     string
 	Metrics        *Metrics
 	Log            *slog.Logger
 	Now            func() time.Time
@@ -71,9 +70,9 @@ type Queues interface {
 	Depths(ctx context.Context) (queues.Depths, error)
 }
 
-// CaptureStats reads a capture's counters (a *capturestats.Scraper).
+// CaptureStats reads every capture's counters (a *capturestats.Set).
 type CaptureStats interface {
-	Stats(ctx context.Context) (capturestats.Stats, error)
+	Stats(ctx context.Context) []capturestats.Target
 }
 
 // API serves the HTTP endpoints.

@@ -15,17 +15,18 @@ import (
 
 // Status is the answer of GET /api/v1/status.
 type Status struct {
-	Ready          bool             `json:"ready"`     // the control log has been read
-	Connected      bool             `json:"connected"` // admin is connected to rabbitmq
-	Table          *control.Table   `json:"table"`
-	Weights        string           `json:"weights"`
-	Consumers      []ConsumerStatus `json:"consumers"`
-	ConsumersAlive int              `json:"consumers_alive"`
-	Converged      bool             `json:"converged"` // every live consumer is at the table's version
-	Backends       []BackendStatus  `json:"backends"`
-	TimeoutMS      int64            `json:"consumer_timeout_ms"`
-	Broker         *BrokerStatus    `json:"broker"`  // null when admin reads no queue depths
-	Capture        *CaptureStatus   `json:"capture"` // null without CAPTURE_METRICS_URL
+	Ready          bool                  `json:"ready"`     // the control log has been read
+	Connected      bool                  `json:"connected"` // admin is connected to rabbitmq
+	Table          *control.Table        `json:"table"`
+	Weights        string                `json:"weights"`
+	Consumers      []ConsumerStatus      `json:"consumers"`
+	ConsumersAlive int                   `json:"consumers_alive"`
+	Converged      bool                  `json:"converged"` // every live consumer is at the table's version
+	Backends       []BackendStatus       `json:"backends"`
+	TimeoutMS      int64                 `json:"consumer_timeout_ms"`
+	Broker         *BrokerStatus         `json:"broker"`   // null when admin reads no queue depths
+	Capture        *CaptureStatus        `json:"capture"`  // the sum of every capture; null without CAPTURE_METRICS_URL
+	Captures       []capturestats.Target `json:"captures"` // each capture on its own
 }
 
 // BrokerStatus is the depth of the records queues.
@@ -34,11 +35,14 @@ type BrokerStatus struct {
 	Error string `json:"error,omitempty"`
 }
 
-// CaptureStatus is a capture's counters, scraped from its /metrics.
+// CaptureStatus is the captures' counters added up, scraped from their
+// /metrics: what the pipeline as a whole was offered.
 type CaptureStatus struct {
-	URL string `json:"url"`
+	URL string `json:"url"` // the URLs scraped, passwords redacted
 	capturestats.Stats
-	Error string `json:"error,omitempty"`
+	Count    int    `json:"count"`    // captures found
+	Answered int    `json:"answered"` // captures whose metrics were read
+	Error    string `json:"error,omitempty"`
 }
 
 // ConsumerStatus is one consumer as last heard of.
@@ -101,7 +105,7 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() { st.Broker = a.broker(r.Context()) })
-	wg.Go(func() { st.Capture = a.capture(r.Context()) })
+	wg.Go(func() { st.Capture, st.Captures = a.capture(r.Context()) })
 	st.Backends = a.backends(r.Context(), t)
 	wg.Wait()
 	writeJSON(w, http.StatusOK, st)
@@ -126,16 +130,29 @@ func (a *API) broker(ctx context.Context) *BrokerStatus {
 	return bs
 }
 
-func (a *API) capture(ctx context.Context) *CaptureStatus {
+func (a *API) capture(ctx context.Context) (*CaptureStatus, []capturestats.Target) {
 	if a.cfg.Capture == nil {
-		return nil
+		return nil, nil
 	}
-	cs, err := a.cfg.Capture.Stats(ctx)
-	st := &CaptureStatus{URL: a.cfg.CaptureURL, Stats: cs}
-	if err != nil {
-		st.Error = err.Error()
+	ts := a.cfg.Capture.Stats(ctx)
+	st := &CaptureStatus{Stats: capturestats.Sum(ts), Count: len(ts)}
+	var urls, errs []string
+	for _, t := range ts {
+		urls = append(urls, t.URL)
+		if t.Error != "" {
+			errs = append(errs, t.Error)
+		} else {
+			st.Answered++
+		}
 	}
-	return st
+	st.URL = strings.Join(urls, ", ")
+	if st.Answered == 0 {
+		st.Error = strings.Join(errs, "; ")
+		if st.Error == "" {
+			st.Error = "no capture found"
+		}
+	}
+	return st, ts
 }
 
 // backends checks every backend at once, each with a short timeout.

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -44,8 +43,10 @@ type Config struct {
 	RedisPrefix     string        `envconfig:"REDIS_PREFIX" default:"cp:"`
 	Retention       time.Duration `envconfig:"RETENTION" default:"5m"`
 	ConsumerTimeout time.Duration `envconfig:"CONSUMER_TIMEOUT" default:"5s"`
-	// CaptureMetricsURL is a capture's /metrics, scraped for the web
-	// page's capture panel; empty shows none.
+	// CaptureMetricsURL lists the captures' /metrics (comma-separated),
+	// scraped for status and the web page's capture panel; a host name
+	// that resolves to several addresses (a scaled service) is every one
+	// of them. Empty shows none.
 	CaptureMetricsURL string `envconfig:"CAPTURE_METRICS_URL"`
 	LogLevel          string `envconfig:"LOG_LEVEL" default:"info"`
 	LogFormat         string `envconfig:"LOG_FORMAT" default:"auto"`
@@ -79,11 +80,8 @@ func (c Config) Validate() (*control.Table, error) {
 	if c.HTTPAddr == "" {
 		return nil, errors.New("HTTP_ADDR is empty")
 	}
-	if c.CaptureMetricsURL != "" {
-		u, err := url.Parse(c.CaptureMetricsURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("CAPTURE_METRICS_URL=%q: want an http URL such as http://127.0.0.1:9100/metrics", c.CaptureMetricsURL)
-		}
+	if _, err := capturestats.ParseURLs(c.CaptureMetricsURL); err != nil {
+		return nil, err
 	}
 	bs, err := config.Backends(c.Backends, c.Weights)
 	if err != nil {
@@ -163,9 +161,8 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 		Queues:  s.queues,
 		Metrics: metrics, Log: log,
 	}
-	if cfg.CaptureMetricsURL != "" {
-		apiCfg.Capture = &capturestats.Scraper{URL: cfg.CaptureMetricsURL}
-		apiCfg.CaptureURL = cfg.CaptureMetricsURL
+	if urls, _ := capturestats.ParseURLs(cfg.CaptureMetricsURL); len(urls) > 0 {
+		apiCfg.Capture = &capturestats.Set{URLs: urls}
 	}
 	api.New(apiCfg).Register(s.http.Mux)
 	web.Register(s.http.Mux)

@@ -93,7 +93,7 @@ func (s *Scraper) scrape(ctx context.Context) (Stats, error) {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL, nil)
 	if err != nil {
-		return Stats{}, fmt.Errorf("CAPTURE_METRICS_URL %q: %w", s.URL, err)
+		return Stats{}, fmt.Errorf("CAPTURE_METRICS_URL: %w", err)
 	}
 	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
 	resp, err := client.Do(req)
@@ -102,7 +102,7 @@ func (s *Scraper) scrape(ctx context.Context) (Stats, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return Stats{}, fmt.Errorf("scrape capture %s: %s", s.URL, resp.Status)
+		return Stats{}, fmt.Errorf("scrape capture %s: %s", req.URL.Redacted(), resp.Status)
 	}
 	return Parse(io.LimitReader(resp.Body, maxBody))
 }

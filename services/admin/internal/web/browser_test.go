@@ -130,6 +130,9 @@ func TestOperatorPage(t *testing.T) {
 	if strings.HasPrefix(p.Capture["packets"], "0") || p.Broker["ready"] == "" || p.Broker["dead"] == "" {
 		t.Errorf("capture panel %v, broker panel %v", p.Capture, p.Broker)
 	}
+	if len(p.Captures) != 1 || p.Captures[0].State != "answering" || p.Captures[0].Packets == "" || p.Captures[0].Packets == "0" {
+		t.Errorf("captures list %+v, want the one capture answering with packets", p.Captures)
+	}
 	b.noConsoleErrors(t)
 
 	// 3. Refusals: shown in words, nothing changes.
@@ -148,6 +151,11 @@ func TestOperatorPage(t *testing.T) {
 		t.Fatalf("change by another writer: %d %s", other.Code, other.Body)
 	}
 	b.typeInto(t, "token", e.Token)
+	// The operator sees the warning first: the page has polled the new
+	// version and says the form's base is stale.
+	b.waitPage(t, 15*time.Second, "the stale-form warning", func(p page) bool {
+		return p.FormVer == "0" && strings.Contains(p.FormDrift, "moved on to version 1")
+	})
 	p = b.apply(t, "stale version")
 	if p.Result.Status != "409" || !strings.Contains(p.Result.Text, "stale version") || p.Result.Class != "refused" {
 		t.Errorf("stale version: result %+v", p.Result)
@@ -231,6 +239,7 @@ type page struct {
 	ShareFrom int64  `json:"shareFrom"`
 	ShareTo   int64  `json:"shareTo"`
 	FormVer   string `json:"formVersion"`
+	FormDrift string `json:"formDrift"`
 	FormLoads int    `json:"formLoads"`
 	Instances []struct {
 		Name, State, Weight, Observed, Rate, Records string
@@ -243,9 +252,12 @@ type page struct {
 	Consumers []struct {
 		ID, Alive, Version string
 	} `json:"consumers"`
-	Capture map[string]string `json:"capture"`
-	Broker  map[string]string `json:"broker"`
-	Result  struct {
+	Capture  map[string]string `json:"capture"`
+	Captures []struct {
+		ID, Packets, State string
+	} `json:"captures"`
+	Broker map[string]string `json:"broker"`
+	Result struct {
 		Class, Status, Text string
 	} `json:"result"`
 }
@@ -260,6 +272,7 @@ const readPage = `(() => {
     version: document.body.dataset.version || "",
     shareFrom: +(inst.dataset.shareFrom || 0), shareTo: +(inst.dataset.shareTo || 0),
     formVersion: document.querySelector("#form-version").textContent,
+    formDrift: document.querySelector("#form-drift").textContent,
     formLoads: +(document.querySelector("#weights-form").dataset.loads || 0),
     instances: [...inst.querySelectorAll("tr[data-backend]")].map((r) => ({
       Name: r.dataset.backend, State: text(r, ".state"), Weight: text(r, ".weight"),
@@ -269,6 +282,8 @@ const readPage = `(() => {
     consumers: [...document.querySelectorAll("#consumers tr[data-consumer]")].map((r) => ({
       ID: r.dataset.consumer, Alive: r.cells[2].textContent, Version: text(r, ".version") })),
     capture: kv("#capture"), broker: kv("#broker"),
+    captures: [...document.querySelectorAll("#captures tr[data-capture]")].map((r) => ({
+      ID: r.dataset.capture, Packets: text(r, ".packets"), State: text(r, ".state") })),
     result: { Class: res.className, Status: res.dataset.status || "", Text: res.textContent },
   };
 })()`

@@ -250,12 +250,13 @@
   function renderCapture() {
     const c = st.status.capture;
     const tbody = $("#capture").tBodies[0];
+    renderCaptures(st.status.captures || []);
     if (!c) {
       $("#capture-url").textContent = "";
       kvRows(tbody, [["not configured", "set CAPTURE_METRICS_URL"]]);
       return;
     }
-    $("#capture-url").textContent = c.url;
+    $("#capture-url").textContent = c.count > 1 ? c.answered + " of " + c.count + " answering" : c.url;
     if (c.error) {
       kvRows(tbody, [["cannot scrape", c.error]]);
       st.prevCapture = null;
@@ -277,6 +278,19 @@
       ["decode errors", fmt.int(c.decode_errors) + (reasons ? " — " + reasons : ""), "decode_errors"],
     ]);
     if (!prev || now - prev.at >= 3000) st.prevCapture = { at: now, c: c };
+  }
+
+  // renderCaptures lists every capture on its own: a scaled or multi-host
+  // capture is several.
+  function renderCaptures(list) {
+    const rows = list.map((c) => el("tr", { "data-capture": c.name + (c.addr ? "@" + c.addr : "") },
+      el("td", { title: c.url }, c.name + (c.addr && c.addr !== c.name ? " (" + c.addr + ")" : "")),
+      el("td", { class: "num packets" }, c.error ? "–" : fmt.int(c.packets)),
+      el("td", { class: "num confirmed" }, c.error ? "–" : fmt.int(c.records_confirmed)),
+      el("td", { class: "num drops" }, c.error ? "–" : fmt.int(c.kernel_drops)),
+      el("td", { class: "state " + (c.error ? "down" : "up") }, c.error ? c.error : "answering")));
+    $("#captures").tBodies[0].replaceChildren(...rows);
+    $("#captures").hidden = list.length === 0;
   }
 
   function renderBroker() {
@@ -318,7 +332,8 @@
     showApplied();
     const drift = $("#form-drift");
     drift.textContent = f.version !== null && f.version !== t.version
-      ? " — the table has moved on to version " + t.version + " since; a change will be refused" : "";
+      ? "The table has moved on to version " + t.version + " since; a change will be refused." : "";
+    drift.title = drift.textContent;
   }
 
   // loadForm shows a table (by default the one of the last poll) in the form.
