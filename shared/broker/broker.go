@@ -1,13 +1,21 @@
 // Package broker dials RabbitMQ with backoff and declares the topology on
 // every connection, so services share one reconnect discipline.
+//
+// AMQP_URL may name several nodes of a cluster, comma-separated: each dial
+// tries them in a random order and takes the first that answers, so after
+// a node is lost every client moves to another within one backoff step,
+// and the clients spread over the nodes left rather than all landing on
+// the first one listed.
 package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/connpipe/connpipe/shared/topology"
@@ -32,17 +40,104 @@ func (b Backoff) Delay(n int) time.Duration {
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
-// Dial connects to url, naming the connection (it shows in the management
-// UI), and declares the topology. It retries with backoff until it succeeds
-// or ctx ends.
+// NodeDialTimeout bounds the TCP and AMQP handshake with one node, so a
+// node that is down (or cut off) costs seconds, not the default 30.
+const NodeDialTimeout = 5 * time.Second
+
+// Nodes splits an AMQP_URL into its nodes: a comma-separated list of
+// amqp:// or amqps:// URLs. An item with no scheme is a host:port that takes
+// the scheme, credentials and virtual host of the first item, so
+//
+//	amqp://user:pass@rabbit-1:5672/vhost,rabbit-2:5672,rabbit-3:5672
+//
+// names three nodes. Errors name the bad item with its password redacted.
+func Nodes(raw string) ([]string, error) {
+	var first *url.URL
+	var out []string
+	for i, item := range strings.Split(raw, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			return nil, fmt.Errorf("AMQP_URL: item %d is empty", i+1)
+		}
+		if !strings.Contains(item, "://") {
+			if first == nil {
+				return nil, fmt.Errorf("AMQP_URL: the first item must be a whole amqp:// or amqps:// URL, not %q", item)
+			}
+			u := *first
+			u.Host = item
+			if _, _, err := netSplit(item); err != nil {
+				return nil, fmt.Errorf("AMQP_URL: item %d %q: want host:port", i+1, item)
+			}
+			out = append(out, u.String())
+			continue
+		}
+		u, err := url.Parse(item)
+		if err != nil {
+			return nil, fmt.Errorf("AMQP_URL: item %d is not a URL", i+1)
+		}
+		if u.Scheme != "amqp" && u.Scheme != "amqps" {
+			return nil, fmt.Errorf("AMQP_URL: item %d %s: want the amqp or amqps scheme", i+1, u.Redacted())
+		}
+		if u.Host == "" {
+			return nil, fmt.Errorf("AMQP_URL: item %d %s: no host", i+1, u.Redacted())
+		}
+		if first == nil {
+			first = u
+		}
+		out = append(out, item)
+	}
+	return out, nil
+}
+
+func netSplit(hostport string) (string, string, error) {
+	u, err := url.Parse("//" + hostport)
+	if err != nil || u.Hostname() == "" || u.Port() == "" || u.Path != "" {
+		return "", "", errors.New("not host:port")
+	}
+	return u.Hostname(), u.Port(), nil
+}
+
+// Connect opens one connection to the first of rawURL's nodes that
+// answers, trying them in a random order. It does not retry.
+func Connect(rawURL string, cfg amqp.Config) (*amqp.Connection, string, error) {
+	nodes, err := Nodes(rawURL)
+	if err != nil {
+		return nil, "", err
+	}
+	if cfg.Dial == nil {
+		cfg.Dial = amqp.DefaultDial(NodeDialTimeout)
+	}
+	var errs []error
+	for _, i := range rand.Perm(len(nodes)) {
+		conn, err := amqp.DialConfig(nodes[i], cfg)
+		if err == nil {
+			return conn, nodes[i], nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", Redact(nodes[i]), err))
+	}
+	if len(errs) == 1 {
+		return nil, "", errors.Unwrap(errs[0])
+	}
+	return nil, "", errors.Join(errs...)
+}
+
+// Dial connects to one of url's nodes, naming the connection (it shows in
+// the management UI), and declares the topology. It retries with backoff
+// until it succeeds or ctx ends.
 func Dial(ctx context.Context, rawURL, name string, log *slog.Logger) (*amqp.Connection, error) {
 	cfg := amqp.Config{Properties: amqp.NewConnectionProperties(), Heartbeat: 10 * time.Second}
 	cfg.Properties.SetClientConnectionName(name)
+	if _, err := Nodes(rawURL); err != nil {
+		return nil, err
+	}
 	for attempt := 0; ; attempt++ {
-		conn, err := amqp.DialConfig(rawURL, cfg)
+		conn, node, err := Connect(rawURL, cfg)
 		if err == nil {
 			err = declare(conn)
 			if err == nil {
+				if strings.Contains(rawURL, ",") {
+					log.Info("rabbitmq connected", "node", Redact(node), "connection", name)
+				}
 				return conn, nil
 			}
 			conn.Close()
@@ -66,11 +161,19 @@ func declare(conn *amqp.Connection) error {
 	return topology.Declare(ch)
 }
 
-// Redact hides the password in an AMQP URL for logs.
+// Redact hides the passwords in an AMQP URL (or a list of them) for logs.
 func Redact(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return "(unparsable url)"
+	items := strings.Split(rawURL, ",")
+	for i, item := range items {
+		if !strings.Contains(item, "://") {
+			continue // host:port, no credentials
+		}
+		u, err := url.Parse(strings.TrimSpace(item))
+		if err != nil {
+			items[i] = "(unparsable url)"
+			continue
+		}
+		items[i] = u.Redacted()
 	}
-	return u.Redacted()
+	return strings.Join(items, ",")
 }

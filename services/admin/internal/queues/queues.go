@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/topology"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -76,7 +77,7 @@ func (p *Prober) read(ctx context.Context) (Depths, error) {
 	if p.conn == nil || p.conn.IsClosed() {
 		cfg := amqp.Config{Properties: amqp.NewConnectionProperties(), Dial: amqp.DefaultDial(timeout), Heartbeat: 10 * time.Second}
 		cfg.Properties.SetClientConnectionName(p.Name)
-		conn, err := amqp.DialConfig(p.URL, cfg)
+		conn, _, err := broker.Connect(p.URL, cfg)
 		if err != nil {
 			return Depths{}, fmt.Errorf("connect to rabbitmq: %w", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/config"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/store"
@@ -64,6 +65,9 @@ func (c *Config) Validate() error {
 	}
 	if strings.TrimSpace(c.AMQPURL) == "" {
 		return fmt.Errorf("AMQP_URL is empty")
+	}
+	if _, err := broker.Nodes(c.AMQPURL); err != nil {
+		return err
 	}
 	if c.Retention <= 0 {
 		return fmt.Errorf("RETENTION=%s: want a positive duration such as 5m", c.Retention)

@@ -1,0 +1,105 @@
+package testenv
+
+import (
+	"io"
+	"net"
+	"sync"
+	"testing"
+)
+
+// Proxy is a TCP proxy on loopback in front of a test server, which a test
+// can cut (close every connection and refuse new ones) and restore, to
+// play a lost node or a broken network without touching the server.
+type Proxy struct {
+	Addr   string // where clients connect: 127.0.0.1:port
+	target string
+
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[net.Conn]struct{}
+}
+
+// NewProxy starts a proxy to target (host:port); it stops when the test ends.
+func NewProxy(t testing.TB, target string) *Proxy {
+	t.Helper()
+	p := &Proxy{target: target, conns: map[net.Conn]struct{}{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Addr = ln.Addr().String()
+	p.serve(ln)
+	t.Cleanup(p.Cut)
+	return p
+}
+
+func (p *Proxy) serve(ln net.Listener) {
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.pipe(c)
+		}
+	}()
+}
+
+func (p *Proxy) pipe(c net.Conn) {
+	s, err := net.Dial("tcp", p.target)
+	if err != nil {
+		c.Close()
+		return
+	}
+	p.mu.Lock()
+	if p.ln == nil { // cut meanwhile
+		p.mu.Unlock()
+		c.Close()
+		s.Close()
+		return
+	}
+	p.conns[c], p.conns[s] = struct{}{}, struct{}{}
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	wg.Go(func() { _, _ = io.Copy(s, c); s.Close() })
+	wg.Go(func() { _, _ = io.Copy(c, s); c.Close() })
+	wg.Wait()
+	p.mu.Lock()
+	delete(p.conns, c)
+	delete(p.conns, s)
+	p.mu.Unlock()
+}
+
+// Cut closes every proxied connection and stops accepting: the node is gone.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for c := range p.conns {
+		c.Close()
+	}
+	clear(p.conns)
+}
+
+// Restore accepts again on the same address.
+func (p *Proxy) Restore(t testing.TB) {
+	t.Helper()
+	ln, err := net.Listen("tcp", p.Addr)
+	if err != nil {
+		t.Fatalf("proxy: listen again on %s: %v", p.Addr, err)
+	}
+	p.serve(ln)
+}
+
+// Conns is the number of client connections open through the proxy.
+func (p *Proxy) Conns() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns) / 2
+}
