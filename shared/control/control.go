@@ -46,8 +46,15 @@
 // A refused message changes nothing, on every reader alike; the reason is
 // in its verdict (Result.Err).
 //
-// A sync marker changes nothing; a reader publishes one with a fresh id and
-// knows it has read the whole log once it reads its own marker back:
+// The starting table lives in the log too: the first writer (admin, from
+// its BACKENDS and WEIGHTS) seeds it, and only the first seed of a log
+// applies, so every reader folds the same table whatever its own
+// environment says (see Seed):
+//
+//	{"op":"seed","table":{"backends":[{"name":"redis-a","addr":"redis-a:6379","weight":30},…]},"expect_version":0}
+//
+// A sync marker changes nothing. Older readers published one to learn they
+// had read the log to its end; it is still accepted, and still a no-op:
 //
 //	{"op":"sync","id":"consumer-7f3a-1"}
 package control
@@ -70,6 +77,7 @@ const (
 	OpAddBackend    = "add_backend"
 	OpRemoveBackend = "remove_backend"
 	OpSync          = "sync"
+	OpSeed          = "seed"
 )
 
 // Routing modes (Table.Mode; "" means ModeWeighted).
@@ -106,6 +114,8 @@ var (
 	ErrBadMode        = errors.New("bad routing mode")
 	ErrBadBackend     = errors.New("bad backend")
 	ErrDuplicate      = errors.New("backend already exists")
+	ErrTooMany        = errors.New("too many backends")
+	ErrSeeded         = errors.New("the log already has a starting table")
 )
 
 // Message is one entry of the control log.
@@ -117,6 +127,7 @@ type Message struct {
 	Sticky        *bool          `json:"sticky,omitempty"`   // set_mode
 	Backend       *Backend       `json:"backend,omitempty"`  // add_backend
 	Name          string         `json:"name,omitempty"`     // remove_backend
+	Table         *Table         `json:"table,omitempty"`    // seed
 	ExpectVersion *int64         `json:"expect_version,omitempty"`
 	ID            string         `json:"id,omitempty"`
 	By            string         `json:"by,omitempty"`
@@ -144,6 +155,9 @@ type Table struct {
 	HashKey string `json:"hash_key,omitempty"`
 	// Sticky turns the stick table on.
 	Sticky bool `json:"sticky,omitempty"`
+	// Seeded: the table started from a seed in the log, not from the
+	// reader's environment.
+	Seeded bool `json:"seeded,omitempty"`
 }
 
 // RoutingMode is the mode in force, ModeWeighted when Mode is "".
@@ -305,11 +319,15 @@ func Parse(body []byte) (Message, error) {
 		if m.Name == "" {
 			return m, fmt.Errorf("%w: remove_backend without name", ErrMalformed)
 		}
+	case OpSeed:
+		if m.Table == nil {
+			return m, fmt.Errorf("%w: seed without table", ErrMalformed)
+		}
 	case "":
 		return m, fmt.Errorf("%w: missing \"op\"", ErrMalformed)
 	default:
-		return m, fmt.Errorf("%w %q (want %s, %s, %s, %s or %s)", ErrUnknownOp, m.Op,
-			OpSetWeights, OpSetMode, OpAddBackend, OpRemoveBackend, OpSync)
+		return m, fmt.Errorf("%w %q (want %s, %s, %s, %s, %s or %s)", ErrUnknownOp, m.Op,
+			OpSetWeights, OpSetMode, OpAddBackend, OpRemoveBackend, OpSeed, OpSync)
 	}
 	return m, nil
 }
@@ -318,7 +336,7 @@ func Parse(body []byte) (Message, error) {
 type Result struct {
 	Position int64   // log offset of the message
 	Message  Message // as parsed (zero if it did not parse)
-	Changed  bool    // the table changed (Version went up)
+	Changed  bool    // the routing changed (a change raises Version; the seed keeps 0)
 	Err      error   // why the message was refused; nil if applied or a marker
 }
 
@@ -341,6 +359,9 @@ func Apply(t *Table, pos int64, body []byte) (*Table, Result) {
 	if m.ExpectVersion != nil && *m.ExpectVersion != t.Version {
 		res.Err = fmt.Errorf("%w: expected version %d, table is at %d", ErrStaleVersion, *m.ExpectVersion, t.Version)
 		return &next, res
+	}
+	if m.Op == OpSeed {
+		return applySeed(t, &next, m, res)
 	}
 	var err2 error
 	switch m.Op {
@@ -396,6 +417,9 @@ func applyAdd(next *Table, t *Table, b Backend) error {
 	}
 	if index(t.Backends, b.Name) >= 0 {
 		return fmt.Errorf("%w: %q (remove it first to change its address)", ErrDuplicate, b.Name)
+	}
+	if len(t.Backends) >= MaxBackends {
+		return fmt.Errorf("%w: the table has %d, at most %d", ErrTooMany, len(t.Backends), MaxBackends)
 	}
 	bs := make([]Backend, 0, len(t.Backends)+1)
 	bs = append(bs, t.Backends...)
