@@ -1,18 +1,24 @@
 // Package controllog reads and writes the control log, the RabbitMQ stream
 // conn.control, and keeps the routing table it folds to.
 //
-// A Reader consumes the stream from its first message and folds every
-// message with control.Apply, so every reader that starts from the same
-// initial table reaches the same table, the same version and the same
-// verdicts, in the same order. To know when it has read the whole log as it
-// stood at start — a stream has no end to reach — the reader publishes a
-// sync marker with a fresh id and becomes Ready when it reads its own marker
-// back: everything published before the marker has then been folded.
+// A Reader folds every message of the log with control.Apply, so every
+// reader that starts from the same table reaches the same table, the same
+// version and the same verdicts, in the same order.
+//
+// It does not start from the first message when it need not: a writer
+// (admin) appends a snapshot of its folded table to the stream
+// conn.control.snapshots every SnapshotEvery messages, and a reader takes
+// the latest snapshot and folds only what came after it. Readers never
+// write: a reader knows it has read the log as it stood at start by
+// attaching a second consumer at the stream's last chunk, whose highest
+// offset is the tail to reach; an empty stream answers nothing, and
+// ProbeWait bounds how long that is waited for. So the log grows by the
+// changes alone, and a consumer needs no permission to write to it.
 //
 // After a lost connection the reader dials again and refolds from the
-// start; the table in force is kept meanwhile and only positions past the
-// last one applied are applied and announced again, so each subscriber sees
-// every verdict exactly once, in log order.
+// latest snapshot; the table in force is kept meanwhile and only positions
+// past the last one applied are applied and announced again, so each
+// subscriber sees every verdict exactly once, in log order.
 package controllog
 
 import (
@@ -40,10 +46,30 @@ var ErrNotConnected = errors.New("control log: not connected to rabbitmq")
 // Config configures a Reader.
 type Config struct {
 	URL     string         // AMQP URL
-	Name    string         // connection name, shown in the management UI; also prefixes marker ids
-	Initial *control.Table // table before the first message (from BACKENDS/WEIGHTS)
+	Name    string         // connection name, shown in the management UI
+	Initial *control.Table // table before the log's seed or first change (from BACKENDS/WEIGHTS)
 	Logger  *slog.Logger
+
+	// ProbeWait is how long an empty stream is waited on at start before
+	// the reader takes it as empty (DefaultProbeWait when 0).
+	ProbeWait time.Duration
+	// SnapshotEvery makes this reader a snapshot writer: once ready, it
+	// appends its table to conn.control.snapshots whenever that many
+	// messages have been folded since the latest snapshot. 0 writes none.
+	SnapshotEvery int64
+	// Seed makes this reader seed a log that has no starting table with
+	// Initial, once read (control.Seed): admin does, consumers do not.
+	Seed bool
 }
+
+// DefaultProbeWait bounds the wait for an empty stream's first message.
+const DefaultProbeWait = 1500 * time.Millisecond
+
+// probeQuiet ends a probe once the last chunk has been delivered.
+const probeQuiet = 200 * time.Millisecond
+
+// DefaultSnapshotEvery is admin's snapshot interval, in messages.
+const DefaultSnapshotEvery = 100
 
 // Reader folds the control log.
 type Reader struct {
@@ -58,7 +84,24 @@ type Reader struct {
 	nextSub int
 	waiters map[string]chan verdict
 	pub     *amqp.Channel // confirm-mode channel of the live session, nil between sessions
+
+	lastSnap  atomic.Int64 // position of the latest snapshot known, -1 for none
+	stats     Stats
+	warnedEnv bool
 }
+
+// Stats counts what a reader did, for metrics and tests.
+type Stats struct {
+	Folded      atomic.Int64 // messages folded, catch-up included
+	CatchUp     atomic.Int64 // messages folded before the reader was ready, over every session
+	Snapshots   atomic.Int64 // snapshots written
+	FromSnap    atomic.Int64 // sessions that started from a snapshot
+	Gaps        atomic.Int64 // sessions that found messages missing after their starting point
+	BadSnapshot atomic.Int64 // snapshots that could not be used
+}
+
+// Stats returns the reader's counters.
+func (r *Reader) Stats() *Stats { return &r.stats }
 
 type verdict struct {
 	res   control.Result
@@ -76,6 +119,7 @@ func New(cfg Config) *Reader {
 		ready: make(chan struct{}), subs: map[int]chan control.Result{}, waiters: map[string]chan verdict{},
 	}
 	r.table.Store(cfg.Initial)
+	r.lastSnap.Store(-1)
 	return r
 }
 
@@ -147,6 +191,27 @@ func (r *Reader) Run(ctx context.Context) error {
 }
 
 func (r *Reader) session(ctx context.Context, conn *amqp.Connection) error {
+	wait := r.cfg.ProbeWait
+	if wait <= 0 {
+		wait = DefaultProbeWait
+	}
+	// Where to start: after the latest snapshot, else at the first message.
+	// The tail is probed meanwhile.
+	tails := make(chan probe, 1)
+	go func() {
+		pos, _, err := lastMessage(ctx, conn, topology.ControlStream, wait)
+		tails <- probe{pos, err}
+	}()
+	t, from := r.cfg.Initial, any("first")
+	if snap := r.latestSnapshot(ctx, conn, wait); snap != nil {
+		r.stats.FromSnap.Add(1)
+		t, from = snap, snap.Position+1
+		if cur := r.table.Load(); cur == nil || snap.Position > cur.Position {
+			r.table.Store(snap)
+			r.announce(control.Result{Position: snap.Position, Changed: true, Message: control.Message{Op: opSnapshot}}, snap)
+		}
+	}
+
 	sub, err := conn.Channel()
 	if err != nil {
 		return fmt.Errorf("open channel: %w", err)
@@ -156,7 +221,7 @@ func (r *Reader) session(ctx context.Context, conn *amqp.Connection) error {
 		return fmt.Errorf("qos on %q: %w", topology.ControlStream, err)
 	}
 	deliveries, err := sub.Consume(topology.ControlStream, "", false, false, false, false,
-		amqp.Table{"x-stream-offset": "first"})
+		amqp.Table{"x-stream-offset": from})
 	if err != nil {
 		return fmt.Errorf("consume %q: %w", topology.ControlStream, err)
 	}
@@ -175,22 +240,37 @@ func (r *Reader) session(ctx context.Context, conn *amqp.Connection) error {
 		r.pub = nil
 		r.mu.Unlock()
 	}()
-
-	marker := r.cfg.Name + "-" + randomID()
-	if err := r.publish(ctx, control.Message{Op: control.OpSync, ID: marker, By: r.cfg.Name}); err != nil {
-		return fmt.Errorf("publish sync marker: %w", err)
-	}
 	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
 
-	// Fold privately from the start; apply to the world only positions past
-	// the last one applied, so a refold after a reconnect announces nothing twice.
-	t := r.cfg.Initial
+	tail := int64(-2) // not known yet
+	checkReady := func() {
+		if tail == -2 || t.Position < tail {
+			return
+		}
+		r.once.Do(func() {
+			r.log.Info("control log read", "version", t.Version, "position", t.Position, "weights", t.String(),
+				"from_snapshot", from != "first", "folded", r.stats.CatchUp.Load())
+			close(r.ready)
+			if r.cfg.Seed && !t.Seeded && t.Version == 0 {
+				go r.seed(ctx)
+			}
+		})
+		r.maybeSnapshot(ctx, t)
+	}
+	checkReady()
+	expect := t.Position + 1
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case e := <-closed:
 			return fmt.Errorf("connection closed: %v", e)
+		case p := <-tails:
+			if p.err != nil {
+				return fmt.Errorf("probe the end of %q: %w", topology.ControlStream, p.err)
+			}
+			tail = p.pos
+			checkReady()
 		case d, ok := <-deliveries:
 			if !ok {
 				return errors.New("control stream delivery channel closed")
@@ -200,21 +280,79 @@ func (r *Reader) session(ctx context.Context, conn *amqp.Connection) error {
 				_ = d.Ack(false)
 				return fmt.Errorf("delivery from %q without x-stream-offset header", topology.ControlStream)
 			}
+			if pos < expect {
+				_ = d.Ack(false) // a chunk delivered from before the start
+				continue
+			}
+			if pos > expect {
+				r.stats.Gaps.Add(1)
+				r.log.Error("control log: messages are missing (deleted by retention before a snapshot covered them); this reader may fold another table than its peers",
+					"from", expect, "to", pos-1)
+			}
+			expect = pos + 1
 			var res control.Result
 			t, res = control.Apply(t, pos, d.Body)
 			if err := d.Ack(false); err != nil {
 				return fmt.Errorf("ack control message at %d: %w", pos, err)
 			}
+			r.stats.Folded.Add(1)
+			if !r.IsReady() {
+				r.stats.CatchUp.Add(1)
+			}
+			if res.Message.Op == control.OpSeed && res.Err == nil && !r.warnedEnv && !control.SameRouting(r.cfg.Initial, t) {
+				r.warnedEnv = true
+				r.log.Warn("BACKENDS/WEIGHTS differ from the starting table in the control log; following the log",
+					"environment", r.cfg.Initial.Describe(), "log", t.Describe())
+			}
 			if cur := r.table.Load(); cur == nil || pos > cur.Position {
 				r.table.Store(t)
 				r.announce(res, t)
 			}
-			if res.Message.Op == control.OpSync && res.Message.ID == marker {
-				r.once.Do(func() {
-					r.log.Info("control log read", "version", t.Version, "position", pos, "weights", t.String())
-					close(r.ready)
-				})
+			checkReady()
+		}
+	}
+}
+
+type probe struct {
+	pos int64
+	err error
+}
+
+// lastMessage attaches to stream at its last chunk and returns the highest
+// offset delivered, with that message's body: -1 when nothing came within
+// wait (an empty stream). The chunk comes at once; probeQuiet after its
+// last message the probe ends.
+func lastMessage(ctx context.Context, conn *amqp.Connection, stream string, wait time.Duration) (int64, []byte, error) {
+	ch, err := conn.Channel()
+	if err != nil {
+		return 0, nil, fmt.Errorf("open channel: %w", err)
+	}
+	defer ch.Close()
+	if err := ch.Qos(256, 0, false); err != nil {
+		return 0, nil, fmt.Errorf("qos on %q: %w", stream, err)
+	}
+	ds, err := ch.Consume(stream, "", false, false, false, false, amqp.Table{"x-stream-offset": "last"})
+	if err != nil {
+		return 0, nil, fmt.Errorf("consume %q: %w", stream, err)
+	}
+	last, body := int64(-1), []byte(nil)
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return 0, nil, ctx.Err()
+		case d, ok := <-ds:
+			if !ok {
+				return 0, nil, fmt.Errorf("probe of %q: delivery channel closed", stream)
 			}
+			if pos, ok := offset(d.Headers); ok && pos > last {
+				last, body = pos, d.Body
+			}
+			_ = d.Ack(false)
+			timer.Reset(probeQuiet)
+		case <-timer.C:
+			return last, body, nil
 		}
 	}
 }
@@ -258,25 +396,31 @@ func (r *Reader) publish(ctx context.Context, m control.Message) error {
 	if err != nil {
 		return err
 	}
+	return r.publishTo(ctx, topology.ControlStream, m.ID, body)
+}
+
+// publishTo sends body to stream through the default exchange and waits
+// for the broker's confirm.
+func (r *Reader) publishTo(ctx context.Context, stream, id string, body []byte) error {
 	r.mu.Lock()
 	pub := r.pub
 	r.mu.Unlock()
 	if pub == nil {
 		return ErrNotConnected
 	}
-	dc, err := pub.PublishWithDeferredConfirmWithContext(ctx, "", topology.ControlStream, true, false, amqp.Publishing{
+	dc, err := pub.PublishWithDeferredConfirmWithContext(ctx, "", stream, true, false, amqp.Publishing{
 		ContentType: "application/json", DeliveryMode: amqp.Persistent, Body: body,
-		MessageId: m.ID, Timestamp: time.Now(), AppId: r.cfg.Name,
+		MessageId: id, Timestamp: time.Now(), AppId: r.cfg.Name,
 	})
 	if err != nil {
-		return fmt.Errorf("publish to %q: %w", topology.ControlStream, err)
+		return fmt.Errorf("publish to %q: %w", stream, err)
 	}
 	ok, err := dc.WaitContext(ctx)
 	if err != nil {
-		return fmt.Errorf("confirm from %q: %w", topology.ControlStream, err)
+		return fmt.Errorf("confirm from %q: %w", stream, err)
 	}
 	if !ok {
-		return fmt.Errorf("broker refused (nack) the message to %q", topology.ControlStream)
+		return fmt.Errorf("broker refused (nack) the message to %q", stream)
 	}
 	return nil
 }

@@ -6,6 +6,8 @@
 //	queue    conn.records.dead   quorum, durable  ← undecodable messages, with header x-connpipe-error
 //	queue    conn.control        stream, durable  ← the control log: routing changes, in order (publish
 //	                                                 through the default exchange, routing key conn.control)
+//	queue    conn.control.snapshots stream       ← admin's snapshots of the folded table; readers start
+//	                                                 from the latest and fold only what follows it
 //	exchange conn.heartbeat      fanout           ← consumers report the control position they applied
 //
 // Declare is idempotent and is run again after every reconnect.
@@ -24,6 +26,7 @@ const (
 	DeadExchange      = "conn.records.dlx"
 	DeadQueue         = "conn.records.dead"
 	ControlStream     = "conn.control"
+	ControlSnapshots  = "conn.control.snapshots"
 	HeartbeatExchange = "conn.heartbeat"
 
 	// ErrorHeader carries the reason a message was dead-lettered.
@@ -61,6 +64,14 @@ func Declare(ch *amqp.Channel) error {
 			// The log is folded from the start; it is small (one message per
 			// change) and must not be cut by age. Segments bound the file size.
 			"x-stream-max-segment-size-bytes": 16 << 20,
+		}, ""},
+		// Only the latest snapshot is ever read; small segments let the
+		// length limit drop old ones, never the latest (the segment being
+		// written is not deleted).
+		{ControlSnapshots, amqp.Table{
+			"x-queue-type":                    "stream",
+			"x-max-length-bytes":              16 << 20,
+			"x-stream-max-segment-size-bytes": 1 << 20,
 		}, ""},
 	}
 	for _, q := range queues {

@@ -1,0 +1,193 @@
+package controllog_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/controllog"
+	"github.com/connpipe/connpipe/shared/testenv"
+	"github.com/connpipe/connpipe/shared/topology"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+func startWith(t *testing.T, ctx context.Context, cfg controllog.Config) *controllog.Reader {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	r := controllog.New(cfg)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx) }()
+	t.Cleanup(func() { <-done })
+	select {
+	case <-r.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatalf("reader %s not ready after 30s", cfg.Name)
+	}
+	return r
+}
+
+// streamMessages asks the management API how many messages a stream
+// holds, waiting for its statistics to count any (they lag by seconds).
+func streamMessages(t *testing.T, amqpURL, stream string) int {
+	t.Helper()
+	au, _ := url.Parse(amqpURL)
+	mgmt, _ := url.Parse(testenv.Management(t))
+	user, pass := mgmt.User.Username(), ""
+	pass, _ = mgmt.User.Password()
+	mgmt.User = nil
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		req, _ := http.NewRequest(http.MethodGet, strings.TrimRight(mgmt.String(), "/")+"/api/queues/"+url.PathEscape(strings.TrimPrefix(au.Path, "/"))+"/"+url.PathEscape(stream), nil)
+		req.SetBasicAuth(user, pass)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var q struct {
+			Messages *int `json:"messages"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&q)
+		resp.Body.Close()
+		if err == nil && q.Messages != nil && *q.Messages > 0 {
+			return *q.Messages
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("management API gives no message count for %s: %v", stream, err)
+		}
+		time.Sleep(500 * time.Millisecond) // the statistics lag a few seconds
+	}
+}
+
+// TestSnapshotsBoundWhatANewReaderFolds: 1,000 changes and 100 restarts
+// later, a new reader is ready after folding at most K+1 messages, and the
+// log holds the changes and the seed alone.
+func TestSnapshotsBoundWhatANewReaderFolds(t *testing.T) {
+	amqpURL := testenv.AMQP(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const every = 100
+	admin := startWith(t, ctx, controllog.Config{URL: amqpURL, Name: "admin", Initial: initial(t), Seed: true, SnapshotEvery: every})
+	deadline := time.Now().Add(10 * time.Second)
+	for !admin.Table().Seeded && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !admin.Table().Seeded {
+		t.Fatal("admin did not seed the log")
+	}
+
+	// 1,000 changes, hand-published in one burst.
+	ch := testenv.Channel(t, amqpURL)
+	const changes = 1000
+	for i := range changes {
+		w := 1 + i%200
+		body := fmt.Sprintf(`{"op":"set_weights","weights":{"redis-a":%d,"redis-b":%d}}`, w, 201-w)
+		if err := ch.Publish("", topology.ControlStream, false, false, amqp.Publishing{Body: []byte(body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitVersion(t, admin, changes)
+
+	// 100 restarts of readers, ten at a time: each is ready, none writes.
+	for batch := range 10 {
+		var wg sync.WaitGroup
+		for i := range 10 {
+			wg.Go(func() {
+				rctx, rcancel := context.WithCancel(ctx)
+				defer rcancel()
+				r := controllog.New(controllog.Config{URL: amqpURL, Name: fmt.Sprintf("restart-%d-%d", batch, i), Initial: initial(t),
+					Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+				go func() { _ = r.Run(rctx) }()
+				select {
+				case <-r.Ready():
+					if r.Table().Version != changes {
+						t.Errorf("restarted reader at version %d, want %d", r.Table().Version, changes)
+					}
+				case <-time.After(30 * time.Second):
+					t.Errorf("restarted reader not ready")
+				}
+			})
+		}
+		wg.Wait()
+	}
+
+	var logs bytes.Buffer
+	late := startWith(t, ctx, controllog.Config{URL: amqpURL, Name: "late", Initial: initial(t),
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if late.Table().Version != changes || late.Table().String() != admin.Table().String() {
+		t.Fatalf("late reader at %s, admin at %s", late.Table().Describe(), admin.Table().Describe())
+	}
+	if n := late.Stats().CatchUp.Load(); n > every+1 || late.Stats().FromSnap.Load() != 1 {
+		t.Errorf("late reader folded %d messages to be ready (from a snapshot: %d sessions); want at most %d", n, late.Stats().FromSnap.Load(), every+1)
+	}
+	if admin.Stats().Snapshots.Load() < changes/every {
+		t.Errorf("admin wrote %d snapshots, want at least %d", admin.Stats().Snapshots.Load(), changes/every)
+	}
+	// The log holds the seed and the changes: readers wrote nothing.
+	if n := streamMessages(t, amqpURL, topology.ControlStream); n != changes+1 {
+		t.Errorf("%s holds %d messages, want %d (the seed and the changes)", topology.ControlStream, n, changes+1)
+	}
+}
+
+// TestReadersWithOtherEnvironmentsFollowTheSeed: a reader whose BACKENDS
+// and WEIGHTS differ from the seed routes by the log's table, and says so.
+func TestReadersWithOtherEnvironmentsFollowTheSeed(t *testing.T) {
+	amqpURL := testenv.AMQP(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	other, err := control.NewTable([]control.Backend{
+		{Name: "redis-a", Addr: "127.0.0.1:6379", Weight: 90},
+		{Name: "redis-z", Addr: "127.0.0.1:6399", Weight: 10},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	consumer := startWith(t, ctx, controllog.Config{URL: amqpURL, Name: "consumer", Initial: other,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	admin := startWith(t, ctx, controllog.Config{URL: amqpURL, Name: "admin", Initial: initial(t), Seed: true})
+	deadline := time.Now().Add(15 * time.Second)
+	for !control.SameRouting(consumer.Table(), admin.Table()) || !consumer.Table().Seeded {
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer routes by %s, admin by %s", consumer.Table().Describe(), admin.Table().Describe())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "differ from the starting table in the control log") {
+		t.Errorf("no warning that the environment differs from the log; logs:\n%s", logs.String())
+	}
+	// A second admin with yet another environment changes nothing.
+	second := startWith(t, ctx, controllog.Config{URL: amqpURL, Name: "admin-2", Initial: other, Seed: true})
+	time.Sleep(time.Second)
+	if !control.SameRouting(second.Table(), admin.Table()) || admin.Table().String() != initial(t).String() {
+		t.Errorf("after a second seed: admin %s, second %s", admin.Table().Describe(), second.Table().Describe())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
