@@ -127,7 +127,8 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	// The setting is process-wide: the first server's logger keeps it.
 	redisLogOnce.Do(func() { redis.SetLogger(redisLog{log.With("component", "redis")}) })
 	s := &Server{cfg: cfg, log: log, bound: make(chan struct{})}
-	s.reader = controllog.New(controllog.Config{URL: cfg.AMQPURL, Name: name, Initial: initial, Logger: log})
+	s.reader = controllog.New(controllog.Config{URL: cfg.AMQPURL, Name: name, Initial: initial, Logger: log,
+		Seed: true, SnapshotEvery: controllog.DefaultSnapshotEvery})
 	s.members = members.New(cfg.ConsumerTimeout, time.Now)
 	s.pool = &readback.Pool{Options: func(addr string) *redis.Options {
 		return &redis.Options{Addr: addr, DialTimeout: time.Second, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second, MaxRetries: 1}
