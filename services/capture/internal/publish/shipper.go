@@ -133,10 +133,12 @@ func (s *Shipper) Run(ctx context.Context, in <-chan Batch) error {
 		s.log.Warn("stopping with records in the spool; they are sent when capture starts again",
 			"dir", s.sp.Dir(), "records", st.Records, "batches", st.Batches, "bytes", st.Bytes)
 	}
+	if kept > 0 {
+		s.log.Info("unconfirmed batches kept in the spool", "records", kept)
+	}
 	if lost > 0 {
 		return fmt.Errorf("%d records could not be kept in the spool (counted as dropped): %w", lost, errors.Join(pumpErr, pubErr))
 	}
-	_ = kept
 	return pumpErr
 }
 
