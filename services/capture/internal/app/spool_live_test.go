@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/connpipe/connpipe/services/capture/internal/samples"
 	"github.com/connpipe/connpipe/services/capture/internal/spool"
 	"github.com/connpipe/connpipe/shared/record"
 	"github.com/connpipe/connpipe/shared/testenv"
@@ -348,4 +349,60 @@ func TestSpoolSurvivesKill(t *testing.T) {
 	}
 	t.Logf("%d packets seen, %d records in the spool at the kill, all stored; %d stored in all (+%d duplicates)",
 		len(seen), len(inSpool), len(all), dups)
+}
+
+// TestSpoolStoppedAndStartedAgain: a replay into a broker that is away is
+// stopped (context ended, as by SIGTERM) with its records in the spool; a
+// capture started later on the same SPOOL_DIR, with the broker back, sends
+// them first.
+func TestSpoolStoppedAndStartedAgain(t *testing.T) {
+	needRoot(t)
+	u := testenv.AMQP(t)
+	proxy := startProxy(t, proxyPortReplay, brokerAddr(t, u))
+	proxy.cut()
+	file := filepath.Join(samples.Dir(t), "eth-ipv4-http-get.pcap")
+	want := readGolden(t, filepath.Base(file))
+	clearSpoolEnv(t)
+	cfg, err := LoadConfig(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg.AMQPURL, cfg.PcapFiles, cfg.BPFFilter, cfg.MetricsAddr = via(t, u, proxy.addr), []string{file}, "tcp", "127.0.0.1:0"
+	cfg.BatchSize, cfg.SpoolDir, cfg.ShutdownTimeout = 3, dir, 300*time.Millisecond
+	info, cancel, runErr := start(t, cfg, testLogger(t))
+	waitFor(t, 10*time.Second, "the replay's records did not reach the spool", func() bool {
+		return counter(t, info.Registry, "connpipe_capture_spool_written_records_total") >= float64(len(want))
+	})
+	cancel()
+	if err := <-runErr; err != nil {
+		t.Fatalf("Run stopped with everything in the spool: %v", err)
+	}
+	if n := counter(t, info.Registry, "connpipe_capture_spool_records"); int(n) != len(want) {
+		t.Fatalf("%v records in the spool at the stop, want %d", n, len(want))
+	}
+
+	// Started again: live on lo, no traffic, the broker back.
+	proxy.restore()
+	cfg2 := cfg
+	cfg2.PcapFiles, cfg2.BPFFilter = nil, ""
+	cfg2.Interface, cfg2.ListenAddr = "lo", fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	info2, cancel2, runErr2 := start(t, cfg2, testLogger(t))
+	defer cancel2()
+	waitFor(t, 30*time.Second, "the spool was not sent after the start", func() bool {
+		return counter(t, info2.Registry, "connpipe_capture_spool_records") == 0 &&
+			counter(t, info2.Registry, "connpipe_capture_spool_drained_records_total") >= float64(len(want))
+	})
+	cancel2()
+	if err := <-runErr2; err != nil {
+		t.Fatalf("second Run: %v", err)
+	}
+	var got []string
+	for _, r := range storedRecords(t, u) {
+		got = append(got, r.String())
+	}
+	checkGolden(t, "records spooled by a stopped capture", got, want)
+	if f, _ := filepath.Glob(filepath.Join(dir, "seg-*")); len(f) != 0 {
+		t.Fatalf("spool files left: %v", f)
+	}
 }
