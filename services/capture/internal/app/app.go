@@ -137,6 +137,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 				held = fmt.Errorf("%d records never handed to the publisher: %w", batcher.Held(), err)
 				cancelPub(err)
 			}
+			stop := context.AfterFunc(ctx, func() { stopEarly(sp, pub, cancelPub) })
+			defer stop()
 			return errors.Join(<-pubDone, held)
 		}
 	}

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,4 +51,19 @@ func brokerHealth(pub *publish.Publisher, sp *spool.Spool) error {
 		return errors.New("not connected to the broker")
 	}
 	return nil
+}
+
+// stopEarly, at a shutdown (ctx ended) with a spool, stops publishing at
+// once instead of after SHUTDOWN_TIMEOUT when the broker cannot confirm
+// anything anyway (unreachable or blocked): what is unconfirmed goes to the
+// spool and is sent at the next start. It runs after the batcher is
+// closed, so no accepted record is in flight outside the shipper.
+func stopEarly(sp *spool.Spool, pub *publish.Publisher, cancel context.CancelCauseFunc) {
+	if sp == nil {
+		return
+	}
+	blocked, _ := pub.Blocked()
+	if blocked || !pub.Connected() {
+		cancel(errors.New("stopping while the broker is away; the spool keeps what is unconfirmed"))
+	}
 }
