@@ -695,6 +695,9 @@ func (s *Spool) readLocked(g *segment) (Entry, error) {
 func (s *Spool) Ack(e Entry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return // the next Open sends it again
+	}
 	i := slices.IndexFunc(s.inflight, func(f flight) bool { return f.id == e.ID })
 	if i < 0 {
 		return
