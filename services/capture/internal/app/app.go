@@ -114,21 +114,31 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			URL: cfg.AMQPURL, Name: "connpipe-capture@" + host, MaxInFlight: cfg.MaxInFlight,
 			Logger: log, Metrics: publish.NewMetrics(reg),
 		})
-		pubDone := make(chan error, 1)
-		go func() { pubDone <- pub.Run(pubCtx, batcher.Out()) }()
-		out = batcher
-		health = func() error {
-			if !pub.Connected() {
-				return errors.New("not connected to the broker")
-			}
-			return nil
+		sp, err := openSpool(cfg, reg, log)
+		if err != nil {
+			return err
 		}
+		pubDone := make(chan error, 1)
+		if sp == nil {
+			go func() { pubDone <- pub.Run(pubCtx, batcher.Out()) }()
+		} else {
+			ship := publish.NewShipper(publish.ShipperConfig{Spool: sp, Publisher: pub, Logger: log,
+				Metrics: publish.NewShipperMetrics(reg, sp.Metrics().Drained)})
+			go func() {
+				err := ship.Run(pubCtx, batcher.Out())
+				pubDone <- errors.Join(err, sp.Close())
+			}()
+		}
+		out = batcher
+		health = func() error { return brokerHealth(pub, sp) }
 		closeFn = func() error {
 			var held error
 			if err := batcher.Close(pubCtx); err != nil {
 				held = fmt.Errorf("%d records never handed to the publisher: %w", batcher.Held(), err)
 				cancelPub(err)
 			}
+			stop := context.AfterFunc(ctx, func() { stopEarly(sp, pub, cancelPub) })
+			defer stop()
 			return errors.Join(<-pubDone, held)
 		}
 	}

@@ -40,6 +40,10 @@ type Config struct {
 	KeyWait         time.Duration `envconfig:"KEY_WAIT" default:"1s"`
 	KeyMaxConns     int           `envconfig:"KEY_MAX_CONNS" default:"65536"`
 	KeyMaxBytes     int64         `envconfig:"KEY_MAX_BYTES" default:"67108864"`
+	SpoolDir        string        `envconfig:"SPOOL_DIR"`
+	SpoolMaxBytes   int64         `envconfig:"SPOOL_MAX_BYTES" default:"1073741824"`
+	SpoolFullPolicy string        `envconfig:"SPOOL_FULL_POLICY" default:"drop-newest"`
+	SpoolFsync      string        `envconfig:"SPOOL_FSYNC" default:"interval"`
 
 	// Stdout receives OUTPUT=stdout lines (os.Stdout when nil).
 	Stdout io.Writer `ignored:"true"`
@@ -105,6 +109,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.validateKey(); err != nil {
+		return err
+	}
+	if err := c.validateSpool(); err != nil {
 		return err
 	}
 	if len(c.PcapFiles) == 0 && c.Interface == "" {
@@ -193,6 +200,11 @@ Environment:
   KEY_WAIT          1s
   KEY_MAX_CONNS     65536
   KEY_MAX_BYTES     67108864
+  SPOOL_DIR         (empty: no spool; else a directory for batches the
+                    broker cannot take yet, sent first once it can)
+  SPOOL_MAX_BYTES   1073741824
+  SPOOL_FULL_POLICY drop-newest (or drop-oldest)
+  SPOOL_FSYNC       interval (once a second; or batch, or never)
 `
 
 // LoadConfig reads the environment, applies the flags in args and

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/connpipe/connpipe/services/capture/internal/spool"
 	"github.com/connpipe/connpipe/shared/record"
 )
 
@@ -21,6 +22,8 @@ type Batch struct {
 
 	tag         uint64 // delivery tag while unconfirmed
 	republished bool
+	spooled     bool        // read from the spool: acked there once confirmed
+	entry       spool.Entry // its place in the spool when spooled
 }
 
 // ErrClosed is returned by Add after Close.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +22,7 @@ type Metrics struct {
 	Nacked      prometheus.Counter // messages the broker nacked
 	Republished prometheus.Counter // messages published again after a nack or a lost connection
 	InFlight    prometheus.Gauge   // messages not yet confirmed
+	Blocked     prometheus.Gauge   // 1 while the broker blocks publishing (connection.blocked)
 }
 
 // NewMetrics registers the publisher's metrics on reg.
@@ -36,8 +38,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Messages published again after a nack or a lost connection."}),
 		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "connpipe_capture_in_flight",
 			Help: "Messages published and not yet confirmed (or waiting to be published again)."}),
+		Blocked: prometheus.NewGauge(prometheus.GaugeOpts{Name: "connpipe_capture_broker_blocked",
+			Help: "1 while the broker blocks publishing (connection.blocked: a memory or disk alarm), else 0."}),
 	}
-	reg.MustRegister(m.Published, m.Confirmed, m.Nacked, m.Republished, m.InFlight)
+	reg.MustRegister(m.Published, m.Confirmed, m.Nacked, m.Republished, m.InFlight, m.Blocked)
 	return m
 }
 
@@ -59,6 +63,17 @@ type PublisherConfig struct {
 type Publisher struct {
 	cfg       PublisherConfig
 	connected atomic.Bool
+	blocked   atomic.Pointer[string] // the broker's reason while blocked, else nil
+	// confirmed, when set, is called (on Run's goroutine) for every batch
+	// the broker confirms.
+	confirmed func(Batch)
+	// spill, when set, is offered every unconfirmed batch that did not
+	// come from the spool when the connection is lost; a batch it takes
+	// (returns true) is forgotten by the publisher.
+	spill func(Batch) bool
+	// leftover holds the batches Run gave up on (ctx ended), for the
+	// shipper to keep.
+	leftover []Batch
 	// dial is broker.Dial; tests may replace it.
 	dial func(ctx context.Context, url, name string, log *slog.Logger) (*amqp.Connection, error)
 }
@@ -80,12 +95,34 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 // Connected reports whether the publisher has a confirmed channel open.
 func (p *Publisher) Connected() bool { return p.connected.Load() }
 
+// Blocked reports whether the broker has blocked publishing on the
+// connection (connection.blocked, sent on a memory or disk alarm), and the
+// broker's reason.
+func (p *Publisher) Blocked() (bool, string) {
+	if r := p.blocked.Load(); r != nil {
+		return true, *r
+	}
+	return false, ""
+}
+
+func (p *Publisher) setBlocked(b amqp.Blocking) {
+	if b.Active {
+		r := b.Reason
+		p.blocked.Store(&r)
+		p.cfg.Metrics.Blocked.Set(1)
+		return
+	}
+	p.blocked.Store(nil)
+	p.cfg.Metrics.Blocked.Set(0)
+}
+
 // confirmChannel is one connection with its confirm-mode channel.
 type confirmChannel struct {
 	conn     *amqp.Connection
 	ch       *amqp.Channel
 	confirms chan amqp.Confirmation
 	closed   chan *amqp.Error
+	blocks   chan amqp.Blocking
 	nextTag  uint64
 }
 
@@ -129,6 +166,7 @@ func (p *Publisher) Run(ctx context.Context, in <-chan Batch) error {
 	<-holdTimer.C
 	defer func() {
 		p.connected.Store(false)
+		p.setBlocked(amqp.Blocking{})
 		s.close()
 	}()
 	unconfirmed := func() int {
@@ -144,6 +182,7 @@ func (p *Publisher) Run(ctx context.Context, in <-chan Batch) error {
 	gauge := func() { m.InFlight.Set(float64(len(pending) + len(retry))) }
 	lost := func(why error) {
 		p.connected.Store(false)
+		p.setBlocked(amqp.Blocking{})
 		if len(pending) > 0 || len(retry) > 0 {
 			log.Warn("broker connection lost; unconfirmed batches will be published again",
 				"err", why, "batches", len(pending)+len(retry), "records", unconfirmed())
@@ -152,6 +191,9 @@ func (p *Publisher) Run(ctx context.Context, in <-chan Batch) error {
 		}
 		retry = append(pending, retry...)
 		pending = nil
+		if p.spill != nil && !inClosed {
+			retry = slices.DeleteFunc(retry, func(b Batch) bool { return !b.spooled && p.spill(b) })
+		}
 		s.close()
 		s = nil
 		gauge()
@@ -186,7 +228,7 @@ func (p *Publisher) Run(ctx context.Context, in <-chan Batch) error {
 			if failures > 0 {
 				select {
 				case <-ctx.Done():
-					return p.stopped(ctx, unconfirmed()+queued(in, inClosed))
+					return p.stopped(ctx, pending, retry, in, inClosed)
 				case <-time.After(broker.DefaultBackoff.Delay(failures - 1)):
 				}
 			}
@@ -194,7 +236,7 @@ func (p *Publisher) Run(ctx context.Context, in <-chan Batch) error {
 			s, err = p.connect(ctx)
 			if err != nil {
 				if ctx.Err() != nil {
-					return p.stopped(ctx, unconfirmed()+queued(in, inClosed))
+					return p.stopped(ctx, pending, retry, in, inClosed)
 				}
 				failures++
 				log.Warn("open confirm channel", "err", err)
@@ -206,7 +248,11 @@ func (p *Publisher) Run(ctx context.Context, in <-chan Batch) error {
 		}
 		// Batches to publish again go first, within the window.
 		var hold <-chan time.Time
-		if len(retry) > 0 && time.Now().Before(holdUntil) {
+		blocked, _ := p.Blocked()
+		if blocked {
+			// The broker reads nothing from a blocked connection: publish
+			// nothing (the shipper spools) until it unblocks.
+		} else if len(retry) > 0 && time.Now().Before(holdUntil) {
 			holdTimer.Reset(time.Until(holdUntil))
 			hold = holdTimer.C
 		} else if len(retry) > 0 && len(pending) < p.cfg.MaxInFlight {
@@ -221,7 +267,7 @@ func (p *Publisher) Run(ctx context.Context, in <-chan Batch) error {
 			continue
 		}
 		var recv <-chan Batch
-		if !inClosed && len(retry) == 0 && len(pending) < p.cfg.MaxInFlight {
+		if !inClosed && !blocked && len(retry) == 0 && len(pending) < p.cfg.MaxInFlight {
 			recv = in
 		}
 		select {
@@ -252,6 +298,9 @@ func (p *Publisher) Run(ctx context.Context, in <-chan Batch) error {
 			if c.Ack {
 				m.Confirmed.Add(float64(b.Records))
 				nacksInRow = 0
+				if p.confirmed != nil {
+					p.confirmed(b)
+				}
 			} else {
 				m.Nacked.Inc()
 				nacksInRow++
@@ -266,32 +315,44 @@ func (p *Publisher) Run(ctx context.Context, in <-chan Batch) error {
 			}
 			gauge()
 		case <-hold:
+		case bl := <-s.blocks:
+			p.setBlocked(bl)
+			if bl.Active {
+				log.Warn("broker blocked publishing (a resource alarm); batches go to the spool",
+					"reason", bl.Reason, "unconfirmed", len(pending))
+			} else {
+				log.Info("broker unblocked publishing")
+			}
 		case err := <-s.closed:
 			lost(fmt.Errorf("connection closed: %v", err))
 		case <-ctx.Done():
-			return p.stopped(ctx, unconfirmed()+queued(in, inClosed))
+			return p.stopped(ctx, pending, retry, in, inClosed)
 		}
 	}
 }
 
-// queued counts the records of batches waiting in in, taking them.
-func queued(in <-chan Batch, closed bool) int {
-	n := 0
+// stopped keeps the unconfirmed batches and those waiting in in (taking
+// them) as p.leftover and says how many records they hold.
+func (p *Publisher) stopped(ctx context.Context, pending, retry []Batch, in <-chan Batch, closed bool) error {
+	left := append(append([]Batch(nil), pending...), retry...)
 	for !closed {
 		select {
 		case b, ok := <-in:
 			if !ok {
-				return n
+				closed = true
+				continue
 			}
-			n += b.Records
+			left = append(left, b)
+			continue
 		default:
-			return n
 		}
+		break
 	}
-	return n
-}
-
-func (p *Publisher) stopped(ctx context.Context, records int) error {
+	p.leftover = left
+	records := 0
+	for _, b := range left {
+		records += b.Records
+	}
 	if records == 0 {
 		return nil
 	}
@@ -319,6 +380,7 @@ func (p *Publisher) connect(ctx context.Context) (*confirmChannel, error) {
 		ch:       ch,
 		confirms: ch.NotifyPublish(make(chan amqp.Confirmation, p.cfg.MaxInFlight+1)),
 		closed:   conn.NotifyClose(make(chan *amqp.Error, 1)),
+		blocks:   conn.NotifyBlocked(make(chan amqp.Blocking, 4)),
 		nextTag:  1,
 	}
 	return s, nil
