@@ -158,7 +158,15 @@ func declare(conn *amqp.Connection) error {
 		return fmt.Errorf("open channel: %w", err)
 	}
 	defer ch.Close()
-	return topology.Declare(ch)
+	err = topology.Declare(ch)
+	var ae *amqp.Error
+	if errors.As(err, &ae) && ae.Code == amqp.AccessRefused {
+		// A least-privilege user (capture, consumer) may not declare: the
+		// topology is admin's to declare, and this user's work fails on
+		// its own, with a clear error, until it exists.
+		return nil
+	}
+	return err
 }
 
 // Redact hides the passwords in an AMQP URL (or a list of them) for logs.

@@ -396,31 +396,31 @@ func (r *Reader) publish(ctx context.Context, m control.Message) error {
 	if err != nil {
 		return err
 	}
-	return r.publishTo(ctx, topology.ControlStream, m.ID, body)
+	return r.publishTo(ctx, topology.ControlExchange, m.ID, body)
 }
 
-// publishTo sends body to stream through the default exchange and waits
-// for the broker's confirm.
-func (r *Reader) publishTo(ctx context.Context, stream, id string, body []byte) error {
+// publishTo sends body to exchange (conn.control or its snapshots) and
+// waits for the broker's confirm.
+func (r *Reader) publishTo(ctx context.Context, exchange, id string, body []byte) error {
 	r.mu.Lock()
 	pub := r.pub
 	r.mu.Unlock()
 	if pub == nil {
 		return ErrNotConnected
 	}
-	dc, err := pub.PublishWithDeferredConfirmWithContext(ctx, "", stream, true, false, amqp.Publishing{
+	dc, err := pub.PublishWithDeferredConfirmWithContext(ctx, exchange, "", true, false, amqp.Publishing{
 		ContentType: "application/json", DeliveryMode: amqp.Persistent, Body: body,
 		MessageId: id, Timestamp: time.Now(), AppId: r.cfg.Name,
 	})
 	if err != nil {
-		return fmt.Errorf("publish to %q: %w", stream, err)
+		return fmt.Errorf("publish to %q: %w", exchange, err)
 	}
 	ok, err := dc.WaitContext(ctx)
 	if err != nil {
-		return fmt.Errorf("confirm from %q: %w", stream, err)
+		return fmt.Errorf("confirm from %q: %w", exchange, err)
 	}
 	if !ok {
-		return fmt.Errorf("broker refused (nack) the message to %q", stream)
+		return fmt.Errorf("broker refused (nack) the message to %q", exchange)
 	}
 	return nil
 }

@@ -82,7 +82,7 @@ func (r *Reader) maybeSnapshot(ctx context.Context, t *control.Table) {
 	go func() {
 		body, err := json.Marshal(snapshot{Op: opSnapshot, Table: t, By: r.cfg.Name})
 		if err == nil {
-			err = r.publishTo(ctx, topology.ControlSnapshots, "", body)
+			err = r.publishTo(ctx, topology.SnapshotsExchange, "", body)
 		}
 		if err != nil {
 			r.log.Warn("control log: could not write a snapshot; the next reader folds more", "position", t.Position, "err", err)

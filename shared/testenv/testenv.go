@@ -24,6 +24,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -108,48 +109,75 @@ func AMQP(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("CONNPIPE_TEST_AMQP: %v", err)
 	}
-	mgmt, err := url.Parse(setting(t, "CONNPIPE_TEST_MGMT"))
-	if err != nil {
-		t.Fatalf("CONNPIPE_TEST_MGMT: %v", err)
-	}
 	name := "t-" + strings.ToLower(unsafeChars.ReplaceAllString(t.Name(), "-"))
 	if len(name) > 40 {
 		name = name[:40]
 	}
 	name += "-" + ID()
-	user := mgmt.User.Username()
-	pass, _ := mgmt.User.Password()
-	call := func(method, path, body string) error {
-		u := *mgmt
-		u.User = nil
-		req, err := http.NewRequest(method, strings.TrimRight(u.String(), "/")+path, strings.NewReader(body))
-		if err != nil {
-			return err
-		}
-		req.SetBasicAuth(user, pass)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode >= 300 {
-			return fmt.Errorf("%s %s: %s", method, path, resp.Status)
-		}
-		return nil
-	}
 	vh := url.PathEscape(name)
-	if err := call(http.MethodPut, "/api/vhosts/"+vh, ""); err != nil {
-		t.Fatalf("rabbitmq management API at %s: %v; %s", mgmt.Host, err, hint)
+	if err := mgmtCall(t, http.MethodPut, "/api/vhosts/"+vh, ""); err != nil {
+		t.Fatalf("rabbitmq management API: %v; %s", err, hint)
 	}
-	if err := call(http.MethodPut, "/api/permissions/"+vh+"/"+url.PathEscape(base.User.Username()),
+	if err := mgmtCall(t, http.MethodPut, "/api/permissions/"+vh+"/"+url.PathEscape(base.User.Username()),
 		`{"configure":".*","write":".*","read":".*"}`); err != nil {
 		t.Fatalf("grant permissions on vhost %s: %v", name, err)
 	}
-	t.Cleanup(func() { _ = call(http.MethodDelete, "/api/vhosts/"+vh, "") })
+	t.Cleanup(func() { _ = mgmtCall(t, http.MethodDelete, "/api/vhosts/"+vh, "") })
 	u := *base
 	u.Path = "/" + name
 	u.RawPath = "/" + vh
+	return u.String()
+}
+
+// mgmtCall sends one request to the management API with testenv's
+// credentials.
+func mgmtCall(t testing.TB, method, path, body string) error {
+	mgmt, err := url.Parse(setting(t, "CONNPIPE_TEST_MGMT"))
+	if err != nil {
+		return fmt.Errorf("CONNPIPE_TEST_MGMT: %w", err)
+	}
+	user := mgmt.User.Username()
+	pass, _ := mgmt.User.Password()
+	mgmt.User = nil
+	req, err := http.NewRequest(method, strings.TrimRight(mgmt.String(), "/")+path, strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(user, pass)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+	}
+	return nil
+}
+
+// User creates a broker user for this test with the given permission
+// patterns (configure, write, read) on amqpURL's virtual host, and returns
+// amqpURL with that user's credentials. The user is deleted when the test
+// ends.
+func User(t testing.TB, amqpURL, role, configure, write, read string) string {
+	t.Helper()
+	u, err := url.Parse(amqpURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "t-" + role + "-" + ID()
+	pass := ID() + ID()
+	if err := mgmtCall(t, http.MethodPut, "/api/users/"+url.PathEscape(name), fmt.Sprintf(`{"password":%q,"tags":""}`, pass)); err != nil {
+		t.Fatalf("create user %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = mgmtCall(t, http.MethodDelete, "/api/users/"+url.PathEscape(name), "") })
+	vh := url.PathEscape(strings.TrimPrefix(u.Path, "/"))
+	perms, _ := json.Marshal(map[string]string{"configure": configure, "write": write, "read": read})
+	if err := mgmtCall(t, http.MethodPut, "/api/permissions/"+vh+"/"+url.PathEscape(name), string(perms)); err != nil {
+		t.Fatalf("set permissions of %s: %v", name, err)
+	}
+	u.User = url.UserPassword(name, pass)
 	return u.String()
 }
 

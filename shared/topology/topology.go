@@ -4,8 +4,9 @@
 //	queue    conn.records        quorum, durable  ← consumers compete on it; dead-letters to conn.records.dlx
 //	exchange conn.records.dlx    fanout, durable
 //	queue    conn.records.dead   quorum, durable  ← undecodable messages, with header x-connpipe-error
-//	queue    conn.control        stream, durable  ← the control log: routing changes, in order (publish
-//	                                                 through the default exchange, routing key conn.control)
+//	exchange conn.control        fanout, durable  ← routing changes are published here (admin, operators)
+//	queue    conn.control        stream, durable  ← the control log: routing changes, in order
+//	exchange conn.control.snapshots fanout        ← admin's snapshots are published here
 //	queue    conn.control.snapshots stream       ← admin's snapshots of the folded table; readers start
 //	                                                 from the latest and fold only what follows it
 //	exchange conn.heartbeat      fanout           ← consumers report the control position they applied
@@ -21,12 +22,18 @@ import (
 
 // Names of the AMQP objects.
 const (
-	RecordsExchange   = "conn.records"
-	RecordsQueue      = "conn.records"
-	DeadExchange      = "conn.records.dlx"
-	DeadQueue         = "conn.records.dead"
-	ControlStream     = "conn.control"
-	ControlSnapshots  = "conn.control.snapshots"
+	RecordsExchange  = "conn.records"
+	RecordsQueue     = "conn.records"
+	DeadExchange     = "conn.records.dlx"
+	DeadQueue        = "conn.records.dead"
+	ControlStream    = "conn.control"
+	ControlSnapshots = "conn.control.snapshots"
+	// ControlExchange routes to the control log and SnapshotsExchange to
+	// the snapshots: publishing through an exchange of its own needs write
+	// permission on that exchange alone, where the default exchange would
+	// let a writer reach every queue.
+	ControlExchange   = "conn.control"
+	SnapshotsExchange = "conn.control.snapshots"
 	HeartbeatExchange = "conn.heartbeat"
 
 	// ErrorHeader carries the reason a message was dead-lettered.
@@ -43,6 +50,8 @@ func Declare(ch *amqp.Channel) error {
 		{RecordsExchange, amqp.ExchangeFanout},
 		{DeadExchange, amqp.ExchangeFanout},
 		{HeartbeatExchange, amqp.ExchangeFanout},
+		{ControlExchange, amqp.ExchangeFanout},
+		{SnapshotsExchange, amqp.ExchangeFanout},
 	} {
 		if err := ch.ExchangeDeclare(ex.name, ex.kind, true, false, false, false, nil); err != nil {
 			return fmt.Errorf("declare exchange %q: %w", ex.name, err)
@@ -64,7 +73,7 @@ func Declare(ch *amqp.Channel) error {
 			// The log is folded from the start; it is small (one message per
 			// change) and must not be cut by age. Segments bound the file size.
 			"x-stream-max-segment-size-bytes": 16 << 20,
-		}, ""},
+		}, ControlExchange},
 		// Only the latest snapshot is ever read; small segments let the
 		// length limit drop old ones, never the latest (the segment being
 		// written is not deleted).
@@ -72,7 +81,7 @@ func Declare(ch *amqp.Channel) error {
 			"x-queue-type":                    "stream",
 			"x-max-length-bytes":              16 << 20,
 			"x-stream-max-segment-size-bytes": 1 << 20,
-		}, ""},
+		}, SnapshotsExchange},
 	}
 	for _, q := range queues {
 		if _, err := ch.QueueDeclare(q.name, true, false, false, false, q.args); err != nil {
