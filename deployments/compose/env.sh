@@ -63,15 +63,25 @@ link_root() {
 	ln -s deployments/compose/.env "$link"
 }
 
+# SECRETS are generated when empty; a file written by an older release
+# gets the ones it lacks on the next init.
+SECRETS="RABBITMQ_PASSWORD RABBITMQ_ADMIN_PASSWORD RABBITMQ_CONSUMER_PASSWORD RABBITMQ_CAPTURE_PASSWORD RABBITMQ_OPERATOR_PASSWORD ADMIN_TOKEN"
+
 init() {
 	local file=${1:-$DEFAULT}
 	[ "$file" != "$DEFAULT" ] || link_root
+	local k
 	if [ -f "$file" ]; then
+		for k in $SECRETS; do
+			if [ -z "$(get "$file" "$k")" ]; then
+				set_keys "$file" "$k=$(secret)"
+				echo "added $k to $file" >&2
+			fi
+		done
 		return
 	fi
 	install -m 600 "$HERE/connpipe.env.example" "$file"
-	local k
-	for k in RABBITMQ_PASSWORD ADMIN_TOKEN; do
+	for k in $SECRETS; do
 		[ -n "$(get "$file" "$k")" ] || set_keys "$file" "$k=$(secret)"
 	done
 	local want got

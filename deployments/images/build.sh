@@ -197,17 +197,24 @@ build_redis() {
 }
 
 build_rabbitmq() {
-	if have_image "$RABBITMQ_IMAGE"; then log "$RABBITMQ_IMAGE exists"; return; fi
-	build_base
+	# The root filesystem (Debian's packages) is kept and reused; the image
+	# on top (configuration, entrypoint, roles) is built every time, from
+	# the layer cache when nothing changed, so an edited file takes effect.
+	local rootfs=$REPO/rabbitmq-rootfs:$SUITE
+	if have_image "$rootfs"; then
+		log "$rootfs exists"
+	else
+		build_base
+		workdir
+		local r=$WORK/rabbitmq
+		rootfs_from_base "$r"
+		log "installing rabbitmq-server and amqp-tools"
+		install_pkgs "$r" rabbitmq-server amqp-tools
+		import_rootfs "$r" "$rootfs"
+	fi
 	workdir
-	local r=$WORK/rabbitmq
-	rootfs_from_base "$r"
-	log "installing rabbitmq-server and amqp-tools"
-	install_pkgs "$r" rabbitmq-server amqp-tools
-	import_rootfs "$r" "$REPO/rabbitmq-rootfs:$SUITE"
-	docker build -q --build-arg ROOTFS="$REPO/rabbitmq-rootfs:$SUITE" -t "$RABBITMQ_IMAGE" "$HERE/rabbitmq" >/dev/null 2>"$WORK/build.log" ||
+	docker build -q --build-arg ROOTFS="$rootfs" -t "$RABBITMQ_IMAGE" "$HERE/rabbitmq" >/dev/null 2>"$WORK/build.log" ||
 		{ cat "$WORK/build.log" >&2; die "building $RABBITMQ_IMAGE failed"; }
-	docker image rm "$REPO/rabbitmq-rootfs:$SUITE" >/dev/null
 	log "built $RABBITMQ_IMAGE"
 }
 
