@@ -8,7 +8,8 @@
 COMPOSE_DIR := deployments/compose
 COMPOSE_ENV ?= $(CURDIR)/$(COMPOSE_DIR)/.env
 CONSUMERS ?= 1
-# "docker compose" when the plugin answers, else docker-compose (v1).
+# "docker compose" when the plugin answers, else docker-compose (v1). Read
+# when a recipe runs, so after compose-v2 has installed the plugin.
 COMPOSE_CMD ?= $(shell if docker compose version >/dev/null 2>&1; then echo docker compose; \
 	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; else echo docker compose; fi)
 COMPOSE_RUN = $(COMPOSE_CMD) --env-file $(COMPOSE_ENV) --file $(CURDIR)/docker-compose.yml --project-directory $(CURDIR)
@@ -18,7 +19,10 @@ COMPOSE_RUN = $(COMPOSE_CMD) --env-file $(COMPOSE_ENV) --file $(CURDIR)/docker-c
 $(COMPOSE_ENV):
 	@$(COMPOSE_DIR)/env.sh init $(COMPOSE_ENV)
 
-images: ## build every image of the compose stack without a registry (debootstrap base, cached)
+compose-v2: ## make `docker compose` (v2) answer: builds the CLI plugin from the Go module proxy when it is missing
+	@GO=$(GO) scripts/compose-v2.sh
+
+images: compose-v2 ## build every image of the compose stack without a registry (debootstrap base, cached)
 	@$(COMPOSE_DIR)/env.sh init $(COMPOSE_ENV)
 	@$(COMPOSE_DIR)/images.sh $(COMPOSE_ENV) >/dev/null
 
@@ -40,7 +44,7 @@ ps: $(COMPOSE_ENV) ## list the compose stack's containers and their health
 logs: $(COMPOSE_ENV) ## follow the compose stack's logs
 	@$(COMPOSE_RUN) logs -f --tail=100
 
-e2e: ## end-to-end test of the compose stack in its own project (CONNPIPE_E2E_FRESH=1: rebuild images from scratch)
+e2e: compose-v2 ## end-to-end test of the compose stack in its own project (CONNPIPE_E2E_FRESH=1: rebuild images from scratch)
 	COMPOSE="$(COMPOSE_CMD)" $(GO) test -tags e2e -count=1 -v -timeout 30m github.com/connpipe/connpipe/deployments/compose/e2e
 
-.PHONY: images up down ps logs e2e
+.PHONY: compose-v2 images up down ps logs e2e
