@@ -105,6 +105,40 @@ func TestCompose(t *testing.T) {
 		}
 	})
 
+	stage("no container runs as root; capture has NET_RAW alone", func() {
+		for _, c := range s.containers(ctx) {
+			out := strings.TrimSpace(s.run(ctx, "docker", "inspect", "-f",
+				`{{.Config.User}}|{{join .HostConfig.CapAdd ","}}|{{.HostConfig.ReadonlyRootfs}}|{{.HostConfig.Memory}}|{{join .HostConfig.SecurityOpt ","}}`, c.ID))
+			f := strings.Split(out, "|")
+			user, capAdd := f[0], f[1]
+			s.logf("%-32s user %-12s cap_add [%s] read-only %s memory %s security %s", c.Name, user, capAdd, f[2], f[3], f[4])
+			if user == "" || user == "0" || user == "root" || strings.HasPrefix(user, "0:") || strings.HasPrefix(user, "root:") {
+				t.Errorf("%s runs as root (user %q)", c.Name, user)
+			}
+			if f[3] == "0" {
+				t.Errorf("%s has no memory limit", c.Name)
+			}
+			if c.Service == "capture" && (strings.Contains(capAdd, "NET_ADMIN") || !strings.Contains(capAdd, "NET_RAW")) {
+				t.Errorf("capture's added capabilities are [%s], want NET_RAW alone", capAdd)
+			}
+		}
+		// A uid does not say what the process holds: read capture's own.
+		capt := s.service(ctx, "capture")
+		status := s.dc(ctx, "exec", "-T", "capture", "cat", "/proc/1/status")
+		for _, line := range strings.Split(status, "\n") {
+			if strings.HasPrefix(line, "Uid:") || strings.HasPrefix(line, "CapEff:") {
+				s.logf("capture %s %s", capt[0].Name, strings.Join(strings.Fields(line), " "))
+			}
+			// CapEff: only bit 13 (CAP_NET_RAW) may be set.
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "CapEff:" && f[1] != "0000000000002000" {
+				t.Errorf("capture's effective capabilities are %s, want 0000000000002000 (CAP_NET_RAW alone)", f[1])
+			}
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "Uid:" && f[1] == "0" {
+				t.Errorf("capture's process runs as uid 0")
+			}
+		}
+	})
+
 	s.connectRedis(ctx)
 	start := s.t0.Unix() - 60
 	stage("records split 30/70 from the start", func() {
