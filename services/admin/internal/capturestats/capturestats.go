@@ -24,6 +24,15 @@ const (
 	MetricConfirmed    = "connpipe_capture_records_confirmed_total"
 	MetricKernelDrops  = "connpipe_capture_kernel_drops_total"
 	MetricDecodeErrors = "connpipe_capture_decode_errors_total"
+
+	// Present only where capture spools (SPOOL_DIR) or publishes.
+	MetricSpoolRecords   = "connpipe_capture_spool_records"
+	MetricSpoolBytes     = "connpipe_capture_spool_bytes"
+	MetricSpoolMaxBytes  = "connpipe_capture_spool_max_bytes"
+	MetricSpoolOldest    = "connpipe_capture_spool_oldest_age_seconds"
+	MetricSpoolDropped   = "connpipe_capture_spool_dropped_total"
+	MetricSpoolDrainRate = "connpipe_capture_spool_drain_records_per_second"
+	MetricBrokerBlocked  = "connpipe_capture_broker_blocked"
 )
 
 // DefaultInterval is the least time between two scrapes.
@@ -40,6 +49,15 @@ type Stats struct {
 	KernelDrops  float64            `json:"kernel_drops"`
 	DecodeErrors float64            `json:"decode_errors"`           // every reason
 	ByReason     map[string]float64 `json:"decode_errors_by_reason"` // by the reason label
+	// The disk spool and the broker's flow control (zero where capture
+	// has no spool).
+	SpoolRecords   float64 `json:"spool_records"`
+	SpoolBytes     float64 `json:"spool_bytes"`
+	SpoolMaxBytes  float64 `json:"spool_max_bytes"`
+	SpoolOldestSec float64 `json:"spool_oldest_seconds"`
+	SpoolDropped   float64 `json:"spool_dropped"`
+	DrainRate      float64 `json:"spool_drain_per_second"`
+	BrokerBlocked  float64 `json:"broker_blocked"`
 	// Missing names the metrics the endpoint did not have (a capture
 	// that has not counted any yet, or not a capture at all).
 	Missing []string `json:"missing,omitempty"`
@@ -141,6 +159,24 @@ func Parse(r io.Reader) (Stats, error) {
 					}
 				}
 				st.ByReason[reason] += v
+			}
+		}
+	}
+	for _, m := range []struct {
+		name string
+		dst  *float64
+	}{
+		{MetricSpoolRecords, &st.SpoolRecords},
+		{MetricSpoolBytes, &st.SpoolBytes},
+		{MetricSpoolMaxBytes, &st.SpoolMaxBytes},
+		{MetricSpoolOldest, &st.SpoolOldestSec},
+		{MetricSpoolDropped, &st.SpoolDropped},
+		{MetricSpoolDrainRate, &st.DrainRate},
+		{MetricBrokerBlocked, &st.BrokerBlocked},
+	} {
+		if f, ok := fams[m.name]; ok {
+			for _, metric := range f.GetMetric() {
+				*m.dst += value(metric)
 			}
 		}
 	}

@@ -164,6 +164,13 @@ func Sum(ts []Target) Stats {
 		sum.Confirmed += t.Confirmed
 		sum.KernelDrops += t.KernelDrops
 		sum.DecodeErrors += t.DecodeErrors
+		sum.SpoolRecords += t.SpoolRecords
+		sum.SpoolBytes += t.SpoolBytes
+		sum.SpoolMaxBytes += t.SpoolMaxBytes
+		sum.SpoolOldestSec = max(sum.SpoolOldestSec, t.SpoolOldestSec)
+		sum.SpoolDropped += t.SpoolDropped
+		sum.DrainRate += t.DrainRate
+		sum.BrokerBlocked += t.BrokerBlocked
 		for k, v := range t.ByReason {
 			sum.ByReason[k] += v
 		}

@@ -92,3 +92,35 @@ func TestParseURLsNamesTheBadOneWithoutItsPassword(t *testing.T) {
 		t.Errorf("ParseURLs(\"\") = %v, %v; want none", urls, err)
 	}
 }
+
+func TestParseSpoolAndFlowControl(t *testing.T) {
+	text := `# TYPE connpipe_capture_packets_total counter
+connpipe_capture_packets_total 10
+# TYPE connpipe_capture_spool_records gauge
+connpipe_capture_spool_records 1133
+# TYPE connpipe_capture_spool_bytes gauge
+connpipe_capture_spool_bytes 29013
+# TYPE connpipe_capture_spool_max_bytes gauge
+connpipe_capture_spool_max_bytes 1.073741824e+09
+# TYPE connpipe_capture_spool_oldest_age_seconds gauge
+connpipe_capture_spool_oldest_age_seconds 4.5
+# TYPE connpipe_capture_spool_dropped_total counter
+connpipe_capture_spool_dropped_total{reason="full"} 7
+connpipe_capture_spool_dropped_total{reason="corrupt"} 1
+# TYPE connpipe_capture_broker_blocked gauge
+connpipe_capture_broker_blocked 1
+`
+	st, err := Parse(strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.SpoolRecords != 1133 || st.SpoolBytes != 29013 || st.SpoolMaxBytes != 1<<30 || st.SpoolOldestSec != 4.5 ||
+		st.SpoolDropped != 8 || st.BrokerBlocked != 1 {
+		t.Errorf("spool and flow control read as %+v", st)
+	}
+	for _, m := range st.Missing {
+		if strings.Contains(m, "spool") || strings.Contains(m, "blocked") {
+			t.Errorf("optional metric %s listed as missing", m)
+		}
+	}
+}

@@ -276,6 +276,12 @@
       ["records confirmed", fmt.int(c.records_confirmed) + rate("records_confirmed"), "confirmed"],
       ["kernel drops", fmt.int(c.kernel_drops), "kernel_drops"],
       ["decode errors", fmt.int(c.decode_errors) + (reasons ? " — " + reasons : ""), "decode_errors"],
+      ["spooled on disk (broker away or slow)", c.spool_max_bytes > 0
+        ? fmt.int(c.spool_records) + " records, " + fmt.bytes(c.spool_bytes) + " of " + fmt.bytes(c.spool_max_bytes) +
+          (c.spool_records > 0 ? ", oldest " + Math.round(c.spool_oldest_seconds) + " s, draining " + fmt.rate(c.spool_drain_per_second) + "/s" : "")
+        : "no spool (SPOOL_DIR unset)", "spool"],
+      ["dropped by a full spool", fmt.int(c.spool_dropped), "spool_dropped"],
+      ["broker flow control", c.broker_blocked > 0 ? "blocked (memory or disk alarm)" : "not blocked", "blocked"],
     ]);
     if (!prev || now - prev.at >= 3000) st.prevCapture = { at: now, c: c };
   }
