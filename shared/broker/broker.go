@@ -10,12 +10,16 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
+	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/connpipe/connpipe/shared/topology"
@@ -38,6 +42,29 @@ func (b Backoff) Delay(n int) time.Duration {
 	}
 	d = min(d, b.Max)
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// tlsConfig is used for amqps:// nodes; nil uses the system's roots.
+var tlsConfig atomic.Pointer[tls.Config]
+
+// UseCA makes amqps:// connections trust the PEM certificates in file (as
+// well as nothing else): AMQP_CA_FILE. An empty file leaves the system's
+// roots in force.
+func UseCA(file string) error {
+	if file == "" {
+		tlsConfig.Store(nil)
+		return nil
+	}
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("AMQP_CA_FILE: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("AMQP_CA_FILE=%s: no PEM certificate in it", file)
+	}
+	tlsConfig.Store(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
+	return nil
 }
 
 // NodeDialTimeout bounds the TCP and AMQP handshake with one node, so a
@@ -106,6 +133,11 @@ func Connect(rawURL string, cfg amqp.Config) (*amqp.Connection, string, error) {
 	}
 	if cfg.Dial == nil {
 		cfg.Dial = amqp.DefaultDial(NodeDialTimeout)
+	}
+	if cfg.TLSClientConfig == nil {
+		if c := tlsConfig.Load(); c != nil {
+			cfg.TLSClientConfig = c.Clone()
+		}
 	}
 	var errs []error
 	for _, i := range rand.Perm(len(nodes)) {

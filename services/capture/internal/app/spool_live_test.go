@@ -30,7 +30,6 @@ const (
 	proxyPortReplay = 5704
 	metricsPortKill = 5712
 	privateAMQPPort = 5790
-	privateDistPort = 25790
 )
 
 // brokerAddr is host:port of the test broker behind an AMQP URL.
