@@ -2,6 +2,7 @@ package source
 
 import (
 	"bufio"
+	"compress/gzip"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -44,7 +45,10 @@ type File struct {
 	r       packetReader
 	ng      bool
 	link    decode.LinkType
-	offset  int64 // pcap: byte offset of the next record
+	br      *bufio.Reader    // pcap: the stream pcapgo reads, to see each record header
+	order   binary.ByteOrder // pcap: the file's byte order
+	nano    bool             // pcap: nanosecond timestamps
+	offset  int64            // pcap: byte offset of the next record
 	packets int
 	done    error
 }
@@ -81,7 +85,32 @@ func OpenFile(path string) (*File, error) {
 		src.r, src.ng = ng, true
 	case le == magicPcapMicro || le == magicPcapNano || be == magicPcapMicro || be == magicPcapNano ||
 		(hdr[0] == 0x1f && hdr[1] == 0x8b): // gzip-compressed pcap
-		pr, err := pcapgo.NewReader(f)
+		// pcapgo reads through this buffered reader as it is (it wraps
+		// only a smaller one), so Next can peek at each record header.
+		br := bufio.NewReaderSize(f, 1<<16)
+		if hdr[0] == 0x1f && hdr[1] == 0x8b {
+			gz, err := gzip.NewReader(br)
+			if err != nil {
+				f.Close()
+				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+					return nil, &TruncatedError{File: path, Offset: 0}
+				}
+				return nil, fmt.Errorf("capture file %s: gzip header: %w", path, err)
+			}
+			br = bufio.NewReaderSize(gz, 1<<16)
+		}
+		// gopacket's LinkType is one byte wide; take the full value from
+		// the header.
+		if h, err := br.Peek(pcapHeaderLen); err == nil {
+			src.order = binary.LittleEndian
+			if m := binary.BigEndian.Uint32(h); m == magicPcapMicro || m == magicPcapNano {
+				src.order = binary.BigEndian
+			}
+			src.nano = src.order.Uint32(h) == magicPcapNano
+			src.link = decode.LinkType(src.order.Uint32(h[20:24]) & 0xffff)
+		}
+		src.br = br
+		pr, err := pcapgo.NewReader(br)
 		if err != nil {
 			f.Close()
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -93,14 +122,6 @@ func OpenFile(path string) (*File, error) {
 			pr.SetSnaplen(minSnaplen)
 		}
 		src.r = pr
-		// gopacket's LinkType is one byte wide; take the full value from
-		// the header when the file is not compressed.
-		src.link = decode.LinkType(pr.LinkType())
-		if n == pcapHeaderLen && (le == magicPcapMicro || le == magicPcapNano) {
-			src.link = decode.LinkType(binary.LittleEndian.Uint32(hdr[20:24]) & 0xffff)
-		} else if n == pcapHeaderLen && (be == magicPcapMicro || be == magicPcapNano) {
-			src.link = decode.LinkType(binary.BigEndian.Uint32(hdr[20:24]) & 0xffff)
-		}
 	default:
 		f.Close()
 		return nil, fmt.Errorf("capture file %s: %w (magic %08x)", path, ErrNotCapture, be)
@@ -120,13 +141,24 @@ func (s *File) Next(ctx context.Context) (Packet, error) {
 	if s.done != nil {
 		return Packet{}, s.done
 	}
+	// The record header, before pcapgo consumes it: see pcapTime.
+	var sec, frac uint32
+	var peeked bool
+	if s.br != nil {
+		if h, err := s.br.Peek(pcapRecordHdrLen); err == nil {
+			sec, frac, peeked = s.order.Uint32(h[0:4]), s.order.Uint32(h[4:8]), true
+		}
+	}
 	data, ci, err := s.r.ZeroCopyReadPacketData()
 	if err != nil {
 		s.done = s.fail(err)
 		return Packet{}, s.done
 	}
 	s.packets++
-	p := Packet{TS: ci.Timestamp.UnixNano(), Data: data, Link: s.link}
+	p := Packet{TS: ci.Timestamp.UnixNano(), Data: data, Link: s.link, Len: ci.Length}
+	if peeked {
+		p.TS = pcapTime(sec, frac, s.nano)
+	}
 	if s.ng {
 		p.Link = decode.LinkUnknown
 		if len(ci.AncillaryData) > 0 {
@@ -138,6 +170,19 @@ func (s *File) Next(ctx context.Context) (Packet, error) {
 		s.offset += pcapRecordHdrLen + int64(len(data))
 	}
 	return p, nil
+}
+
+// pcapTime is the time of a pcap record stamped sec seconds and frac
+// microseconds (or nanoseconds), in Unix nanoseconds, as tshark reads it: a
+// fraction of a second or more is carried into the seconds, after it is
+// scaled to nanoseconds in 32 bits and taken as signed (so a fraction from
+// 2^31 ns up, which no writer should produce, wraps as it does in tshark).
+// gopacket's reader carries too but keeps the scaled fraction unsigned.
+func pcapTime(sec, frac uint32, nano bool) int64 {
+	if !nano {
+		frac *= 1000
+	}
+	return int64(sec)*1e9 + int64(int32(frac))
 }
 
 func (s *File) fail(err error) error {
