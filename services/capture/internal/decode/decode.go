@@ -274,16 +274,22 @@ func DecodeSegmentLen(lt LinkType, frame []byte, wire int, r *record.Record) (St
 // of a layer is len(b)+cut.
 
 func decodeFrame(lt LinkType, frame []byte, cut int, r *record.Record, seg *[]byte) Status {
-	switch lt {
-	case LinkEthernet:
+	// Untagged IPv4 over Ethernet first: it is most of the traffic, and
+	// the switches below have grown with the link layers.
+	if lt == LinkEthernet {
 		if len(frame) < 14 {
 			return StatusLinkTruncated
 		}
 		et := binary.BigEndian.Uint16(frame[12:])
-		if et <= maxLength8023 {
+		switch {
+		case et == etherTypeIPv4:
+			return ipv4(frame[14:], cut, r, seg)
+		case et <= maxLength8023:
 			return ieee8023(et, frame[14:], cut, r, seg)
 		}
 		return ether(et, frame[14:], cut, r, seg)
+	}
+	switch lt {
 	case LinkSLL:
 		if len(frame) < 16 {
 			return StatusLinkTruncated

@@ -286,6 +286,32 @@ func BenchmarkDecode(b *testing.B) {
 	}
 }
 
+// BenchmarkDecodeEthernetIPv4 decodes only the sample frames on the common
+// path: Ethernet, no tag, IPv4.
+func BenchmarkDecodeEthernetIPv4(b *testing.B) {
+	var frames [][]byte
+	for _, fr := range sampleFrames(b) {
+		if decode.LinkType(fr.Link) == decode.LinkEthernet && len(fr.Data) > 14 && binary.BigEndian.Uint16(fr.Data[12:]) == 0x0800 {
+			frames = append(frames, fr.Data)
+		}
+	}
+	if len(frames) == 0 {
+		b.Fatal("no Ethernet/IPv4 sample frame")
+	}
+	var r record.Record
+	b.ReportAllocs()
+	ok := 0
+	for i := 0; b.Loop(); i++ {
+		if decode.Decode(decode.LinkEthernet, frames[i%len(frames)], &r) == decode.StatusOK {
+			ok++
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "packets/s")
+	if ok == 0 {
+		b.Fatal("no frame decoded")
+	}
+}
+
 // BenchmarkDecodeGopacket is the alternative measured against: gopacket's
 // DecodingLayerParser with preallocated layers, over the Ethernet samples.
 func BenchmarkDecodeGopacket(b *testing.B) {
