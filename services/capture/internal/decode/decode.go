@@ -192,6 +192,14 @@ const (
 	// the type/length field is an EtherType.
 	maxLength8023 = 1500
 
+	// Linux cooked headers: the largest protocol number that is not an
+	// EtherType, the two of them that can carry IP, and the hardware
+	// type of netlink sockets.
+	maxLinuxProto     = 1536
+	linuxProto8022    = 4
+	linuxProtoPPPHDLC = 7
+	arphrdNetlink     = 824
+
 	pppIPv4 = uint16(layers.PPPTypeIPv4)
 	pppIPv6 = uint16(layers.PPPTypeIPv6)
 
@@ -294,12 +302,12 @@ func decodeFrame(lt LinkType, frame []byte, cut int, r *record.Record, seg *[]by
 		if len(frame) < 16 {
 			return StatusLinkTruncated
 		}
-		return ether(binary.BigEndian.Uint16(frame[14:]), frame[16:], cut, r, seg)
+		return cooked(binary.BigEndian.Uint16(frame[2:]), binary.BigEndian.Uint16(frame[14:]), frame[16:], cut, r, seg)
 	case LinkSLL2:
 		if len(frame) < 20 {
 			return StatusLinkTruncated
 		}
-		return ether(binary.BigEndian.Uint16(frame[0:]), frame[20:], cut, r, seg)
+		return cooked(binary.BigEndian.Uint16(frame[8:]), binary.BigEndian.Uint16(frame[0:]), frame[20:], cut, r, seg)
 	case LinkNull, LinkLoop:
 		if len(frame) < 4 {
 			return StatusLinkTruncated
@@ -358,6 +366,31 @@ func rawIP(b []byte, cut int, r *record.Record, seg *[]byte) Status {
 	return StatusNotIP
 }
 
+// cooked dispatches on the protocol of a Linux cooked header: an
+// EtherType, or up to 1536 one of Linux's own protocol numbers, of which
+// 802.2 LLC and PPP in HDLC framing can carry IP. A netlink socket's
+// messages (hardware type ARPHRD_NETLINK) are not packets.
+func cooked(hatype, proto uint16, b []byte, cut int, r *record.Record, seg *[]byte) Status {
+	switch {
+	case hatype == arphrdNetlink:
+		return StatusNotIP
+	case proto > maxLinuxProto:
+		return ether(proto, b, cut, r, seg)
+	case proto == linuxProto8022:
+		return llc(b, cut, r, seg)
+	case proto == linuxProtoPPPHDLC:
+		// Address and control (0xff 0x03) unless compressed away.
+		if len(b) >= 1 && b[0] == 0xff {
+			if len(b) < 2 {
+				return StatusLinkTruncated
+			}
+			b = b[2:]
+		}
+		return ppp(b, cut, r, seg)
+	}
+	return StatusNotIP
+}
+
 // ether dispatches on an EtherType, skipping 802.1Q/802.1ad tags and
 // 802.1ah I-tags and descending into MPLS and PPPoE sessions.
 func ether(et uint16, b []byte, cut int, r *record.Record, seg *[]byte) Status {
@@ -405,8 +438,7 @@ func limit(b []byte, cut, n int) ([]byte, int) {
 }
 
 // ieee8023 decodes what follows an 802.3 header whose length field is n:
-// LLC, with SNAP or with IP directly (SAP 6). Novell's raw 802.3 (0xffff)
-// is not IP.
+// LLC, or Novell's raw 802.3 (0xffff), which is not IP.
 func ieee8023(n uint16, b []byte, cut int, r *record.Record, seg *[]byte) Status {
 	b, cut = limit(b, cut, int(n))
 	if len(b) < 2 {
@@ -415,6 +447,11 @@ func ieee8023(n uint16, b []byte, cut int, r *record.Record, seg *[]byte) Status
 	if b[0] == 0xff && b[1] == 0xff {
 		return StatusNotIP
 	}
+	return llc(b, cut, r, seg)
+}
+
+// llc decodes an 802.2 LLC frame: SNAP, or IP directly (SAP 6).
+func llc(b []byte, cut int, r *record.Record, seg *[]byte) Status {
 	if len(b) < 3 {
 		return StatusLinkTruncated
 	}
@@ -476,13 +513,18 @@ func mpls(b []byte, cut int, r *record.Record, seg *[]byte) Status {
 }
 
 // pppoe decodes a PPPoE session frame: the 6-byte header, whose length
-// bounds the PPP frame, and PPP's protocol field (one byte when
-// compressed).
+// bounds the PPP frame, then PPP.
 func pppoe(b []byte, cut int, r *record.Record, seg *[]byte) Status {
 	if len(b) < 6 {
 		return StatusLinkTruncated
 	}
 	b, cut = limit(b[6:], cut, int(binary.BigEndian.Uint16(b[4:])))
+	return ppp(b, cut, r, seg)
+}
+
+// ppp decodes a PPP frame from its protocol field (one byte when
+// compressed).
+func ppp(b []byte, cut int, r *record.Record, seg *[]byte) Status {
 	if len(b) < 1 {
 		return StatusLinkTruncated
 	}

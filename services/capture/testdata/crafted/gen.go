@@ -42,6 +42,8 @@ const (
 	ltArcnetLinux = 129
 	ltNFLOG       = 239
 	ltIPoIB       = 242
+	ltSLL         = 113
+	ltSLL2        = 276
 )
 
 // base is the capture time of the first frame of every file; each frame is
@@ -88,6 +90,8 @@ func main() {
 		{name: "arcnet-bsd.pcap", link: ltArcnetBSD, frames: arcnet(false)},
 		{name: "arcnet-linux.pcap", link: ltArcnetLinux, frames: arcnet(true)},
 		{name: "offload.pcap", link: ltEthernet, frames: offload()},
+		{name: "sll.pcap", link: ltSLL, frames: cooked(false)},
+		{name: "sll2.pcap", link: ltSLL2, frames: cooked(true)},
 		{name: "tcp-odd.pcap", link: ltEthernet, frames: oddTCP()},
 		{name: "ts-micro.pcap", link: ltRaw, frames: timestamps(false)},
 		{name: "ts-nano.pcap", link: ltRaw, nano: true, frames: timestamps(true)},
@@ -111,7 +115,7 @@ func main() {
 	}
 	// The same link layers in one pcapng file, one interface each.
 	var mixed []frame
-	for _, c := range caps[:9] {
+	for _, c := range caps[:11] {
 		for _, f := range c.frames {
 			f.link = c.link
 			mixed = append(mixed, f)
@@ -435,6 +439,49 @@ func arcnet(linux bool) []frame {
 		fs = append(fs, f(hdr(0xd4, []byte{0xff, 0xff, 0xff, 0xd4, 0, 0, 4}, ip(v4(40063, 80)))))
 	}
 	return fs
+}
+
+// cooked builds Linux cooked frames (SLL, or SLL2) whose protocol field is
+// not an EtherType, or whose hardware type says the payload is not what
+// the EtherType says.
+func cooked(v2 bool) []frame {
+	hdr := func(hatype, proto uint16, p ...[]byte) []byte {
+		var b []byte
+		if v2 {
+			b = binary.BigEndian.AppendUint16(b, proto)
+			b = append(b, 0, 0, 0, 0, 0, 3)
+			b = binary.BigEndian.AppendUint16(b, hatype)
+			b = append(b, 0, 6)
+			b = append(b, macA...)
+			b = append(b, 0, 0)
+		} else {
+			b = []byte{0, 0}
+			b = binary.BigEndian.AppendUint16(b, hatype)
+			b = append(b, 0, 6)
+			b = append(b, macA...)
+			b = append(b, 0, 0)
+			b = binary.BigEndian.AppendUint16(b, proto)
+		}
+		return append(b, bytes.Join(p, nil)...)
+	}
+	snap := func(t uint16) []byte { return binary.BigEndian.AppendUint16([]byte{0xaa, 0xaa, 3, 0, 0, 0}, t) }
+	return []frame{
+		f(hdr(1, 0x0800, ip(v4(40100, 80)))),
+		// Protocol 4: an 802.2 LLC frame follows.
+		f(hdr(1, 4, snap(0x0800), ip(v4(40101, 80)))),
+		f(hdr(1, 4, snap(0x86dd), ip(v6(40102, 443)))),
+		// Protocol 1: Novell raw 802.3.
+		f(hdr(1, 1, []byte{0xff, 0xff}, ip(v4(40103, 80)))),
+		// MPLS and PPPoE under the cooked header.
+		f(hdr(1, 0x8847, []byte{0, 0x06, 0x41, 0x40}, ip(v4(40104, 80)))),
+		f(hdr(1, 0x8864, []byte{0x11, 0, 0, 1, 0, 42, 0, 0x21}, ip(v4(40105, 80)))),
+		// A GRE tunnel device (ARPHRD_IPGRE) and a netlink socket
+		// (ARPHRD_NETLINK): the protocol is not the payload's EtherType.
+		f(hdr(778, 0x0800, ip(v4(40106, 80)))),
+		f(hdr(824, 0x0800, ip(v4(40107, 80)))),
+		// Protocol 7: PPP in HDLC framing.
+		f(hdr(512, 7, []byte{0xff, 0x03, 0, 0x21}, ip(v4(40108, 80)))),
+	}
 }
 
 // offloaded returns s with payload bytes as a segmentation-offloaded IPv4 packet:
