@@ -308,13 +308,37 @@ func decodeFrame(lt LinkType, frame []byte, cut int, r *record.Record, seg *[]by
 			return StatusLinkTruncated
 		}
 		return cooked(binary.BigEndian.Uint16(frame[8:]), binary.BigEndian.Uint16(frame[0:]), frame[20:], cut, r, seg)
-	case LinkNull, LinkLoop:
+	case LinkNull:
 		if len(frame) < 4 {
 			return StatusLinkTruncated
 		}
-		// The family is in the byte order of the machine that captured
-		// (NULL) or big-endian (LOOP); a family fits in one byte, so the
-		// order that gives a small number is the right one.
+		// PPP's address and control bytes, or the family in the byte
+		// order of the machine that captured, read as tshark does: the
+		// order that leaves the upper half zero, and a value above an
+		// 802.3 length is an EtherType.
+		if frame[0] == 0xff && frame[1] == 0x03 {
+			return ppp(frame[2:], cut, r, seg)
+		}
+		fam := binary.LittleEndian.Uint32(frame)
+		if fam&0xffff0000 != 0 {
+			fam = binary.BigEndian.Uint32(frame)
+		}
+		switch {
+		case fam == 2:
+			return ipv4(frame[4:], cut, r, seg)
+		case fam == 24 || fam == 28 || fam == 30: // AF_INET6 on the BSDs, FreeBSD and Darwin
+			return ipv6(frame[4:], cut, r, seg)
+		case fam > maxLength8023 && fam <= 0xffff:
+			return ether(uint16(fam), frame[4:], cut, r, seg)
+		}
+		return StatusNotIP
+	case LinkLoop:
+		if len(frame) < 4 {
+			return StatusLinkTruncated
+		}
+		// The family is big-endian, though some systems write it in
+		// their own order; a family fits in one byte, so the order that
+		// gives a small number is the right one.
 		fam := binary.LittleEndian.Uint32(frame)
 		if fam > 0xff {
 			fam = binary.BigEndian.Uint32(frame)
@@ -322,7 +346,7 @@ func decodeFrame(lt LinkType, frame []byte, cut int, r *record.Record, seg *[]by
 		switch fam {
 		case 2:
 			return ipv4(frame[4:], cut, r, seg)
-		case 24, 28, 30: // AF_INET6 on the BSDs, FreeBSD and Darwin
+		case 24, 28, 30:
 			return ipv6(frame[4:], cut, r, seg)
 		}
 		return StatusNotIP

@@ -42,6 +42,7 @@ const (
 	ltArcnetLinux = 129
 	ltNFLOG       = 239
 	ltIPoIB       = 242
+	ltNull        = 0
 	ltSLL         = 113
 	ltSLL2        = 276
 )
@@ -92,6 +93,7 @@ func main() {
 		{name: "offload.pcap", link: ltEthernet, frames: offload()},
 		{name: "sll.pcap", link: ltSLL, frames: cooked(false)},
 		{name: "sll2.pcap", link: ltSLL2, frames: cooked(true)},
+		{name: "null.pcap", link: ltNull, frames: null()},
 		{name: "tcp-odd.pcap", link: ltEthernet, frames: oddTCP()},
 		{name: "ts-micro.pcap", link: ltRaw, frames: timestamps(false)},
 		{name: "ts-nano.pcap", link: ltRaw, nano: true, frames: timestamps(true)},
@@ -481,6 +483,32 @@ func cooked(v2 bool) []frame {
 		f(hdr(824, 0x0800, ip(v4(40107, 80)))),
 		// Protocol 7: PPP in HDLC framing.
 		f(hdr(512, 7, []byte{0xff, 0x03, 0, 0x21}, ip(v4(40108, 80)))),
+	}
+}
+
+// null builds BSD loopback (DLT_NULL) frames: a 4-byte family in the
+// capturing host's byte order, which tshark also reads as an EtherType when
+// it is larger than an 802.3 length, or PPP's address and control bytes.
+func null() []frame {
+	fam := func(order binary.ByteOrder, v uint32, p []byte) frame {
+		b := make([]byte, 4)
+		order.PutUint32(b, v)
+		return f(append(b, p...))
+	}
+	le, be := binary.LittleEndian, binary.BigEndian
+	return []frame{
+		fam(le, 2, ip(v4(40110, 80))),
+		fam(be, 2, ip(v4(40111, 80))),
+		fam(le, 24, ip(v6(40112, 443))),
+		fam(be, 28, ip(v6(40113, 443))),
+		fam(le, 30, ip(v6(40114, 443))),
+		fam(le, 10, ip(v6(40115, 443))), // Linux's AF_INET6: not a BSD family
+		fam(le, 23, ip(v6(40116, 443))),
+		fam(be, 0x0800, ip(v4(40117, 80))),
+		fam(le, 0x0800, ip(v4(40118, 80))),
+		fam(be, 0x86dd, ip(v6(40119, 443))),
+		f(append([]byte{0xff, 0x03, 0x00, 0x21}, ip(v4(40120, 80))...)),
+		fam(le, 7, ip(v4(40121, 80))),
 	}
 }
 
