@@ -336,14 +336,8 @@ func decodeFrame(lt LinkType, frame []byte, cut int, r *record.Record, seg *[]by
 		if len(frame) < 4 {
 			return StatusLinkTruncated
 		}
-		// The family is big-endian, though some systems write it in
-		// their own order; a family fits in one byte, so the order that
-		// gives a small number is the right one.
-		fam := binary.LittleEndian.Uint32(frame)
-		if fam > 0xff {
-			fam = binary.BigEndian.Uint32(frame)
-		}
-		switch fam {
+		// The family is big-endian, whatever machine captured.
+		switch binary.BigEndian.Uint32(frame) {
 		case 2:
 			return ipv4(frame[4:], cut, r, seg)
 		case 24, 28, 30:

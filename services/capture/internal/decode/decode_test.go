@@ -251,6 +251,8 @@ func TestDecodeLinks(t *testing.T) {
 		{"null ppp", decode.LinkNull, cat([]byte{0xff, 3, 0, 0x21}, ip4), 0, decode.StatusOK, 40},
 		{"null linux af_inet6", decode.LinkNull, cat([]byte{10, 0, 0, 0}, ip6), 0, decode.StatusNotIP, 0},
 		{"null both halves", decode.LinkNull, cat([]byte{8, 0, 8, 0}, ip4), 0, decode.StatusNotIP, 0},
+		{"loop little-endian family", decode.LinkLoop, cat([]byte{2, 0, 0, 0}, ip4), 0, decode.StatusNotIP, 0},
+		{"loop ethertype", decode.LinkLoop, cat([]byte{0, 0, 8, 0}, ip4), 0, decode.StatusNotIP, 0},
 		{"sll llc snap", decode.LinkSLL, cat(make([]byte, 14), be16(4), snap, be16(0x0800), ip4), 0, decode.StatusOK, 40},
 		{"sll2 llc snap", decode.LinkSLL2, cat(be16(4), make([]byte, 18), snap, be16(0x86dd), ip6), 0, decode.StatusOK, 60},
 		{"sll ppp hdlc", decode.LinkSLL, cat(make([]byte, 14), be16(7), []byte{0xff, 3}, be16(0x21), ip4), 0, decode.StatusOK, 40},

@@ -43,6 +43,7 @@ const (
 	ltNFLOG       = 239
 	ltIPoIB       = 242
 	ltNull        = 0
+	ltLoop        = 108
 	ltSLL         = 113
 	ltSLL2        = 276
 )
@@ -94,6 +95,7 @@ func main() {
 		{name: "sll.pcap", link: ltSLL, frames: cooked(false)},
 		{name: "sll2.pcap", link: ltSLL2, frames: cooked(true)},
 		{name: "null.pcap", link: ltNull, frames: null()},
+		{name: "loop.pcap", link: ltLoop, frames: loop()},
 		{name: "tcp-odd.pcap", link: ltEthernet, frames: oddTCP()},
 		{name: "ts-micro.pcap", link: ltRaw, frames: timestamps(false)},
 		{name: "ts-nano.pcap", link: ltRaw, nano: true, frames: timestamps(true)},
@@ -509,6 +511,26 @@ func null() []frame {
 		fam(be, 0x86dd, ip(v6(40119, 443))),
 		f(append([]byte{0xff, 0x03, 0x00, 0x21}, ip(v4(40120, 80))...)),
 		fam(le, 7, ip(v4(40121, 80))),
+	}
+}
+
+// loop builds OpenBSD loopback (DLT_LOOP) frames: the family is
+// big-endian; tshark reads nothing else there.
+func loop() []frame {
+	fam := func(order binary.ByteOrder, v uint32, p []byte) frame {
+		b := make([]byte, 4)
+		order.PutUint32(b, v)
+		return f(append(b, p...))
+	}
+	le, be := binary.LittleEndian, binary.BigEndian
+	return []frame{
+		fam(be, 2, ip(v4(40130, 80))),
+		fam(be, 24, ip(v6(40131, 443))),
+		fam(be, 30, ip(v6(40132, 443))),
+		fam(le, 2, ip(v4(40133, 80))),
+		fam(le, 28, ip(v6(40134, 443))),
+		fam(be, 0x0800, ip(v4(40135, 80))),
+		f(append([]byte{0xff, 0x03, 0x00, 0x21}, ip(v4(40136, 80))...)),
 	}
 }
 
