@@ -371,9 +371,18 @@ func decodeFrame(lt LinkType, frame []byte, cut int, r *record.Record, seg *[]by
 	return StatusUnsupportedLink
 }
 
+// rawIP decodes LINKTYPE_RAW: an IP packet, or, as tshark reads it, PPP
+// in HDLC framing (0xff 0x03) at the start or after the 6-byte fake address
+// of Linux's ISDN PPP interfaces.
 func rawIP(b []byte, cut int, r *record.Record, seg *[]byte) Status {
 	if len(b) < 1 {
 		return StatusIPTruncated
+	}
+	if len(b) >= 2 && b[0] == 0xff && b[1] == 0x03 {
+		return ppp(b[2:], cut, r, seg)
+	}
+	if len(b) >= 8 && b[6] == 0xff && b[7] == 0x03 {
+		return ppp(b[8:], cut, r, seg)
 	}
 	switch b[0] >> 4 {
 	case 4:

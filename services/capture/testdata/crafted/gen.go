@@ -39,6 +39,7 @@ const (
 	ltEthernet    = 1
 	ltArcnetBSD   = 7
 	ltRaw         = 101
+	ltIPv4        = 228
 	ltArcnetLinux = 129
 	ltNFLOG       = 239
 	ltIPoIB       = 242
@@ -96,6 +97,8 @@ func main() {
 		{name: "sll2.pcap", link: ltSLL2, frames: cooked(true)},
 		{name: "null.pcap", link: ltNull, frames: null()},
 		{name: "loop.pcap", link: ltLoop, frames: loop()},
+		{name: "raw.pcap", link: ltRaw, frames: raw()},
+		{name: "raw-ipv4.pcap", link: ltIPv4, frames: raw()},
 		{name: "tcp-odd.pcap", link: ltEthernet, frames: oddTCP()},
 		{name: "ts-micro.pcap", link: ltRaw, frames: timestamps(false)},
 		{name: "ts-nano.pcap", link: ltRaw, nano: true, frames: timestamps(true)},
@@ -531,6 +534,18 @@ func loop() []frame {
 		fam(le, 28, ip(v6(40134, 443))),
 		fam(be, 0x0800, ip(v4(40135, 80))),
 		f(append([]byte{0xff, 0x03, 0x00, 0x21}, ip(v4(40136, 80))...)),
+	}
+}
+
+// raw builds raw IP frames, and the PPP framings tshark also finds under
+// LINKTYPE_RAW (not under LINKTYPE_IPV4, where every frame is IPv4).
+func raw() []frame {
+	return []frame{
+		f(ip(v4(40140, 80))),
+		f(ip(v6(40141, 443))),
+		f(append([]byte{0xff, 0x03, 0x00, 0x21}, ip(v4(40142, 80))...)),
+		f(append([]byte{0, 0, 0, 0, 0, 0, 0xff, 0x03, 0x00, 0x57}, ip(v6(40143, 443))...)),
+		f(append([]byte{0x0f, 0x00, 0x08, 0x00}, ip(v4(40144, 80))...)), // Cisco HDLC: not read
 	}
 }
 
