@@ -202,6 +202,9 @@ const (
 
 	pppIPv4 = uint16(layers.PPPTypeIPv4)
 	pppIPv6 = uint16(layers.PPPTypeIPv6)
+	// PPP protocols for MPLS unicast and multicast (RFC 3032).
+	pppMPLS   = 0x0281
+	pppMPLSMC = 0x0283
 
 	// LLC SAPs.
 	sapSNAP = 0xaa
@@ -568,6 +571,8 @@ func ppp(b []byte, cut int, r *record.Record, seg *[]byte) Status {
 		return ipv4(b[n:], cut, r, seg)
 	case pppIPv6:
 		return ipv6(b[n:], cut, r, seg)
+	case pppMPLS, pppMPLSMC:
+		return mpls(b[n:], cut, r, seg)
 	}
 	return StatusNotIP
 }

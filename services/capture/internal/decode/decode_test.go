@@ -209,6 +209,7 @@ func TestDecodeLinks(t *testing.T) {
 		{"pppoe ipv4", decode.LinkEthernet, eth(0x8864, pppoe(2+len(ip4)), be16(0x21), ip4), 0, decode.StatusOK, 40},
 		{"pppoe ipv6 compressed protocol", decode.LinkEthernet, eth(0x8864, pppoe(1+len(ip6)), []byte{0x57}, ip6), 0, decode.StatusOK, 60},
 		{"qinq pppoe", decode.LinkEthernet, eth(0x88a8, []byte{0, 1}, be16(0x8100), []byte{0, 2}, be16(0x8864), pppoe(2+len(ip4)), be16(0x21), ip4), 0, decode.StatusOK, 40},
+		{"pppoe mpls", decode.LinkEthernet, eth(0x8864, pppoe(6+len(ip4)), be16(0x0281), label(7, true), ip4), 0, decode.StatusOK, 40},
 		{"pppoe lcp", decode.LinkEthernet, eth(0x8864, pppoe(6), be16(0xc021), []byte{1, 1, 0, 4}), 0, decode.StatusNotIP, 0},
 		{"pppoe length 0", decode.LinkEthernet, eth(0x8864, pppoe(0), be16(0x21), ip4), 0, decode.StatusLinkTruncated, 0},
 		{"pppoe cut", decode.LinkEthernet, eth(0x8864, []byte{0x11, 0}), 0, decode.StatusLinkTruncated, 0},

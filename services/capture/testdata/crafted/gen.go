@@ -294,6 +294,8 @@ func pppoe() []frame {
 		// A PPPoE length of 0, and one past the end of the frame.
 		f(pppoeLen(withEth(layers.EthernetTypePPPoESession, nil, sess(v4(40017, 80), layers.PPPTypeIPv4)), 0)),
 		f(pppoeLen(withEth(layers.EthernetTypePPPoESession, nil, sess(v4(40018, 80), layers.PPPTypeIPv4)), 1400)),
+		// MPLS in PPP.
+		f(ethRaw(layers.EthernetTypePPPoESession, []byte{0x11, 0, 0x12, 0x34, 0, 56, 0x02, 0x81, 0, 0x06, 0x41, 0x40}, ip(v4(40028, 80)))),
 		// LCP, and a discovery frame: not IP.
 		f(ethRaw(layers.EthernetTypePPPoESession, []byte{0x11, 0, 0x12, 0x34, 0, 6}, []byte{0xc0, 0x21, 1, 1, 0, 4})),
 		f(ethRaw(layers.EthernetTypePPPoEDiscovery, []byte{0x11, 0x09, 0, 0, 0, 0})),
