@@ -120,9 +120,10 @@ func main() {
 			}
 		}
 	}
-	// The same link layers in one pcapng file, one interface each.
+	// The same link layers in one pcapng file, one interface each (but
+	// SLL2: gopacket's pcapng writer keeps a link type in one byte).
 	var mixed []frame
-	for _, c := range caps[:11] {
+	for _, c := range caps[:10] {
 		for _, f := range c.frames {
 			f.link = c.link
 			mixed = append(mixed, f)
