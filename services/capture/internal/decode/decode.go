@@ -296,6 +296,12 @@ func decodeFrame(lt LinkType, frame []byte, cut int, r *record.Record, seg *[]by
 		case et == etherTypeIPv4:
 			return ipv4(frame[14:], cut, r, seg)
 		case et <= maxLength8023:
+			// Cisco ISL frames have an 802.3 length and a destination
+			// of 01-00-0C-00-00 (or 0C-00-0C-00-00); tshark reads them
+			// as ISL, not LLC.
+			if (frame[0] == 0x01 || frame[0] == 0x0c) && frame[1] == 0 && frame[2] == 0x0c && frame[3] == 0 && frame[4] == 0 {
+				return StatusNotIP
+			}
 			return ieee8023(et, frame[14:], cut, r, seg)
 		}
 		return ether(et, frame[14:], cut, r, seg)

@@ -220,6 +220,7 @@ func TestDecodeLinks(t *testing.T) {
 		{"llc i frame snap", decode.LinkEthernet, e8023(cat([]byte{0xaa, 0xaa, 0, 0, 0, 0, 0}, be16(0x0800), ip4), 0), 0, decode.StatusOK, 40},
 		{"llc s frame", decode.LinkEthernet, e8023(cat([]byte{0xaa, 0xaa, 1, 0, 0, 0, 0}, be16(0x0800), ip4), 0), 0, decode.StatusNotIP, 0},
 		{"llc other oui", decode.LinkEthernet, e8023(cat([]byte{0xaa, 0xaa, 3, 0, 0, 0x0c}, be16(0x0800), ip4), 0), 0, decode.StatusNotIP, 0},
+		{"cisco isl", decode.LinkEthernet, cat([]byte{1, 0, 0x0c, 0, 0, 0}, make([]byte, 6), be16(8+len(ip4)), snap, be16(0x0800), ip4), 0, decode.StatusNotIP, 0},
 		{"novell raw 802.3", decode.LinkEthernet, e8023(cat([]byte{0xff, 0xff}, ip4), 0), 0, decode.StatusNotIP, 0},
 		{"llc cut", decode.LinkEthernet, e8023([]byte{0xaa, 0xaa, 3, 0}, 0), 0, decode.StatusLinkTruncated, 0},
 		{"pbb", decode.LinkEthernet, eth(0x88e7, []byte{0, 1, 0, 1}, macs, be16(0x0800), ip4), 0, decode.StatusOK, 40},

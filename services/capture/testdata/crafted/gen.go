@@ -340,6 +340,13 @@ func llcSNAP() []frame {
 		// Segmentation offload: the IPv4 total length is 0 and the 802.3
 		// length ends before the frame does.
 		f(e802len(e802(nil, snapRaw([3]byte{}, layers.EthernetTypeIPv4, offloaded(v4(40027, 80), 1400))), 1000)),
+		// A Cisco ISL destination (01-00-0C-00-00-xx) before the 802.3
+		// length: tshark reads ISL there, not LLC.
+		f(func() []byte {
+			b := e802(nil, snap([3]byte{}, v4(40018, 80)))
+			copy(b, []byte{0x01, 0x00, 0x0c, 0x00, 0x00, 0x00})
+			return b
+		}()),
 		// STP (LLC 0x42): not IP.
 		f(e802(nil, []gopacket.SerializableLayer{&layers.LLC{DSAP: 0x42, SSAP: 0x42, Control: 3}, gopacket.Payload(make([]byte, 35))})),
 	}
