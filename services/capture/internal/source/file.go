@@ -45,10 +45,11 @@ type File struct {
 	r       packetReader
 	ng      bool
 	link    decode.LinkType
-	br      *bufio.Reader    // pcap: the stream pcapgo reads, to see each record header
-	order   binary.ByteOrder // pcap: the file's byte order
-	nano    bool             // pcap: nanosecond timestamps
-	offset  int64            // pcap: byte offset of the next record
+	ngLinks []decode.LinkType // pcapng: the full link types of the interfaces described before the first packet
+	br      *bufio.Reader     // pcap: the stream pcapgo reads, to see each record header
+	order   binary.ByteOrder  // pcap: the file's byte order
+	nano    bool              // pcap: nanosecond timestamps
+	offset  int64             // pcap: byte offset of the next record
 	packets int
 	done    error
 }
@@ -83,6 +84,7 @@ func OpenFile(path string) (*File, error) {
 			return nil, fmt.Errorf("capture file %s: pcapng header: %w", path, err)
 		}
 		src.r, src.ng = ng, true
+		src.ngLinks = pcapngLinkTypes(f)
 	case le == magicPcapMicro || le == magicPcapNano || be == magicPcapMicro || be == magicPcapNano ||
 		(hdr[0] == 0x1f && hdr[1] == 0x8b): // gzip-compressed pcap
 		// pcapgo reads through this buffered reader as it is (it wraps
@@ -164,6 +166,11 @@ func (s *File) Next(ctx context.Context) (Packet, error) {
 		if len(ci.AncillaryData) > 0 {
 			if lt, ok := ci.AncillaryData[0].(layers.LinkType); ok {
 				p.Link = decode.LinkType(lt)
+				// gopacket keeps the low byte only (LINKTYPE_LINUX_SLL2
+				// is 276).
+				if i := ci.InterfaceIndex; i >= 0 && i < len(s.ngLinks) && uint8(s.ngLinks[i]) == uint8(lt) {
+					p.Link = s.ngLinks[i]
+				}
 			}
 		}
 	} else {
@@ -210,6 +217,57 @@ func (s *File) fail(err error) error {
 
 // Close closes the file.
 func (s *File) Close() error { return s.f.Close() }
+
+// pcapngLinkTypes returns the link types of the interfaces that a pcapng
+// file describes before its first packet (where capture tools put them),
+// in full: gopacket's reader keeps a link type in one byte. It reads with
+// ReadAt, leaving f's offset alone, and gives up quietly on anything odd
+// (the reader reports it).
+func pcapngLinkTypes(f *os.File) []decode.LinkType {
+	const (
+		blockSHB = magicPcapng
+		blockIDB = 1
+		blockPB  = 2
+		blockSPB = 3
+		blockEPB = 6
+		maxScan  = 1 << 20
+	)
+	var (
+		links []decode.LinkType
+		order binary.ByteOrder = binary.LittleEndian
+		hdr   [12]byte
+	)
+	for off := int64(0); off < maxScan; {
+		if _, err := f.ReadAt(hdr[:], off); err != nil {
+			return links
+		}
+		typ := binary.LittleEndian.Uint32(hdr[0:])
+		if typ == blockSHB {
+			if len(links) > 0 {
+				return links // a second section: its interfaces start again
+			}
+			if binary.LittleEndian.Uint32(hdr[8:]) == 0x1a2b3c4d {
+				order = binary.LittleEndian
+			} else {
+				order = binary.BigEndian
+			}
+		} else {
+			typ = order.Uint32(hdr[0:])
+		}
+		switch typ {
+		case blockIDB:
+			links = append(links, decode.LinkType(order.Uint16(hdr[8:])))
+		case blockPB, blockSPB, blockEPB:
+			return links
+		}
+		n := int64(order.Uint32(hdr[4:]))
+		if n < 12 {
+			return links
+		}
+		off += n
+	}
+	return links
+}
 
 // pcapngCut walks the block structure of a pcapng file and returns the
 // offset of a block that the file cuts short, or -1 if the file ends on a

@@ -133,6 +133,13 @@ func main() {
 	if err := os.WriteFile(filepath.Join(dir, "links.pcapng"), writePcapng(mixed), 0o644); err != nil {
 		log.Fatal(err)
 	}
+	// SLL2 in pcapng, as dumpcap writes a capture on Linux's "any"
+	// device: a link type above 255, written by hand.
+	sll2 := cooked(true)
+	stamp(sll2)
+	if err := os.WriteFile(filepath.Join(dir, "sll2.pcapng"), writePcapngRaw(ltSLL2, sll2), 0o644); err != nil {
+		log.Fatal(err)
+	}
 }
 
 // stamp gives frames without a timestamp one a second apart.
@@ -725,4 +732,40 @@ func writePcapng(fs []frame) []byte {
 		log.Fatal(err)
 	}
 	return out.Bytes()
+}
+
+// writePcapngRaw writes fs as a little-endian pcapng file with one
+// interface of link type link, microsecond timestamps.
+func writePcapngRaw(link uint16, fs []frame) []byte {
+	le := binary.LittleEndian
+	block := func(typ uint32, body []byte) []byte {
+		for len(body)%4 != 0 {
+			body = append(body, 0)
+		}
+		n := uint32(12 + len(body))
+		b := le.AppendUint32(nil, typ)
+		b = le.AppendUint32(b, n)
+		b = append(b, body...)
+		return le.AppendUint32(b, n)
+	}
+	shb := le.AppendUint32(nil, 0x1a2b3c4d)
+	shb = le.AppendUint16(shb, 1)
+	shb = le.AppendUint16(shb, 0)
+	shb = le.AppendUint64(shb, ^uint64(0))
+	out := block(0x0a0d0d0a, shb)
+	idb := le.AppendUint16(nil, link)
+	idb = le.AppendUint16(idb, 0)
+	idb = le.AppendUint32(idb, 262144)
+	out = append(out, block(1, idb)...)
+	for _, f := range fs {
+		ts := uint64(f.sec)*1000000 + uint64(f.frac)
+		epb := le.AppendUint32(nil, 0)
+		epb = le.AppendUint32(epb, uint32(ts>>32))
+		epb = le.AppendUint32(epb, uint32(ts))
+		epb = le.AppendUint32(epb, uint32(len(f.data)))
+		epb = le.AppendUint32(epb, uint32(max(f.wire, len(f.data))))
+		epb = append(epb, f.data...)
+		out = append(out, block(6, epb)...)
+	}
+	return out
 }
