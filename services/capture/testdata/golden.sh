@@ -2,10 +2,14 @@
 # Regenerates testdata/golden/NAME.tsv from the sample captures with tshark,
 # independently of the capture decoder. Run once (or when a capture is added):
 #
-#   services/capture/testdata/golden.sh [PCAP_DIR]
+#   services/capture/testdata/golden.sh [PCAP_DIR [OUT_DIR]]
 #
 # PCAP_DIR defaults to $CONNPIPE_PCAPS, else testdata/pcaps beside this
-# script. Each output line is one TCP packet, in file order:
+# script; OUT_DIR to testdata/golden. The crafted captures have their own:
+#
+#   services/capture/testdata/golden.sh testdata/crafted testdata/crafted/golden
+#
+# Each output line is one TCP packet, in file order:
 #
 #   ts_ns src_ip dst_ip src_port dst_port tcp_flags ip_len strict
 #
@@ -21,11 +25,13 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 dir=${1:-${CONNPIPE_PCAPS:-$here/pcaps}}
-out="$here/golden"
+out=${2:-$here/golden}
 mkdir -p "$out"
 
 protos=frame,eth,ethertype,vlan,ip,ipv6,tcp,sll,null,loop,raw,rawip,rawip4,rawip6
 protos+=,ipv6.hopopts,ipv6.routing,ipv6.fraghdr,ipv6.dstopts,ah
+# Link layers beyond Ethernet, VLAN tags and the cooked/loopback/raw headers.
+protos+=,mpls,pppoes,ppp,llc,nflog,ieee8021ah,ipoib,arcnet
 
 shopt -s nullglob
 for f in "$dir"/*.pcap "$dir"/*.pcapng; do
@@ -56,9 +62,22 @@ for f in "$dir"/*.pcap "$dir"/*.pcapng; do
 		j = ipi + 1
 		if (p[ipi] == "ipv6") while (j <= n && (p[j] ~ /^ipv6\./ || p[j] == "ah")) j++
 		if (j > n || p[j] != "tcp") next       # tunnel, ICMP quote or a later fragment
+		# tshark prints the seconds and the nanoseconds of the record as
+		# they are (secs.nsecs), without carrying a fraction of a second
+		# or more into the seconds; a negative fraction (a pcap fraction
+		# that overflowed the 32-bit nanoseconds of tshark) prints as
+		# -secs.|nsecs|. Carry it here: ts = secs*1e9 + nsecs.
+		neg = sub(/^-/, "", $2)
 		split($2, t, ".")
-		frac = substr(t[2] "000000000", 1, 9)
-		ts = t[1] frac
+		if (length(t[2]) == 9 && !neg) {
+			ts = t[1] t[2]
+		} else {
+			ns = t[2] + 0; q = int(ns / 1e9); r = ns - q * 1e9; s = t[1] + 0
+			if (!neg) { s += q }
+			else if (r == 0) { s -= q }
+			else { s -= q + 1; r = 1e9 - r }
+			ts = sprintf("%.0f%09d", s, r)
+		}
 		sub(/^0+/, "", ts)
 		if (p[ipi] == "ip") { src = first($5); dst = first($6); iplen = first($13) }
 		else { src = first($7); dst = first($8); iplen = first($14) + 40 }

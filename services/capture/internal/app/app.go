@@ -244,30 +244,56 @@ func read(ctx context.Context, src source.Source, files *source.Files, flt *filt
 		lastPackets     int
 		debug           = log.Enabled(ctx, slog.LevelDebug)
 		filtered, added int
+		malformed       [decode.NumStatus]int
 		seg             []byte
 		st              decode.Status
 	)
+	// summary logs where every frame read went: packets = published +
+	// filtered + malformed, the malformed ones by reason.
+	summary := func(msg string, err error) {
+		attrs := []any{"packets", packets, "records", recs, "published", added, "filtered", filtered}
+		var reasons []any
+		total := 0
+		for s, n := range malformed {
+			if n > 0 {
+				reasons = append(reasons, decode.Status(s).String(), n)
+				total += n
+			}
+		}
+		attrs = append(attrs, "malformed", total)
+		if total > 0 {
+			attrs = append(attrs, slog.Group("malformed_by_reason", reasons...))
+		}
+		if err != nil {
+			attrs = append(attrs, "err", err)
+		}
+		log.Info(msg, attrs...)
+	}
 	for {
 		p, err := src.Next(ctx)
 		if err != nil {
 			switch {
 			case errors.Is(err, io.EOF):
-				log.Info("capture files read", "packets", packets, "records", recs, "published", added, "filtered", filtered)
+				summary("capture files read", nil)
 				return nil
 			case ctx.Err() != nil:
 				return nil
+			}
+			if files != nil {
+				summary("capture files read up to an error", err)
 			}
 			return err // a truncated file (source.ErrTruncated) ends the run here
 		}
 		packets++
 		m.packets.Inc()
 		if scan == nil {
-			st = decode.Decode(p.Link, p.Data, &rec)
+			st = decode.DecodeLen(p.Link, p.Data, p.Len, &rec)
 		} else {
-			st, seg = decode.DecodeSegment(p.Link, p.Data, &rec)
+			st, seg = decode.DecodeSegmentLen(p.Link, p.Data, p.Len, &rec)
 		}
 		if st != decode.StatusOK {
 			if st.Malformed() {
+				malformed[st]++
 				m.decodeErrors[st].Inc()
 				if debug {
 					log.Debug("malformed frame skipped", "reason", st.String(), "link", p.Link, "len", len(p.Data), "ts", p.TS)

@@ -1,6 +1,7 @@
 package decode_test
 
 import (
+	"bytes"
 	"encoding/binary"
 	"net/netip"
 	"testing"
@@ -138,6 +139,177 @@ func TestDecode(t *testing.T) {
 	}
 }
 
+// TestDecodeLinks covers the link layers past Ethernet/VLAN, cooked,
+// loopback and raw, and the lengths segmentation offload leaves; the
+// crafted captures check the same against tshark (TestCraftedGolden).
+func TestDecodeLinks(t *testing.T) {
+	ip4, ip6 := samples.IP(tcp4()), samples.IP(tcp6())
+	cat := func(p ...[]byte) []byte { return bytes.Join(p, nil) }
+	be16 := func(v int) []byte { return binary.BigEndian.AppendUint16(nil, uint16(v)) }
+	macs := make([]byte, 12)
+	eth := func(et int, p ...[]byte) []byte { return cat(macs, be16(et), cat(p...)) }
+	e8023 := func(p []byte, pad int) []byte { return cat(macs, be16(len(p)), p, make([]byte, pad)) }
+	label := func(l uint32, bottom bool) []byte {
+		e := l<<12 | 64
+		if bottom {
+			e |= 0x100
+		}
+		return binary.BigEndian.AppendUint32(nil, e)
+	}
+	pppoe := func(n int) []byte { return cat([]byte{0x11, 0, 0, 1}, be16(n)) }
+	snap := []byte{0xaa, 0xaa, 3, 0, 0, 0}
+	tlv := func(typ int, v []byte) []byte {
+		b := binary.LittleEndian.AppendUint16(nil, uint16(4+len(v)))
+		b = binary.LittleEndian.AppendUint16(b, uint16(typ))
+		b = append(b, v...)
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+		return b
+	}
+	// offloaded is ip4 with n payload bytes and an IPv4 total length of 0.
+	offloaded := func(n int) []byte {
+		b := samples.IP(with(tcp4(), func(s *samples.Spec) { s.Payload = n }))
+		binary.BigEndian.PutUint16(b[2:], 0)
+		return b
+	}
+	long4 := append([]byte{}, ip4...)
+	binary.BigEndian.PutUint16(long4[2:], 1500)
+	zero6 := append([]byte{}, ip6...)
+	binary.BigEndian.PutUint16(zero6[4:], 0)
+	long6 := append([]byte{}, ip6...)
+	binary.BigEndian.PutUint16(long6[4:], 1400)
+	inHeader := append([]byte{}, ip4...)
+	binary.BigEndian.PutUint16(inHeader[2:], 12)
+	mplsDeep := eth(0x8847)
+	for range 20 {
+		mplsDeep = append(mplsDeep, label(1, false)...)
+	}
+	snapped := eth(0x0800, offloaded(1000))
+
+	tests := []struct {
+		name  string
+		link  decode.LinkType
+		frame []byte
+		wire  int
+		want  decode.Status
+		ipLen uint16
+	}{
+		{"mpls ipv4", decode.LinkEthernet, eth(0x8847, label(100, true), ip4), 0, decode.StatusOK, 40},
+		{"mpls stack ipv6", decode.LinkEthernet, eth(0x8847, label(1, false), label(2, false), label(3, true), ip6), 0, decode.StatusOK, 60},
+		{"mpls multicast", decode.LinkEthernet, eth(0x8848, label(16, true), ip4), 0, decode.StatusOK, 40},
+		{"vlan mpls", decode.LinkEthernet, eth(0x8100, []byte{0, 7}, be16(0x8847), label(5, true), ip4), 0, decode.StatusOK, 40},
+		{"mpls gal", decode.LinkEthernet, eth(0x8847, label(13, true), ip4), 0, decode.StatusNotIP, 0},
+		{"mpls oam alert", decode.LinkEthernet, eth(0x8847, label(14, true), ip4), 0, decode.StatusNotIP, 0},
+		{"mpls gal above", decode.LinkEthernet, eth(0x8847, label(13, false), label(5, true), ip4), 0, decode.StatusOK, 40},
+		{"mpls pseudowire", decode.LinkEthernet, eth(0x8847, label(5, true), []byte{0, 0, 0, 0}, ip4), 0, decode.StatusNotIP, 0},
+		{"mpls cut", decode.LinkEthernet, eth(0x8847, label(5, false)), 0, decode.StatusLinkTruncated, 0},
+		{"mpls empty payload", decode.LinkEthernet, eth(0x8847, label(5, true)), 0, decode.StatusLinkTruncated, 0},
+		{"mpls endless stack", decode.LinkEthernet, mplsDeep, 0, decode.StatusNotIP, 0},
+		{"pppoe ipv4", decode.LinkEthernet, eth(0x8864, pppoe(2+len(ip4)), be16(0x21), ip4), 0, decode.StatusOK, 40},
+		{"pppoe ipv6 compressed protocol", decode.LinkEthernet, eth(0x8864, pppoe(1+len(ip6)), []byte{0x57}, ip6), 0, decode.StatusOK, 60},
+		{"qinq pppoe", decode.LinkEthernet, eth(0x88a8, []byte{0, 1}, be16(0x8100), []byte{0, 2}, be16(0x8864), pppoe(2+len(ip4)), be16(0x21), ip4), 0, decode.StatusOK, 40},
+		{"pppoe mpls", decode.LinkEthernet, eth(0x8864, pppoe(6+len(ip4)), be16(0x0281), label(7, true), ip4), 0, decode.StatusOK, 40},
+		{"pppoe lcp", decode.LinkEthernet, eth(0x8864, pppoe(6), be16(0xc021), []byte{1, 1, 0, 4}), 0, decode.StatusNotIP, 0},
+		{"pppoe length 0", decode.LinkEthernet, eth(0x8864, pppoe(0), be16(0x21), ip4), 0, decode.StatusLinkTruncated, 0},
+		{"pppoe cut", decode.LinkEthernet, eth(0x8864, []byte{0x11, 0}), 0, decode.StatusLinkTruncated, 0},
+		{"llc snap ipv4", decode.LinkEthernet, e8023(cat(snap, be16(0x0800), ip4), 0), 0, decode.StatusOK, 40},
+		{"llc snap ipv6 padded", decode.LinkEthernet, e8023(cat(snap, be16(0x86dd), ip6), 10), 0, decode.StatusOK, 60},
+		{"vlan llc snap", decode.LinkEthernet, eth(0x8100, []byte{0, 7}, be16(8+len(ip6)), snap, be16(0x86dd), ip6), 0, decode.StatusOK, 60},
+		{"llc ip sap", decode.LinkEthernet, e8023(cat([]byte{6, 6, 3}, ip4), 0), 0, decode.StatusOK, 40},
+		{"llc i frame snap", decode.LinkEthernet, e8023(cat([]byte{0xaa, 0xaa, 0, 0, 0, 0, 0}, be16(0x0800), ip4), 0), 0, decode.StatusOK, 40},
+		{"llc s frame", decode.LinkEthernet, e8023(cat([]byte{0xaa, 0xaa, 1, 0, 0, 0, 0}, be16(0x0800), ip4), 0), 0, decode.StatusNotIP, 0},
+		{"llc other oui", decode.LinkEthernet, e8023(cat([]byte{0xaa, 0xaa, 3, 0, 0, 0x0c}, be16(0x0800), ip4), 0), 0, decode.StatusNotIP, 0},
+		{"cisco isl", decode.LinkEthernet, cat([]byte{1, 0, 0x0c, 0, 0, 0}, make([]byte, 6), be16(8+len(ip4)), snap, be16(0x0800), ip4), 0, decode.StatusNotIP, 0},
+		{"novell raw 802.3", decode.LinkEthernet, e8023(cat([]byte{0xff, 0xff}, ip4), 0), 0, decode.StatusNotIP, 0},
+		{"llc cut", decode.LinkEthernet, e8023([]byte{0xaa, 0xaa, 3, 0}, 0), 0, decode.StatusLinkTruncated, 0},
+		{"pbb", decode.LinkEthernet, eth(0x88e7, []byte{0, 1, 0, 1}, macs, be16(0x0800), ip4), 0, decode.StatusOK, 40},
+		{"pbb customer vlan", decode.LinkEthernet, eth(0x88a8, []byte{0, 1}, be16(0x88e7), []byte{0, 1, 0, 1}, macs, be16(0x8100), []byte{0, 9}, be16(0x86dd), ip6), 0, decode.StatusOK, 60},
+		{"pbb cut", decode.LinkEthernet, eth(0x88e7, make([]byte, 10)), 0, decode.StatusLinkTruncated, 0},
+		{"nflog family ipv4", decode.LinkNFLOG, cat([]byte{2, 0, 0, 0}, tlv(10, []byte("p\x00")), tlv(9, ip4)), 0, decode.StatusOK, 40},
+		{"nflog family ipv6", decode.LinkNFLOG, cat([]byte{10, 0, 0, 0}, tlv(9, ip6)), 0, decode.StatusOK, 60},
+		{"nflog hardware protocol", decode.LinkNFLOG, cat([]byte{2, 0, 0, 0}, tlv(1, []byte{0x86, 0xdd, 3, 0}), tlv(9, ip6)), 0, decode.StatusOK, 60},
+		{"nflog hardware protocol disagrees", decode.LinkNFLOG, cat([]byte{10, 0, 0, 0}, tlv(1, []byte{0x08, 0x00, 3, 0}), tlv(9, ip6)), 0, decode.StatusIPBadHeader, 0},
+		{"nflog no payload", decode.LinkNFLOG, cat([]byte{2, 0, 0, 0}, tlv(11, []byte{1, 0, 0, 0})), 0, decode.StatusNotIP, 0},
+		{"nflog other family", decode.LinkNFLOG, cat([]byte{7, 0, 0, 0}, tlv(9, ip4)), 0, decode.StatusNotIP, 0},
+		{"nflog tlv length 3", decode.LinkNFLOG, cat([]byte{2, 0, 0, 0}, []byte{3, 0, 9, 0}, ip4), 0, decode.StatusLinkBadHeader, 0},
+		{"nflog payload past the end", decode.LinkNFLOG, cat([]byte{2, 0, 0, 0}, tlv(9, ip4)[:30]), 0, decode.StatusLinkBadHeader, 0},
+		{"nflog tlv header cut", decode.LinkNFLOG, cat([]byte{2, 0, 0, 0}, tlv(9, ip4))[:6], 100, decode.StatusLinkTruncated, 0},
+		{"nflog cut", decode.LinkNFLOG, []byte{2, 0}, 0, decode.StatusLinkTruncated, 0},
+		{"ipoib ipv4", decode.LinkIPoIB, cat(make([]byte, 40), be16(0x0800), []byte{0, 0}, ip4), 0, decode.StatusOK, 40},
+		{"ipoib ipv6", decode.LinkIPoIB, cat(make([]byte, 40), be16(0x86dd), []byte{0, 0}, ip6), 0, decode.StatusOK, 60},
+		{"ipoib arp", decode.LinkIPoIB, cat(make([]byte, 40), be16(0x0806), make([]byte, 30)), 0, decode.StatusNotIP, 0},
+		{"ipoib cut", decode.LinkIPoIB, make([]byte, 43), 0, decode.StatusLinkTruncated, 0},
+		{"arcnet bsd rfc 1051", decode.LinkArcnetBSD, cat([]byte{1, 2, 0xf0}, ip4), 0, decode.StatusOK, 40},
+		{"arcnet bsd rfc 1201", decode.LinkArcnetBSD, cat([]byte{1, 2, 0xd4, 0, 0, 1}, ip4), 0, decode.StatusOK, 40},
+		{"arcnet bsd exception", decode.LinkArcnetBSD, cat([]byte{1, 2, 0xd4, 0xff, 0xff, 0xff, 0xd4, 0, 0, 1}, ip4), 0, decode.StatusOK, 40},
+		{"arcnet linux ipv6", decode.LinkArcnetLinux, cat([]byte{1, 2, 0, 0, 0xc4, 0, 0, 1}, ip6), 0, decode.StatusOK, 60},
+		{"arcnet linux split flag 0xff", decode.LinkArcnetLinux, cat([]byte{1, 2, 0, 0, 0xd4, 0xff, 0, 1}, ip4), 0, decode.StatusOK, 40},
+		{"arcnet arp", decode.LinkArcnetBSD, cat([]byte{1, 2, 0xd5, 0, 0, 1}, make([]byte, 28)), 0, decode.StatusNotIP, 0},
+		{"arcnet cut", decode.LinkArcnetBSD, []byte{1, 2}, 0, decode.StatusLinkTruncated, 0},
+		{"arcnet header cut", decode.LinkArcnetLinux, []byte{1, 2, 0, 0, 0xd4, 0}, 0, decode.StatusLinkTruncated, 0},
+		{"null ethertype be", decode.LinkNull, cat([]byte{0, 0, 8, 0}, ip4), 0, decode.StatusOK, 40},
+		{"null ethertype le", decode.LinkNull, cat([]byte{0xdd, 0x86, 0, 0}, ip6), 0, decode.StatusOK, 60},
+		{"null ppp", decode.LinkNull, cat([]byte{0xff, 3, 0, 0x21}, ip4), 0, decode.StatusOK, 40},
+		{"null linux af_inet6", decode.LinkNull, cat([]byte{10, 0, 0, 0}, ip6), 0, decode.StatusNotIP, 0},
+		{"null both halves", decode.LinkNull, cat([]byte{8, 0, 8, 0}, ip4), 0, decode.StatusNotIP, 0},
+		{"loop little-endian family", decode.LinkLoop, cat([]byte{2, 0, 0, 0}, ip4), 0, decode.StatusNotIP, 0},
+		{"loop ethertype", decode.LinkLoop, cat([]byte{0, 0, 8, 0}, ip4), 0, decode.StatusNotIP, 0},
+		{"raw ppp", decode.LinkRaw, cat([]byte{0xff, 3, 0, 0x21}, ip4), 0, decode.StatusOK, 40},
+		{"raw isdn ppp", decode.LinkRaw, cat(make([]byte, 6), []byte{0xff, 3, 0, 0x57}, ip6), 0, decode.StatusOK, 60},
+		{"raw cisco hdlc", decode.LinkRaw, cat([]byte{0x0f, 0, 8, 0}, ip4), 0, decode.StatusNotIP, 0},
+		{"linktype ipv4 holding ipv6", decode.LinkIPv4, ip6, 0, decode.StatusIPBadHeader, 0},
+		{"sll llc snap", decode.LinkSLL, cat(make([]byte, 14), be16(4), snap, be16(0x0800), ip4), 0, decode.StatusOK, 40},
+		{"sll2 llc snap", decode.LinkSLL2, cat(be16(4), make([]byte, 18), snap, be16(0x86dd), ip6), 0, decode.StatusOK, 60},
+		{"sll ppp hdlc", decode.LinkSLL, cat(make([]byte, 14), be16(7), []byte{0xff, 3}, be16(0x21), ip4), 0, decode.StatusOK, 40},
+		{"sll ppp no address", decode.LinkSLL, cat(make([]byte, 14), be16(7), []byte{0x57}, ip6), 0, decode.StatusOK, 60},
+		{"sll ppp cut", decode.LinkSLL, cat(make([]byte, 14), be16(7), []byte{0xff}), 0, decode.StatusLinkTruncated, 0},
+		{"sll novell", decode.LinkSLL, cat(make([]byte, 14), be16(1), []byte{0xff, 0xff}, ip4), 0, decode.StatusNotIP, 0},
+		{"sll netlink", decode.LinkSLL, cat([]byte{0, 0}, be16(824), make([]byte, 10), be16(0x0800), ip4), 0, decode.StatusNotIP, 0},
+		{"sll2 netlink", decode.LinkSLL2, cat(be16(0x0800), make([]byte, 6), be16(824), make([]byte, 10), ip4), 0, decode.StatusNotIP, 0},
+		{"ipv4 total length 0", decode.LinkEthernet, eth(0x0800, offloaded(1000)), 0, decode.StatusOK, 1040},
+		{"ipv4 total length 0 snapped", decode.LinkEthernet, snapped[:80], len(snapped), decode.StatusOK, 1040},
+		{"ipv4 total length 0 over 64 KiB", decode.LinkEthernet, eth(0x0800, offloaded(70000)), 0, decode.StatusOK, 65535},
+		{"ipv4 total length 0 in 802.3", decode.LinkEthernet, append(e8023(cat(snap, be16(0x0800), offloaded(1000))[:700], 0), make([]byte, 400)...), 0, decode.StatusOK, 692},
+		{"ipv4 total length 0 in pppoe", decode.LinkEthernet, eth(0x8864, pppoe(600), be16(0x21), offloaded(1000)), 0, decode.StatusOK, 598},
+		{"ipv4 total length 0 in mpls", decode.LinkEthernet, eth(0x8847, label(3, true), offloaded(1000)), 0, decode.StatusOK, 1040},
+		{"ipv4 total length 0 in nflog", decode.LinkNFLOG, cat([]byte{2, 0, 0, 0}, tlv(9, offloaded(1000)), tlv(11, []byte{1, 0, 0, 0})), 0, decode.StatusOK, 1040},
+		{"ipv4 total length past the frame", decode.LinkEthernet, eth(0x0800, long4), 0, decode.StatusOK, 1500},
+		{"ipv4 total length inside the header", decode.LinkEthernet, eth(0x0800, inHeader), 0, decode.StatusIPBadHeader, 0},
+		{"ipv6 payload length 0", decode.LinkEthernet, eth(0x86dd, zero6), 0, decode.StatusIPv6ZeroLength, 0},
+		{"ipv6 payload length past the frame", decode.LinkEthernet, eth(0x86dd, long6), 0, decode.StatusOK, 1440},
+		{"wire length below the frame", decode.LinkEthernet, eth(0x0800, offloaded(100)), 10, decode.StatusOK, 140},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var r record.Record
+			got, seg := decode.DecodeSegmentLen(tt.link, tt.frame, tt.wire, &r)
+			if got != tt.want {
+				t.Fatalf("status %v, want %v", got, tt.want)
+			}
+			if tt.wire == 0 {
+				var r2 record.Record
+				if st := decode.Decode(tt.link, tt.frame, &r2); st != got || r2 != r {
+					t.Fatalf("Decode gives %v %v, DecodeSegmentLen %v %v", st, r2, got, r)
+				}
+			}
+			if got != decode.StatusOK {
+				return
+			}
+			wantSrc, wantDst, wantFlags := v4a, v4b, uint16(0x012)
+			if r.Src.Is6() {
+				wantSrc, wantDst, wantFlags = v6a, v6b, 0x102
+			}
+			if r.Src != wantSrc || r.Dst != wantDst || r.SrcPort != 40000 || r.DstPort != 80 || r.Flags != wantFlags || r.IPLen != tt.ipLen {
+				t.Fatalf("record %v, want %v→%v 40000→80 flags %#x ip_len %d", r, wantSrc, wantDst, wantFlags, tt.ipLen)
+			}
+			if len(seg) < 20 || binary.BigEndian.Uint16(seg) != 40000 {
+				t.Fatalf("segment %x does not start at the TCP header", seg)
+			}
+		})
+	}
+}
+
 func TestStatus(t *testing.T) {
 	seen := map[string]bool{}
 	for s := decode.Status(0); s < decode.NumStatus; s++ {
@@ -154,6 +326,11 @@ func TestStatus(t *testing.T) {
 	}
 	if decode.LinkSLL2.String() != "LinuxSLL2" || decode.LinkEthernet.String() != "Ethernet" {
 		t.Fatalf("link names %q %q", decode.LinkSLL2, decode.LinkEthernet)
+	}
+	for _, lt := range []decode.LinkType{decode.LinkNFLOG, decode.LinkIPoIB, decode.LinkArcnetBSD, decode.LinkArcnetLinux} {
+		if !decode.Supported(lt) {
+			t.Errorf("%v (%d) not supported", lt, uint32(lt))
+		}
 	}
 }
 
@@ -277,6 +454,32 @@ func BenchmarkDecode(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		fr := &frames[i%len(frames)]
 		if decode.Decode(decode.LinkType(fr.Link), fr.Data, &r) == decode.StatusOK {
+			ok++
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "packets/s")
+	if ok == 0 {
+		b.Fatal("no frame decoded")
+	}
+}
+
+// BenchmarkDecodeEthernetIPv4 decodes only the sample frames on the common
+// path: Ethernet, no tag, IPv4.
+func BenchmarkDecodeEthernetIPv4(b *testing.B) {
+	var frames [][]byte
+	for _, fr := range sampleFrames(b) {
+		if decode.LinkType(fr.Link) == decode.LinkEthernet && len(fr.Data) > 14 && binary.BigEndian.Uint16(fr.Data[12:]) == 0x0800 {
+			frames = append(frames, fr.Data)
+		}
+	}
+	if len(frames) == 0 {
+		b.Fatal("no Ethernet/IPv4 sample frame")
+	}
+	var r record.Record
+	b.ReportAllocs()
+	ok := 0
+	for i := 0; b.Loop(); i++ {
+		if decode.Decode(decode.LinkEthernet, frames[i%len(frames)], &r) == decode.StatusOK {
 			ok++
 		}
 	}

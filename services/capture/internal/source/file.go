@@ -2,6 +2,7 @@ package source
 
 import (
 	"bufio"
+	"compress/gzip"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -44,7 +45,11 @@ type File struct {
 	r       packetReader
 	ng      bool
 	link    decode.LinkType
-	offset  int64 // pcap: byte offset of the next record
+	ngLinks []decode.LinkType // pcapng: the full link types of the interfaces described before the first packet
+	br      *bufio.Reader     // pcap: the stream pcapgo reads, to see each record header
+	order   binary.ByteOrder  // pcap: the file's byte order
+	nano    bool              // pcap: nanosecond timestamps
+	offset  int64             // pcap: byte offset of the next record
 	packets int
 	done    error
 }
@@ -79,9 +84,35 @@ func OpenFile(path string) (*File, error) {
 			return nil, fmt.Errorf("capture file %s: pcapng header: %w", path, err)
 		}
 		src.r, src.ng = ng, true
+		src.ngLinks = pcapngLinkTypes(f)
 	case le == magicPcapMicro || le == magicPcapNano || be == magicPcapMicro || be == magicPcapNano ||
 		(hdr[0] == 0x1f && hdr[1] == 0x8b): // gzip-compressed pcap
-		pr, err := pcapgo.NewReader(f)
+		// pcapgo reads through this buffered reader as it is (it wraps
+		// only a smaller one), so Next can peek at each record header.
+		br := bufio.NewReaderSize(f, 1<<16)
+		if hdr[0] == 0x1f && hdr[1] == 0x8b {
+			gz, err := gzip.NewReader(br)
+			if err != nil {
+				f.Close()
+				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+					return nil, &TruncatedError{File: path, Offset: 0}
+				}
+				return nil, fmt.Errorf("capture file %s: gzip header: %w", path, err)
+			}
+			br = bufio.NewReaderSize(gz, 1<<16)
+		}
+		// gopacket's LinkType is one byte wide; take the full value from
+		// the header.
+		if h, err := br.Peek(pcapHeaderLen); err == nil {
+			src.order = binary.LittleEndian
+			if m := binary.BigEndian.Uint32(h); m == magicPcapMicro || m == magicPcapNano {
+				src.order = binary.BigEndian
+			}
+			src.nano = src.order.Uint32(h) == magicPcapNano
+			src.link = decode.LinkType(src.order.Uint32(h[20:24]) & 0xffff)
+		}
+		src.br = br
+		pr, err := pcapgo.NewReader(br)
 		if err != nil {
 			f.Close()
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -93,14 +124,6 @@ func OpenFile(path string) (*File, error) {
 			pr.SetSnaplen(minSnaplen)
 		}
 		src.r = pr
-		// gopacket's LinkType is one byte wide; take the full value from
-		// the header when the file is not compressed.
-		src.link = decode.LinkType(pr.LinkType())
-		if n == pcapHeaderLen && (le == magicPcapMicro || le == magicPcapNano) {
-			src.link = decode.LinkType(binary.LittleEndian.Uint32(hdr[20:24]) & 0xffff)
-		} else if n == pcapHeaderLen && (be == magicPcapMicro || be == magicPcapNano) {
-			src.link = decode.LinkType(binary.BigEndian.Uint32(hdr[20:24]) & 0xffff)
-		}
 	default:
 		f.Close()
 		return nil, fmt.Errorf("capture file %s: %w (magic %08x)", path, ErrNotCapture, be)
@@ -120,24 +143,53 @@ func (s *File) Next(ctx context.Context) (Packet, error) {
 	if s.done != nil {
 		return Packet{}, s.done
 	}
+	// The record header, before pcapgo consumes it: see pcapTime.
+	var sec, frac uint32
+	var peeked bool
+	if s.br != nil {
+		if h, err := s.br.Peek(pcapRecordHdrLen); err == nil {
+			sec, frac, peeked = s.order.Uint32(h[0:4]), s.order.Uint32(h[4:8]), true
+		}
+	}
 	data, ci, err := s.r.ZeroCopyReadPacketData()
 	if err != nil {
 		s.done = s.fail(err)
 		return Packet{}, s.done
 	}
 	s.packets++
-	p := Packet{TS: ci.Timestamp.UnixNano(), Data: data, Link: s.link}
+	p := Packet{TS: ci.Timestamp.UnixNano(), Data: data, Link: s.link, Len: ci.Length}
+	if peeked {
+		p.TS = pcapTime(sec, frac, s.nano)
+	}
 	if s.ng {
 		p.Link = decode.LinkUnknown
 		if len(ci.AncillaryData) > 0 {
 			if lt, ok := ci.AncillaryData[0].(layers.LinkType); ok {
 				p.Link = decode.LinkType(lt)
+				// gopacket keeps the low byte only (LINKTYPE_LINUX_SLL2
+				// is 276).
+				if i := ci.InterfaceIndex; i >= 0 && i < len(s.ngLinks) && uint8(s.ngLinks[i]) == uint8(lt) {
+					p.Link = s.ngLinks[i]
+				}
 			}
 		}
 	} else {
 		s.offset += pcapRecordHdrLen + int64(len(data))
 	}
 	return p, nil
+}
+
+// pcapTime is the time of a pcap record stamped sec seconds and frac
+// microseconds (or nanoseconds), in Unix nanoseconds, as tshark reads it: a
+// fraction of a second or more is carried into the seconds, after it is
+// scaled to nanoseconds in 32 bits and taken as signed (so a fraction from
+// 2^31 ns up, which no writer should produce, wraps as it does in tshark).
+// gopacket's reader carries too but keeps the scaled fraction unsigned.
+func pcapTime(sec, frac uint32, nano bool) int64 {
+	if !nano {
+		frac *= 1000
+	}
+	return int64(sec)*1e9 + int64(int32(frac))
 }
 
 func (s *File) fail(err error) error {
@@ -165,6 +217,57 @@ func (s *File) fail(err error) error {
 
 // Close closes the file.
 func (s *File) Close() error { return s.f.Close() }
+
+// pcapngLinkTypes returns the link types of the interfaces that a pcapng
+// file describes before its first packet (where capture tools put them),
+// in full: gopacket's reader keeps a link type in one byte. It reads with
+// ReadAt, leaving f's offset alone, and gives up quietly on anything odd
+// (the reader reports it).
+func pcapngLinkTypes(f *os.File) []decode.LinkType {
+	const (
+		blockSHB = magicPcapng
+		blockIDB = 1
+		blockPB  = 2
+		blockSPB = 3
+		blockEPB = 6
+		maxScan  = 1 << 20
+	)
+	var (
+		links []decode.LinkType
+		order binary.ByteOrder = binary.LittleEndian
+		hdr   [12]byte
+	)
+	for off := int64(0); off < maxScan; {
+		if _, err := f.ReadAt(hdr[:], off); err != nil {
+			return links
+		}
+		typ := binary.LittleEndian.Uint32(hdr[0:])
+		if typ == blockSHB {
+			if len(links) > 0 {
+				return links // a second section: its interfaces start again
+			}
+			if binary.LittleEndian.Uint32(hdr[8:]) == 0x1a2b3c4d {
+				order = binary.LittleEndian
+			} else {
+				order = binary.BigEndian
+			}
+		} else {
+			typ = order.Uint32(hdr[0:])
+		}
+		switch typ {
+		case blockIDB:
+			links = append(links, decode.LinkType(order.Uint16(hdr[8:])))
+		case blockPB, blockSPB, blockEPB:
+			return links
+		}
+		n := int64(order.Uint32(hdr[4:]))
+		if n < 12 {
+			return links
+		}
+		off += n
+	}
+	return links
+}
 
 // pcapngCut walks the block structure of a pcapng file and returns the
 // offset of a block that the file cuts short, or -1 if the file ends on a

@@ -15,6 +15,7 @@ type Packet struct {
 	TS   int64           // capture time, Unix nanoseconds, as stored or given by the kernel
 	Link decode.LinkType // link-layer type of Data
 	Data []byte          // the frame; valid until the next call to Next
+	Len  int             // the frame's length on the wire; 0 when not known (taken as len(Data))
 }
 
 // Source yields frames until it ends (io.EOF) or fails.
