@@ -153,7 +153,7 @@ func TestReadersWithOtherEnvironmentsFollowTheSeed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testenv.Buffer
 	consumer := startWith(t, ctx, controllog.Config{URL: amqpURL, Name: "consumer", Initial: other,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	admin := startWith(t, ctx, controllog.Config{URL: amqpURL, Name: "admin", Initial: initial(t), Seed: true})
@@ -173,21 +173,4 @@ func TestReadersWithOtherEnvironmentsFollowTheSeed(t *testing.T) {
 	if !control.SameRouting(second.Table(), admin.Table()) || admin.Table().String() != initial(t).String() {
 		t.Errorf("after a second seed: admin %s, second %s", admin.Table().Describe(), second.Table().Describe())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Proxy is a TCP proxy on loopback in front of a test server, which a test
@@ -19,18 +20,38 @@ type Proxy struct {
 	conns map[net.Conn]struct{}
 }
 
-// NewProxy starts a proxy to target (host:port); it stops when the test ends.
+// NewProxy starts a proxy to target (host:port) on a free loopback port;
+// it stops when the test ends.
 func NewProxy(t testing.TB, target string) *Proxy {
+	return NewProxyAt(t, "127.0.0.1:0", target)
+}
+
+// NewProxyAt starts a proxy to target on addr, for a test whose clients
+// must find it at a known address.
+func NewProxyAt(t testing.TB, addr, target string) *Proxy {
 	t.Helper()
-	p := &Proxy{target: target, conns: map[net.Conn]struct{}{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p := &Proxy{Addr: addr, target: target, conns: map[net.Conn]struct{}{}}
+	p.listen(t)
+	t.Cleanup(p.Cut)
+	return p
+}
+
+// listen opens p.Addr, retrying a while: a port just closed may linger.
+func (p *Proxy) listen(t testing.TB) {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	for range 50 {
+		if ln, err = net.Listen("tcp", p.Addr); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("proxy: listen on %s: %v", p.Addr, err)
 	}
 	p.Addr = ln.Addr().String()
 	p.serve(ln)
-	t.Cleanup(p.Cut)
-	return p
 }
 
 func (p *Proxy) serve(ln net.Listener) {
@@ -90,11 +111,7 @@ func (p *Proxy) Cut() {
 // Restore accepts again on the same address.
 func (p *Proxy) Restore(t testing.TB) {
 	t.Helper()
-	ln, err := net.Listen("tcp", p.Addr)
-	if err != nil {
-		t.Fatalf("proxy: listen again on %s: %v", p.Addr, err)
-	}
-	p.serve(ln)
+	p.listen(t)
 }
 
 // Conns is the number of client connections open through the proxy.

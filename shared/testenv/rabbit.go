@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 )
@@ -26,8 +25,7 @@ type Rabbit struct {
 	t   testing.TB
 	env []string
 	cmd *exec.Cmd
-	mu  sync.Mutex
-	out bytes.Buffer
+	out Buffer
 }
 
 // RabbitOptions configure a private node.
@@ -87,7 +85,7 @@ func StartRabbit(t testing.TB, o RabbitOptions) *Rabbit {
 		"RABBITMQ_CONFIG_FILE="+filepath.Join(dir, "rabbitmq"),
 	)
 	r.cmd = exec.Command(filepath.Join(rabbitBin, "rabbitmq-server"))
-	r.cmd.Env, r.cmd.Stdout, r.cmd.Stderr = r.env, r, r
+	r.cmd.Env, r.cmd.Stdout, r.cmd.Stderr = r.env, &r.out, &r.out
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -122,18 +120,8 @@ func StartRabbit(t testing.TB, o RabbitOptions) *Rabbit {
 	return r
 }
 
-func (r *Rabbit) Write(p []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.out.Write(p)
-}
-
 // Output is what the node printed.
-func (r *Rabbit) Output() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.out.String()
-}
+func (r *Rabbit) Output() string { return r.out.String() }
 
 // Ctl runs rabbitmqctl against the node.
 func (r *Rabbit) Ctl(args ...string) (string, error) {

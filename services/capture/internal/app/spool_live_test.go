@@ -59,7 +59,7 @@ func TestSpoolBrokerOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.AMQPURL = via(t, u, proxy.addr)
+	cfg.AMQPURL = via(t, u, proxy.Addr)
 	cfg.Interface, cfg.ListenAddr, cfg.Sink = "lo", fmt.Sprintf("127.0.0.1:%d", port), true
 	cfg.MetricsAddr, cfg.SpoolDir = "127.0.0.1:0", t.TempDir()
 	info, cancel, runErr := start(t, cfg, testLogger(t))
@@ -72,7 +72,7 @@ func TestSpoolBrokerOutage(t *testing.T) {
 	if counter(t, reg, "connpipe_capture_records_live_total") == 0 {
 		t.Fatal("no record went live before the outage")
 	}
-	proxy.cut()
+	proxy.Cut()
 	cutAt := time.Now()
 	readAtCut := counter(t, reg, "connpipe_capture_packets_total")
 	waitFor(t, 10*time.Second, "the spool never filled during the outage", func() bool {
@@ -94,7 +94,7 @@ func TestSpoolBrokerOutage(t *testing.T) {
 	if age < outage.Seconds()/2 {
 		t.Fatalf("oldest spooled record %.1fs old after a %s outage", age, outage)
 	}
-	proxy.restore()
+	proxy.Restore(t)
 	time.Sleep(3 * time.Second) // traffic goes on while the spool drains
 	sent := stop()
 	seen := settle(witness)
@@ -145,7 +145,7 @@ func TestSpoolFullDropNewest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.AMQPURL = via(t, u, proxy.addr)
+	cfg.AMQPURL = via(t, u, proxy.Addr)
 	cfg.Interface, cfg.ListenAddr, cfg.Sink = "lo", fmt.Sprintf("127.0.0.1:%d", port), true
 	cfg.MetricsAddr, cfg.SpoolDir = "127.0.0.1:0", t.TempDir()
 	cfg.SpoolMaxBytes, cfg.SpoolFullPolicy = 64<<10, "drop-newest"
@@ -156,14 +156,14 @@ func TestSpoolFullDropNewest(t *testing.T) {
 
 	stop := traffic(t, cfg.ListenAddr, 4, time.Millisecond)
 	time.Sleep(time.Second)
-	proxy.cut()
+	proxy.Cut()
 	waitFor(t, 20*time.Second, "the spool never dropped", func() bool {
 		return counter(t, reg, "connpipe_capture_spool_dropped_total") > 1000
 	})
 	if b := counter(t, reg, "connpipe_capture_spool_bytes"); b > 64<<10 {
 		t.Fatalf("spool holds %v bytes, SPOOL_MAX_BYTES is %d", b, 64<<10)
 	}
-	proxy.restore()
+	proxy.Restore(t)
 	time.Sleep(time.Second)
 	stop()
 	seen := settle(witness)
@@ -263,7 +263,7 @@ func TestSpoolSurvivesKill(t *testing.T) {
 	dir := t.TempDir()
 	metrics := fmt.Sprintf("127.0.0.1:%d", metricsPortKill)
 	env := []string{
-		"AMQP_URL=" + via(t, u, proxy.addr), "INTERFACE=lo", fmt.Sprintf("LISTEN_ADDR=127.0.0.1:%d", port),
+		"AMQP_URL=" + via(t, u, proxy.Addr), "INTERFACE=lo", fmt.Sprintf("LISTEN_ADDR=127.0.0.1:%d", port),
 		"SINK=true", "METRICS_ADDR=" + metrics, "SPOOL_DIR=" + dir, "LOG_LEVEL=info", "BPF_FILTER=",
 		"SPOOL_FSYNC=never",
 	}
@@ -271,7 +271,7 @@ func TestSpoolSurvivesKill(t *testing.T) {
 	waitHealthy(t, metrics)
 	stop := traffic(t, fmt.Sprintf("127.0.0.1:%d", port), 4, time.Millisecond)
 	time.Sleep(2 * time.Second)
-	proxy.cut()
+	proxy.Cut()
 	time.Sleep(outage / 2)
 	if n := scrape(t, metrics, "connpipe_capture_spool_records"); n < 1000 {
 		t.Fatalf("%v records in the spool after %s of outage", n, outage/2)
@@ -302,7 +302,7 @@ func TestSpoolSurvivesKill(t *testing.T) {
 	appendTorn(t, dir)
 
 	time.Sleep(outage / 2)
-	proxy.restore()
+	proxy.Restore(t)
 	second := startChild(t, env)
 	waitFor(t, 60*time.Second, "the spool did not drain after the restart", func() bool {
 		code, _ := healthz(t, metrics)
@@ -358,7 +358,7 @@ func TestSpoolStoppedAndStartedAgain(t *testing.T) {
 	needRoot(t)
 	u := testenv.AMQP(t)
 	proxy := startProxy(t, proxyPortReplay, brokerAddr(t, u))
-	proxy.cut()
+	proxy.Cut()
 	file := filepath.Join(samples.Dir(t), "eth-ipv4-http-get.pcap")
 	want := readGolden(t, filepath.Base(file))
 	clearSpoolEnv(t)
@@ -367,7 +367,7 @@ func TestSpoolStoppedAndStartedAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	cfg.AMQPURL, cfg.PcapFiles, cfg.BPFFilter, cfg.MetricsAddr = via(t, u, proxy.addr), []string{file}, "tcp", "127.0.0.1:0"
+	cfg.AMQPURL, cfg.PcapFiles, cfg.BPFFilter, cfg.MetricsAddr = via(t, u, proxy.Addr), []string{file}, "tcp", "127.0.0.1:0"
 	cfg.BatchSize, cfg.SpoolDir, cfg.ShutdownTimeout = 3, dir, time.Minute
 	info, cancel, runErr := start(t, cfg, testLogger(t))
 	waitFor(t, 10*time.Second, "the replay's records did not reach the spool", func() bool {
@@ -389,7 +389,7 @@ func TestSpoolStoppedAndStartedAgain(t *testing.T) {
 	}
 
 	// Started again: live on lo, no traffic, the broker back.
-	proxy.restore()
+	proxy.Restore(t)
 	cfg2 := cfg
 	cfg2.PcapFiles, cfg2.BPFFilter = nil, ""
 	cfg2.Interface, cfg2.ListenAddr = "lo", fmt.Sprintf("127.0.0.1:%d", freePort(t))

@@ -20,7 +20,7 @@ import (
 func TestSpoolReplayWaitsForBroker(t *testing.T) {
 	u := testenv.AMQP(t)
 	proxy := startProxy(t, proxyPortReplay, brokerAddr(t, u))
-	proxy.cut()
+	proxy.Cut()
 	var files []string
 	var want []goldenLine
 	strict := 0
@@ -41,7 +41,7 @@ func TestSpoolReplayWaitsForBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.AMQPURL, cfg.PcapFiles, cfg.BPFFilter, cfg.MetricsAddr = via(t, u, proxy.addr), files, "tcp", "127.0.0.1:0"
+	cfg.AMQPURL, cfg.PcapFiles, cfg.BPFFilter, cfg.MetricsAddr = via(t, u, proxy.Addr), files, "tcp", "127.0.0.1:0"
 	cfg.BatchSize, cfg.SpoolDir = 7, t.TempDir()
 	info, cancel, runErr := start(t, cfg, testLogger(t))
 	defer cancel()
@@ -59,7 +59,7 @@ func TestSpoolReplayWaitsForBroker(t *testing.T) {
 		t.Fatalf("Run returned with the broker away: %v", err)
 	case <-time.After(time.Second):
 	}
-	proxy.restore()
+	proxy.Restore(t)
 	select {
 	case err := <-runErr:
 		if err != nil {
