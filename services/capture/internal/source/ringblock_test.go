@@ -166,7 +166,11 @@ func TestRingBlockForged(t *testing.T) {
 		{"mac inside the frame header", func(b []byte) []byte { ne.PutUint16(b[blockHdrLen+24:], 10); return b }, 0, FaultBadMac},
 		{"mac past the block", func(b []byte) []byte { ne.PutUint16(b[second(b)+24:], 0xffff); return b }, 1, FaultBadMac},
 		{"snaplen past the block", func(b []byte) []byte { ne.PutUint32(b[second(b)+12:], 0xffffffff); return b }, 1, FaultSnaplenPastBlock},
-		{"snaplen into the next frame", func(b []byte) []byte { ne.PutUint32(b[blockHdrLen+12:], 200); ne.PutUint32(b[blockHdrLen+16:], 200); return b }, 0, FaultSnaplenPastBlock},
+		{"snaplen into the next frame", func(b []byte) []byte {
+			ne.PutUint32(b[blockHdrLen+12:], 200)
+			ne.PutUint32(b[blockHdrLen+16:], 200)
+			return b
+		}, 0, FaultSnaplenPastBlock},
 		{"snaplen over wire length", func(b []byte) []byte { ne.PutUint32(b[blockHdrLen+16:], 1); return b }, 0, FaultSnaplenPastBlock},
 	}
 	for _, c := range cases {
