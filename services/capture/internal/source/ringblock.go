@@ -135,6 +135,10 @@ type Block struct {
 	Status uint32
 	// Frames is num_pkts as the kernel wrote it.
 	Frames uint32
+	// SkipOutgoing makes Next pass over frames the host sent
+	// (PACKET_OUTGOING): on a loopback interface each packet is seen
+	// leaving and arriving.
+	SkipOutgoing bool
 }
 
 var ne = binary.NativeEndian
@@ -191,6 +195,15 @@ func (k *Block) Fault() Fault { return k.fault }
 // Next returns the next frame, or false at the end of the block or at the
 // first inconsistency (see Fault). It reads nothing outside the block.
 func (k *Block) Next() (Frame, bool) {
+	for {
+		f, ok := k.next()
+		if !ok || !k.SkipOutgoing || f.PktType != packetOutgoing {
+			return f, ok
+		}
+	}
+}
+
+func (k *Block) next() (Frame, bool) {
 	if k.left == 0 {
 		return Frame{}, false
 	}
