@@ -18,28 +18,23 @@ import (
 )
 
 // ringReader is one live reader: it decodes each block of its ring in
-// place, then hands the block's records to the shared output in one go
-// (under outMu, so records of a block stay together and a connection's
-// records, which all reach this reader, stay in order), then hands the
+// place and hands the block's records to the shared output in one go
+// (under outMu, so a block's records stay together and the records of a
+// connection, which all reach this reader, stay in order), then hands the
 // block back to the kernel. Counters are added once per block, so readers
 // on different cores do not contend for them per packet.
 type ringReader struct {
 	live  *source.Live
+	link  decode.LinkType
 	flt   *filter.Filter
 	out   output
 	scan  *keyscan.Scanner
 	outMu *sync.Mutex
 	m     *metrics
 	log   *slog.Logger
-
-	staged []staged
-}
-
-// staged is a record waiting for the end of its block; seg (for the key
-// scanner) points into the ring.
-type staged struct {
-	rec record.Record
-	seg []byte
+	debug bool
+	t     blockTally
+	rec   record.Record
 }
 
 // blockTally counts one block's frames.
@@ -68,9 +63,8 @@ func (t *blockTally) flush(m *metrics) {
 
 // run reads blocks until ctx ends (nil) or the ring or the output fails.
 func (r *ringReader) run(ctx context.Context) error {
-	link := r.live.LinkType()
-	debug := r.log.Enabled(ctx, slog.LevelDebug)
-	var t blockTally
+	r.link = r.live.LinkType()
+	r.debug = r.log.Enabled(ctx, slog.LevelDebug)
 	for {
 		blk, err := r.live.NextBlock(ctx)
 		if err != nil {
@@ -79,50 +73,8 @@ func (r *ringReader) run(ctx context.Context) error {
 			}
 			return err
 		}
-		r.staged = r.staged[:0]
-		for {
-			f, ok := blk.Next()
-			if !ok {
-				break
-			}
-			t.packets++
-			r.staged = append(r.staged, staged{})
-			s := &r.staged[len(r.staged)-1]
-			var st decode.Status
-			if r.scan == nil {
-				st = decode.Decode(link, f.Data, &s.rec)
-			} else {
-				st, s.seg = decode.DecodeSegment(link, f.Data, &s.rec)
-			}
-			if st != decode.StatusOK {
-				r.staged = r.staged[:len(r.staged)-1]
-				if st.Malformed() {
-					t.errs[st]++
-					if debug {
-						r.log.Debug("malformed frame skipped", "reason", st.String(), "link", link, "len", len(f.Data), "ts", f.TS, "worker", r.live.Worker())
-					}
-				} else {
-					t.filtered++
-				}
-				continue
-			}
-			t.records++
-			if !r.flt.Match(&s.rec) {
-				r.staged = r.staged[:len(r.staged)-1]
-				t.filtered++
-				continue
-			}
-			s.rec.TS = f.TS
-		}
-		if fault := blk.Fault(); fault != source.FaultNone {
-			r.m.ringErrors[fault].Inc()
-			if debug {
-				r.log.Debug("corrupt ring block skipped", "reason", fault.String(), "frames", blk.Frames, "status", blk.Status, "worker", r.live.Worker())
-			}
-		}
-		err = r.emit(ctx)
+		err = r.consume(ctx, &blk)
 		r.live.Release()
-		t.flush(r.m)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, syscall.EPIPE) {
 				return nil // EPIPE: stdout closed by the reader (capture | head)
@@ -132,25 +84,59 @@ func (r *ringReader) run(ctx context.Context) error {
 	}
 }
 
-// emit hands the staged records to the output.
-func (r *ringReader) emit(ctx context.Context) error {
-	if len(r.staged) == 0 {
-		return nil
-	}
+// consume decodes every frame of blk and hands the records that pass the
+// filter to the output.
+func (r *ringReader) consume(ctx context.Context, blk *source.Block) error {
 	r.outMu.Lock()
 	defer r.outMu.Unlock()
-	for i := range r.staged {
-		s := &r.staged[i]
+	defer r.t.flush(r.m)
+	for {
+		f, ok := blk.Next()
+		if !ok {
+			break
+		}
+		r.t.packets++
+		var (
+			st  decode.Status
+			seg []byte
+		)
+		if r.scan == nil {
+			st = decode.Decode(r.link, f.Data, &r.rec)
+		} else {
+			st, seg = decode.DecodeSegment(r.link, f.Data, &r.rec)
+		}
+		if st != decode.StatusOK {
+			if st.Malformed() {
+				r.t.errs[st]++
+				if r.debug {
+					r.log.Debug("malformed frame skipped", "reason", st.String(), "link", r.link, "len", len(f.Data), "ts", f.TS, "worker", r.live.Worker())
+				}
+			} else {
+				r.t.filtered++
+			}
+			continue
+		}
+		r.t.records++
+		if !r.flt.Match(&r.rec) {
+			r.t.filtered++
+			continue
+		}
+		r.rec.TS = f.TS
 		var err error
 		if r.scan == nil {
-			err = r.out.Add(ctx, &s.rec)
+			err = r.out.Add(ctx, &r.rec)
 		} else {
-			err = r.scan.Packet(ctx, &s.rec, s.seg)
+			err = r.scan.Packet(ctx, &r.rec, seg)
 		}
 		if err != nil {
 			return err
 		}
-		s.seg = nil
+	}
+	if fault := blk.Fault(); fault != source.FaultNone {
+		r.m.ringErrors[fault].Inc()
+		if r.debug {
+			r.log.Debug("corrupt ring block skipped", "reason", fault.String(), "frames", blk.Frames, "status", blk.Status, "worker", r.live.Worker())
+		}
 	}
 	return nil
 }
