@@ -135,6 +135,7 @@ type Block struct {
 	Status uint32
 	// Frames is num_pkts as the kernel wrote it.
 	Frames uint32
+	frame Frame // the last frame Next returned
 	// SkipOutgoing makes Next pass over frames the host sent
 	// (PACKET_OUTGOING): on a loopback interface each packet is seen
 	// leaving and arriving.
@@ -193,65 +194,60 @@ func ParseBlock(b []byte) Block {
 func (k *Block) Fault() Fault { return k.fault }
 
 // Next returns the next frame, or false at the end of the block or at the
-// first inconsistency (see Fault). It reads nothing outside the block.
-func (k *Block) Next() (Frame, bool) {
-	for {
-		f, ok := k.next()
-		if !ok || !k.SkipOutgoing || f.PktType != packetOutgoing {
-			return f, ok
+// first inconsistency (see Fault). It reads nothing outside the block. The
+// frame is valid until the next call.
+func (k *Block) Next() (*Frame, bool) {
+	for k.left > 0 {
+		b, off := k.b, uint64(k.off)
+		if off+frameHdrLen+sockaddrLLLen > uint64(len(b)) {
+			return k.stop(FaultFramePastBlock)
 		}
+		h := b[off : off+frameHdrLen+sockaddrLLLen]
+		next := ne.Uint32(h[0:])
+		snap := ne.Uint32(h[12:])
+		wire := ne.Uint32(h[16:])
+		mac := uint64(ne.Uint16(h[24:]))
+		// The frame may use the bytes up to the next frame, or to the end
+		// of the block for the last one.
+		end := uint64(len(b))
+		if k.left > 1 {
+			if next == 0 || next%frameAlign != 0 || next < minFrameLen || off+uint64(next) > end {
+				return k.stop(FaultBadNextOffset)
+			}
+			end = off + uint64(next)
+		}
+		if mac < frameHdrLen+sockaddrLLLen || off+mac > end {
+			return k.stop(FaultBadMac)
+		}
+		if off+mac+uint64(snap) > end || snap > wire {
+			return k.stop(FaultSnaplenPastBlock)
+		}
+		k.left--
+		k.off = uint32(end) // the last frame leaves off at the end; left is 0
+		pkt := h[frameHdrLen+10]
+		if k.SkipOutgoing && pkt == packetOutgoing {
+			continue
+		}
+		f := &k.frame
+		f.TS = int64(ne.Uint32(h[4:]))*1e9 + int64(ne.Uint32(h[8:]))
+		f.Data = b[off+mac : off+mac+uint64(snap) : off+mac+uint64(snap)]
+		f.WireLen = wire
+		f.PktType = pkt
+		f.HasVLAN, f.VLAN, f.VLANTPID = false, 0, 0
+		if status := ne.Uint32(h[20:]); status&tpStatusVLANValid != 0 {
+			f.HasVLAN = true
+			f.VLAN = uint16(ne.Uint32(h[32:]))
+			f.VLANTPID = ethPVLAN
+			if status&tpStatusVLANTPID != 0 {
+				f.VLANTPID = ne.Uint16(h[36:])
+			}
+		}
+		return f, true
 	}
+	return nil, false
 }
 
-func (k *Block) next() (Frame, bool) {
-	if k.left == 0 {
-		return Frame{}, false
-	}
-	b, off := k.b, uint64(k.off)
-	if off+frameHdrLen > uint64(len(b)) {
-		return k.stop(FaultFramePastBlock)
-	}
-	h := b[off : off+frameHdrLen]
-	next := ne.Uint32(h[0:])
-	snap := ne.Uint32(h[12:])
-	wire := ne.Uint32(h[16:])
-	status := ne.Uint32(h[20:])
-	mac := uint64(ne.Uint16(h[24:]))
-	// The frame may use the bytes up to the next frame, or to the end of
-	// the block for the last one.
-	end := uint64(len(b))
-	if k.left > 1 {
-		if next == 0 || next%frameAlign != 0 || next < minFrameLen || off+uint64(next) > end {
-			return k.stop(FaultBadNextOffset)
-		}
-		end = off + uint64(next)
-	}
-	if mac < frameHdrLen+sockaddrLLLen || off+mac > end {
-		return k.stop(FaultBadMac)
-	}
-	if off+mac+uint64(snap) > end || snap > wire {
-		return k.stop(FaultSnaplenPastBlock)
-	}
-	f := Frame{
-		TS:      int64(ne.Uint32(h[4:]))*1e9 + int64(ne.Uint32(h[8:])),
-		Data:    b[off+mac : off+mac+uint64(snap) : off+mac+uint64(snap)],
-		WireLen: wire,
-		PktType: b[off+frameHdrLen+10],
-	}
-	if status&tpStatusVLANValid != 0 {
-		f.HasVLAN = true
-		f.VLAN = uint16(ne.Uint32(h[32:]))
-		f.VLANTPID = ethPVLAN
-		if status&tpStatusVLANTPID != 0 {
-			f.VLANTPID = ne.Uint16(h[36:])
-		}
-	}
-	k.left--
-	k.off = uint32(end) // the last frame leaves off at the end; left is 0
-	return f, true
-}
-
-func (k *Block) stop(f Fault) (Frame, bool) {
+func (k *Block) stop(f Fault) (*Frame, bool) {
 	k.fault, k.left = f, 0
-	return Frame{}, false
+	return nil, false
 }

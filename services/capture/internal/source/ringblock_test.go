@@ -77,7 +77,7 @@ func walk(b []byte) ([]Frame, Fault) {
 		if !ok {
 			return out, blk.Fault()
 		}
-		out = append(out, f)
+		out = append(out, *f)
 	}
 }
 
