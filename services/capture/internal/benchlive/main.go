@@ -64,6 +64,7 @@ type options struct {
 	injBatch int
 	only     string
 	perf     string
+	env      []string
 }
 
 func main() {
@@ -81,8 +82,14 @@ func main() {
 	flag.DurationVar(&o.settle, "settle", 1200*time.Millisecond, "wait after the last frame before reading the counters (covers tcpdump's 1 s block timeout)")
 	flag.IntVar(&o.injBatch, "batch", 64, "frames per sendmmsg")
 	flag.StringVar(&o.only, "only", "", "run only the tools whose name contains this (tcpdump always runs, as the reference)")
+	extraEnv := flag.String("env", "", "extra capture settings, comma-separated VAR=value (e.g. BATCH_SIZE=4096)")
 	flag.StringVar(&o.perf, "perf", "", "record a perf profile of each capture run into this directory")
 	flag.Parse()
+	for _, kv := range strings.Split(*extraEnv, ",") {
+		if kv = strings.TrimSpace(kv); kv != "" {
+			o.env = append(o.env, kv)
+		}
+	}
 	var err error
 	if o.rates, err = parseRates(*rates); err != nil {
 		fmt.Fprintln(os.Stderr, "benchlive: -rates:", err)
@@ -439,6 +446,7 @@ func (b *bench) runOne(ctx context.Context, t tool, n uint64, rate float64) (res
 			fmt.Sprintf("METRICS_ADDR=127.0.0.1:%d", metricsPort),
 			"LOG_FORMAT=text", "LOG_LEVEL=error",
 		}
+		cmd.Env = append(cmd.Env, b.o.env...)
 		if t.output == "amqp" {
 			u, del, err := b.vhost(fmt.Sprintf("cpbench-%d-%d", os.Getpid(), time.Now().UnixNano()))
 			if err != nil {
