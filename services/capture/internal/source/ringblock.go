@@ -135,7 +135,7 @@ type Block struct {
 	Status uint32
 	// Frames is num_pkts as the kernel wrote it.
 	Frames uint32
-	frame Frame // the last frame Next returned
+	frame  Frame // the last frame Next returned
 	// SkipOutgoing makes Next pass over frames the host sent
 	// (PACKET_OUTGOING): on a loopback interface each packet is seen
 	// leaving and arriving.
