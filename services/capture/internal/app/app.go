@@ -20,6 +20,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -105,6 +106,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	})
 	defer stopDrainTimer()
 
+	// /healthz answers 200 only once capture is reading (and, with
+	// OUTPUT=amqp, connected): opening the rings takes a moment, and
+	// traffic sent before then would not be recorded.
+	var capturing atomic.Bool
+	notYet := errors.New("not capturing yet")
 	var (
 		out     output
 		health  = func() error { return nil }
@@ -130,6 +136,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		go func() { pubDone <- pub.Run(pubCtx, batcher.Out()) }()
 		out = batcher
 		health = func() error {
+			if !capturing.Load() {
+				return notYet
+			}
 			if !pub.Connected() {
 				return errors.New("not connected to the broker")
 			}
@@ -142,6 +151,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 				cancelPub(err)
 			}
 			return errors.Join(<-pubDone, held)
+		}
+	}
+
+	if cfg.Output == OutputStdout {
+		health = func() error {
+			if !capturing.Load() {
+				return notYet
+			}
+			return nil
 		}
 	}
 
@@ -228,6 +246,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		stopPolling = sync.OnceFunc(func() { stopPoll(); <-polled })
 		defer stopPolling()
 	}
+	capturing.Store(true)
 	if cfg.Ready != nil {
 		cfg.Ready(info)
 	}
