@@ -33,7 +33,7 @@ type Config struct {
 	CaptureWorkers  int           `envconfig:"CAPTURE_WORKERS" default:"0"`
 	RingBlockSize   int           `envconfig:"RING_BLOCK_SIZE" default:"1048576"`
 	RingBlocks      int           `envconfig:"RING_BLOCKS" default:"8"`
-	RingTimeout     time.Duration `envconfig:"RING_TIMEOUT" default:"10ms"`
+	RingTimeout     time.Duration `envconfig:"RING_TIMEOUT" default:"100ms"`
 	MetricsAddr     string        `envconfig:"METRICS_ADDR" default:":9100"`
 	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info"`
 	LogFormat       string        `envconfig:"LOG_FORMAT" default:"auto"`
@@ -189,7 +189,7 @@ Environment:
   RING_BLOCK_SIZE   1048576 (bytes; a multiple of 4096)
   RING_BLOCKS       8 (blocks per reader: each reader maps
                     RING_BLOCKS x RING_BLOCK_SIZE bytes)
-  RING_TIMEOUT      10ms (a block that is not full is handed over after this)
+  RING_TIMEOUT      100ms (a block that is not full is handed over after this)
   METRICS_ADDR      :9100 (empty: no metrics server)
   LOG_LEVEL         info
   LOG_FORMAT        auto

@@ -26,7 +26,7 @@ type LiveConfig struct {
 const (
 	DefaultBlockSize    = 1 << 20
 	DefaultBlocks       = 8
-	DefaultBlockTimeout = 10 * time.Millisecond
+	DefaultBlockTimeout = 100 * time.Millisecond
 )
 
 // Live is only implemented on Linux (AF_PACKET).
