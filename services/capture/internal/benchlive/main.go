@@ -36,7 +36,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/connpipe/connpipe/services/capture/internal/vethlab"
@@ -212,8 +211,11 @@ func run(ctx context.Context, o options) error {
 
 	fmt.Printf("live capture beside tcpdump: frames of %d bytes in %d flows over a veth pair (%s -> %s), %d CPUs\n",
 		vethlab.FrameLen, flows, lab.TxIf, lab.RxIf, numCPU())
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "rate\toffered\tsent/s\ttool\trecords\tkernel drops\tconfirmed\tCPU µs/pkt\tCPU vs tcpdump\t")
+	if len(o.env) > 0 {
+		fmt.Printf("capture settings: %s\n", strings.Join(o.env, " "))
+	}
+	const row = "%7s %8s %8s  %-20s %9s %9s %9s %10s %8s\n"
+	fmt.Printf(row, "rate", "offered", "sent/s", "tool", "records", "drops", "confirmed", "CPU µs/pkt", "vs tcpdump")
 	for _, rate := range o.rates {
 		n := o.maxN
 		if rate > 0 {
@@ -225,7 +227,6 @@ func run(ctx context.Context, o options) error {
 				continue
 			}
 			if ctx.Err() != nil {
-				tw.Flush()
 				return ctx.Err()
 			}
 			res, sentRate := b.runOne(ctx, t, n, rate)
@@ -244,15 +245,15 @@ func run(ctx context.Context, o options) error {
 				ratio = fmt.Sprintf("%.2fx", res.usPerPacket()/base.usPerPacket())
 			}
 			if res.err != nil {
-				fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\terror: %v\t\t\t\t\t\n", rateName, res.offered, sentRate, t.name, res.err)
+				fmt.Printf("%7s %8d %8.0f  %-20s error: %v\n", rateName, res.offered, sentRate, t.name, res.err)
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%d\t%d\t%s\t%.3f\t%s\t\n", rateName, res.offered, sentRate, t.name,
-				res.records, res.drops, conf, res.usPerPacket(), ratio)
-			tw.Flush()
+			fmt.Printf(row, rateName, strconv.FormatUint(res.offered, 10), fmt.Sprintf("%.0f", sentRate), t.name,
+				strconv.FormatUint(res.records, 10), strconv.FormatUint(res.drops, 10), conf,
+				fmt.Sprintf("%.3f", res.usPerPacket()), ratio)
 		}
 	}
-	return tw.Flush()
+	return nil
 }
 
 func numCPU() int {
