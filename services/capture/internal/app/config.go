@@ -28,7 +28,7 @@ type Config struct {
 	Output          string        `envconfig:"OUTPUT" default:"amqp"`
 	BatchSize       int           `envconfig:"BATCH_SIZE" default:"512"`
 	BatchInterval   time.Duration `envconfig:"BATCH_INTERVAL" default:"50ms"`
-	MaxInFlight     int           `envconfig:"MAX_IN_FLIGHT" default:"32"`
+	MaxInFlight     int           `envconfig:"MAX_IN_FLIGHT" default:"256"`
 	Snaplen         int           `envconfig:"SNAPLEN" default:"262144"`
 	CaptureWorkers  int           `envconfig:"CAPTURE_WORKERS" default:"0"`
 	RingBlockSize   int           `envconfig:"RING_BLOCK_SIZE" default:"1048576"`
@@ -183,7 +183,7 @@ Environment:
   OUTPUT            amqp
   BATCH_SIZE        512
   BATCH_INTERVAL    50ms
-  MAX_IN_FLIGHT     32
+  MAX_IN_FLIGHT     256
   SNAPLEN           262144
   CAPTURE_WORKERS   0 (the number of CPUs): live readers in one fan-out group
   RING_BLOCK_SIZE   1048576 (bytes; a multiple of 4096)
