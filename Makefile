@@ -30,6 +30,9 @@ test: testenv ## run every test against real RabbitMQ and Redis (installs and st
 bench: testenv ## run the benchmarks: hot paths, then the end-to-end replay through the whole pipeline
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 $(PKGS)
 
+bench-live: testenv ## live capture beside tcpdump over a veth pair at fixed rates (root; tcpdump; BENCHLIVE_FLAGS=...)
+	$(GO) run $(MODULE)/services/capture/internal/benchlive $(BENCHLIVE_FLAGS)
+
 demo: testenv build ## run the whole pipeline natively: 2 Redis, RabbitMQ, capture on lo, 2 consumers, admin, traffic; 30/70 then 50/50
 	@scripts/demo.sh
 
@@ -45,4 +48,4 @@ clean: ## remove build output
 
 -include deployments/compose/compose.mk
 
-.PHONY: help build testenv testenv-down test bench demo lint fmt clean
+.PHONY: help build testenv testenv-down test bench bench-live demo lint fmt clean

@@ -1,7 +1,8 @@
-// Package app wires capture together: a source (live AF_PACKET socket or
-// capture files), the decoder, the filter, and an output (RabbitMQ through
-// the batcher and publisher, or text on stdout), with the metrics server and
-// the optional TCP sink.
+// Package app wires capture together: a source (CAPTURE_WORKERS live
+// readers of AF_PACKET rings in one fan-out group, or capture files), the
+// decoder, the filter, and one output shared by the readers (RabbitMQ
+// through the batcher and publisher, or text on stdout), with the metrics
+// server and the optional TCP sink.
 //
 // Every frame the source delivers is counted in packets_total and ends in
 // exactly one of: decode_errors_total{reason} (malformed), filtered_total
@@ -17,6 +18,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,8 +40,10 @@ type metrics struct {
 	packets      prometheus.Counter
 	records      prometheus.Counter
 	filtered     prometheus.Counter
-	kernelDrops  prometheus.Counter
+	kernelDrops  *prometheus.CounterVec // by worker
+	ringFreezes  *prometheus.CounterVec // by worker
 	decodeErrors [decode.NumStatus]prometheus.Counter
+	ringErrors   [source.NumFaults]prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -48,15 +54,22 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "TCP packets decoded into records, before the filter."}),
 		filtered: prometheus.NewCounter(prometheus.CounterOpts{Name: "connpipe_capture_filtered_total",
 			Help: "Frames that did not match the filter (not TCP, or TCP to another address)."}),
-		kernelDrops: prometheus.NewCounter(prometheus.CounterOpts{Name: "connpipe_capture_kernel_drops_total",
-			Help: "Frames the kernel dropped because the capture socket's queue was full."}),
+		kernelDrops: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "connpipe_capture_kernel_drops_total",
+			Help: "Frames the kernel dropped because the reader's ring was full (tp_drops), by reader."}, []string{"worker"}),
+		ringFreezes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "connpipe_capture_ring_freezes_total",
+			Help: "Times a reader's ring filled up and the kernel froze it (tp_freeze_q_cnt), by reader."}, []string{"worker"}),
 	}
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "connpipe_capture_decode_errors_total",
 		Help: "Malformed frames, skipped, by reason."}, []string{"reason"})
 	for _, s := range decode.MalformedStatuses() {
 		m.decodeErrors[s] = errs.WithLabelValues(s.String())
 	}
-	reg.MustRegister(m.packets, m.records, m.filtered, m.kernelDrops, errs)
+	ringErrs := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "connpipe_capture_ring_errors_total",
+		Help: "Ring blocks whose kernel-written header or frame cursors were inconsistent, by reason; the rest of such a block is skipped."}, []string{"reason"})
+	for _, f := range source.Faults() {
+		m.ringErrors[f] = ringErrs.WithLabelValues(f.String())
+	}
+	reg.MustRegister(m.packets, m.records, m.filtered, m.kernelDrops, m.ringFreezes, errs, ringErrs)
 	return m
 }
 
@@ -93,6 +106,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	})
 	defer stopDrainTimer()
 
+	// /healthz answers 200 only once capture is reading (and, with
+	// OUTPUT=amqp, connected): opening the rings takes a moment, and
+	// traffic sent before then would not be recorded.
+	var capturing atomic.Bool
+	notYet := errors.New("not capturing yet")
 	var (
 		out     output
 		health  = func() error { return nil }
@@ -130,7 +148,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			}()
 		}
 		out = batcher
-		health = func() error { return brokerHealth(pub, sp) }
+		health = func() error {
+			if !capturing.Load() {
+				return notYet
+			}
+			return brokerHealth(pub, sp)
+		}
 		closeFn = func() error {
 			var held error
 			if err := batcher.Close(pubCtx); err != nil {
@@ -140,6 +163,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			stop := context.AfterFunc(ctx, func() { stopEarly(sp, pub, cancelPub) })
 			defer stop()
 			return errors.Join(<-pubDone, held)
+		}
+	}
+
+	if cfg.Output == OutputStdout {
+		health = func() error {
+			if !capturing.Load() {
+				return notYet
+			}
+			return nil
 		}
 	}
 
@@ -163,7 +195,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	var (
 		src    source.Source
-		live   *source.Live
+		lives  []*source.Live
 		files  *source.Files
 		srcErr error
 	)
@@ -174,17 +206,32 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		src = files
 	} else {
-		live, srcErr = source.OpenLive(source.LiveConfig{
-			Interface: cfg.Interface, Filter: flt, Snaplen: cfg.Snaplen, RcvBuf: cfg.RcvBuf,
+		lives, srcErr = source.OpenLive(source.LiveConfig{
+			Interface: cfg.Interface, Filter: flt, Snaplen: cfg.Snaplen, Workers: cfg.workers(),
+			BlockSize: cfg.RingBlockSize, Blocks: cfg.RingBlocks, BlockTimeout: cfg.RingTimeout,
 		})
 		if srcErr != nil {
 			_ = closeFn()
 			return fmt.Errorf("INTERFACE=%q: %w", cfg.Interface, srcErr)
 		}
-		log.Info("capturing", "interface", cfg.Interface, "link", live.LinkType(), "filter", info.Filter, "snaplen", cfg.Snaplen)
-		src = live
+		defer func() {
+			for _, l := range lives {
+				l.Close()
+			}
+		}()
+		for _, l := range lives {
+			w := strconv.Itoa(l.Worker())
+			m.kernelDrops.WithLabelValues(w)
+			m.ringFreezes.WithLabelValues(w)
+		}
+		log.Info("capturing", "interface", cfg.Interface, "link", lives[0].LinkType(), "filter", info.Filter,
+			"snaplen", cfg.Snaplen, "workers", len(lives), "ring_block_size", cfg.RingBlockSize,
+			"ring_blocks", cfg.RingBlocks, "ring_timeout", cfg.RingTimeout,
+			"ring_bytes", int64(len(lives))*int64(cfg.RingBlocks)*int64(cfg.RingBlockSize))
 	}
-	defer src.Close()
+	if src != nil {
+		defer src.Close()
+	}
 
 	sinkDone := make(chan struct{})
 	sinkCtx, stopSink := context.WithCancel(ctx)
@@ -203,24 +250,28 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		close(sinkDone)
 	}
 
-	if live != nil {
-		pollCtx, stopPoll := context.WithCancel(ctx)
+	stopPolling := func() {}
+	if lives != nil {
+		pollCtx, stopPoll := context.WithCancel(context.WithoutCancel(ctx))
 		polled := make(chan struct{})
-		go func() { defer close(polled); pollDrops(pollCtx, live, m, log) }()
-		defer func() { stopPoll(); <-polled }()
+		go func() { defer close(polled); pollRingStats(pollCtx, lives, m, log) }()
+		stopPolling = sync.OnceFunc(func() { stopPoll(); <-polled })
+		defer stopPolling()
 	}
+	capturing.Store(true)
 	if cfg.Ready != nil {
 		cfg.Ready(info)
 	}
 
 	scan, stopScan := startKeyScan(ctx, pubCtx, cfg, out, reg, log)
-	readErr := read(ctx, src, files, flt, out, scan, m, log)
-	scanErr := stopScan()
-	if live != nil {
-		if d, err := live.Drops(); err == nil && d > 0 {
-			m.kernelDrops.Add(float64(d))
-		}
+	var readErr error
+	if lives != nil {
+		readErr = readRings(ctx, lives, flt, out, scan, m, log)
+	} else {
+		readErr = read(ctx, src, files, flt, out, scan, m, log)
 	}
+	scanErr := stopScan()
+	stopPolling() // the last read of the kernel's counters
 	closeErr := errors.Join(scanErr, closeFn())
 	switch {
 	case readErr != nil:
@@ -336,30 +387,6 @@ func read(ctx context.Context, src source.Source, files *source.Files, flt *filt
 				}
 				log.Info("replay progress", "file", file, "packets", packets, "records", recs, "published", added, "packets_per_s", int(rate))
 				lastLog, lastPackets = now, packets
-			}
-		}
-	}
-}
-
-// pollDrops adds the kernel's drop count to kernel_drops_total every second.
-func pollDrops(ctx context.Context, live *source.Live, m *metrics, log *slog.Logger) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			d, err := live.Drops()
-			if err != nil {
-				if ctx.Err() == nil {
-					log.Debug("read kernel drop counter", "err", err)
-				}
-				continue
-			}
-			if d > 0 {
-				m.kernelDrops.Add(float64(d))
-				log.Warn("kernel dropped frames: the capture is not keeping up", "dropped", d)
 			}
 		}
 	}

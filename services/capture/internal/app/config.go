@@ -28,9 +28,12 @@ type Config struct {
 	Output          string        `envconfig:"OUTPUT" default:"amqp"`
 	BatchSize       int           `envconfig:"BATCH_SIZE" default:"512"`
 	BatchInterval   time.Duration `envconfig:"BATCH_INTERVAL" default:"50ms"`
-	MaxInFlight     int           `envconfig:"MAX_IN_FLIGHT" default:"32"`
+	MaxInFlight     int           `envconfig:"MAX_IN_FLIGHT" default:"256"`
 	Snaplen         int           `envconfig:"SNAPLEN" default:"262144"`
-	RcvBuf          int           `envconfig:"RCVBUF" default:"8388608"`
+	CaptureWorkers  int           `envconfig:"CAPTURE_WORKERS" default:"0"`
+	RingBlockSize   int           `envconfig:"RING_BLOCK_SIZE" default:"1048576"`
+	RingBlocks      int           `envconfig:"RING_BLOCKS" default:"8"`
+	RingTimeout     time.Duration `envconfig:"RING_TIMEOUT" default:"100ms"`
 	MetricsAddr     string        `envconfig:"METRICS_ADDR" default:":9100"`
 	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info"`
 	LogFormat       string        `envconfig:"LOG_FORMAT" default:"auto"`
@@ -90,8 +93,8 @@ func (c *Config) Validate() error {
 	if c.Snaplen < 64 || c.Snaplen > 1<<20 {
 		return fmt.Errorf("SNAPLEN=%d: want 64..1048576 bytes", c.Snaplen)
 	}
-	if c.RcvBuf < 0 {
-		return fmt.Errorf("RCVBUF=%d: must not be negative", c.RcvBuf)
+	if err := c.validateRing(); err != nil {
+		return err
 	}
 	if c.ReplaySpeed < 0 {
 		return fmt.Errorf("REPLAY_SPEED=%g: want 0 (as fast as possible) or a positive multiplier of the recorded speed", c.ReplaySpeed)
@@ -187,9 +190,13 @@ Environment:
   OUTPUT            amqp
   BATCH_SIZE        512
   BATCH_INTERVAL    50ms
-  MAX_IN_FLIGHT     32
+  MAX_IN_FLIGHT     256
   SNAPLEN           262144
-  RCVBUF            8388608
+  CAPTURE_WORKERS   0 (the number of CPUs): live readers in one fan-out group
+  RING_BLOCK_SIZE   1048576 (bytes; a multiple of 4096)
+  RING_BLOCKS       8 (blocks per reader: each reader maps
+                    RING_BLOCKS x RING_BLOCK_SIZE bytes)
+  RING_TIMEOUT      100ms (a block that is not full is handed over after this)
   METRICS_ADDR      :9100 (empty: no metrics server)
   LOG_LEVEL         info
   LOG_FORMAT        auto

@@ -17,7 +17,8 @@ import (
 // clearEnv unsets every variable capture reads, so the defaults apply.
 func clearEnv(t *testing.T) {
 	for _, v := range []string{"AMQP_URL", "INTERFACE", "LISTEN_ADDR", "BPF_FILTER", "SINK", "PCAP_FILES",
-		"REPLAY_SPEED", "OUTPUT", "BATCH_SIZE", "BATCH_INTERVAL", "MAX_IN_FLIGHT", "SNAPLEN", "RCVBUF",
+		"REPLAY_SPEED", "OUTPUT", "BATCH_SIZE", "BATCH_INTERVAL", "MAX_IN_FLIGHT", "SNAPLEN", "CAPTURE_WORKERS",
+		"RING_BLOCK_SIZE", "RING_BLOCKS", "RING_TIMEOUT",
 		"METRICS_ADDR", "LOG_LEVEL", "LOG_FORMAT", "SHUTDOWN_TIMEOUT"} {
 		t.Setenv(v, "") // restored after the test
 		os.Unsetenv(v)
@@ -32,13 +33,14 @@ func TestDefaults(t *testing.T) {
 	}
 	want := Config{
 		AMQPURL: "amqp://guest:guest@127.0.0.1:5672/", Interface: "lo", ListenAddr: "127.0.0.1:7000",
-		Output: "amqp", BatchSize: 512, BatchInterval: 50 * time.Millisecond, MaxInFlight: 32,
-		Snaplen: 262144, RcvBuf: 8 << 20, MetricsAddr: ":9100", LogLevel: "info", LogFormat: "auto",
+		Output: "amqp", BatchSize: 512, BatchInterval: 50 * time.Millisecond, MaxInFlight: 256,
+		Snaplen: 262144, RingBlockSize: 1 << 20, RingBlocks: 8, RingTimeout: 100 * time.Millisecond, MetricsAddr: ":9100", LogLevel: "info", LogFormat: "auto",
 		ShutdownTimeout: 10 * time.Second,
 	}
 	if c.AMQPURL != want.AMQPURL || c.Interface != want.Interface || c.ListenAddr != want.ListenAddr ||
 		c.Output != want.Output || c.BatchSize != want.BatchSize || c.BatchInterval != want.BatchInterval ||
-		c.MaxInFlight != want.MaxInFlight || c.Snaplen != want.Snaplen || c.RcvBuf != want.RcvBuf ||
+		c.MaxInFlight != want.MaxInFlight || c.Snaplen != want.Snaplen || c.RingBlockSize != want.RingBlockSize ||
+		c.RingBlocks != want.RingBlocks || c.RingTimeout != want.RingTimeout || c.CaptureWorkers != 0 ||
 		c.MetricsAddr != want.MetricsAddr || c.LogLevel != want.LogLevel || c.LogFormat != want.LogFormat ||
 		c.ShutdownTimeout != want.ShutdownTimeout || c.Sink || c.BPFFilter != "" || len(c.PcapFiles) != 0 || c.ReplaySpeed != 0 {
 		t.Fatalf("defaults %+v", c)

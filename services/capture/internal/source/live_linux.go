@@ -4,11 +4,11 @@ package source
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -22,80 +22,172 @@ import (
 // LiveConfig configures a live capture.
 type LiveConfig struct {
 	Interface string
-	Filter    *filter.Filter
-	Snaplen   int // bytes kept of each frame
-	RcvBuf    int // socket receive buffer in bytes (0: 8 MiB)
+	Filter    *filter.Filter // nil: every frame
+	Snaplen   int            // bytes kept of each frame (at most a block's room)
+	// Workers is the number of readers, each with its own ring, joined in
+	// one PACKET_FANOUT group that hashes on the flow (0: 1).
+	Workers int
+	// BlockSize is the size of a ring block in bytes, a multiple of the
+	// page size (0: DefaultBlockSize). Blocks is the number of blocks in
+	// each reader's ring (0: DefaultBlocks). A reader's ring costs
+	// BlockSize*Blocks bytes of locked kernel memory, mapped into capture.
+	BlockSize int
+	Blocks    int
+	// BlockTimeout is how long the kernel waits before it hands over a
+	// block that is not full (0: DefaultBlockTimeout); it bounds the delay
+	// of a record when traffic is light. Whole milliseconds, at least 1.
+	BlockTimeout time.Duration
 }
 
-// Live captures frames from one interface through an AF_PACKET socket,
-// without libpcap: the filter is compiled to classic BPF and attached before
-// the socket is bound, so no unfiltered frame is queued; frames carry the
-// kernel's receive timestamp (SO_TIMESTAMPNS); kernel drops are read with
-// PACKET_STATISTICS. On a loopback interface each packet passes twice (out
-// and in); only the incoming copy is kept.
+// Ring defaults.
+const (
+	DefaultBlockSize    = 1 << 20
+	DefaultBlocks       = 8
+	DefaultBlockTimeout = 100 * time.Millisecond
+	defaultSnaplen      = 262144
+	// ringFrameSize is tp_frame_size: TPACKET_V3 packs frames of any size
+	// into a block, so it is only the unit the kernel checks the request in.
+	ringFrameSize = 2048
+)
+
+// Live is one reader of a live capture: an AF_PACKET socket with a
+// TPACKET_V3 receive ring mapped into memory. The kernel fills the ring's
+// blocks with frames and hands each block over whole; NextBlock waits (in
+// Go's poller) only when the next block is not ready yet, and the frames
+// are read in place. The filter is compiled to classic BPF and runs in the
+// kernel; frames carry the kernel's receive timestamp; drops and ring
+// freezes come from PACKET_STATISTICS. On a loopback interface each packet
+// passes twice (out and in); only the incoming copy is kept.
 //
-// The socket is non-blocking and registered with Go's poller, so a read
-// waiting for a frame returns as soon as its context ends.
+// OpenLive opens Workers readers in one PACKET_FANOUT group (hash on the
+// flow, IP fragments reassembled first), so every packet of a connection
+// reaches the same reader, in order.
 type Live struct {
 	name     string
+	worker   int
 	f        *os.File
 	rc       syscall.RawConn
 	link     decode.LinkType
 	loopback bool
 
-	buf  []byte
-	oob  []byte
-	from unix.RawSockaddrLinklayer
-	iov  unix.Iovec
-	msg  unix.Msghdr
-	recv func(fd uintptr) bool // l.read, bound once
-
-	// results of the last read
-	n   int
-	err error
+	ring      []byte // the mapping, Blocks*BlockSize bytes
+	blockSize int
+	blocks    int
+	cur       int  // the block to read next (or being read)
+	held      bool // the current block is ours until Release
+	ready     func(fd uintptr) bool
 
 	ctx     context.Context
 	stopCtx func() bool
 }
 
-const defaultRcvBuf = 8 << 20
+// RingStats are a reader's kernel counters since the last call to Stats.
+type RingStats struct {
+	Packets uint64 // frames that passed the filter (tp_packets)
+	Drops   uint64 // frames dropped: the ring was full (tp_drops)
+	Freezes uint64 // times the ring filled and the kernel froze it (tp_freeze_q_cnt)
+}
 
-// OpenLive opens a capture on cfg.Interface.
-func OpenLive(cfg LiveConfig) (*Live, error) {
+// OpenLive opens cfg.Workers readers on cfg.Interface. It returns once
+// every reader is in the fan-out group with the filter in force; frames
+// that arrive while the group forms are dropped by the kernel, so no
+// packet is read twice.
+func OpenLive(cfg LiveConfig) ([]*Live, error) {
 	ifi, err := net.InterfaceByName(cfg.Interface)
 	if err != nil {
 		return nil, fmt.Errorf("interface %q: %w", cfg.Interface, err)
 	}
 	if cfg.Snaplen <= 0 {
-		cfg.Snaplen = 262144
+		cfg.Snaplen = defaultSnaplen
 	}
-	if cfg.RcvBuf <= 0 {
-		cfg.RcvBuf = defaultRcvBuf
+	cfg.Workers = max(cfg.Workers, 1)
+	if cfg.BlockSize == 0 {
+		cfg.BlockSize = DefaultBlockSize
 	}
-	// Protocol 0: the socket receives nothing until it is bound with
-	// ETH_P_ALL below, after the filter is in place.
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open AF_PACKET socket (needs CAP_NET_RAW): %w", err)
+	if cfg.Blocks == 0 {
+		cfg.Blocks = DefaultBlocks
 	}
+	if cfg.BlockTimeout == 0 {
+		cfg.BlockTimeout = DefaultBlockTimeout
+	}
+	if page := os.Getpagesize(); cfg.BlockSize < page || cfg.BlockSize%page != 0 || cfg.BlockSize%ringFrameSize != 0 {
+		return nil, fmt.Errorf("ring block size %d: want a multiple of the page size (%d) and of %d", cfg.BlockSize, page, ringFrameSize)
+	}
+	if cfg.Blocks < 1 || int64(cfg.Blocks)*int64(cfg.BlockSize) > 1<<31 {
+		return nil, fmt.Errorf("ring of %d blocks of %d bytes: want 1 block or more, 2 GiB at most", cfg.Blocks, cfg.BlockSize)
+	}
+	tov := cfg.BlockTimeout.Milliseconds()
+	if tov < 1 || tov > 1<<31 {
+		return nil, fmt.Errorf("ring block timeout %s: want 1ms or more", cfg.BlockTimeout)
+	}
+
+	var ls []*Live
 	ok := false
 	defer func() {
 		if !ok {
-			unix.Close(fd)
+			for _, l := range ls {
+				l.Close()
+			}
 		}
 	}()
+	var prog *unix.SockFprog
+	fanoutID := -1
+	for w := range cfg.Workers {
+		l, p, err := openRing(cfg, ifi, w, uint32(tov))
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		prog = p
+		if cfg.Workers > 1 {
+			if fanoutID, err = l.joinFanout(fanoutID); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// Every reader is in the group: let frames in.
+	for _, l := range ls {
+		if err := l.setFilter(prog); err != nil {
+			return nil, err
+		}
+		// Counters start now.
+		_, _ = l.Stats()
+	}
+	ok = true
+	return ls, nil
+}
+
+// openRing opens one reader, bound and mapped, with a filter that drops
+// everything; it returns the real filter (nil: none) to put in its place.
+func openRing(cfg LiveConfig, ifi *net.Interface, worker int, tovMillis uint32) (*Live, *unix.SockFprog, error) {
+	// Protocol 0: the socket receives nothing until it is bound with
+	// ETH_P_ALL below, after the drop-all filter is in place.
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open AF_PACKET socket (needs CAP_NET_RAW): %w", err)
+	}
+	l := &Live{name: cfg.Interface, worker: worker, loopback: ifi.Flags&net.FlagLoopback != 0,
+		blockSize: cfg.BlockSize, blocks: cfg.Blocks}
+	l.f = os.NewFile(uintptr(fd), "packet:"+cfg.Interface)
+	if l.rc, err = l.f.SyscallConn(); err != nil {
+		l.f.Close()
+		return nil, nil, err
+	}
+	fail := func(err error) (*Live, *unix.SockFprog, error) {
+		l.Close()
+		return nil, nil, err
+	}
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: ifi.Index}); err != nil {
-		return nil, fmt.Errorf("bind to %s: %w", cfg.Interface, err)
+		return fail(fmt.Errorf("bind to %s: %w", cfg.Interface, err))
 	}
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
-		return nil, fmt.Errorf("getsockname on %s: %w", cfg.Interface, err)
+		return fail(fmt.Errorf("getsockname on %s: %w", cfg.Interface, err))
 	}
 	ll, _ := sa.(*unix.SockaddrLinklayer)
 	if ll == nil {
-		return nil, fmt.Errorf("getsockname on %s: not a link-layer address", cfg.Interface)
+		return fail(fmt.Errorf("getsockname on %s: not a link-layer address", cfg.Interface))
 	}
-	l := &Live{name: cfg.Interface, loopback: ifi.Flags&net.FlagLoopback != 0}
 	var framing filter.Framing
 	switch ll.Hatype {
 	case unix.ARPHRD_ETHER, unix.ARPHRD_LOOPBACK:
@@ -103,87 +195,146 @@ func OpenLive(cfg LiveConfig) (*Live, error) {
 	case unix.ARPHRD_NONE, unix.ARPHRD_RAWIP:
 		framing, l.link = filter.FramingRawIP, decode.LinkRaw
 	default:
-		return nil, fmt.Errorf("interface %s has hardware type %d (ARPHRD), which capture does not decode (Ethernet, loopback and raw IP only)", cfg.Interface, ll.Hatype)
+		return fail(fmt.Errorf("interface %s has hardware type %d (ARPHRD), which capture does not decode (Ethernet, loopback and raw IP only)", cfg.Interface, ll.Hatype))
 	}
+	var prog *unix.SockFprog
 	if cfg.Filter != nil {
-		prog, err := cfg.Filter.Program(framing, filter.ProgramOptions{Snaplen: uint32(cfg.Snaplen), SkipOutgoing: l.loopback})
+		ins, err := cfg.Filter.Program(framing, filter.ProgramOptions{Snaplen: uint32(cfg.Snaplen), SkipOutgoing: l.loopback})
 		if err != nil {
-			return nil, fmt.Errorf("compile filter %q: %w", cfg.Filter, err)
+			return fail(fmt.Errorf("compile filter %q: %w", cfg.Filter, err))
 		}
-		raw, err := bpf.Assemble(prog)
-		if err != nil {
-			return nil, fmt.Errorf("assemble filter %q: %w", cfg.Filter, err)
+		if prog, err = assemble(ins); err != nil {
+			return fail(fmt.Errorf("assemble filter %q: %w", cfg.Filter, err))
 		}
-		ins := make([]unix.SockFilter, len(raw))
-		for i, r := range raw {
-			ins[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
-		}
-		fprog := unix.SockFprog{Len: uint16(len(ins)), Filter: &ins[0]}
-		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog); err != nil {
-			return nil, fmt.Errorf("attach BPF filter: %w", err)
+	} else {
+		// Keep Snaplen bytes of every frame.
+		if prog, err = assemble([]bpf.Instruction{bpf.RetConstant{Val: uint32(cfg.Snaplen)}}); err != nil {
+			return fail(err)
 		}
 	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
-		return nil, fmt.Errorf("enable SO_TIMESTAMPNS: %w", err)
+	dropAll, err := assemble([]bpf.Instruction{bpf.RetConstant{Val: 0}})
+	if err != nil {
+		return fail(err)
 	}
-	// SO_RCVBUFFORCE passes the rmem_max limit when privileged.
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, cfg.RcvBuf); err != nil {
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, cfg.RcvBuf)
+	if err := l.setFilter(dropAll); err != nil {
+		return fail(err)
 	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V3); err != nil {
+		return fail(fmt.Errorf("set TPACKET_V3 on %s: %w", cfg.Interface, err))
+	}
+	if l.loopback && cfg.Workers == 1 {
+		// The outgoing copy of each packet on lo is not even queued (the
+		// filter also drops it, for kernels without this option).
+		_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
+	}
+	req := unix.TpacketReq3{
+		Block_size:     uint32(cfg.BlockSize),
+		Block_nr:       uint32(cfg.Blocks),
+		Frame_size:     ringFrameSize,
+		Frame_nr:       uint32(cfg.Blocks * (cfg.BlockSize / ringFrameSize)),
+		Retire_blk_tov: tovMillis,
+	}
+	if err := unix.SetsockoptTpacketReq3(fd, unix.SOL_PACKET, unix.PACKET_RX_RING, &req); err != nil {
+		return fail(fmt.Errorf("set up a receive ring of %d blocks of %d bytes on %s: %w", cfg.Blocks, cfg.BlockSize, cfg.Interface, err))
+	}
+	l.ring, err = unix.Mmap(fd, 0, cfg.Blocks*cfg.BlockSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return fail(fmt.Errorf("map the receive ring (%d bytes) of %s: %w", cfg.Blocks*cfg.BlockSize, cfg.Interface, err))
+	}
+	l.ready = l.blockReady
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
-		return nil, fmt.Errorf("bind to %s: %w", cfg.Interface, err)
+		return fail(fmt.Errorf("bind to %s: %w", cfg.Interface, err))
 	}
-	// Counters start now.
-	_, _ = unix.GetsockoptTpacketStats(fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
+	return l, prog, nil
+}
 
-	l.f = os.NewFile(uintptr(fd), "packet:"+cfg.Interface)
-	if l.rc, err = l.f.SyscallConn(); err != nil {
-		l.f.Close()
-		ok = true // closed with the file
+func assemble(ins []bpf.Instruction) (*unix.SockFprog, error) {
+	raw, err := bpf.Assemble(ins)
+	if err != nil {
 		return nil, err
 	}
-	ok = true
-	l.buf = make([]byte, cfg.Snaplen)
-	l.oob = make([]byte, unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{})))*2)
-	l.iov.Base = &l.buf[0]
-	l.msg.Name = (*byte)(unsafe.Pointer(&l.from))
-	l.msg.Iov = &l.iov
-	l.msg.SetIovlen(1)
-	l.msg.Control = &l.oob[0]
-	l.recv = l.read
-	return l, nil
+	fs := make([]unix.SockFilter, len(raw))
+	for i, r := range raw {
+		fs[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
+	}
+	return &unix.SockFprog{Len: uint16(len(fs)), Filter: &fs[0]}, nil
+}
+
+// setFilter attaches prog, replacing the socket's filter.
+func (l *Live) setFilter(prog *unix.SockFprog) error {
+	var serr error
+	err := l.rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, prog)
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("attach BPF filter on %s: %w", l.name, err)
+	}
+	return nil
+}
+
+// joinFanout puts the socket in fan-out group id, or in a new group with
+// an id the kernel picks when id < 0, and returns the group's id.
+func (l *Live) joinFanout(id int) (int, error) {
+	flags := unix.PACKET_FANOUT_FLAG_DEFRAG
+	if l.loopback {
+		flags |= unix.PACKET_FANOUT_FLAG_IGNORE_OUTGOING
+	}
+	val := id
+	if id < 0 {
+		val = (unix.PACKET_FANOUT_FLAG_UNIQUEID) << 16
+	}
+	val |= (unix.PACKET_FANOUT_HASH | flags) << 16
+	var got int
+	var serr error
+	err := l.rc.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_FANOUT, val); serr != nil {
+			return
+		}
+		got, serr = unix.GetsockoptInt(int(fd), unix.SOL_PACKET, unix.PACKET_FANOUT)
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("join PACKET_FANOUT group on %s (reader %d): %w", l.name, l.worker, err)
+	}
+	return got & 0xffff, nil
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-// LinkType is the link type of the frames Next returns.
+// LinkType is the link type of the frames.
 func (l *Live) LinkType() decode.LinkType { return l.link }
 
-// read is called by the poller when the socket is readable; it returns
-// false to wait for more.
-func (l *Live) read(fd uintptr) bool {
-	for {
-		l.iov.SetLen(len(l.buf))
-		l.msg.Namelen = unix.SizeofSockaddrLinklayer
-		l.msg.SetControllen(len(l.oob))
-		l.msg.Flags = 0
-		n, _, errno := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&l.msg)), 0)
-		switch errno {
-		case 0:
-			l.n, l.err = int(n), nil
-			return true
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		}
-		l.n, l.err = 0, errno
-		return true
-	}
+// Worker is the reader's number in its group, from 0.
+func (l *Live) Worker() int { return l.worker }
+
+// Loopback reports a capture on a loopback interface.
+func (l *Live) Loopback() bool { return l.loopback }
+
+func (l *Live) block(i int) []byte {
+	return l.ring[i*l.blockSize : (i+1)*l.blockSize : (i+1)*l.blockSize]
 }
 
-// Next waits for the next frame. The frame is valid until the next call.
-func (l *Live) Next(ctx context.Context) (Packet, error) {
+func (l *Live) status(i int) *uint32 {
+	return (*uint32)(unsafe.Pointer(&l.ring[i*l.blockSize+8]))
+}
+
+// blockReady is called by the poller: true once the kernel has handed
+// the current block over.
+func (l *Live) blockReady(uintptr) bool {
+	return atomic.LoadUint32(l.status(l.cur))&tpStatusUser != 0
+}
+
+// NextBlock hands back the block it returned last, if Release was not
+// called, then waits for the next block. The block's frames point into the
+// ring and stay valid until Release or the next call. Outgoing frames on a
+// loopback interface are skipped by the block's walk.
+func (l *Live) NextBlock(ctx context.Context) (Block, error) {
+	l.Release()
 	if ctx != l.ctx {
 		if l.stopCtx != nil {
 			l.stopCtx()
@@ -192,76 +343,72 @@ func (l *Live) Next(ctx context.Context) (Packet, error) {
 		l.ctx = ctx
 		l.stopCtx = context.AfterFunc(ctx, func() { _ = l.f.SetReadDeadline(time.Unix(1, 0)) })
 	}
-	for {
-		if err := ctx.Err(); err != nil {
-			return Packet{}, err
-		}
-		if err := l.rc.Read(l.recv); err != nil {
+	if err := ctx.Err(); err != nil {
+		return Block{}, err
+	}
+	if l.ring == nil {
+		return Block{}, fmt.Errorf("read the ring of %s: %w", l.name, os.ErrClosed)
+	}
+	if !l.blockReady(0) {
+		if err := l.rc.Read(l.ready); err != nil {
 			if ctx.Err() != nil {
-				return Packet{}, ctx.Err()
+				return Block{}, ctx.Err()
 			}
-			return Packet{}, fmt.Errorf("read from %s: %w", l.name, err)
+			return Block{}, fmt.Errorf("wait for the ring of %s: %w", l.name, err)
 		}
-		if l.err != nil {
-			return Packet{}, fmt.Errorf("read from %s: %w", l.name, l.err)
-		}
-		if l.loopback && l.from.Pkttype == unix.PACKET_OUTGOING {
-			continue // the same packet arrives again as incoming
-		}
-		ts := l.timestamp()
-		if ts == 0 {
-			ts = time.Now().UnixNano()
-		}
-		return Packet{TS: ts, Link: l.link, Data: l.buf[:l.n]}, nil
+	}
+	l.held = true
+	blk := ParseBlock(l.block(l.cur))
+	blk.SkipOutgoing = l.loopback
+	return blk, nil
+}
+
+// Release hands the current block back to the kernel and moves to the
+// next one. Frames of the block must not be used after it.
+func (l *Live) Release() {
+	if !l.held {
+		return
+	}
+	atomic.StoreUint32(l.status(l.cur), tpStatusKernel)
+	l.held = false
+	l.cur++
+	if l.cur == l.blocks {
+		l.cur = 0
 	}
 }
 
-// timestamp finds SCM_TIMESTAMPNS among the control messages of the last
-// read, or returns 0.
-func (l *Live) timestamp() int64 {
-	oob := l.oob[:l.msg.Controllen]
-	for len(oob) >= unix.SizeofCmsghdr {
-		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-		if h.Len < unix.SizeofCmsghdr || int(h.Len) > len(oob) {
-			return 0
-		}
-		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS &&
-			int(h.Len) >= unix.CmsgLen(16) {
-			data := oob[unix.CmsgLen(0):]
-			sec := int64(binary.NativeEndian.Uint64(data[0:8]))
-			nsec := int64(binary.NativeEndian.Uint64(data[8:16]))
-			return sec*1e9 + nsec
-		}
-		oob = oob[min(unix.CmsgSpace(int(h.Len)-unix.CmsgLen(0)), len(oob)):]
-	}
-	return 0
-}
-
-// Drops returns the frames the kernel dropped since the last call (its
-// receive queue was full), from PACKET_STATISTICS.
-func (l *Live) Drops() (uint64, error) {
-	var st *unix.TpacketStats
+// Stats returns the kernel's counters since the last call, from
+// PACKET_STATISTICS (reading them resets them).
+func (l *Live) Stats() (RingStats, error) {
+	var st *unix.TpacketStatsV3
 	var gerr error
 	err := l.rc.Control(func(fd uintptr) {
-		st, gerr = unix.GetsockoptTpacketStats(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS)
+		st, gerr = unix.GetsockoptTpacketStatsV3(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS)
 	})
 	if err == nil {
 		err = gerr
 	}
 	if err != nil {
-		return 0, fmt.Errorf("read PACKET_STATISTICS on %s: %w", l.name, err)
+		return RingStats{}, fmt.Errorf("read PACKET_STATISTICS on %s: %w", l.name, err)
 	}
-	return uint64(st.Drops), nil
+	return RingStats{Packets: uint64(st.Packets), Drops: uint64(st.Drops), Freezes: uint64(st.Freeze_q_cnt)}, nil
 }
 
-// Close closes the socket; a Next waiting on it returns.
+// Close closes the socket, which makes a NextBlock waiting on it return,
+// and unmaps the ring. Call it once the reader is done with its blocks.
 func (l *Live) Close() error {
 	if l.stopCtx != nil {
 		l.stopCtx()
 	}
 	err := l.f.Close()
 	if errors.Is(err, os.ErrClosed) {
-		return nil
+		err = nil
+	}
+	if l.ring != nil {
+		if uerr := unix.Munmap(l.ring); uerr != nil && err == nil {
+			err = uerr
+		}
+		l.ring = nil
 	}
 	return err
 }

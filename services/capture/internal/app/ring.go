@@ -1,0 +1,204 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/connpipe/connpipe/services/capture/internal/decode"
+	"github.com/connpipe/connpipe/services/capture/internal/filter"
+	"github.com/connpipe/connpipe/services/capture/internal/keyscan"
+	"github.com/connpipe/connpipe/services/capture/internal/source"
+	"github.com/connpipe/connpipe/shared/record"
+)
+
+// ringReader is one live reader: it decodes each block of its ring in
+// place and hands the block's records to the shared output in one go
+// (under outMu, so a block's records stay together and the records of a
+// connection, which all reach this reader, stay in order), then hands the
+// block back to the kernel. Counters are added once per block, so readers
+// on different cores do not contend for them per packet.
+type ringReader struct {
+	live  *source.Live
+	link  decode.LinkType
+	flt   *filter.Filter
+	out   output
+	scan  *keyscan.Scanner
+	outMu *sync.Mutex
+	m     *metrics
+	log   *slog.Logger
+	debug bool
+	t     blockTally
+	rec   record.Record
+}
+
+// blockTally counts one block's frames.
+type blockTally struct {
+	packets, records, filtered int
+	errs                       [decode.NumStatus]int
+}
+
+func (t *blockTally) flush(m *metrics) {
+	if t.packets > 0 {
+		m.packets.Add(float64(t.packets))
+	}
+	if t.records > 0 {
+		m.records.Add(float64(t.records))
+	}
+	if t.filtered > 0 {
+		m.filtered.Add(float64(t.filtered))
+	}
+	for s, n := range t.errs {
+		if n > 0 {
+			m.decodeErrors[s].Add(float64(n))
+		}
+	}
+	*t = blockTally{}
+}
+
+// run reads blocks until ctx ends (nil) or the ring or the output fails.
+func (r *ringReader) run(ctx context.Context) error {
+	r.link = r.live.LinkType()
+	r.debug = r.log.Enabled(ctx, slog.LevelDebug)
+	for {
+		blk, err := r.live.NextBlock(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		err = r.consume(ctx, &blk)
+		r.live.Release()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, syscall.EPIPE) {
+				return nil // EPIPE: stdout closed by the reader (capture | head)
+			}
+			return fmt.Errorf("output: %w", err)
+		}
+	}
+}
+
+// consume decodes every frame of blk and hands the records that pass the
+// filter to the output.
+func (r *ringReader) consume(ctx context.Context, blk *source.Block) error {
+	r.outMu.Lock()
+	defer r.outMu.Unlock()
+	defer r.t.flush(r.m)
+	for {
+		f, ok := blk.Next()
+		if !ok {
+			break
+		}
+		r.t.packets++
+		var (
+			st  decode.Status
+			seg []byte
+		)
+		if r.scan == nil {
+			st = decode.DecodeLen(r.link, f.Data, int(f.WireLen), &r.rec)
+		} else {
+			st, seg = decode.DecodeSegmentLen(r.link, f.Data, int(f.WireLen), &r.rec)
+		}
+		if st != decode.StatusOK {
+			if st.Malformed() {
+				r.t.errs[st]++
+				if r.debug {
+					r.log.Debug("malformed frame skipped", "reason", st.String(), "link", r.link, "len", len(f.Data), "ts", f.TS, "worker", r.live.Worker())
+				}
+			} else {
+				r.t.filtered++
+			}
+			continue
+		}
+		r.t.records++
+		if !r.flt.Match(&r.rec) {
+			r.t.filtered++
+			continue
+		}
+		r.rec.TS = f.TS
+		var err error
+		if r.scan == nil {
+			err = r.out.Add(ctx, &r.rec)
+		} else {
+			err = r.scan.Packet(ctx, &r.rec, seg)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if fault := blk.Fault(); fault != source.FaultNone {
+		r.m.ringErrors[fault].Inc()
+		if r.debug {
+			r.log.Debug("corrupt ring block skipped", "reason", fault.String(), "frames", blk.Frames, "status", blk.Status, "worker", r.live.Worker())
+		}
+	}
+	return nil
+}
+
+// readRings runs one ringReader per reader until ctx ends or one fails,
+// which stops the others.
+func readRings(ctx context.Context, lives []*source.Live, flt *filter.Filter, out output,
+	scan *keyscan.Scanner, m *metrics, log *slog.Logger) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		outMu sync.Mutex
+		wg    sync.WaitGroup
+		errs  = make([]error, len(lives))
+	)
+	for i, l := range lives {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := &ringReader{live: l, flt: flt, out: out, scan: scan, outMu: &outMu, m: m, log: log}
+			if errs[i] = r.run(ctx); errs[i] != nil {
+				errs[i] = fmt.Errorf("reader %d: %w", l.Worker(), errs[i])
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// pollRingStats adds the kernel's drop and freeze counts of every reader
+// to kernel_drops_total and ring_freezes_total every second, and once more
+// when ctx ends.
+func pollRingStats(ctx context.Context, lives []*source.Live, m *metrics, log *slog.Logger) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		done := false
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-t.C:
+		}
+		for _, l := range lives {
+			st, err := l.Stats()
+			if err != nil {
+				if ctx.Err() == nil {
+					log.Debug("read kernel ring counters", "err", err, "worker", l.Worker())
+				}
+				continue
+			}
+			w := strconv.Itoa(l.Worker())
+			if st.Drops > 0 {
+				m.kernelDrops.WithLabelValues(w).Add(float64(st.Drops))
+				log.Warn("kernel dropped frames: the capture is not keeping up", "dropped", st.Drops, "worker", l.Worker())
+			}
+			if st.Freezes > 0 {
+				m.ringFreezes.WithLabelValues(w).Add(float64(st.Freezes))
+			}
+		}
+		if done {
+			return
+		}
+	}
+}
