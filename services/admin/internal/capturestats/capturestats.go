@@ -33,6 +33,7 @@ const (
 	MetricSpoolDropped   = "connpipe_capture_spool_dropped_total"
 	MetricSpoolDrainRate = "connpipe_capture_spool_drain_records_per_second"
 	MetricBrokerBlocked  = "connpipe_capture_broker_blocked"
+	MetricRingFreezes    = "connpipe_capture_ring_freezes_total"
 )
 
 // DefaultInterval is the least time between two scrapes.
@@ -58,6 +59,10 @@ type Stats struct {
 	SpoolDropped   float64 `json:"spool_dropped"`
 	DrainRate      float64 `json:"spool_drain_per_second"`
 	BrokerBlocked  float64 `json:"broker_blocked"`
+	// Live capture's readers (one ring each): kernel drops by reader, and
+	// how often a reader's ring filled up.
+	DropsByWorker map[string]float64 `json:"kernel_drops_by_worker,omitempty"`
+	RingFreezes   float64            `json:"ring_freezes"`
 	// Missing names the metrics the endpoint did not have (a capture
 	// that has not counted any yet, or not a capture at all).
 	Missing []string `json:"missing,omitempty"`
@@ -151,6 +156,12 @@ func Parse(r io.Reader) (Stats, error) {
 		for _, metric := range f.GetMetric() {
 			v := value(metric)
 			*m.dst += v
+			if w := label(metric, "worker"); m.name == MetricKernelDrops && w != "" {
+				if st.DropsByWorker == nil {
+					st.DropsByWorker = map[string]float64{}
+				}
+				st.DropsByWorker[w] += v
+			}
 			if m.name == MetricDecodeErrors {
 				reason := "unknown"
 				for _, l := range metric.GetLabel() {
@@ -173,6 +184,7 @@ func Parse(r io.Reader) (Stats, error) {
 		{MetricSpoolDropped, &st.SpoolDropped},
 		{MetricSpoolDrainRate, &st.DrainRate},
 		{MetricBrokerBlocked, &st.BrokerBlocked},
+		{MetricRingFreezes, &st.RingFreezes},
 	} {
 		if f, ok := fams[m.name]; ok {
 			for _, metric := range f.GetMetric() {
@@ -181,6 +193,15 @@ func Parse(r io.Reader) (Stats, error) {
 		}
 	}
 	return st, nil
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
 }
 
 func value(m *dto.Metric) float64 {

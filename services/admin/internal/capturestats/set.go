@@ -171,6 +171,7 @@ func Sum(ts []Target) Stats {
 		sum.SpoolDropped += t.SpoolDropped
 		sum.DrainRate += t.DrainRate
 		sum.BrokerBlocked += t.BrokerBlocked
+		sum.RingFreezes += t.RingFreezes
 		for k, v := range t.ByReason {
 			sum.ByReason[k] += v
 		}

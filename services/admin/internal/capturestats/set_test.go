@@ -93,7 +93,7 @@ func TestParseURLsNamesTheBadOneWithoutItsPassword(t *testing.T) {
 	}
 }
 
-func TestParseSpoolAndFlowControl(t *testing.T) {
+func TestParseSpoolFlowControlAndReaders(t *testing.T) {
 	text := `# TYPE connpipe_capture_packets_total counter
 connpipe_capture_packets_total 10
 # TYPE connpipe_capture_spool_records gauge
@@ -109,14 +109,21 @@ connpipe_capture_spool_dropped_total{reason="full"} 7
 connpipe_capture_spool_dropped_total{reason="corrupt"} 1
 # TYPE connpipe_capture_broker_blocked gauge
 connpipe_capture_broker_blocked 1
+# TYPE connpipe_capture_kernel_drops_total counter
+connpipe_capture_kernel_drops_total{worker="0"} 3
+connpipe_capture_kernel_drops_total{worker="1"} 5
+# TYPE connpipe_capture_ring_freezes_total counter
+connpipe_capture_ring_freezes_total{worker="0"} 1
+connpipe_capture_ring_freezes_total{worker="1"} 2
 `
 	st, err := Parse(strings.NewReader(text))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.SpoolRecords != 1133 || st.SpoolBytes != 29013 || st.SpoolMaxBytes != 1<<30 || st.SpoolOldestSec != 4.5 ||
-		st.SpoolDropped != 8 || st.BrokerBlocked != 1 {
-		t.Errorf("spool and flow control read as %+v", st)
+		st.SpoolDropped != 8 || st.BrokerBlocked != 1 || st.KernelDrops != 8 || st.RingFreezes != 3 ||
+		st.DropsByWorker["0"] != 3 || st.DropsByWorker["1"] != 5 {
+		t.Errorf("spool, flow control and readers read as %+v", st)
 	}
 	for _, m := range st.Missing {
 		if strings.Contains(m, "spool") || strings.Contains(m, "blocked") {

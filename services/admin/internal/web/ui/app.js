@@ -274,7 +274,8 @@
       ["packets seen", fmt.int(c.packets) + rate("packets"), "packets"],
       ["records published", fmt.int(c.records_published) + rate("records_published"), "published"],
       ["records confirmed", fmt.int(c.records_confirmed) + rate("records_confirmed"), "confirmed"],
-      ["kernel drops", fmt.int(c.kernel_drops), "kernel_drops"],
+      ["kernel drops", fmt.int(c.kernel_drops) + workerDrops(c), "kernel_drops"],
+      ["ring freezes (a reader's ring was full)", fmt.int(c.ring_freezes), "ring_freezes"],
       ["decode errors", fmt.int(c.decode_errors) + (reasons ? " — " + reasons : ""), "decode_errors"],
       ["spooled on disk (broker away or slow)", c.spool_max_bytes > 0
         ? fmt.int(c.spool_records) + " records, " + fmt.bytes(c.spool_bytes) + " of " + fmt.bytes(c.spool_max_bytes) +
@@ -284,6 +285,14 @@
       ["broker flow control", c.broker_blocked > 0 ? "blocked (memory or disk alarm)" : "not blocked", "blocked"],
     ]);
     if (!prev || now - prev.at >= 3000) st.prevCapture = { at: now, c: c };
+  }
+
+  // workerDrops breaks kernel drops down by live reader, when any dropped.
+  function workerDrops(c) {
+    const by = Object.entries(c.kernel_drops_by_worker || {});
+    if (by.length < 2 || c.kernel_drops === 0) return "";
+    return " — " + by.sort(([a], [b]) => a.localeCompare(b, "en", { numeric: true }))
+      .map(([w, v]) => "reader " + w + " " + fmt.int(v)).join(", ");
   }
 
   // renderCaptures lists every capture on its own: a scaled or multi-host
