@@ -92,6 +92,9 @@ func (s *Server) HandleHealth(health func() error) {
 	})
 }
 
+// Close releases a server that will not be served.
+func (s *Server) Close() error { return s.ln.Close() }
+
 // Addr is the bound address.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 

@@ -122,8 +122,8 @@ func (a *API) change(w http.ResponseWriter, r *http.Request, what string, m cont
 	var wait time.Duration
 	if s := r.URL.Query().Get("wait"); s != "" {
 		wait, err = time.ParseDuration(s)
-		if err != nil || wait < 0 || wait > MaxWait {
-			fail(w, http.StatusBadRequest, "wait=%q: want a duration from 0s to %s", s, MaxWait)
+		if err != nil || wait < 0 || wait > a.cfg.MaxWait {
+			fail(w, http.StatusBadRequest, "wait=%q: want a duration from 0s to %s", s, a.cfg.MaxWait)
 			return
 		}
 	}

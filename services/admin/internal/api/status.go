@@ -10,6 +10,7 @@ import (
 
 	"github.com/connpipe/connpipe/services/admin/internal/capturestats"
 	"github.com/connpipe/connpipe/services/admin/internal/queues"
+	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/control"
 )
 
@@ -131,7 +132,7 @@ func (a *API) capture(ctx context.Context) *CaptureStatus {
 		return nil
 	}
 	cs, err := a.cfg.Capture.Stats(ctx)
-	st := &CaptureStatus{URL: a.cfg.CaptureURL, Stats: cs}
+	st := &CaptureStatus{URL: broker.Redact(a.cfg.CaptureURL), Stats: cs}
 	if err != nil {
 		st.Error = err.Error()
 	}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/connpipe/connpipe/shared/broker"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -93,7 +94,8 @@ func (s *Scraper) scrape(ctx context.Context) (Stats, error) {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL, nil)
 	if err != nil {
-		return Stats{}, fmt.Errorf("CAPTURE_METRICS_URL %q: %w", s.URL, err)
+		// err quotes the URL whole, password and all: leave it out.
+		return Stats{}, fmt.Errorf("CAPTURE_METRICS_URL %s: not a valid URL", broker.Redact(s.URL))
 	}
 	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
 	resp, err := client.Do(req)
@@ -102,7 +104,7 @@ func (s *Scraper) scrape(ctx context.Context) (Stats, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return Stats{}, fmt.Errorf("scrape capture %s: %s", s.URL, resp.Status)
+		return Stats{}, fmt.Errorf("scrape capture %s: %s", broker.Redact(s.URL), resp.Status)
 	}
 	return Parse(io.LimitReader(resp.Body, maxBody))
 }

@@ -58,10 +58,13 @@ const (
 	ExitNotConverged = 3
 )
 
-// Env is the CLI's configuration.
+// Env is the CLI's configuration. Reads send ADMIN_READ_TOKEN, or
+// ADMIN_TOKEN when it is empty (the write token is good for reads too);
+// writes send ADMIN_TOKEN.
 type Env struct {
-	URL   string `envconfig:"ADMIN_URL" default:"http://127.0.0.1:8080"`
-	Token string `envconfig:"ADMIN_TOKEN"`
+	URL       string `envconfig:"ADMIN_URL" default:"http://127.0.0.1:8080"`
+	Token     string `envconfig:"ADMIN_TOKEN"`
+	ReadToken string `envconfig:"ADMIN_READ_TOKEN"`
 }
 
 // usageError is bad input on the command line.
@@ -82,7 +85,11 @@ func (e exitError) Error() string { return e.err.Error() }
 // Run runs the command in args (without the program name), writing results
 // to stdout and diagnostics to stderr, and returns the exit status.
 func Run(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) int {
-	c := &client{base: strings.TrimRight(env.URL, "/"), token: strings.TrimSpace(env.Token), out: stdout, errw: stderr}
+	c := &client{base: strings.TrimRight(env.URL, "/"), token: strings.TrimSpace(env.Token),
+		readToken: strings.TrimSpace(env.ReadToken), out: stdout, errw: stderr}
+	if c.readToken == "" {
+		c.readToken = c.token
+	}
 	err := c.dispatch(ctx, args)
 	if err == nil {
 		return ExitOK

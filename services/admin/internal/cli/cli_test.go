@@ -167,7 +167,7 @@ func TestStatus(t *testing.T) {
 
 func TestRecords(t *testing.T) {
 	e := apptest.Start(t, nil)
-	env := cli.Env{URL: e.URL}
+	env := cli.Env{URL: e.URL, ReadToken: e.ReadToken}
 	now := time.Now()
 	rec := func(ago time.Duration, src, dst string, sport uint16) record.Record {
 		return record.Record{TS: now.Add(-ago).UnixNano(), Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), SrcPort: sport, DstPort: 8080, Flags: record.FlagSYN | record.FlagACK, IPLen: 52}
@@ -263,5 +263,30 @@ func TestParseWeights(t *testing.T) {
 		if err != nil || fmt.Sprint(got) != fmt.Sprint(tt.want) {
 			t.Errorf("ParseWeights(%q) = %v, %v; want %v", tt.args, got, err, tt.want)
 		}
+	}
+}
+
+// TestReadToken: reads send ADMIN_READ_TOKEN, or ADMIN_TOKEN without one;
+// reads with neither are refused.
+func TestReadToken(t *testing.T) {
+	e := apptest.Start(t, nil)
+	for _, tt := range []struct {
+		name string
+		env  cli.Env
+		code int
+		want string
+	}{
+		{"read token", cli.Env{URL: e.URL, ReadToken: e.ReadToken}, cli.ExitOK, "redis-a"},
+		{"write token", cli.Env{URL: e.URL, Token: e.Token}, cli.ExitOK, "redis-a"},
+		{"no token", cli.Env{URL: e.URL}, cli.ExitFailed, "401 Unauthorized"},
+		{"wrong read token", cli.Env{URL: e.URL, Token: e.Token, ReadToken: "nope"}, cli.ExitFailed, "403 Forbidden"},
+	} {
+		got := run(t, tt.env, "status")
+		if got.code != tt.code || !strings.Contains(got.stdout+got.stderr, tt.want) {
+			t.Errorf("%s: admin status: %d\n%s%s\nwant %d with %q", tt.name, got.code, got.stdout, got.stderr, tt.code, tt.want)
+		}
+	}
+	if got := run(t, cli.Env{URL: e.URL, ReadToken: e.ReadToken}, "weights", "set", "redis-a=1"); got.code != cli.ExitFailed {
+		t.Errorf("weights set with only the read token: %d %s", got.code, got.stderr)
 	}
 }
