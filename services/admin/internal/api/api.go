@@ -50,8 +50,12 @@ type Config struct {
 	// Token is accepted for them too. With both empty reads are open.
 	ReadToken string
 	Control   Control
-	Members   *members.Set
-	Records   *readback.Reader
+	// Allow is BACKEND_ALLOW: admin neither dials a backend outside it (for
+	// status, stats or records) nor publishes an add_backend to one. nil
+	// allows every host.
+	Allow   *control.Allow
+	Members *members.Set
+	Records *readback.Reader
 	// Redis gives the client for a backend address (for PING and INFO).
 	Redis func(addr string) redis.Cmdable
 	// Tally counts stored records per instance and second (GET
@@ -139,6 +143,17 @@ func fail(w http.ResponseWriter, code int, format string, args ...any) {
 	writeJSON(w, code, apiError{Error: fmt.Sprintf(format, args...)})
 }
 
+// reachable is bs less the backends BACKEND_ALLOW leaves out.
+func (a *API) reachable(bs []control.Backend) []control.Backend {
+	out := make([]control.Backend, 0, len(bs))
+	for _, b := range bs {
+		if a.cfg.Allow.Check(b) == nil {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
 func etag(version int64) string { return `"` + strconv.FormatInt(version, 10) + `"` }
 
 func (a *API) getWeights(w http.ResponseWriter, r *http.Request) {
@@ -148,7 +163,7 @@ func (a *API) getWeights(w http.ResponseWriter, r *http.Request) {
 	}
 	t := a.cfg.Control.Table()
 	w.Header().Set("ETag", etag(t.Version))
-	writeJSON(w, http.StatusOK, t)
+	writeJSON(w, http.StatusOK, t.Redacted())
 }
 
 // WeightsRequest is the body of PUT /api/v1/weights.

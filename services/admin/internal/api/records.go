@@ -70,7 +70,9 @@ func (a *API) records(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	t := a.cfg.Control.Table()
+	// The table as consumers with the same BACKEND_ALLOW route by it: the
+	// same stick home and ring, and no backend admin may not dial.
+	t, _ := a.cfg.Allow.Filter(a.cfg.Control.Table())
 	asked := t.Backends
 	owner, byKey := a.keyOwner(r.Context(), t, rq)
 	if byKey && q.Get("all") != "true" {

@@ -45,19 +45,22 @@ import (
 // ADMIN_ALLOWED_HOSTS (default localhost, 127.0.0.1, ::1 and the host of
 // HTTP_ADDR). With TLS_CERT and TLS_KEY (PEM files) it serves https.
 type Config struct {
-	AMQPURL         string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
-	HTTPAddr        string        `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080"`
-	MetricsAddr     string        `envconfig:"METRICS_ADDR" default:":9103"`
-	Token           string        `envconfig:"ADMIN_TOKEN"`
-	ReadToken       string        `envconfig:"ADMIN_READ_TOKEN"`
-	Insecure        bool          `envconfig:"ADMIN_INSECURE" default:"false"`
-	AllowedHosts    string        `envconfig:"ADMIN_ALLOWED_HOSTS"`
-	TLSCert         string        `envconfig:"TLS_CERT"`
-	TLSKey          string        `envconfig:"TLS_KEY"`
-	ReadTimeout     time.Duration `envconfig:"HTTP_READ_TIMEOUT" default:"30s"`
-	WriteTimeout    time.Duration `envconfig:"HTTP_WRITE_TIMEOUT" default:"6m"`
-	IdleTimeout     time.Duration `envconfig:"HTTP_IDLE_TIMEOUT" default:"2m"`
-	Backends        string        `envconfig:"BACKENDS" default:"redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380"`
+	AMQPURL      string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
+	HTTPAddr     string        `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080"`
+	MetricsAddr  string        `envconfig:"METRICS_ADDR" default:":9103"`
+	Token        string        `envconfig:"ADMIN_TOKEN"`
+	ReadToken    string        `envconfig:"ADMIN_READ_TOKEN"`
+	Insecure     bool          `envconfig:"ADMIN_INSECURE" default:"false"`
+	AllowedHosts string        `envconfig:"ADMIN_ALLOWED_HOSTS"`
+	TLSCert      string        `envconfig:"TLS_CERT"`
+	TLSKey       string        `envconfig:"TLS_KEY"`
+	ReadTimeout  time.Duration `envconfig:"HTTP_READ_TIMEOUT" default:"30s"`
+	WriteTimeout time.Duration `envconfig:"HTTP_WRITE_TIMEOUT" default:"6m"`
+	IdleTimeout  time.Duration `envconfig:"HTTP_IDLE_TIMEOUT" default:"2m"`
+	Backends     string        `envconfig:"BACKENDS" default:"redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380"`
+	// BackendAllow: the hosts admin dials as backends and accepts in
+	// add_backend (control.Allow); empty: the hosts of BACKENDS.
+	BackendAllow    string        `envconfig:"BACKEND_ALLOW"`
 	Weights         string        `envconfig:"WEIGHTS" default:"redis-a=30,redis-b=70"`
 	RedisPrefix     string        `envconfig:"REDIS_PREFIX" default:"cp:"`
 	Retention       time.Duration `envconfig:"RETENTION" default:"5m"`
@@ -125,7 +128,24 @@ func (c Config) Validate() (*control.Table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("BACKENDS/WEIGHTS: %w", err)
 	}
+	if _, err := c.allow(t); err != nil {
+		return nil, err
+	}
 	return t, nil
+}
+
+// allow is BACKEND_ALLOW; a starting backend outside it is an error.
+func (c Config) allow(t *control.Table) (*control.Allow, error) {
+	a, err := control.ParseAllow(c.BackendAllow, t.Backends)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range t.Backends {
+		if err := a.Check(b); err != nil {
+			return nil, fmt.Errorf("BACKENDS: %w", err)
+		}
+	}
+	return a, nil
 }
 
 // Server is a listening admin.
@@ -147,6 +167,10 @@ type Server struct {
 // Listen builds admin and binds HTTP_ADDR; Serve runs it.
 func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	initial, err := cfg.Validate()
+	if err != nil {
+		return nil, err
+	}
+	allow, err := cfg.allow(initial)
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +240,7 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	s.queues = &queues.Prober{URL: cfg.AMQPURL, Name: name + "/queues"}
 	apiCfg := api.Config{
 		Token: strings.TrimSpace(cfg.Token), ReadToken: strings.TrimSpace(cfg.ReadToken),
-		MaxWait: cfg.WriteTimeout - 10*time.Second, Control: s.reader, Members: s.members,
+		MaxWait: cfg.WriteTimeout - 10*time.Second, Control: s.reader, Members: s.members, Allow: allow,
 		Records: &readback.Reader{Layout: layout, Clients: s.pool},
 		Redis:   func(addr string) redis.Cmdable { return s.pool.Redis(addr) },
 		Tally: tally.New(tally.Config{Layout: layout, Log: log.With("component", "tally"),

@@ -124,8 +124,21 @@ func (e *Env) PublishHeartbeat(t testing.TB, body []byte) {
 	e.Publish(t, topology.HeartbeatExchange, amqp.Publishing{ContentType: "application/json", Body: body, Timestamp: time.Now()})
 }
 
+// Control appends body to the control log as an operator would, with any
+// AMQP client.
+func (e *Env) Control(t testing.TB, body string) {
+	t.Helper()
+	e.PublishKey(t, "", topology.ControlStream, amqp.Publishing{ContentType: "application/json", DeliveryMode: amqp.Persistent, Body: []byte(body)})
+}
+
 // Publish publishes p on exchange in admin's virtual host.
 func (e *Env) Publish(t testing.TB, exchange string, p amqp.Publishing) {
+	t.Helper()
+	e.PublishKey(t, exchange, "", p)
+}
+
+// PublishKey publishes p on exchange with routing key key.
+func (e *Env) PublishKey(t testing.TB, exchange, key string, p amqp.Publishing) {
 	t.Helper()
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -141,7 +154,7 @@ func (e *Env) Publish(t testing.TB, exchange string, p amqp.Publishing) {
 		}
 		e.conn, e.ch = conn, ch
 	}
-	if err := e.ch.PublishWithContext(context.Background(), exchange, "", false, false, p); err != nil {
+	if err := e.ch.PublishWithContext(context.Background(), exchange, key, false, false, p); err != nil {
 		t.Fatalf("publish to %s: %v", exchange, err)
 	}
 }
