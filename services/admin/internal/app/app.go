@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/controllog"
 	"github.com/connpipe/connpipe/shared/ops"
+	"github.com/connpipe/connpipe/shared/redisconn"
 	"github.com/connpipe/connpipe/shared/store"
 	"github.com/redis/go-redis/v9"
 )
@@ -60,7 +62,9 @@ type Config struct {
 	Backends     string        `envconfig:"BACKENDS" default:"redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380"`
 	// BackendAllow: the hosts admin dials as backends and accepts in
 	// add_backend (control.Allow); empty: the hosts of BACKENDS.
-	BackendAllow    string        `envconfig:"BACKEND_ALLOW"`
+	BackendAllow string `envconfig:"BACKEND_ALLOW"`
+	// RedisCAFile: PEM certificates trusted for rediss:// backends.
+	RedisCAFile     string        `envconfig:"REDIS_CA_FILE"`
 	Weights         string        `envconfig:"WEIGHTS" default:"redis-a=30,redis-b=70"`
 	RedisPrefix     string        `envconfig:"REDIS_PREFIX" default:"cp:"`
 	Retention       time.Duration `envconfig:"RETENTION" default:"5m"`
@@ -200,8 +204,19 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, bound: make(chan struct{})}
 	s.reader = controllog.New(controllog.Config{URL: cfg.AMQPURL, Name: name, Initial: initial, Logger: log})
 	s.members = members.New(cfg.ConsumerTimeout, time.Now)
+	ca, err := redisconn.LoadCA(cfg.RedisCAFile)
+	if err != nil {
+		return nil, err
+	}
 	s.pool = &readback.Pool{Options: func(addr string) *redis.Options {
-		return &redis.Options{Addr: addr, DialTimeout: time.Second, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second, MaxRetries: 1}
+		o, err := redisconn.Options(addr, ca)
+		if err != nil {
+			// The fold checked the address; should one still not parse,
+			// every command on it fails with the reason.
+			o = &redis.Options{Dialer: func(context.Context, string, string) (net.Conn, error) { return nil, err }}
+		}
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.MaxRetries = time.Second, 3*time.Second, 3*time.Second, 1
+		return o
 	}}
 
 	reg := ops.NewRegistry()

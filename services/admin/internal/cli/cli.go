@@ -24,7 +24,7 @@ const Usage = `usage:
                                        change weights (0..256, 0 drains); names not
                                        given keep theirs; --wait waits until every
                                        live consumer applied the change
-  admin backends add NAME HOST:PORT [--weight N] [--expect-version N] [--wait DURATION]
+  admin backends add NAME HOST:PORT|redis://USER:PASS@HOST:PORT/DB|rediss://… [--weight N] [--expect-version N] [--wait DURATION]
                                        add a Redis instance (weight 1 if not given);
                                        consumers use it without a restart
   admin backends remove NAME [--expect-version N] [--wait DURATION]

@@ -26,6 +26,7 @@ import (
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/controllog"
 	"github.com/connpipe/connpipe/shared/ops"
+	"github.com/connpipe/connpipe/shared/redisconn"
 	"github.com/connpipe/connpipe/shared/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -84,14 +85,25 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		gate: make(chan struct{}), kick: make(chan struct{}, 1)}
 	a.m = newMetrics(a.reg)
 	sink.SetClientLogger(log)
+	ca, err := redisconn.LoadCA(cfg.RedisCAFile)
+	if err != nil {
+		return nil, err
+	}
 	a.sink, err = sink.New(sink.Config{
 		Layout:  store.Layout{Prefix: cfg.RedisPrefix, Retention: cfg.Retention},
 		Timeout: cfg.RedisTimeout,
+		CA:      ca,
 		Logger:  log.With("component", "sink"),
 		Metrics: sink.NewMetrics(a.reg),
 	}, initial)
 	if err != nil {
 		return nil, err
+	}
+	// A refused password or an untrusted certificate will not mend by
+	// itself: stop here, naming the backend, rather than run without it.
+	if err := a.sink.CheckLogins(context.Background()); err != nil {
+		_ = a.sink.Close()
+		return nil, fmt.Errorf("BACKENDS: %w", err)
 	}
 	a.reader = controllog.New(controllog.Config{
 		URL: cfg.AMQPURL, Name: "consumer " + cfg.ConsumerID + " control", Initial: initial, Logger: log,
@@ -126,7 +138,7 @@ func (a *App) Ready() bool { return a.ready.Load() }
 // Run runs the consumer until ctx ends, then stops consuming, stores and
 // acks what is in hand, and closes.
 func (a *App) Run(ctx context.Context) error {
-	a.log.Info("consumer starting", "version", Version, "weights", a.sink.Table().String(), "backend_allow", a.allow.String(),
+	a.log.Info("consumer starting", "version", Version, "weights", a.sink.Table().String(), "table", a.sink.Table().Describe(), "backend_allow", a.allow.String(),
 		"prefetch", a.cfg.Prefetch, "retention", a.cfg.Retention, "metrics", a.MetricsAddr())
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
