@@ -5,10 +5,14 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -65,6 +69,22 @@ type Env struct {
 	URL       string `envconfig:"ADMIN_URL" default:"http://127.0.0.1:8080"`
 	Token     string `envconfig:"ADMIN_TOKEN"`
 	ReadToken string `envconfig:"ADMIN_READ_TOKEN"`
+	// CAFile holds PEM certificates trusted for an https ADMIN_URL (admin
+	// serving with TLS_CERT); empty trusts the system's roots.
+	CAFile string `envconfig:"ADMIN_CA_FILE"`
+}
+
+// loadCA reads ADMIN_CA_FILE.
+func loadCA(file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("ADMIN_CA_FILE=%s: %w", file, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("ADMIN_CA_FILE=%s: no PEM certificate in it", file)
+	}
+	return pool, nil
 }
 
 // usageError is bad input on the command line.
@@ -89,6 +109,14 @@ func Run(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) 
 		readToken: strings.TrimSpace(env.ReadToken), out: stdout, errw: stderr}
 	if c.readToken == "" {
 		c.readToken = c.token
+	}
+	if env.CAFile != "" {
+		pool, err := loadCA(env.CAFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "admin: %v\n", err)
+			return ExitUsage
+		}
+		c.http.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 	}
 	err := c.dispatch(ctx, args)
 	if err == nil {

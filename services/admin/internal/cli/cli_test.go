@@ -6,15 +6,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/services/admin/internal/cli"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/redisconn/redisconntest"
 )
 
 type out struct {
@@ -288,5 +291,24 @@ func TestReadToken(t *testing.T) {
 	}
 	if got := run(t, cli.Env{URL: e.URL, ReadToken: e.ReadToken}, "weights", "set", "redis-a=1"); got.code != cli.ExitFailed {
 		t.Errorf("weights set with only the read token: %d %s", got.code, got.stderr)
+	}
+}
+
+// TestHTTPSAdmin: against admin serving https (TLS_CERT, TLS_KEY), the CLI
+// trusts ADMIN_CA_FILE and refuses a certificate it cannot verify.
+func TestHTTPSAdmin(t *testing.T) {
+	dir := t.TempDir()
+	ca := redisconntest.WriteTLS(t, dir) // a CA and a certificate for 127.0.0.1
+	e := apptest.Start(t, func(c *app.Config) {
+		c.TLSCert, c.TLSKey = filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
+	})
+	if got := run(t, cli.Env{URL: e.URL, Token: e.Token, CAFile: ca}, "weights", "set", "redis-a=40"); got.code != cli.ExitOK {
+		t.Fatalf("weights set over https with ADMIN_CA_FILE: %d %s%s", got.code, got.stdout, got.stderr)
+	}
+	if got := run(t, cli.Env{URL: e.URL, ReadToken: e.ReadToken, CAFile: ca}, "status"); got.code != cli.ExitOK || !strings.Contains(got.stdout, "redis-a=40") {
+		t.Fatalf("status over https: %d %s%s", got.code, got.stdout, got.stderr)
+	}
+	if got := run(t, cli.Env{URL: e.URL, ReadToken: e.ReadToken}, "status"); got.code != cli.ExitFailed || !strings.Contains(got.stderr, "certificate") {
+		t.Fatalf("status over https without the CA: %d %s%s", got.code, got.stdout, got.stderr)
 	}
 }
