@@ -371,3 +371,17 @@ func TestMetricsOnTheOpsPort(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitFitsTheWriteTimeout: ?wait longer than the write timeout allows
+// is refused up front rather than cut off mid-answer.
+func TestWaitFitsTheWriteTimeout(t *testing.T) {
+	e := apptest.Start(t, func(c *app.Config) { c.WriteTimeout = 4 * time.Second })
+	a := apptest.Call(t, http.MethodPut, e.URL+"/api/v1/weights?wait=3s", `{"weights":{"redis-a":40}}`, bearer(e.Token))
+	if a.Code != http.StatusBadRequest || !strings.Contains(string(a.Body), "2s") {
+		t.Errorf("wait=3s with a 4s write timeout: %d %s, want 400 naming 2s", a.Code, a.Body)
+	}
+	a = apptest.Call(t, http.MethodPut, e.URL+"/api/v1/weights?wait=1s", `{"weights":{"redis-a":40}}`, bearer(e.Token))
+	if a.Code != http.StatusOK {
+		t.Errorf("wait=1s: %d %s", a.Code, a.Body)
+	}
+}

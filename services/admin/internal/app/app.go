@@ -255,7 +255,7 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	s.queues = &queues.Prober{URL: cfg.AMQPURL, Name: name + "/queues"}
 	apiCfg := api.Config{
 		Token: strings.TrimSpace(cfg.Token), ReadToken: strings.TrimSpace(cfg.ReadToken),
-		MaxWait: cfg.WriteTimeout - 10*time.Second, Control: s.reader, Members: s.members, Allow: allow,
+		MaxWait: maxWait(cfg.WriteTimeout), Control: s.reader, Members: s.members, Allow: allow,
 		Records: &readback.Reader{Layout: layout, Clients: s.pool},
 		Redis:   func(addr string) redis.Cmdable { return s.pool.Redis(addr) },
 		Tally: tally.New(tally.Config{Layout: layout, Log: log.With("component", "tally"),
@@ -322,6 +322,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	return s.Serve(ctx)
+}
+
+// maxWait bounds ?wait so that the answer still fits in the write
+// timeout: 10 s less, or half of a short one.
+func maxWait(write time.Duration) time.Duration {
+	if w := write - 10*time.Second; w >= 10*time.Second {
+		return w
+	}
+	return write / 2
 }
 
 var redisLogOnce sync.Once
