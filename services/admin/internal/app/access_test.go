@@ -103,6 +103,17 @@ func TestWrongHostRefused(t *testing.T) {
 			}
 		}
 	}
+	// A health check over HTTP/1.0 sends no Host: no browser does that.
+	c, err := net.Dial("tcp", e.Server.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprint(c, "GET /healthz HTTP/1.0\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /healthz HTTP/1.0 without Host: %v %v", resp, err)
+	}
 	// The default list: this machine's names and the listen address.
 	d := apptest.Start(t, nil)
 	for _, host := range []string{"localhost", "127.0.0.1", "[::1]:8080", d.Server.Addr()} {
