@@ -64,8 +64,10 @@
 // the table, records stored and "rate" in records/s over its heartbeats of
 // the last 5 s, "stored" per backend and "unacked" messages when the
 // consumer reports them, messages acked, age of its last heartbeat); each
-// backend (address, weight, target share, "state": up, draining at weight
-// 0, or ejected when it does not answer PING; used_memory from INFO); and
+// backend (address with any password redacted, weight, target share,
+// "state": up, draining at weight 0, ejected when it does not answer PING,
+// or not_allowed when BACKEND_ALLOW leaves its host out — then it is never
+// dialled and "error" says why; used_memory from INFO); and
 // whether every live consumer has converged on the table. A consumer
 // silent for CONSUMER_TIMEOUT is dead (alive=false) and no longer counts
 // for convergence.
@@ -144,8 +146,10 @@
 //
 // mode is "weighted" or "hash"; hash_key "src", "dst", "pair" or "flow";
 // fields left out keep their value. A weight left out of a new backend is
-// 1. Refusals (400) name the cause: duplicate name, address not host:port,
-// unknown backend, removing the last backend with weight > 0.
+// 1. addr is host:port, redis://user:password@host:port/db or rediss://…
+// (TLS). Refusals (400) name the cause: duplicate name, bad address, a
+// host outside BACKEND_ALLOW (nothing is published), unknown backend,
+// removing the last backend with weight > 0.
 //
 // # Operations
 //
