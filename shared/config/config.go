@@ -5,7 +5,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 
@@ -26,7 +25,8 @@ func Load(spec any) error {
 	return nil
 }
 
-// Backends parses the BACKENDS list, "name=host:port" items separated by
+// Backends parses the BACKENDS list, "name=host:port" (or name=redis://…,
+// name=rediss://…; see control.CheckAddr) items separated by
 // commas (envconfig cannot hold maps whose values contain ':'), together
 // with WEIGHTS, "name=weight" items, into the initial routing table.
 // Backends that WEIGHTS does not name get weight 1.
@@ -37,10 +37,10 @@ func Backends(backends, weights string) ([]control.Backend, error) {
 		name, addr, ok := strings.Cut(item, "=")
 		name, addr = strings.TrimSpace(name), strings.TrimSpace(addr)
 		if !ok || name == "" || addr == "" {
-			return nil, fmt.Errorf("BACKENDS item %q: want name=host:port", item)
+			return nil, fmt.Errorf("BACKENDS item %q: want name=host:port or name=redis://user:password@host:port/db", control.RedactAddr(item))
 		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return nil, fmt.Errorf("BACKENDS item %q: address: %w", item, err)
+		if err := control.CheckAddr(addr); err != nil {
+			return nil, fmt.Errorf("BACKENDS item %s: %w", name, err)
 		}
 		if seen[name] {
 			return nil, fmt.Errorf("BACKENDS: backend %q listed twice", name)

@@ -17,7 +17,7 @@ func TestBackends(t *testing.T) {
 	for _, c := range []struct{ backends, weights, want string }{
 		{"", "", "BACKENDS is empty"},
 		{"redis-a", "", `BACKENDS item "redis-a"`},
-		{"redis-a=localhost", "", "missing port"},
+		{"redis-a=localhost", "", "want host:port"},
 		{"a=h:1,a=h:2", "", "listed twice"},
 		{"a=h:1", "a=x", `WEIGHTS item "a=x"`},
 		{"a=h:1", "a=257", "0..256"},

@@ -34,9 +34,17 @@
 //
 // Add a Redis instance at runtime (consumers connect to it as soon as they
 // fold the message; the name is 1–64 letters, digits, '.', '_' or '-', the
-// address host:port, and the weight 0–256, 1 if left out):
+// address host:port or a redis:// or rediss:// URL (see CheckAddr), and the
+// weight 0–256, 1 if left out):
 //
 //	{"op":"add_backend","backend":{"name":"redis-c","addr":"127.0.0.1:6381","weight":50}}
+//	{"op":"add_backend","backend":{"name":"redis-d","addr":"rediss://consumer:PASSWORD@10.0.0.9:6380/0"}}
+//
+// A consumer connects only to hosts its BACKEND_ALLOW lets it (see Allow).
+// That check is the reader's own and not part of the fold: the change is
+// folded alike everywhere, and a consumer that may not reach the host
+// counts the change as refused and routes as if the backend were not in
+// the table.
 //
 // Remove one (refused if no backend with weight > 0 would remain; to drain
 // it first, set its weight to 0):
@@ -64,9 +72,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"sort"
-	"strconv"
 	"strings"
 )
 
@@ -238,7 +244,7 @@ func (t *Table) Describe() string {
 	}
 	fmt.Fprintf(&sb, " sticky=%t", t.Sticky)
 	for _, b := range t.Backends {
-		fmt.Fprintf(&sb, " %s=%d@%s", b.Name, b.Weight, b.Addr)
+		fmt.Fprintf(&sb, " %s=%d@%s", b.Name, b.Weight, RedactAddr(b.Addr))
 	}
 	return sb.String()
 }
@@ -253,18 +259,6 @@ func CheckName(name string) error {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
 			return fmt.Errorf("%w: name %q: only letters, digits, '.', '_' and '-'", ErrBadBackend, name)
 		}
-	}
-	return nil
-}
-
-// CheckAddr reports whether addr is host:port with a port 1..65535.
-func CheckAddr(addr string) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil || host == "" {
-		return fmt.Errorf("%w: addr %q: want host:port", ErrBadBackend, addr)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return fmt.Errorf("%w: addr %q: port must be 1..65535", ErrBadBackend, addr)
 	}
 	return nil
 }

@@ -1,9 +1,11 @@
-// Package ops serves a service's operational endpoints: /healthz and the
-// Prometheus /metrics.
+// Package ops serves a service's operational endpoints, /healthz and the
+// Prometheus /metrics, and holds what every HTTP server of the project
+// shares: the timeouts, and optional TLS.
 package ops
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -13,40 +15,102 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Server serves /healthz and /metrics, plus any handlers added to Mux.
-type Server struct {
-	Mux *http.ServeMux
-	ln  net.Listener
-	srv *http.Server
+// Timeouts bound how long a connection may hold a server's resources. Each
+// is an http.Server field of the same name; zero leaves it unbounded, so
+// every server of the project sets all four.
+type Timeouts struct {
+	ReadHeader time.Duration // request line and headers
+	Read       time.Duration // the whole request, body included
+	Write      time.Duration // from the end of the headers to the end of the answer
+	Idle       time.Duration // an idle keep-alive connection is closed after this
 }
 
-// Listen binds addr (use "127.0.0.1:0" in tests; Addr tells the port).
-// health returns nil while the service is healthy; its error text is the
-// body of a 503 otherwise.
+// DefaultTimeouts suit /healthz and /metrics: small requests, quick answers.
+var DefaultTimeouts = Timeouts{ReadHeader: 10 * time.Second, Read: 30 * time.Second, Write: 30 * time.Second, Idle: time.Minute}
+
+// Check reports a zero or negative timeout.
+func (t Timeouts) Check() error {
+	if t.ReadHeader <= 0 || t.Read <= 0 || t.Write <= 0 || t.Idle <= 0 {
+		return errors.New("every HTTP timeout must be positive")
+	}
+	return nil
+}
+
+// Server serves the handlers added to Mux (for Listen: /healthz and
+// /metrics, plus any others).
+type Server struct {
+	Mux *http.ServeMux
+	// Wrap, when set before Serve, wraps Mux (for checks that apply to
+	// every route).
+	Wrap func(http.Handler) http.Handler
+	ln   net.Listener
+	srv  *http.Server
+	tls  bool
+}
+
+// Listen binds addr (use "127.0.0.1:0" in tests; Addr tells the port) and
+// serves /healthz and /metrics with DefaultTimeouts. health returns nil
+// while the service is healthy; its error text is the body of a 503
+// otherwise.
 func Listen(addr string, reg *prometheus.Registry, health func() error) (*Server, error) {
+	s, err := ListenMux(addr, DefaultTimeouts, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.Mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	s.HandleHealth(health)
+	return s, nil
+}
+
+// ListenMux binds addr for a server of the caller's own routes, with the
+// timeouts t and, when tlsConf is not nil, TLS.
+func ListenMux(addr string, t Timeouts, tlsConf *tls.Config) (*Server, error) {
+	if err := t.Check(); err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: t.ReadHeader, ReadTimeout: t.Read, WriteTimeout: t.Write, IdleTimeout: t.Idle,
+		TLSConfig: tlsConf,
+	}
+	return &Server{Mux: mux, ln: ln, srv: srv, tls: tlsConf != nil}, nil
+}
+
+// HandleHealth serves GET /healthz from health.
+func (s *Server) HandleHealth(health func() error) {
+	s.Mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := health(); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	return &Server{Mux: mux, ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}, nil
 }
+
+// Close releases a server that will not be served.
+func (s *Server) Close() error { return s.ln.Close() }
 
 // Addr is the bound address.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Serve serves until ctx is cancelled, then shuts down gracefully.
 func (s *Server) Serve(ctx context.Context) error {
+	if s.Wrap != nil {
+		s.srv.Handler = s.Wrap(s.Mux)
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.ln) }()
+	go func() {
+		if s.tls {
+			errc <- s.srv.ServeTLS(s.ln, "", "")
+			return
+		}
+		errc <- s.srv.Serve(s.ln)
+	}()
 	select {
 	case err := <-errc:
 		return err

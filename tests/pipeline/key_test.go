@@ -176,7 +176,12 @@ func checkKeyed(t *testing.T, s *system, conns []keyedConn) map[string]string {
 // apiRecords asks admin for one key's records.
 func (s *system) apiRecords(t *testing.T, key string) (owner string, counts map[string]int, n int) {
 	t.Helper()
-	resp, err := http.Get("http://" + s.adminAddr + "/api/v1/records?since=10m&key=" + key)
+	req, err := http.NewRequest(http.MethodGet, "http://"+s.adminAddr+"/api/v1/records?since=10m&key="+key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token) // the write token reads too
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

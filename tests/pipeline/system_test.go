@@ -90,7 +90,7 @@ func (s *system) startAdmin() {
 	s.t.Helper()
 	s.adminAddr = fmt.Sprintf("127.0.0.1:%d", freePort(s.t))
 	start(s.t, "admin", "admin", s.with(map[string]string{
-		"HTTP_ADDR": s.adminAddr, "ADMIN_TOKEN": token, "CONSUMER_TIMEOUT": "2s",
+		"HTTP_ADDR": s.adminAddr, "METRICS_ADDR": "127.0.0.1:0", "ADMIN_TOKEN": token, "CONSUMER_TIMEOUT": "2s",
 	}), "serve")
 	waitFor(s.t, 20*time.Second, "admin healthy", func() (bool, string) {
 		return healthy(s.adminAddr), "healthz not ok"

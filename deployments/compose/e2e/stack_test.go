@@ -359,7 +359,7 @@ type status struct {
 
 func (s *stack) status(ctx context.Context) (status, error) {
 	var st status
-	err := s.getJSON(ctx, "http://127.0.0.1:"+s.env["ADMIN_PORT"]+"/api/v1/status", "", "", &st)
+	err := s.getJSON(ctx, "http://127.0.0.1:"+s.env["ADMIN_PORT"]+"/api/v1/status", "", s.env["ADMIN_TOKEN"], &st)
 	return st, err
 }
 
@@ -387,8 +387,11 @@ func (s *stack) getJSON(ctx context.Context, u, user, pass string, v any) error 
 	if err != nil {
 		return err
 	}
-	if user != "" {
+	switch {
+	case user != "":
 		req.SetBasicAuth(user, pass)
+	case pass != "":
+		req.Header.Set("Authorization", "Bearer "+pass) // admin's token
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

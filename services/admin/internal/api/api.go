@@ -45,8 +45,15 @@ const (
 type Config struct {
 	// Token guards writes. Empty means writes need no token; app refuses
 	// that unless ADMIN_INSECURE=true.
-	Token   string
-	Control Control
+	Token string
+	// ReadToken guards reads of the weights, status, stats and records;
+	// Token is accepted for them too. With both empty reads are open.
+	ReadToken string
+	Control   Control
+	// Allow is BACKEND_ALLOW: admin neither dials a backend outside it (for
+	// status, stats or records) nor publishes an add_backend to one. nil
+	// allows every host.
+	Allow   *control.Allow
 	Members *members.Set
 	Records *readback.Reader
 	// Redis gives the client for a backend address (for PING and INFO).
@@ -62,7 +69,10 @@ type Config struct {
 	Log            *slog.Logger
 	Now            func() time.Time
 	PublishTimeout time.Duration // default DefaultPublishTimeout
-	WaitPoll       time.Duration // how often ?wait re-checks expiry; default 250ms
+	// MaxWait bounds ?wait on a change (default and at most MaxWait); keep
+	// it under the server's write timeout, or the answer cannot be sent.
+	MaxWait  time.Duration
+	WaitPoll time.Duration // how often ?wait re-checks expiry; default 250ms
 }
 
 // Queues reads the depth of the records queues (a *queues.Prober).
@@ -86,6 +96,9 @@ func New(cfg Config) *API {
 	if cfg.PublishTimeout == 0 {
 		cfg.PublishTimeout = DefaultPublishTimeout
 	}
+	if cfg.MaxWait <= 0 || cfg.MaxWait > MaxWait {
+		cfg.MaxWait = MaxWait
+	}
 	if cfg.WaitPoll == 0 {
 		cfg.WaitPoll = 250 * time.Millisecond
 	}
@@ -101,11 +114,11 @@ func (a *API) Register(mux *http.ServeMux) {
 		pattern string
 		h       http.HandlerFunc
 	}{
-		{"GET /api/v1/weights", a.getWeights},
+		{"GET /api/v1/weights", a.reads(a.getWeights)},
 		{"PUT /api/v1/weights", a.putWeights},
-		{"GET /api/v1/status", a.status},
-		{"GET /api/v1/records", a.records},
-		{"GET /api/v1/stats", a.stats},
+		{"GET /api/v1/status", a.reads(a.status)},
+		{"GET /api/v1/records", a.reads(a.records)},
+		{"GET /api/v1/stats", a.reads(a.stats)},
 	} {
 		mux.Handle(r.pattern, a.cfg.Metrics.instrument(r.pattern, r.h))
 	}
@@ -129,6 +142,17 @@ func fail(w http.ResponseWriter, code int, format string, args ...any) {
 	writeJSON(w, code, apiError{Error: fmt.Sprintf(format, args...)})
 }
 
+// reachable is bs less the backends BACKEND_ALLOW leaves out.
+func (a *API) reachable(bs []control.Backend) []control.Backend {
+	out := make([]control.Backend, 0, len(bs))
+	for _, b := range bs {
+		if a.cfg.Allow.Check(b) == nil {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
 func etag(version int64) string { return `"` + strconv.FormatInt(version, 10) + `"` }
 
 func (a *API) getWeights(w http.ResponseWriter, r *http.Request) {
@@ -138,7 +162,7 @@ func (a *API) getWeights(w http.ResponseWriter, r *http.Request) {
 	}
 	t := a.cfg.Control.Table()
 	w.Header().Set("ETag", etag(t.Version))
-	writeJSON(w, http.StatusOK, t)
+	writeJSON(w, http.StatusOK, t.Redacted())
 }
 
 // WeightsRequest is the body of PUT /api/v1/weights.
@@ -162,14 +186,42 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request) bool {
 	if a.cfg.Token == "" {
 		return true
 	}
+	return a.check(w, r, "ADMIN_TOKEN", a.cfg.Token)
+}
+
+// reads lets h answer only a request that may read: one with the read
+// token or the write token.
+func (a *API) reads(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if a.cfg.Token == "" && a.cfg.ReadToken == "" {
+			h(w, r)
+			return
+		}
+		if a.check(w, r, "ADMIN_READ_TOKEN", a.cfg.ReadToken, a.cfg.Token) {
+			h(w, r)
+		}
+	}
+}
+
+// check answers 401 without a bearer token and 403 with one that is none
+// of tokens (empty ones never match), naming the variable that holds the
+// token wanted.
+func (a *API) check(w http.ResponseWriter, r *http.Request, variable string, tokens ...string) bool {
 	h := r.Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(h, " ")
-	if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+	tok = strings.TrimSpace(tok)
+	if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="connpipe-admin"`)
-		fail(w, http.StatusUnauthorized, "missing token: send Authorization: Bearer $ADMIN_TOKEN")
+		fail(w, http.StatusUnauthorized, "missing token: send Authorization: Bearer $%s", variable)
 		return false
 	}
-	if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(a.cfg.Token)) != 1 {
+	match := 0
+	for _, want := range tokens {
+		if want != "" {
+			match |= subtle.ConstantTimeCompare([]byte(tok), []byte(want))
+		}
+	}
+	if match != 1 {
 		fail(w, http.StatusForbidden, "wrong token")
 		return false
 	}

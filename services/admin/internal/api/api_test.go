@@ -113,7 +113,9 @@ func TestNotReadyPublishesNothing(t *testing.T) {
 		t.Errorf("PUT not ready: %d %s", w.Code, w.Body)
 	}
 	w := httptest.NewRecorder()
-	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/api/v1/weights", nil))
+	req := httptest.NewRequest(http.MethodGet, "/api/v1/weights", nil)
+	req.Header.Set("Authorization", "Bearer tok")
+	h.ServeHTTP(w, req)
 	if w.Code != http.StatusServiceUnavailable {
 		t.Errorf("GET not ready: %d %s", w.Code, w.Body)
 	}

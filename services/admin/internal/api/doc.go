@@ -1,10 +1,24 @@
 // Package api is admin's HTTP API: the routing weights (read and change),
 // the status of consumers and backends, and stored records read back.
-// Every body is JSON. Writes need "Authorization: Bearer $ADMIN_TOKEN".
+// Every body is JSON.
+//
+// # Who may do what
+//
+// Writes need "Authorization: Bearer $ADMIN_TOKEN" and a body sent as
+// "Content-Type: application/json" (else 415). Reads of the weights,
+// status, stats and records need "Authorization: Bearer $ADMIN_READ_TOKEN"
+// or the write token (401 without one, 403 with a wrong one); the page at
+// / and /healthz need none. Every request must name this server in Host
+// (ADMIN_ALLOWED_HOSTS; else 421 Misdirected Request), and a write that
+// carries an Origin must come from admin's own origin (else 403): a page
+// of another site, or one reached through a rebound DNS name, can neither
+// read nor write. /metrics is served on METRICS_ADDR only. With TLS_CERT
+// and TLS_KEY the API is https. Passwords in URLs (CAPTURE_METRICS_URL,
+// backend addresses) are never shown.
 //
 // # Read the weights
 //
-//	curl -s http://127.0.0.1:8080/api/v1/weights
+//	curl -s -H "Authorization: Bearer $ADMIN_READ_TOKEN" http://127.0.0.1:8080/api/v1/weights
 //	{"version":3,"position":41,"backends":[{"name":"redis-a","addr":"127.0.0.1:6379","weight":30},
 //	                                       {"name":"redis-b","addr":"127.0.0.1:6380","weight":70}]}
 //
@@ -15,7 +29,7 @@
 //
 //	curl -s -X PUT http://127.0.0.1:8080/api/v1/weights \
 //	  -H "Authorization: Bearer $ADMIN_TOKEN" -H 'If-Match: "3"' \
-//	  -d '{"weights":{"redis-a":50,"redis-b":50}}'
+//	  -H 'Content-Type: application/json' -d '{"weights":{"redis-a":50,"redis-b":50}}'
 //
 // Backends not named keep their weight; 0 drains a backend; weights are
 // integers 0..256 and at least one must stay above 0. The change is
@@ -36,22 +50,24 @@
 // the change (its heartbeat position reached change_position):
 //
 //	curl -s -X PUT 'http://127.0.0.1:8080/api/v1/weights?wait=10s' \
-//	  -H "Authorization: Bearer $ADMIN_TOKEN" -d '{"weights":{"redis-a":0}}'
+//	  -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' -d '{"weights":{"redis-a":0}}'
 //	{"version":5,...,"change_position":57,"converged":false,"pending":["consumer-2f1c"]}
 //
 // Without ?wait, "converged" and "pending" are as of the answer.
 //
 // # Status
 //
-//	curl -s http://127.0.0.1:8080/api/v1/status
+//	curl -s -H "Authorization: Bearer $ADMIN_READ_TOKEN" http://127.0.0.1:8080/api/v1/status
 //
 // The table and version in force; each consumer heard of (id, host,
 // alive, ready, applied version and position, converged, versions_behind
 // the table, records stored and "rate" in records/s over its heartbeats of
 // the last 5 s, "stored" per backend and "unacked" messages when the
 // consumer reports them, messages acked, age of its last heartbeat); each
-// backend (address, weight, target share, "state": up, draining at weight
-// 0, or ejected when it does not answer PING; used_memory from INFO); and
+// backend (address with any password redacted, weight, target share,
+// "state": up, draining at weight 0, ejected when it does not answer PING,
+// or not_allowed when BACKEND_ALLOW leaves its host out — then it is never
+// dialled and "error" says why; used_memory from INFO); and
 // whether every live consumer has converged on the table. A consumer
 // silent for CONSUMER_TIMEOUT is dead (alive=false) and no longer counts
 // for convergence.
@@ -66,7 +82,7 @@
 //
 // # Stats: records per instance and second
 //
-//	curl -s http://127.0.0.1:8080/api/v1/stats
+//	curl -s -H "Authorization: Bearer $ADMIN_READ_TOKEN" http://127.0.0.1:8080/api/v1/stats
 //	{"version":2,"at":1700000060,"from":1699999760,"to":1700000059,
 //	 "share":{"from":1700000000,"to":1700000059},"rate":{"from":1700000055,"to":1700000059},
 //	 "backends":[{"name":"redis-a","addr":"127.0.0.1:6379","counts":[0,0,…,297,303],
@@ -93,7 +109,7 @@
 //
 // # Records
 //
-//	curl -s 'http://127.0.0.1:8080/api/v1/records?since=1m&src=10.0.0.7&limit=100'
+//	curl -s -H "Authorization: Bearer $ADMIN_READ_TOKEN" 'http://127.0.0.1:8080/api/v1/records?since=1m&src=10.0.0.7&limit=100'
 //	{"records":[{"backend":"redis-b","ts_ns":1700000000123456789,"src_ip":"10.0.0.7",
 //	  "dst_ip":"10.0.0.1","src_port":51234,"dst_port":8080,"tcp_flags":2,"ip_len":60}],
 //	 "count_by_backend":{"redis-a":0,"redis-b":1},"truncated":false,"from":1700000000,"to":1700000065}
@@ -102,7 +118,9 @@
 // or Unix seconds; since defaults to 1m, until to now (plus 5 s for clock
 // skew). The window selects the buckets of the seconds records entered the
 // pipeline (see package readback). src and dst filter on IP; limit
-// (default 10000) bounds the answer and "truncated" says there was more.
+// (default 10000, at most 100000: more is a 400 naming the cap) bounds the
+// answer and "truncated" says there was more. The answer is written record
+// by record as it is encoded, never built whole in memory.
 // A backend that cannot be read is named in "errors"; if none can, 503.
 //
 // In mode hash, a query that names the whole hash key (src for "src", dst
@@ -119,20 +137,23 @@
 // If-Match and ?wait, and answers like PUT /api/v1/weights:
 //
 //	curl -s -X POST 'http://127.0.0.1:8080/api/v1/backends?wait=10s' \
-//	  -H "Authorization: Bearer $ADMIN_TOKEN" \
+//	  -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
 //	  -d '{"name":"redis-c","addr":"127.0.0.1:6381","weight":50}'
 //	curl -s -X DELETE http://127.0.0.1:8080/api/v1/backends/redis-c \
 //	  -H "Authorization: Bearer $ADMIN_TOKEN"
 //	curl -s -X PUT http://127.0.0.1:8080/api/v1/mode \
-//	  -H "Authorization: Bearer $ADMIN_TOKEN" -d '{"mode":"hash","hash_key":"src","sticky":true}'
+//	  -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' -d '{"mode":"hash","hash_key":"src","sticky":true}'
 //
 // mode is "weighted" or "hash"; hash_key "src", "dst", "pair" or "flow";
 // fields left out keep their value. A weight left out of a new backend is
-// 1. Refusals (400) name the cause: duplicate name, address not host:port,
-// unknown backend, removing the last backend with weight > 0.
+// 1. addr is host:port, redis://user:password@host:port/db or rediss://…
+// (TLS). Refusals (400) name the cause: duplicate name, bad address, a
+// host outside BACKEND_ALLOW (nothing is published), unknown backend,
+// removing the last backend with weight > 0.
 //
 // # Operations
 //
 //	curl -s http://127.0.0.1:8080/healthz     # 200 once the control log has been read
-//	curl -s http://127.0.0.1:8080/metrics     # Prometheus
+//	curl -s http://127.0.0.1:9103/healthz     # the same on METRICS_ADDR
+//	curl -s http://127.0.0.1:9103/metrics     # Prometheus, on METRICS_ADDR only
 package api

@@ -22,6 +22,9 @@ func (a *API) recordKeyOwner(ctx context.Context, t *control.Table, key string) 
 // when the table is sticky, else, in mode hash, the ring's choice. ok is
 // false when every backend must be asked.
 func (a *API) hashOwner(ctx context.Context, t *control.Table, h uint64) (owner control.Backend, ok bool) {
+	if len(t.Backends) == 0 {
+		return owner, false
+	}
 	if t.Sticky && a.cfg.Redis != nil {
 		home := t.Backends[0]
 		lctx, cancel := context.WithTimeout(ctx, backendTimeout)

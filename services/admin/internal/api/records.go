@@ -1,6 +1,8 @@
 package api
 
 import (
+	"bufio"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -12,7 +14,7 @@ import (
 
 // RecordsResponse is the answer of GET /api/v1/records.
 type RecordsResponse struct {
-	Records        []RecordItem      `json:"records"`
+	Records        []RecordItem      `json:"records,omitempty"` // written first, one by one (writeRecords)
 	CountByBackend map[string]int    `json:"count_by_backend"`
 	Truncated      bool              `json:"truncated"`
 	From           int64             `json:"from"` // first bucket second read
@@ -63,8 +65,14 @@ func (a *API) records(w http.ResponseWriter, r *http.Request) {
 			fail(w, http.StatusBadRequest, "limit %q: want a positive integer", s)
 			return
 		}
+		if rq.Limit > readback.MaxLimit {
+			fail(w, http.StatusBadRequest, "limit %d is over the cap of %d records: narrow the window or filter by src, dst or key", rq.Limit, readback.MaxLimit)
+			return
+		}
 	}
-	t := a.cfg.Control.Table()
+	// The table as consumers with the same BACKEND_ALLOW route by it: the
+	// same stick home and ring, and no backend admin may not dial.
+	t, _ := a.cfg.Allow.Filter(a.cfg.Control.Table())
 	asked := t.Backends
 	owner, byKey := a.keyOwner(r.Context(), t, rq)
 	if byKey && q.Get("all") != "true" {
@@ -87,21 +95,44 @@ func (a *API) records(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	out := RecordsResponse{
-		Records: make([]RecordItem, len(res.Items)), CountByBackend: res.CountByBackend,
-		Truncated: res.Truncated, Errors: res.Errors,
-	}
+	out := RecordsResponse{CountByBackend: res.CountByBackend, Truncated: res.Truncated, Errors: res.Errors}
 	if byKey {
 		out.Owner = owner.Name
 	}
 	out.From, out.To = a.cfg.Records.Window(rq)
-	for i := range res.Items {
-		out.Records[i] = RecordItem{Backend: res.Items[i].Backend, JSON: record.ToJSON(&res.Items[i].Record)}
-	}
 	code := http.StatusOK
 	if len(res.Errors) > 0 && len(res.Errors) == len(asked) {
 		code = http.StatusServiceUnavailable
 		out.Error = "no backend could be read"
 	}
-	writeJSON(w, code, out)
+	writeRecords(w, code, out, res.Items)
+}
+
+// writeRecords writes out with items as its records, one record at a time,
+// so a large answer is never built whole in memory.
+func writeRecords(w http.ResponseWriter, code int, out RecordsResponse, items []readback.Item) {
+	// The fields other than records, encoded alone: {"count_by_backend":…}.
+	rest, err := json.Marshal(out)
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "encode answer: %v", err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	bw := bufio.NewWriterSize(w, 32<<10)
+	bw.WriteString(`{"records":[`)
+	enc := json.NewEncoder(bw)
+	for i := range items {
+		if i > 0 {
+			bw.WriteByte(',')
+		}
+		// Encode appends a newline, which JSON allows between values.
+		if enc.Encode(RecordItem{Backend: items[i].Backend, JSON: record.ToJSON(&items[i].Record)}) != nil {
+			return
+		}
+	}
+	bw.WriteString("],")
+	bw.Write(rest[1:]) // rest without its opening brace
+	bw.WriteByte('\n')
+	_ = bw.Flush()
 }

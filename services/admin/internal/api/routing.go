@@ -78,6 +78,14 @@ func (a *API) addBackend(w http.ResponseWriter, r *http.Request) {
 	if req.Weight != nil {
 		b.Weight = *req.Weight
 	}
+	if err := control.CheckAddr(b.Addr); err == nil {
+		if err := a.cfg.Allow.Check(b); err != nil {
+			// Consumers with the same list would refuse it too; nothing is
+			// published.
+			fail(w, http.StatusBadRequest, "add backend: %v", err)
+			return
+		}
+	}
 	a.change(w, r, "add backend", control.Message{Op: control.OpAddBackend, Backend: &b})
 }
 
@@ -122,8 +130,8 @@ func (a *API) change(w http.ResponseWriter, r *http.Request, what string, m cont
 	var wait time.Duration
 	if s := r.URL.Query().Get("wait"); s != "" {
 		wait, err = time.ParseDuration(s)
-		if err != nil || wait < 0 || wait > MaxWait {
-			fail(w, http.StatusBadRequest, "wait=%q: want a duration from 0s to %s", s, MaxWait)
+		if err != nil || wait < 0 || wait > a.cfg.MaxWait {
+			fail(w, http.StatusBadRequest, "wait=%q: want a duration from 0s to %s", s, a.cfg.MaxWait)
 			return
 		}
 	}
@@ -176,7 +184,7 @@ func (a *API) change(w http.ResponseWriter, r *http.Request, what string, m cont
 	}
 	w.Header().Set("ETag", etag(t.Version))
 	writeJSON(w, http.StatusOK, WeightsResponse{
-		Table: *t, ChangePosition: res.Position, ID: m.ID,
+		Table: *t.Redacted(), ChangePosition: res.Position, ID: m.ID,
 		Converged: len(pending) == 0, Pending: nonNil(pending), ConsumersAlive: a.cfg.Members.Alive(),
 	})
 }

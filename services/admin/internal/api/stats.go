@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/connpipe/connpipe/services/admin/internal/tally"
+	"github.com/connpipe/connpipe/shared/control"
 )
 
 // Stats is the answer of GET /api/v1/stats.
@@ -18,5 +19,12 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := a.cfg.Control.Table()
-	writeJSON(w, http.StatusOK, Stats{Version: t.Version, Snapshot: a.cfg.Tally.Snapshot(r.Context(), t.Backends)})
+	snap := a.cfg.Tally.Snapshot(r.Context(), a.reachable(t.Backends))
+	bs := make([]tally.Instance, len(snap.Backends))
+	for i, in := range snap.Backends {
+		in.Addr = control.RedactAddr(in.Addr)
+		bs[i] = in
+	}
+	snap.Backends = bs // the tally's own slice is shared with other callers
+	writeJSON(w, http.StatusOK, Stats{Version: t.Version, Snapshot: snap})
 }

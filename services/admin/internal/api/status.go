@@ -72,8 +72,10 @@ type BackendStatus struct {
 	Addr   string  `json:"addr"`
 	Weight int     `json:"weight"`
 	Share  float64 `json:"share"` // weight / sum of weights
-	// State is up, draining (weight 0, still answering) or ejected (not
-	// answering PING: consumers take it out of rotation).
+	// State is up, draining (weight 0, still answering), ejected (not
+	// answering PING: consumers take it out of rotation) or not_allowed
+	// (its host is outside BACKEND_ALLOW: never dialled, and consumers with
+	// the same list send it nothing).
 	State      string `json:"state"`
 	Reachable  bool   `json:"reachable"`
 	UsedMemory int64  `json:"used_memory"` // bytes, -1 if unknown
@@ -84,7 +86,7 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 	t := a.cfg.Control.Table()
 	now := a.cfg.Now()
 	st := Status{
-		Ready: a.cfg.Control.IsReady(), Connected: a.cfg.Control.Connected(), Table: t,
+		Ready: a.cfg.Control.IsReady(), Connected: a.cfg.Control.Connected(), Table: t.Redacted(),
 		Weights: t.String(), Converged: true, TimeoutMS: a.cfg.Members.Timeout().Milliseconds(),
 		Consumers: []ConsumerStatus{},
 	}
@@ -116,6 +118,7 @@ const (
 	StateUp       = "up"
 	StateDraining = "draining"
 	StateEjected  = "ejected"
+	StateRefused  = "not_allowed"
 )
 
 func (a *API) broker(ctx context.Context) *BrokerStatus {
@@ -165,9 +168,13 @@ func (a *API) backends(ctx context.Context, t *control.Table) []BackendStatus {
 	var wg sync.WaitGroup
 	for i, b := range t.Backends {
 		bs := &out[i]
-		*bs = BackendStatus{Name: b.Name, Addr: b.Addr, Weight: b.Weight, UsedMemory: -1, State: StateEjected}
+		*bs = BackendStatus{Name: b.Name, Addr: control.RedactAddr(b.Addr), Weight: b.Weight, UsedMemory: -1, State: StateEjected}
 		if total > 0 {
 			bs.Share = float64(b.Weight) / float64(total)
+		}
+		if err := a.cfg.Allow.Check(b); err != nil {
+			bs.State, bs.Error = StateRefused, err.Error()
+			continue
 		}
 		wg.Add(1)
 		go func() {

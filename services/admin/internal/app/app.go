@@ -4,9 +4,11 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -24,21 +26,44 @@ import (
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/controllog"
 	"github.com/connpipe/connpipe/shared/ops"
+	"github.com/connpipe/connpipe/shared/redisconn"
 	"github.com/connpipe/connpipe/shared/store"
 	"github.com/redis/go-redis/v9"
 )
 
 // Config is admin's configuration, from the environment.
 //
-// ADMIN_TOKEN guards every write. Serving without one is refused unless
-// ADMIN_INSECURE=true, which accepts writes from anyone who can reach
-// HTTP_ADDR — only for a loopback address on a machine of your own.
+// ADMIN_TOKEN guards every write, and every read of the weights, status,
+// stats and records; ADMIN_READ_TOKEN, when set, is a second token good
+// for reads only. Serving without ADMIN_TOKEN is refused unless
+// ADMIN_INSECURE=true, which accepts writes (and, without
+// ADMIN_READ_TOKEN, reads) from anyone who can reach HTTP_ADDR — only for
+// a loopback address on a machine of your own.
+//
+// HTTP_ADDR serves the API, the page and /healthz; METRICS_ADDR serves
+// /metrics and /healthz, without a token, for a scraper on the same
+// network. The API answers only requests whose Host is in
+// ADMIN_ALLOWED_HOSTS (default localhost, 127.0.0.1, ::1 and the host of
+// HTTP_ADDR). With TLS_CERT and TLS_KEY (PEM files) it serves https.
 type Config struct {
-	AMQPURL         string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
-	HTTPAddr        string        `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080"`
-	Token           string        `envconfig:"ADMIN_TOKEN"`
-	Insecure        bool          `envconfig:"ADMIN_INSECURE" default:"false"`
-	Backends        string        `envconfig:"BACKENDS" default:"redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380"`
+	AMQPURL      string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
+	HTTPAddr     string        `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080"`
+	MetricsAddr  string        `envconfig:"METRICS_ADDR" default:":9103"`
+	Token        string        `envconfig:"ADMIN_TOKEN"`
+	ReadToken    string        `envconfig:"ADMIN_READ_TOKEN"`
+	Insecure     bool          `envconfig:"ADMIN_INSECURE" default:"false"`
+	AllowedHosts string        `envconfig:"ADMIN_ALLOWED_HOSTS"`
+	TLSCert      string        `envconfig:"TLS_CERT"`
+	TLSKey       string        `envconfig:"TLS_KEY"`
+	ReadTimeout  time.Duration `envconfig:"HTTP_READ_TIMEOUT" default:"30s"`
+	WriteTimeout time.Duration `envconfig:"HTTP_WRITE_TIMEOUT" default:"6m"`
+	IdleTimeout  time.Duration `envconfig:"HTTP_IDLE_TIMEOUT" default:"2m"`
+	Backends     string        `envconfig:"BACKENDS" default:"redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380"`
+	// BackendAllow: the hosts admin dials as backends and accepts in
+	// add_backend (control.Allow); empty: the hosts of BACKENDS.
+	BackendAllow string `envconfig:"BACKEND_ALLOW"`
+	// RedisCAFile: PEM certificates trusted for rediss:// backends.
+	RedisCAFile     string        `envconfig:"REDIS_CA_FILE"`
 	Weights         string        `envconfig:"WEIGHTS" default:"redis-a=30,redis-b=70"`
 	RedisPrefix     string        `envconfig:"REDIS_PREFIX" default:"cp:"`
 	Retention       time.Duration `envconfig:"RETENTION" default:"5m"`
@@ -80,6 +105,20 @@ func (c Config) Validate() (*control.Table, error) {
 	if c.HTTPAddr == "" {
 		return nil, errors.New("HTTP_ADDR is empty")
 	}
+	if c.MetricsAddr == "" {
+		return nil, errors.New("METRICS_ADDR is empty")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"HTTP_READ_TIMEOUT", c.ReadTimeout}, {"HTTP_WRITE_TIMEOUT", c.WriteTimeout}, {"HTTP_IDLE_TIMEOUT", c.IdleTimeout}} {
+		if d.v <= 0 {
+			return nil, fmt.Errorf("%s=%s: must be positive", d.name, d.v)
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return nil, errors.New("TLS_CERT and TLS_KEY: set both (PEM certificate and key files) or neither")
+	}
 	if _, err := capturestats.ParseURLs(c.CaptureMetricsURL); err != nil {
 		return nil, err
 	}
@@ -91,14 +130,33 @@ func (c Config) Validate() (*control.Table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("BACKENDS/WEIGHTS: %w", err)
 	}
+	if _, err := c.allow(t); err != nil {
+		return nil, err
+	}
 	return t, nil
+}
+
+// allow is BACKEND_ALLOW; a starting backend outside it is an error.
+func (c Config) allow(t *control.Table) (*control.Allow, error) {
+	a, err := control.ParseAllow(c.BackendAllow, t.Backends)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range t.Backends {
+		if err := a.Check(b); err != nil {
+			return nil, fmt.Errorf("BACKENDS: %w", err)
+		}
+	}
+	return a, nil
 }
 
 // Server is a listening admin.
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
-	http     *ops.Server
+	http     *ops.Server // API, page, /healthz
+	ops      *ops.Server // /metrics, /healthz
+	tls      bool
 	reader   *controllog.Reader
 	listener *members.Listener
 	pool     *readback.Pool
@@ -114,8 +172,23 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	allow, err := cfg.allow(initial)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Token == "" {
 		log.Warn("ADMIN_INSECURE=true and no ADMIN_TOKEN: writes are accepted without a token", "addr", cfg.HTTPAddr)
+		if cfg.ReadToken == "" {
+			log.Warn("ADMIN_INSECURE=true and no ADMIN_READ_TOKEN: records and status are readable without a token", "addr", cfg.HTTPAddr)
+		}
+	}
+	var tlsConf *tls.Config
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("TLS_CERT=%s, TLS_KEY=%s: %w", cfg.TLSCert, cfg.TLSKey, err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	host, _ := os.Hostname()
 	name := "admin"
@@ -130,8 +203,19 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	s.reader = controllog.New(controllog.Config{URL: cfg.AMQPURL, Name: name, Initial: initial, Logger: log,
 		Seed: true, SnapshotEvery: controllog.DefaultSnapshotEvery})
 	s.members = members.New(cfg.ConsumerTimeout, time.Now)
+	ca, err := redisconn.LoadCA(cfg.RedisCAFile)
+	if err != nil {
+		return nil, err
+	}
 	s.pool = &readback.Pool{Options: func(addr string) *redis.Options {
-		return &redis.Options{Addr: addr, DialTimeout: time.Second, ReadTimeout: 3 * time.Second, WriteTimeout: 3 * time.Second, MaxRetries: 1}
+		o, err := redisconn.Options(addr, ca)
+		if err != nil {
+			// The fold checked the address; should one still not parse,
+			// every command on it fails with the reason.
+			o = &redis.Options{Dialer: func(context.Context, string, string) (net.Conn, error) { return nil, err }}
+		}
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.MaxRetries = time.Second, 3*time.Second, 3*time.Second, 1
+		return o
 	}}
 
 	reg := ops.NewRegistry()
@@ -142,19 +226,35 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 		Counters: members.Counters{Received: metrics.HeartbeatOK, Invalid: metrics.HeartbeatInvalid},
 		Bound:    func() { s.once.Do(func() { close(s.bound) }) },
 	}
-	s.http, err = ops.Listen(cfg.HTTPAddr, reg, func() error {
+	health := func() error {
 		if !s.reader.IsReady() {
 			return errors.New("control log not read yet")
 		}
 		return nil
-	})
+	}
+	s.ops, err = ops.Listen(cfg.MetricsAddr, reg, health)
 	if err != nil {
+		return nil, fmt.Errorf("METRICS_ADDR=%s: %w", cfg.MetricsAddr, err)
+	}
+	s.http, err = ops.ListenMux(cfg.HTTPAddr, ops.Timeouts{
+		ReadHeader: min(10*time.Second, cfg.ReadTimeout), Read: cfg.ReadTimeout, Write: cfg.WriteTimeout, Idle: cfg.IdleTimeout,
+	}, tlsConf)
+	if err != nil {
+		s.ops.Close()
 		return nil, fmt.Errorf("HTTP_ADDR=%s: %w", cfg.HTTPAddr, err)
 	}
+	s.tls = tlsConf != nil
+	s.http.HandleHealth(health)
+	hosts := api.DefaultHosts(cfg.HTTPAddr)
+	if strings.TrimSpace(cfg.AllowedHosts) != "" {
+		hosts = strings.Split(cfg.AllowedHosts, ",")
+	}
+	s.http.Wrap = api.NewGuard(hosts, s.tls).Wrap
 	layout := store.Layout{Prefix: cfg.RedisPrefix, Retention: cfg.Retention}
 	s.queues = &queues.Prober{URL: cfg.AMQPURL, Name: name + "/queues"}
 	apiCfg := api.Config{
-		Token: strings.TrimSpace(cfg.Token), Control: s.reader, Members: s.members,
+		Token: strings.TrimSpace(cfg.Token), ReadToken: strings.TrimSpace(cfg.ReadToken),
+		MaxWait: maxWait(cfg.WriteTimeout), Control: s.reader, Members: s.members, Allow: allow,
 		Records: &readback.Reader{Layout: layout, Clients: s.pool},
 		Redis:   func(addr string) redis.Cmdable { return s.pool.Redis(addr) },
 		Tally: tally.New(tally.Config{Layout: layout, Log: log.With("component", "tally"),
@@ -173,6 +273,17 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 // Addr is the bound HTTP address.
 func (s *Server) Addr() string { return s.http.Addr() }
 
+// URL is the API's base URL, http or https.
+func (s *Server) URL() string {
+	if s.tls {
+		return "https://" + s.Addr()
+	}
+	return "http://" + s.Addr()
+}
+
+// MetricsAddr is the bound address of /metrics.
+func (s *Server) MetricsAddr() string { return s.ops.Addr() }
+
 // Ready is closed once the control log has been read.
 func (s *Server) Ready() <-chan struct{} { return s.reader.Ready() }
 
@@ -185,9 +296,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer cancel()
 	defer s.pool.Close()
 	defer s.queues.Close()
-	s.log.Info("admin serving", "addr", s.Addr(), "amqp", broker.Redact(s.cfg.AMQPURL), "weights", s.reader.Table().String())
+	s.log.Info("admin serving", "addr", s.URL(), "metrics", s.MetricsAddr(), "amqp", broker.Redact(s.cfg.AMQPURL), "weights", s.reader.Table().String())
 	var wg sync.WaitGroup
-	for _, run := range []func(context.Context) error{s.reader.Run, s.listener.Run} {
+	for _, run := range []func(context.Context) error{s.reader.Run, s.listener.Run, s.ops.Serve} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -209,6 +320,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	return s.Serve(ctx)
+}
+
+// maxWait bounds ?wait so that the answer still fits in the write
+// timeout: 10 s less, or half of a short one.
+func maxWait(write time.Duration) time.Duration {
+	if w := write - 10*time.Second; w >= 10*time.Second {
+		return w
+	}
+	return write / 2
 }
 
 var redisLogOnce sync.Once

@@ -24,7 +24,7 @@ func bearer(tok string) map[string]string { return map[string]string{"Authorizat
 
 func getTable(t *testing.T, e *apptest.Env) (control.Table, string) {
 	t.Helper()
-	a := apptest.Call(t, http.MethodGet, e.URL+"/api/v1/weights", "", nil)
+	a := e.Read(t, "/api/v1/weights")
 	if a.Code != http.StatusOK {
 		t.Fatalf("GET weights: %d %s", a.Code, a.Body)
 	}
@@ -283,7 +283,7 @@ func TestBrokerUnreachable(t *testing.T) {
 		}
 	}
 	var st api.Status
-	apptest.Call(t, http.MethodGet, url+"/api/v1/status", "", nil).Decode(t, &st)
+	apptest.Call(t, http.MethodGet, url+"/api/v1/status", "", bearer(e.ReadToken)).Decode(t, &st)
 	if st.Ready || st.Connected {
 		t.Errorf("status without a broker says ready=%v connected=%v", st.Ready, st.Connected)
 	}
@@ -293,7 +293,7 @@ func TestMembershipAndConvergence(t *testing.T) {
 	e := apptest.Start(t, nil)
 	status := func() api.Status {
 		var st api.Status
-		apptest.Call(t, http.MethodGet, e.URL+"/api/v1/status", "", nil).Decode(t, &st)
+		e.Read(t, "/api/v1/status").Decode(t, &st)
 		return st
 	}
 	// Wait until the status shows what a heartbeat said.
@@ -391,7 +391,7 @@ func TestMembershipAndConvergence(t *testing.T) {
 		t.Errorf("c2 dead with a heartbeat age of %dms", st.Consumers[1].HeartbeatAgeMS)
 	}
 
-	m := string(apptest.Call(t, http.MethodGet, e.URL+"/metrics", "", nil).Body)
+	m := string(apptest.Call(t, http.MethodGet, "http://"+e.Server.MetricsAddr()+"/metrics", "", nil).Body)
 	for _, want := range []string{
 		`connpipe_admin_consumers_alive 1`,
 		`connpipe_admin_control_version 2`,
@@ -413,7 +413,7 @@ func TestRecordsAcrossInstances(t *testing.T) {
 	}
 	e.WriteRecords(t, 0, rec(30*time.Second, "10.0.0.7", 1), rec(20*time.Second, "10.0.0.8", 2))
 	e.WriteRecords(t, 1, rec(10*time.Second, "10.0.0.7", 3), rec(90*time.Second, "10.0.0.7", 4))
-	a := apptest.Call(t, http.MethodGet, e.URL+"/api/v1/records?since=1m&src=10.0.0.7", "", nil)
+	a := e.Read(t, "/api/v1/records?since=1m&src=10.0.0.7")
 	var res api.RecordsResponse
 	a.Decode(t, &res)
 	if a.Code != http.StatusOK || len(res.Records) != 2 || res.Records[0].Backend != "redis-a" || *res.Records[0].SrcPort != 1 ||
@@ -421,14 +421,15 @@ func TestRecordsAcrossInstances(t *testing.T) {
 		t.Fatalf("records: %d %s", a.Code, a.Body)
 	}
 	for _, q := range []string{"since=yesterday", "src=10.0.0", "limit=0", "limit=x", "since=1m&until=2m"} {
-		if a := apptest.Call(t, http.MethodGet, e.URL+"/api/v1/records?"+q, "", nil); a.Code != http.StatusBadRequest {
+		if a := e.Read(t, "/api/v1/records?"+q); a.Code != http.StatusBadRequest {
 			t.Errorf("records?%s: %d %s, want 400", q, a.Code, a.Body)
 		}
 	}
 }
 
 func TestConfig(t *testing.T) {
-	base := app.Config{Backends: "redis-a=127.0.0.1:6379", Weights: "redis-a=1", RedisPrefix: "cp:", Retention: time.Minute, ConsumerTimeout: time.Second, HTTPAddr: ":0", Token: "t"}
+	base := app.Config{Backends: "redis-a=127.0.0.1:6379", Weights: "redis-a=1", RedisPrefix: "cp:", Retention: time.Minute, ConsumerTimeout: time.Second, HTTPAddr: ":0", Token: "t",
+		MetricsAddr: ":0", ReadTimeout: time.Second, WriteTimeout: time.Minute, IdleTimeout: time.Second}
 	tests := []struct {
 		name string
 		edit func(*app.Config)
@@ -444,6 +445,9 @@ func TestConfig(t *testing.T) {
 		{"zero timeout", func(c *app.Config) { c.ConsumerTimeout = 0 }, "CONSUMER_TIMEOUT"},
 		{"capture url", func(c *app.Config) { c.CaptureMetricsURL = "http://127.0.0.1:9100/metrics" }, ""},
 		{"bad capture url", func(c *app.Config) { c.CaptureMetricsURL = "127.0.0.1:9100" }, "CAPTURE_METRICS_URL"},
+		{"no metrics addr", func(c *app.Config) { c.MetricsAddr = "" }, "METRICS_ADDR"},
+		{"zero idle timeout", func(c *app.Config) { c.IdleTimeout = 0 }, "HTTP_IDLE_TIMEOUT"},
+		{"cert without key", func(c *app.Config) { c.TLSCert = "cert.pem" }, "TLS_CERT and TLS_KEY"},
 	}
 	for _, tt := range tests {
 		c := base

@@ -93,7 +93,7 @@ func TestReconnectsAfterLosingTheBroker(t *testing.T) {
 	for {
 		e.Heartbeat(t, control.Heartbeat{Consumer: "after", Version: 2, Position: res.ChangePosition})
 		var st api.Status
-		apptest.Call(t, http.MethodGet, e.URL+"/api/v1/status", "", nil).Decode(t, &st)
+		e.Read(t, "/api/v1/status").Decode(t, &st)
 		if st.ConsumersAlive == 1 && st.Consumers[0].ID == "after" && st.Converged {
 			break
 		}

@@ -43,7 +43,7 @@ func TestStatsAndStatusForThePage(t *testing.T) {
 	e.WriteRecords(t, 0, recs(30)...)
 	e.WriteRecords(t, 1, recs(70)...)
 	var stats api.Stats
-	a := apptest.Call(t, http.MethodGet, e.URL+"/api/v1/stats", "", nil)
+	a := e.Read(t, "/api/v1/stats")
 	a.Decode(t, &stats)
 	if a.Code != http.StatusOK || len(stats.Backends) != 2 || stats.Total != 100 ||
 		stats.Backends[0].Records != 30 || stats.Backends[0].Share != 0.3 || stats.Backends[1].Share != 0.7 {
@@ -73,7 +73,7 @@ func TestStatsAndStatusForThePage(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		st = api.Status{}
-		apptest.Call(t, http.MethodGet, e.URL+"/api/v1/status", "", nil).Decode(t, &st)
+		e.Read(t, "/api/v1/status").Decode(t, &st)
 		if len(st.Consumers) == 1 && st.Consumers[0].Records == 1400 && st.Broker != nil && st.Broker.Ready == 2 {
 			break
 		}
@@ -97,7 +97,7 @@ func TestStatsAndStatusForThePage(t *testing.T) {
 	}
 
 	// The page itself.
-	if a := apptest.Call(t, http.MethodGet, e.URL+"/", "", nil); a.Code != http.StatusOK || !strings.Contains(string(a.Body), "ui/app.js") {
+	if a := e.Read(t, "/"); a.Code != http.StatusOK || !strings.Contains(string(a.Body), "ui/app.js") {
 		t.Errorf("GET /: %d %.200s", a.Code, a.Body)
 	}
 }
@@ -109,7 +109,7 @@ func TestEjectedBackend(t *testing.T) {
 		c.Backends = a + ",redis-b=127.0.0.1:1"
 	})
 	var st api.Status
-	apptest.Call(t, http.MethodGet, e.URL+"/api/v1/status", "", nil).Decode(t, &st)
+	e.Read(t, "/api/v1/status").Decode(t, &st)
 	var b *api.BackendStatus
 	for i := range st.Backends {
 		if st.Backends[i].Addr == "127.0.0.1:1" {
@@ -120,7 +120,7 @@ func TestEjectedBackend(t *testing.T) {
 		t.Fatalf("unreachable backend: %+v", st.Backends)
 	}
 	var stats api.Stats
-	apptest.Call(t, http.MethodGet, e.URL+"/api/v1/stats", "", nil).Decode(t, &stats)
+	e.Read(t, "/api/v1/stats").Decode(t, &stats)
 	for _, in := range stats.Backends {
 		if (in.Addr == "127.0.0.1:1") != (in.Error != "") {
 			t.Errorf("stats for %s: error %q", in.Addr, in.Error)

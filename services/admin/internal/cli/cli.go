@@ -5,10 +5,14 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -24,7 +28,7 @@ const Usage = `usage:
                                        change weights (0..256, 0 drains); names not
                                        given keep theirs; --wait waits until every
                                        live consumer applied the change
-  admin backends add NAME HOST:PORT [--weight N] [--expect-version N] [--wait DURATION]
+  admin backends add NAME HOST:PORT|redis://USER:PASS@HOST:PORT/DB|rediss://… [--weight N] [--expect-version N] [--wait DURATION]
                                        add a Redis instance (weight 1 if not given);
                                        consumers use it without a restart
   admin backends remove NAME [--expect-version N] [--wait DURATION]
@@ -58,10 +62,29 @@ const (
 	ExitNotConverged = 3
 )
 
-// Env is the CLI's configuration.
+// Env is the CLI's configuration. Reads send ADMIN_READ_TOKEN, or
+// ADMIN_TOKEN when it is empty (the write token is good for reads too);
+// writes send ADMIN_TOKEN.
 type Env struct {
-	URL   string `envconfig:"ADMIN_URL" default:"http://127.0.0.1:8080"`
-	Token string `envconfig:"ADMIN_TOKEN"`
+	URL       string `envconfig:"ADMIN_URL" default:"http://127.0.0.1:8080"`
+	Token     string `envconfig:"ADMIN_TOKEN"`
+	ReadToken string `envconfig:"ADMIN_READ_TOKEN"`
+	// CAFile holds PEM certificates trusted for an https ADMIN_URL (admin
+	// serving with TLS_CERT); empty trusts the system's roots.
+	CAFile string `envconfig:"ADMIN_CA_FILE"`
+}
+
+// loadCA reads ADMIN_CA_FILE.
+func loadCA(file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("ADMIN_CA_FILE=%s: %w", file, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("ADMIN_CA_FILE=%s: no PEM certificate in it", file)
+	}
+	return pool, nil
 }
 
 // usageError is bad input on the command line.
@@ -82,7 +105,19 @@ func (e exitError) Error() string { return e.err.Error() }
 // Run runs the command in args (without the program name), writing results
 // to stdout and diagnostics to stderr, and returns the exit status.
 func Run(ctx context.Context, env Env, args []string, stdout, stderr io.Writer) int {
-	c := &client{base: strings.TrimRight(env.URL, "/"), token: strings.TrimSpace(env.Token), out: stdout, errw: stderr}
+	c := &client{base: strings.TrimRight(env.URL, "/"), token: strings.TrimSpace(env.Token),
+		readToken: strings.TrimSpace(env.ReadToken), out: stdout, errw: stderr}
+	if c.readToken == "" {
+		c.readToken = c.token
+	}
+	if env.CAFile != "" {
+		pool, err := loadCA(env.CAFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "admin: %v\n", err)
+			return ExitUsage
+		}
+		c.http.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	}
 	err := c.dispatch(ctx, args)
 	if err == nil {
 		return ExitOK

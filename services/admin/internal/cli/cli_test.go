@@ -6,15 +6,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/services/admin/internal/cli"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/redisconn/redisconntest"
 )
 
 type out struct {
@@ -167,7 +170,7 @@ func TestStatus(t *testing.T) {
 
 func TestRecords(t *testing.T) {
 	e := apptest.Start(t, nil)
-	env := cli.Env{URL: e.URL}
+	env := cli.Env{URL: e.URL, ReadToken: e.ReadToken}
 	now := time.Now()
 	rec := func(ago time.Duration, src, dst string, sport uint16) record.Record {
 		return record.Record{TS: now.Add(-ago).UnixNano(), Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), SrcPort: sport, DstPort: 8080, Flags: record.FlagSYN | record.FlagACK, IPLen: 52}
@@ -263,5 +266,49 @@ func TestParseWeights(t *testing.T) {
 		if err != nil || fmt.Sprint(got) != fmt.Sprint(tt.want) {
 			t.Errorf("ParseWeights(%q) = %v, %v; want %v", tt.args, got, err, tt.want)
 		}
+	}
+}
+
+// TestReadToken: reads send ADMIN_READ_TOKEN, or ADMIN_TOKEN without one;
+// reads with neither are refused.
+func TestReadToken(t *testing.T) {
+	e := apptest.Start(t, nil)
+	for _, tt := range []struct {
+		name string
+		env  cli.Env
+		code int
+		want string
+	}{
+		{"read token", cli.Env{URL: e.URL, ReadToken: e.ReadToken}, cli.ExitOK, "redis-a"},
+		{"write token", cli.Env{URL: e.URL, Token: e.Token}, cli.ExitOK, "redis-a"},
+		{"no token", cli.Env{URL: e.URL}, cli.ExitFailed, "401 Unauthorized"},
+		{"wrong read token", cli.Env{URL: e.URL, Token: e.Token, ReadToken: "nope"}, cli.ExitFailed, "403 Forbidden"},
+	} {
+		got := run(t, tt.env, "status")
+		if got.code != tt.code || !strings.Contains(got.stdout+got.stderr, tt.want) {
+			t.Errorf("%s: admin status: %d\n%s%s\nwant %d with %q", tt.name, got.code, got.stdout, got.stderr, tt.code, tt.want)
+		}
+	}
+	if got := run(t, cli.Env{URL: e.URL, ReadToken: e.ReadToken}, "weights", "set", "redis-a=1"); got.code != cli.ExitFailed {
+		t.Errorf("weights set with only the read token: %d %s", got.code, got.stderr)
+	}
+}
+
+// TestHTTPSAdmin: against admin serving https (TLS_CERT, TLS_KEY), the CLI
+// trusts ADMIN_CA_FILE and refuses a certificate it cannot verify.
+func TestHTTPSAdmin(t *testing.T) {
+	dir := t.TempDir()
+	ca := redisconntest.WriteTLS(t, dir) // a CA and a certificate for 127.0.0.1
+	e := apptest.Start(t, func(c *app.Config) {
+		c.TLSCert, c.TLSKey = filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
+	})
+	if got := run(t, cli.Env{URL: e.URL, Token: e.Token, CAFile: ca}, "weights", "set", "redis-a=40"); got.code != cli.ExitOK {
+		t.Fatalf("weights set over https with ADMIN_CA_FILE: %d %s%s", got.code, got.stdout, got.stderr)
+	}
+	if got := run(t, cli.Env{URL: e.URL, ReadToken: e.ReadToken, CAFile: ca}, "status"); got.code != cli.ExitOK || !strings.Contains(got.stdout, "redis-a=40") {
+		t.Fatalf("status over https: %d %s%s", got.code, got.stdout, got.stderr)
+	}
+	if got := run(t, cli.Env{URL: e.URL, ReadToken: e.ReadToken}, "status"); got.code != cli.ExitFailed || !strings.Contains(got.stderr, "certificate") {
+		t.Fatalf("status over https without the CA: %d %s%s", got.code, got.stdout, got.stderr)
 	}
 }

@@ -12,11 +12,12 @@ import (
 )
 
 type client struct {
-	base  string
-	token string
-	out   io.Writer
-	errw  io.Writer
-	http  http.Client
+	base      string
+	token     string // for writes
+	readToken string // for GET
+	out       io.Writer
+	errw      io.Writer
+	http      http.Client
 }
 
 // httpError is an answer other than 2xx.
@@ -56,8 +57,12 @@ func (c *client) do(ctx context.Context, method, path string, body any, header h
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	tok := c.token
+	if method == http.MethodGet {
+		tok = c.readToken
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -94,18 +94,18 @@ func TestRecordsAskTheOwner(t *testing.T) {
 		t.Fatalf("status in hash mode: %d\n%s%s", got.code, got.stdout, got.stderr)
 	}
 	var res api.RecordsResponse
-	getJSON(t, e.URL+"/api/v1/records?src="+src.String(), &res)
+	getJSON(t, e.ReadToken, e.URL+"/api/v1/records?src="+src.String(), &res)
 	if res.Owner != e.Backends[owner].Name || len(res.Records) != 1 || res.Records[0].Backend != e.Backends[owner].Name {
 		t.Fatalf("hash mode: owner %q, %d records %+v; want only %s's", res.Owner, len(res.Records), res.Records, e.Backends[owner].Name)
 	}
 	if _, asked := res.CountByBackend[e.Backends[other].Name]; asked {
 		t.Fatalf("asked %s too: %v", e.Backends[other].Name, res.CountByBackend)
 	}
-	getJSON(t, e.URL+"/api/v1/records?all=true&src="+src.String(), &res)
+	getJSON(t, e.ReadToken, e.URL+"/api/v1/records?all=true&src="+src.String(), &res)
 	if res.Owner != "" || len(res.Records) != 2 {
 		t.Fatalf("all=true: owner %q, %d records", res.Owner, len(res.Records))
 	}
-	getJSON(t, e.URL+"/api/v1/records?dst=10.0.0.1", &res) // no key in the query
+	getJSON(t, e.ReadToken, e.URL+"/api/v1/records?dst=10.0.0.1", &res) // no key in the query
 	if res.Owner != "" || len(res.Records) != 2 {
 		t.Fatalf("without the key: owner %q, %d records", res.Owner, len(res.Records))
 	}
@@ -121,16 +121,21 @@ func TestRecordsAskTheOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer home.Del(context.Background(), key)
-	getJSON(t, e.URL+"/api/v1/records?src="+src.String(), &res)
+	getJSON(t, e.ReadToken, e.URL+"/api/v1/records?src="+src.String(), &res)
 	if res.Owner != e.Backends[other].Name || len(res.Records) != 1 || res.Records[0].SrcPort == nil || *res.Records[0].SrcPort != 2 {
 		t.Fatalf("sticky: owner %q, records %+v; want the stick entry's %s", res.Owner, res.Records, e.Backends[other].Name)
 	}
 }
 
-func getJSON(t *testing.T, url string, out *api.RecordsResponse) {
+func getJSON(t *testing.T, readToken, url string, out *api.RecordsResponse) {
 	t.Helper()
 	*out = api.RecordsResponse{}
-	resp, err := http.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+readToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

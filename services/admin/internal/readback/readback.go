@@ -29,8 +29,9 @@ import (
 // DefaultLimit bounds the records of one query when none is given.
 const DefaultLimit = 10000
 
-// MaxLimit bounds any query.
-const MaxLimit = 1_000_000
+// MaxLimit bounds any query: at about 150 bytes of JSON a record, an
+// answer of at most 15 MB, and as many records held per backend.
+const MaxLimit = 100_000
 
 // chunk is how many seconds are read per call to store.Layout.Read, so a
 // query that reaches its limit stops early.

@@ -112,6 +112,13 @@ func TestOperatorPage(t *testing.T) {
 		t.Fatalf("open the page: %v", err)
 	}
 
+	// 0. Without the read token the page shows nothing but asks for it.
+	b.waitPage(t, 10*time.Second, "asks for the read token", func(p page) bool {
+		return p.Polls == 0 && len(p.Instances) == 0 && strings.Contains(p.Banner, "read token")
+	})
+	b.typeInto(t, "read-token", e.ReadToken)
+	b.forgetRefusedReads(t)
+
 	// 1. The page lists both instances and every consumer, and its
 	// observed shares match Redis over the window it states.
 	p := b.waitPage(t, 20*time.Second, "both instances, both consumers, 5 s of records", func(p page) bool {
@@ -224,7 +231,7 @@ func TestOperatorPage(t *testing.T) {
 	}
 	b.waitPage(t, 10*time.Second, "redis-c gone", func(p page) bool { return len(p.Instances) == 2 })
 	var tb control.Table
-	apptest.Call(t, http.MethodGet, e.URL+"/api/v1/weights", "", nil).Decode(t, &tb)
+	e.Read(t, "/api/v1/weights").Decode(t, &tb)
 	if tb.Version != 5 || tb.RoutingMode() != control.ModeHash || tb.Key() != control.KeyDst || len(tb.Backends) != 2 {
 		t.Errorf("API table after mode, add, remove: %s", tb.Describe())
 	}
@@ -235,6 +242,7 @@ func TestOperatorPage(t *testing.T) {
 
 type page struct {
 	Polls     int    `json:"polls"`
+	Banner    string `json:"banner"`
 	Version   string `json:"version"`
 	ShareFrom int64  `json:"shareFrom"`
 	ShareTo   int64  `json:"shareTo"`
@@ -269,6 +277,7 @@ const readPage = `(() => {
   const res = document.querySelector("#form-result");
   return {
     polls: +(document.body.dataset.polls || 0),
+    banner: document.querySelector("#banner").textContent,
     version: document.body.dataset.version || "",
     shareFrom: +(inst.dataset.shareFrom || 0), shareTo: +(inst.dataset.shareTo || 0),
     formVersion: document.querySelector("#form-version").textContent,
@@ -382,6 +391,25 @@ func newBrowser(t *testing.T, parent context.Context, path string) *browser {
 
 // noConsoleErrors fails on any error or exception in the console, except
 // the browser's own note of a 4xx answer to a refused weight change.
+// forgetRefusedReads clears the console of the 401s the page met while it
+// had no read token, and fails on any other error.
+func (b *browser) forgetRefusedReads(t *testing.T) {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, m := range b.console {
+		if m.Type != chromedp.ConsoleError && m.Type != chromedp.ConsoleException {
+			continue
+		}
+		if m.Source == "network" && strings.Contains(m.Text, "401") &&
+			(strings.HasSuffix(m.URL, "/api/v1/status") || strings.HasSuffix(m.URL, "/api/v1/stats")) {
+			continue
+		}
+		t.Errorf("console %s before the read token: %s (%s:%d)", m.Type, m.Text, m.URL, m.Line+1)
+	}
+	b.console = nil
+}
+
 func (b *browser) noConsoleErrors(t *testing.T) {
 	t.Helper()
 	b.mu.Lock()
@@ -711,7 +739,7 @@ func waitStatus(t *testing.T, e *apptest.Env, d time.Duration, what string, ok f
 	deadline := time.Now().Add(d)
 	for {
 		var st api.Status
-		a := apptest.Call(t, http.MethodGet, e.URL+"/api/v1/status", "", nil)
+		a := e.Read(t, "/api/v1/status")
 		if err := json.Unmarshal(a.Body, &st); err == nil && ok(st) {
 			return
 		}
@@ -726,7 +754,7 @@ func waitStatus(t *testing.T, e *apptest.Env, d time.Duration, what string, ok f
 func expectWeights(t *testing.T, e *apptest.Env, version int64, weights string) {
 	t.Helper()
 	var tb control.Table
-	a := apptest.Call(t, http.MethodGet, e.URL+"/api/v1/weights", "", nil)
+	a := e.Read(t, "/api/v1/weights")
 	if err := json.Unmarshal(a.Body, &tb); err != nil {
 		t.Fatalf("weights: %d %s", a.Code, a.Body)
 	}

@@ -7,9 +7,10 @@
 // loads nothing from elsewhere (its Content-Security-Policy allows only
 // admin's own origin), so it works offline. It has no back door: it polls
 // the same public HTTP API the CLI uses (GET /api/v1/status and
-// /api/v1/stats every second) and changes weights with PUT /api/v1/weights,
-// sending the token typed into it (kept in the tab's sessionStorage) and
-// the version it shows as If-Match.
+// /api/v1/stats every second, with the read token typed at its top) and
+// changes weights with PUT /api/v1/weights, sending the write token typed
+// into the form and the version it shows as If-Match. Both tokens are kept
+// in the tab's sessionStorage; the page itself needs none.
 package web
 
 import (

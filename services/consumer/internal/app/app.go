@@ -26,6 +26,7 @@ import (
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/controllog"
 	"github.com/connpipe/connpipe/shared/ops"
+	"github.com/connpipe/connpipe/shared/redisconn"
 	"github.com/connpipe/connpipe/shared/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -44,6 +45,7 @@ type App struct {
 	sink   *sink.Sink
 	reader *controllog.Reader
 	intake *intake.Intake
+	allow  *control.Allow // BACKEND_ALLOW: hosts this consumer connects to
 
 	ready    atomic.Bool
 	readyPos int64                         // log position when the log was first read (watch goroutine)
@@ -70,20 +72,38 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	allow, err := cfg.Allow()
+	if err != nil {
+		return nil, err
+	}
 	log = log.With("consumer", cfg.ConsumerID)
+	if allow.Any() {
+		log.Warn("BACKEND_ALLOW=*: any add_backend in the control log sends records to the host it names")
+	}
 	host, _ := os.Hostname()
-	a := &App{cfg: cfg, log: log, host: host, reg: ops.NewRegistry(),
+	a := &App{cfg: cfg, log: log, host: host, reg: ops.NewRegistry(), allow: allow,
 		gate: make(chan struct{}), kick: make(chan struct{}, 1)}
 	a.m = newMetrics(a.reg)
 	sink.SetClientLogger(log)
+	ca, err := redisconn.LoadCA(cfg.RedisCAFile)
+	if err != nil {
+		return nil, err
+	}
 	a.sink, err = sink.New(sink.Config{
 		Layout:  store.Layout{Prefix: cfg.RedisPrefix, Retention: cfg.Retention},
 		Timeout: cfg.RedisTimeout,
+		CA:      ca,
 		Logger:  log.With("component", "sink"),
 		Metrics: sink.NewMetrics(a.reg),
 	}, initial)
 	if err != nil {
 		return nil, err
+	}
+	// A refused password or an untrusted certificate will not mend by
+	// itself: stop here, naming the backend, rather than run without it.
+	if err := a.sink.CheckLogins(context.Background()); err != nil {
+		_ = a.sink.Close()
+		return nil, fmt.Errorf("BACKENDS: %w", err)
 	}
 	a.reader = controllog.New(controllog.Config{
 		URL: cfg.AMQPURL, Name: "consumer " + cfg.ConsumerID + " control", Initial: initial, Logger: log,
@@ -105,6 +125,10 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 // MetricsAddr is the bound address of /metrics and /healthz.
 func (a *App) MetricsAddr() string { return a.srv.Addr() }
 
+// Routing is the table records are routed by: the table in force less
+// the backends BACKEND_ALLOW leaves out.
+func (a *App) Routing() *control.Table { return a.sink.Table() }
+
 // ID is the consumer id (CONSUMER_ID or the generated default).
 func (a *App) ID() string { return a.cfg.ConsumerID }
 
@@ -114,7 +138,7 @@ func (a *App) Ready() bool { return a.ready.Load() }
 // Run runs the consumer until ctx ends, then stops consuming, stores and
 // acks what is in hand, and closes.
 func (a *App) Run(ctx context.Context) error {
-	a.log.Info("consumer starting", "version", Version, "weights", a.sink.Table().String(),
+	a.log.Info("consumer starting", "version", Version, "weights", a.sink.Table().String(), "table", a.sink.Table().Describe(), "backend_allow", a.allow.String(),
 		"prefetch", a.cfg.Prefetch, "retention", a.cfg.Retention, "metrics", a.MetricsAddr())
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -193,19 +217,35 @@ func (a *App) verdict(res control.Result) {
 		}
 		a.log.Log(context.Background(), level, "control change refused, routing unchanged", "position", res.Position,
 			"reason", reason, "err", res.Err, "id", res.Message.ID, "by", res.Message.By)
+	case res.Changed && res.Message.Op == control.OpAddBackend && a.allow.Check(*res.Message.Backend) != nil:
+		// Folded like on every reader (the table and its version move on),
+		// but this consumer does not connect to the host: apply leaves the
+		// backend out of the table it routes by.
+		err := a.allow.Check(*res.Message.Backend)
+		a.m.rejected.WithLabelValues(RejectReason(err)).Inc()
+		level := slog.LevelWarn
+		if !a.ready.Load() || res.Position <= a.readyPos {
+			level = slog.LevelDebug
+		}
+		a.log.Log(context.Background(), level, "control change refused by BACKEND_ALLOW, records never go to this backend",
+			"position", res.Position, "reason", RejectReason(err), "err", err, "id", res.Message.ID, "by", res.Message.By)
 	case res.Changed:
 		a.m.applied.Inc()
 	}
 }
 
-// apply makes t the routing table (if its version is new) and reports it.
+// apply makes t the routing table (if its version is new), less the
+// backends BACKEND_ALLOW leaves out, and reports it.
 func (a *App) apply(t *control.Table) {
 	if cur := a.sink.Table(); t.Version != cur.Version {
-		if err := a.sink.SetTable(t); err != nil {
+		routed, out := a.allow.Filter(t)
+		a.m.notAllowed.Set(float64(len(out)))
+		if err := a.sink.SetTable(routed); err != nil {
 			a.log.Error("cannot route by the new table, keeping the old one", "version", t.Version, "err", err)
 			return
 		}
-		a.log.Info("routing table applied", "version", t.Version, "position", t.Position, "weights", t.String(), "table", t.Describe())
+		a.log.Info("routing table applied", "version", t.Version, "position", t.Position, "weights", t.String(), "table", routed.Describe(),
+			"not_allowed", len(out))
 		select {
 		case a.kick <- struct{}{}:
 		default:
@@ -254,6 +294,7 @@ func RejectReason(err error) string {
 		{control.ErrBadMode, "bad_mode"},
 		{control.ErrBadBackend, "bad_backend"},
 		{control.ErrDuplicate, "duplicate_backend"},
+		{control.ErrNotAllowed, "backend_not_allowed"},
 	} {
 		if errors.Is(err, c.err) {
 			return c.reason
@@ -264,6 +305,7 @@ func RejectReason(err error) string {
 
 type metrics struct {
 	version, position, ready prometheus.Gauge
+	notAllowed               prometheus.Gauge
 	applied                  prometheus.Counter
 	rejected                 *prometheus.CounterVec
 }
@@ -283,9 +325,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "connpipe_consumer_control_applied_total", Help: "Control changes applied.",
 		}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "connpipe_consumer_control_rejected_total", Help: "Control messages refused, by reason.",
+			Name: "connpipe_consumer_control_rejected_total",
+			Help: "Control messages refused, by reason (backend_not_allowed: folded, but outside BACKEND_ALLOW, so never connected).",
 		}, []string{"reason"}),
+		notAllowed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "connpipe_consumer_backends_not_allowed", Help: "Backends of the table in force left out because BACKEND_ALLOW does not list their host.",
+		}),
 	}
-	reg.MustRegister(m.version, m.position, m.ready, m.applied, m.rejected)
+	reg.MustRegister(m.version, m.position, m.ready, m.applied, m.rejected, m.notAllowed)
 	return m
 }

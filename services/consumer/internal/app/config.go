@@ -16,12 +16,18 @@ import (
 
 // Config is the consumer's configuration, from the environment.
 type Config struct {
-	AMQPURL           string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
-	Backends          string        `envconfig:"BACKENDS" default:"redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380"`
-	Weights           string        `envconfig:"WEIGHTS" default:"redis-a=30,redis-b=70"`
-	Retention         time.Duration `envconfig:"RETENTION" default:"5m"`
-	RedisPrefix       string        `envconfig:"REDIS_PREFIX" default:"cp:"`
-	RedisTimeout      time.Duration `envconfig:"REDIS_TIMEOUT" default:"2s"`
+	AMQPURL  string `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
+	Backends string `envconfig:"BACKENDS" default:"redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380"`
+	// BackendAllow lists the hosts this consumer may connect to as
+	// backends (control.Allow); empty: the hosts of BACKENDS only.
+	BackendAllow string        `envconfig:"BACKEND_ALLOW"`
+	Weights      string        `envconfig:"WEIGHTS" default:"redis-a=30,redis-b=70"`
+	Retention    time.Duration `envconfig:"RETENTION" default:"5m"`
+	RedisPrefix  string        `envconfig:"REDIS_PREFIX" default:"cp:"`
+	RedisTimeout time.Duration `envconfig:"REDIS_TIMEOUT" default:"2s"`
+	// RedisCAFile holds the PEM certificates trusted for rediss://
+	// backends; empty trusts the system's roots.
+	RedisCAFile       string        `envconfig:"REDIS_CA_FILE"`
 	Prefetch          int           `envconfig:"PREFETCH" default:"64"`
 	ConsumerID        string        `envconfig:"CONSUMER_ID"`
 	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"1s"`
@@ -60,7 +66,7 @@ func Defaults() Config {
 // Validate checks the values envconfig cannot, naming the variable, and
 // fills CONSUMER_ID when it is empty.
 func (c *Config) Validate() error {
-	if _, err := c.Table(); err != nil {
+	if _, err := c.Allow(); err != nil {
 		return err
 	}
 	if strings.TrimSpace(c.AMQPURL) == "" {
@@ -101,6 +107,25 @@ func (c *Config) Table() (*control.Table, error) {
 		return nil, fmt.Errorf("BACKENDS/WEIGHTS: %w", err)
 	}
 	return t, nil
+}
+
+// Allow is BACKEND_ALLOW, checked against BACKENDS: a starting backend
+// outside the list is a configuration error.
+func (c *Config) Allow() (*control.Allow, error) {
+	t, err := c.Table()
+	if err != nil {
+		return nil, err
+	}
+	a, err := control.ParseAllow(c.BackendAllow, t.Backends)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range t.Backends {
+		if err := a.Check(b); err != nil {
+			return nil, fmt.Errorf("BACKENDS: %w", err)
+		}
+	}
+	return a, nil
 }
 
 // defaultID is the host name and a short random suffix, so replicas on one

@@ -70,6 +70,7 @@ package sink
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -80,6 +81,7 @@ import (
 	"github.com/connpipe/connpipe/services/consumer/internal/router"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/redisconn"
 	"github.com/connpipe/connpipe/shared/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -88,8 +90,11 @@ import (
 
 // Config configures a Sink.
 type Config struct {
-	Layout        store.Layout
-	Timeout       time.Duration // Redis dial, read and write timeout
+	Layout  store.Layout
+	Timeout time.Duration // Redis dial, read and write timeout
+	// CA is the authority trusted for rediss:// backends (REDIS_CA_FILE);
+	// nil trusts the system's roots.
+	CA            *x509.CertPool
 	CheckInterval time.Duration // how often down backends are PINGed; 500ms if 0
 	Logger        *slog.Logger
 	Metrics       *Metrics // nil: metrics are kept but not registered
@@ -278,13 +283,20 @@ func (s *Sink) SetTable(t *control.Table) error {
 	for _, b := range t.Backends {
 		total += b.Weight
 	}
+	opts := make([]*redis.Options, len(t.Backends))
+	for i, b := range t.Backends {
+		if opts[i], err = s.options(b.Addr); err != nil {
+			return fmt.Errorf("routing table version %d: backend %q: %w", tableVersion(t), b.Name, err)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, b := range t.Backends {
 		key := b.Name + "=" + b.Addr
 		be := s.pool[key]
 		if be == nil {
-			be = &backend{name: b.Name, addr: b.Addr, rdb: redis.NewClient(s.options(b.Addr))}
+			// addr is for logs: never the password.
+			be = &backend{name: b.Name, addr: control.RedactAddr(b.Addr), rdb: redis.NewClient(opts[i])}
 			be.up.Store(true)
 			s.pool[key] = be
 			s.m.Up.WithLabelValues(b.Name).Set(1)
@@ -305,19 +317,38 @@ func tableVersion(t *control.Table) int64 {
 	return t.Version
 }
 
-func (s *Sink) options(addr string) *redis.Options {
-	return &redis.Options{
-		Addr:         addr,
-		DialTimeout:  s.cfg.Timeout,
-		ReadTimeout:  s.cfg.Timeout,
-		WriteTimeout: s.cfg.Timeout,
-		// Fail fast and let the health logic route around a dead instance
-		// instead of retrying inside the client.
-		MaxRetries:               1,
-		DialerRetries:            1,
-		PoolSize:                 4,
-		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+func (s *Sink) options(addr string) (*redis.Options, error) {
+	o, err := redisconn.Options(addr, s.cfg.CA)
+	if err != nil {
+		return nil, err
 	}
+	o.DialTimeout, o.ReadTimeout, o.WriteTimeout = s.cfg.Timeout, s.cfg.Timeout, s.cfg.Timeout
+	// Fail fast and let the health logic route around a dead instance
+	// instead of retrying inside the client.
+	o.MaxRetries, o.DialerRetries, o.PoolSize = 1, 1, 4
+	o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	return o, nil
+}
+
+// CheckLogins PINGs every backend of the table in force at once and
+// returns an error naming each one that refuses the login or whose TLS
+// certificate is not trusted: a configuration error, unlike an instance
+// that is down (which the health logic routes around).
+func (s *Sink) CheckLogins(ctx context.Context) error {
+	r := s.latest.Load()
+	errs := make([]error, len(r.backends))
+	var wg sync.WaitGroup
+	for i, b := range r.backends {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+			defer cancel()
+			if err := b.rdb.Ping(ctx).Err(); redisconn.IsConfigError(err) {
+				errs[i] = fmt.Errorf("backend %q at %s: %w", b.name, b.addr, err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // Table is the routing table in force.

@@ -26,12 +26,13 @@ import (
 
 // Env is a running admin and what it is connected to.
 type Env struct {
-	Server   *app.Server
-	Config   app.Config
-	URL      string // http://host:port
-	Token    string
-	Backends []control.Backend
-	Layout   store.Layout
+	Server    *app.Server
+	Config    app.Config
+	URL       string // http://host:port
+	Token     string // ADMIN_TOKEN, for writes (and reads)
+	ReadToken string // ADMIN_READ_TOKEN, for reads
+	Backends  []control.Backend
+	Layout    store.Layout
 
 	mu   sync.Mutex
 	conn *amqp.Connection
@@ -47,7 +48,12 @@ func Start(t testing.TB, edit func(*app.Config)) *Env {
 	cfg := app.Config{
 		AMQPURL:         testenv.AMQP(t),
 		HTTPAddr:        "127.0.0.1:0",
+		MetricsAddr:     "127.0.0.1:0",
 		Token:           "tok-" + testenv.ID(),
+		ReadToken:       "read-" + testenv.ID(),
+		ReadTimeout:     30 * time.Second,
+		WriteTimeout:    6 * time.Minute,
+		IdleTimeout:     2 * time.Minute,
 		Backends:        "redis-a=" + addrs[0] + ",redis-b=" + addrs[1],
 		Weights:         "redis-a=30,redis-b=70",
 		RedisPrefix:     testenv.Prefix(t),
@@ -70,7 +76,7 @@ func Start(t testing.TB, edit func(*app.Config)) *Env {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
 	e := &Env{
-		Server: s, Config: cfg, URL: "http://" + s.Addr(), Token: cfg.Token, Backends: initial.Backends,
+		Server: s, Config: cfg, URL: s.URL(), Token: cfg.Token, ReadToken: cfg.ReadToken, Backends: initial.Backends,
 		Layout: store.Layout{Prefix: cfg.RedisPrefix, Retention: cfg.Retention},
 	}
 	t.Cleanup(func() {
@@ -118,8 +124,21 @@ func (e *Env) PublishHeartbeat(t testing.TB, body []byte) {
 	e.Publish(t, topology.HeartbeatExchange, amqp.Publishing{ContentType: "application/json", Body: body, Timestamp: time.Now()})
 }
 
+// Control appends body to the control log as an operator would, with any
+// AMQP client.
+func (e *Env) Control(t testing.TB, body string) {
+	t.Helper()
+	e.PublishKey(t, "", topology.ControlStream, amqp.Publishing{ContentType: "application/json", DeliveryMode: amqp.Persistent, Body: []byte(body)})
+}
+
 // Publish publishes p on exchange in admin's virtual host.
 func (e *Env) Publish(t testing.TB, exchange string, p amqp.Publishing) {
+	t.Helper()
+	e.PublishKey(t, exchange, "", p)
+}
+
+// PublishKey publishes p on exchange with routing key key.
+func (e *Env) PublishKey(t testing.TB, exchange, key string, p amqp.Publishing) {
 	t.Helper()
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -135,7 +154,7 @@ func (e *Env) Publish(t testing.TB, exchange string, p amqp.Publishing) {
 		}
 		e.conn, e.ch = conn, ch
 	}
-	if err := e.ch.PublishWithContext(context.Background(), exchange, "", false, false, p); err != nil {
+	if err := e.ch.PublishWithContext(context.Background(), exchange, key, false, false, p); err != nil {
 		t.Fatalf("publish to %s: %v", exchange, err)
 	}
 }
@@ -176,17 +195,33 @@ func (a Answer) Decode(t testing.TB, v any) {
 	}
 }
 
+// Read GETs path (such as "/api/v1/status") from admin with the read token.
+func (e *Env) Read(t testing.TB, path string) Answer {
+	t.Helper()
+	return Call(t, http.MethodGet, e.URL+path, "", map[string]string{"Authorization": "Bearer " + e.ReadToken})
+}
+
 // Call sends a request with body and header to url and reads the answer.
+// A body is sent as application/json unless header says otherwise.
 func Call(t testing.TB, method, url, body string, header map[string]string) Answer {
+	t.Helper()
+	return CallWith(t, http.DefaultClient, method, url, body, header)
+}
+
+// CallWith is Call through client.
+func CallWith(t testing.TB, client *http.Client, method, url, body string, header map[string]string) Answer {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}

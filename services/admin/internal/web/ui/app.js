@@ -6,6 +6,7 @@
 (function () {
   const POLL_MS = 1000;
   const TOKEN_KEY = "connpipe.admin.token";
+  const READ_TOKEN_KEY = "connpipe.admin.read-token";
   const COLORS = ["#1f6fb4", "#d9480f", "#2b8a3e", "#7048e8", "#c2255c", "#5c7cfa", "#e67700", "#0b7285"];
 
   const $ = (sel) => document.querySelector(sel);
@@ -54,12 +55,23 @@
 
   // ---- polling -----------------------------------------------------------
 
+  // readToken is the token reads send: the read token, or else the write
+  // token (good for reads too).
+  function readToken() {
+    return $("#read-token").value.trim() || $("#token").value.trim();
+  }
+
   async function getJSON(path) {
-    const r = await fetch(path, { cache: "no-store", headers: { Accept: "application/json" } });
+    const headers = { Accept: "application/json" };
+    const token = readToken();
+    if (token !== "") headers.Authorization = "Bearer " + token;
+    const r = await fetch(path, { cache: "no-store", headers });
     let body = null;
     try { body = await r.json(); } catch (e) { body = null; }
     if (!r.ok) {
-      const why = body && body.error ? body.error : r.status + " " + r.statusText;
+      let why = body && body.error ? body.error : r.status + " " + r.statusText;
+      if (r.status === 401) why = "a token is needed to read: type the read token (ADMIN_READ_TOKEN) at the top";
+      if (r.status === 403) why = "wrong read token";
       throw new Error(path + ": " + why);
     }
     return body;
@@ -534,6 +546,8 @@
   function init() {
     $("#token").value = sessionStorage.getItem(TOKEN_KEY) || "";
     $("#token").addEventListener("change", () => sessionStorage.setItem(TOKEN_KEY, $("#token").value.trim()));
+    $("#read-token").value = sessionStorage.getItem(READ_TOKEN_KEY) || "";
+    $("#read-token").addEventListener("change", () => sessionStorage.setItem(READ_TOKEN_KEY, $("#read-token").value.trim()));
     $("#weights-form").addEventListener("submit", submitWeights);
     $("#reload").addEventListener("click", reload);
     $("#apply-mode").addEventListener("click", submitMode);

@@ -1,0 +1,107 @@
+package control
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Backend addresses take two forms:
+//
+//	host:port                                   plain TCP, no password
+//	redis://[user[:password]@]host[:port][/db]  the same, with an ACL user or
+//	                                            password and a database (port 6379
+//	                                            and db 0 when left out)
+//	rediss://[user[:password]@]host[:port][/db] over TLS
+//
+// Passwords are never shown: logs, answers and Describe use RedactAddr.
+
+// CheckAddr reports whether addr is a backend address of either form.
+func CheckAddr(addr string) error {
+	_, err := AddrHost(addr)
+	return err
+}
+
+// IsURL reports whether addr is a redis:// or rediss:// URL rather than
+// host:port.
+func IsURL(addr string) bool {
+	return strings.HasPrefix(addr, "redis://") || strings.HasPrefix(addr, "rediss://")
+}
+
+// AddrHost checks addr and returns its host (a name or an IP address,
+// without brackets).
+func AddrHost(addr string) (string, error) {
+	if !IsURL(addr) {
+		if strings.Contains(addr, "://") {
+			return "", fmt.Errorf("%w: addr %s: want host:port, redis://… or rediss://…", ErrBadBackend, RedactAddr(addr))
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || host == "" {
+			return "", fmt.Errorf("%w: addr %q: want host:port", ErrBadBackend, RedactAddr(addr))
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			return "", fmt.Errorf("%w: addr %q: port must be 1..65535", ErrBadBackend, RedactAddr(addr))
+		}
+		return host, nil
+	}
+	u, err := url.Parse(addr)
+	if err != nil {
+		// url's error quotes the whole address, password included.
+		return "", fmt.Errorf("%w: addr %s: not a valid URL", ErrBadBackend, RedactAddr(addr))
+	}
+	shown := u.Redacted()
+	if u.Hostname() == "" {
+		return "", fmt.Errorf("%w: addr %s: no host", ErrBadBackend, shown)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "", fmt.Errorf("%w: addr %s: port must be 1..65535", ErrBadBackend, shown)
+		}
+	}
+	if db := strings.TrimPrefix(u.Path, "/"); db != "" {
+		if n, err := strconv.Atoi(db); err != nil || n < 0 {
+			return "", fmt.Errorf("%w: addr %s: the path must be a database number such as /0", ErrBadBackend, shown)
+		}
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("%w: addr %s: no query or fragment allowed", ErrBadBackend, shown)
+	}
+	return u.Hostname(), nil
+}
+
+// RedactAddr is addr with any password replaced by "xxxxx", fit to show.
+// An address that does not parse as a URL loses everything before its
+// last '@'.
+func RedactAddr(addr string) string {
+	if !strings.Contains(addr, "@") {
+		return addr
+	}
+	if u, err := url.Parse(addr); err == nil && u.Host != "" {
+		return u.Redacted()
+	}
+	scheme, rest, ok := strings.Cut(addr, "://")
+	if !ok {
+		rest, scheme = addr, ""
+	}
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		rest = "xxxxx@" + rest[i+1:]
+	}
+	if scheme != "" {
+		return scheme + "://" + rest
+	}
+	return rest
+}
+
+// Redacted is a copy of t with every backend address redacted, for
+// answers and logs.
+func (t *Table) Redacted() *Table {
+	c := *t
+	c.Backends = make([]Backend, len(t.Backends))
+	for i, b := range t.Backends {
+		b.Addr = RedactAddr(b.Addr)
+		c.Backends[i] = b
+	}
+	return &c
+}

@@ -1,0 +1,83 @@
+// Package redisconn turns a backend address into go-redis options: plain
+// host:port, or a redis:// or rediss:// URL with an ACL user or password,
+// a database and, for rediss://, TLS verified against REDIS_CA_FILE (see
+// control.CheckAddr for the forms). It also tells a refused login or an
+// untrusted certificate — a configuration error that no retry mends —
+// from an instance that is down.
+package redisconn
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/connpipe/connpipe/shared/control"
+	"github.com/redis/go-redis/v9"
+)
+
+// Options returns the options for addr. ca, when not nil, is the only
+// authority trusted for rediss:// (REDIS_CA_FILE); nil trusts the
+// system's roots. Errors never show the password.
+func Options(addr string, ca *x509.CertPool) (*redis.Options, error) {
+	if err := control.CheckAddr(addr); err != nil {
+		return nil, err
+	}
+	if !control.IsURL(addr) {
+		return &redis.Options{Addr: addr}, nil
+	}
+	o, err := redis.ParseURL(addr)
+	if err != nil {
+		// ParseURL's errors may quote the URL.
+		return nil, fmt.Errorf("%w: addr %s: not a redis URL", control.ErrBadBackend, control.RedactAddr(addr))
+	}
+	if o.TLSConfig != nil {
+		o.TLSConfig.RootCAs = ca
+		if o.TLSConfig.MinVersion < tls.VersionTLS12 {
+			o.TLSConfig.MinVersion = tls.VersionTLS12
+		}
+	}
+	return o, nil
+}
+
+// LoadCA reads PEM certificates from file (REDIS_CA_FILE); "" gives nil,
+// the system's roots.
+func LoadCA(file string) (*x509.CertPool, error) {
+	if file == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_CA_FILE=%s: %w", file, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("REDIS_CA_FILE=%s: no PEM certificate in it", file)
+	}
+	return pool, nil
+}
+
+// IsConfigError reports whether err (from a command such as PING) means the
+// backend is misconfigured rather than down: its login was refused
+// (WRONGPASS, NOAUTH, NOPERM) or its TLS certificate is not trusted.
+func IsConfigError(err error) bool {
+	if err == nil {
+		return false
+	}
+	var uerr x509.UnknownAuthorityError
+	var herr x509.HostnameError
+	var cerr x509.CertificateInvalidError
+	var verr *tls.CertificateVerificationError
+	if errors.As(err, &uerr) || errors.As(err, &herr) || errors.As(err, &cerr) || errors.As(err, &verr) {
+		return true
+	}
+	msg := err.Error()
+	for _, p := range []string{"WRONGPASS", "NOAUTH", "NOPERM", "ERR AUTH", "ERR invalid password"} {
+		if strings.HasPrefix(msg, p) || strings.Contains(msg, ": "+p) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,91 @@
+package redisconn_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/connpipe/connpipe/shared/redisconn"
+	"github.com/connpipe/connpipe/shared/redisconn/redisconntest"
+	"github.com/redis/go-redis/v9"
+)
+
+func TestOptions(t *testing.T) {
+	for _, tt := range []struct {
+		addr          string
+		host, user, p string
+		db            int
+		tls           bool
+	}{
+		{"127.0.0.1:6379", "127.0.0.1:6379", "", "", 0, false},
+		{"redis://u:pw@h:7000/3", "h:7000", "u", "pw", 3, false},
+		{"redis://:pw@h", "h:6379", "", "pw", 0, false},
+		{"rediss://u:pw@h:6380", "h:6380", "u", "pw", 0, true},
+	} {
+		o, err := redisconn.Options(tt.addr, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.addr, err)
+		}
+		if o.Addr != tt.host || o.Username != tt.user || o.Password != tt.p || o.DB != tt.db || (o.TLSConfig != nil) != tt.tls {
+			t.Errorf("%s: %+v", tt.addr, o)
+		}
+	}
+	if _, err := redisconn.Options("redis://u:secret@h:1/x", nil); err == nil || strings.Contains(err.Error(), "secret") {
+		t.Errorf("bad URL: %v", err)
+	}
+	if _, err := redisconn.LoadCA(filepath.Join(t.TempDir(), "none.pem")); err == nil || !strings.Contains(err.Error(), "REDIS_CA_FILE") {
+		t.Errorf("missing CA file: %v", err)
+	}
+}
+
+// TestIsConfigError: a refused login and an untrusted certificate are
+// configuration errors; an instance that is down is not.
+func TestIsConfigError(t *testing.T) {
+	dir := t.TempDir()
+	ca := redisconntest.WriteTLS(t, dir)
+	pw := redisconntest.Start(t, dir, "pw", 20, "requirepass right")
+	tp := redisconntest.Start(t, dir, "tls", 22, "tls-cert-file "+filepath.Join(dir, "server.pem"),
+		"tls-key-file "+filepath.Join(dir, "server.key"), "tls-ca-cert-file "+ca, "tls-auth-clients no")
+	pool, err := redisconn.LoadCA(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		addr   string
+		trust  bool
+		config bool // want a configuration error; false: want no error, or one that is not
+		ok     bool
+	}{
+		{fmt.Sprintf("redis://:right@127.0.0.1:%d", pw), false, false, true},
+		{fmt.Sprintf("redis://:wrong@127.0.0.1:%d", pw), false, true, false},
+		{fmt.Sprintf("127.0.0.1:%d", pw), false, true, false},
+		{fmt.Sprintf("rediss://127.0.0.1:%d", tp), true, false, true},
+		{fmt.Sprintf("rediss://127.0.0.1:%d", tp), false, true, false},
+		{"127.0.0.1:1", false, false, false},
+	} {
+		var ca = pool
+		if !tt.trust {
+			ca = nil
+		}
+		o, err := redisconn.Options(tt.addr, ca)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.MaxRetries, o.DialTimeout = -1, 2*time.Second
+		rdb := redis.NewClient(o)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = rdb.Ping(ctx).Err()
+		cancel()
+		rdb.Close()
+		if (err == nil) != tt.ok || redisconn.IsConfigError(err) != tt.config {
+			t.Errorf("%s (trusted CA %v): PING %v, config error %v; want ok %v, config error %v", tt.addr, tt.trust, err, redisconn.IsConfigError(err), tt.ok, tt.config)
+		}
+	}
+	if redisconn.IsConfigError(errors.New("dial tcp: connection refused")) {
+		t.Error("connection refused is a configuration error")
+	}
+}
