@@ -47,6 +47,7 @@ import (
 // HTTP_ADDR). With TLS_CERT and TLS_KEY (PEM files) it serves https.
 type Config struct {
 	AMQPURL      string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
+	AMQPCAFile   string        `envconfig:"AMQP_CA_FILE"` // PEM CA certificates trusted for amqps:// (empty: the system's)
 	HTTPAddr     string        `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080"`
 	MetricsAddr  string        `envconfig:"METRICS_ADDR" default:":9103"`
 	Token        string        `envconfig:"ADMIN_TOKEN"`
@@ -120,6 +121,12 @@ func (c Config) Validate() (*control.Table, error) {
 		return nil, errors.New("TLS_CERT and TLS_KEY: set both (PEM certificate and key files) or neither")
 	}
 	if _, err := capturestats.ParseURLs(c.CaptureMetricsURL); err != nil {
+		return nil, err
+	}
+	if _, err := broker.Nodes(c.AMQPURL); err != nil {
+		return nil, err
+	}
+	if err := broker.UseCA(c.AMQPCAFile); err != nil {
 		return nil, err
 	}
 	bs, err := config.Backends(c.Backends, c.Weights)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/connpipe/connpipe/services/capture/internal/filter"
+	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/config"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -19,6 +20,7 @@ import (
 // Usage for the table) and optionally overridden by command-line flags.
 type Config struct {
 	AMQPURL         string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
+	AMQPCAFile      string        `envconfig:"AMQP_CA_FILE"` // PEM CA certificates trusted for amqps:// (empty: the system's)
 	Interface       string        `envconfig:"INTERFACE" default:"lo"`
 	ListenAddr      string        `envconfig:"LISTEN_ADDR" default:"127.0.0.1:7000"`
 	BPFFilter       string        `envconfig:"BPF_FILTER"`
@@ -74,6 +76,9 @@ const (
 // the first bad one.
 func (c *Config) Validate() error {
 	if _, err := c.filter(); err != nil {
+		return err
+	}
+	if err := broker.UseCA(c.AMQPCAFile); err != nil {
 		return err
 	}
 	switch c.Output {
@@ -179,7 +184,10 @@ e.g. "dst port 80", "tcp dst port 8080 and dst host ::1". Every filter implies
 tcp; or, not and parentheses are not supported.
 
 Environment:
-  AMQP_URL          amqp://guest:guest@127.0.0.1:5672/
+  AMQP_URL          amqp://guest:guest@127.0.0.1:5672/ (several nodes:
+                    comma-separated; amqps:// for TLS)
+  AMQP_CA_FILE      (empty: the system's roots) PEM CA certificates
+                    trusted for amqps://
   INTERFACE         lo
   LISTEN_ADDR       127.0.0.1:7000 (0.0.0.0 or [::] as host: any address)
   BPF_FILTER        (empty: tcp and dst host H and dst port P of LISTEN_ADDR;

@@ -16,8 +16,9 @@ import (
 
 // Config is the consumer's configuration, from the environment.
 type Config struct {
-	AMQPURL  string `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
-	Backends string `envconfig:"BACKENDS" default:"redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380"`
+	AMQPURL    string `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
+	AMQPCAFile string `envconfig:"AMQP_CA_FILE"` // PEM CA certificates trusted for amqps:// (empty: the system's)
+	Backends   string `envconfig:"BACKENDS" default:"redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380"`
 	// BackendAllow lists the hosts this consumer may connect to as
 	// backends (control.Allow); empty: the hosts of BACKENDS only.
 	BackendAllow string        `envconfig:"BACKEND_ALLOW"`
@@ -73,6 +74,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("AMQP_URL is empty")
 	}
 	if _, err := broker.Nodes(c.AMQPURL); err != nil {
+		return err
+	}
+	if err := broker.UseCA(c.AMQPCAFile); err != nil {
 		return err
 	}
 	if c.Retention <= 0 {
