@@ -24,6 +24,12 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) int {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		cli.WriteUsage(os.Stdout)
+		fmt.Fprintln(os.Stdout, "\nenvironment of admin serve (name, default, meaning):")
+		config.WriteUsage(os.Stdout, app.Config{})
+		return 0
+	}
 	if len(args) > 0 && args[0] != "serve" {
 		var env cli.Env
 		if err := config.Load(&env); err != nil {

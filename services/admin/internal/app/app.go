@@ -46,36 +46,36 @@ import (
 // ADMIN_ALLOWED_HOSTS (default localhost, 127.0.0.1, ::1 and the host of
 // HTTP_ADDR). With TLS_CERT and TLS_KEY (PEM files) it serves https.
 type Config struct {
-	AMQPURL      string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
-	AMQPCAFile   string        `envconfig:"AMQP_CA_FILE"` // PEM CA certificates trusted for amqps:// (empty: the system's)
-	HTTPAddr     string        `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080"`
-	MetricsAddr  string        `envconfig:"METRICS_ADDR" default:":9103"`
-	Token        string        `envconfig:"ADMIN_TOKEN"`
-	ReadToken    string        `envconfig:"ADMIN_READ_TOKEN"`
-	Insecure     bool          `envconfig:"ADMIN_INSECURE" default:"false"`
-	AllowedHosts string        `envconfig:"ADMIN_ALLOWED_HOSTS"`
-	TLSCert      string        `envconfig:"TLS_CERT"`
-	TLSKey       string        `envconfig:"TLS_KEY"`
-	ReadTimeout  time.Duration `envconfig:"HTTP_READ_TIMEOUT" default:"30s"`
-	WriteTimeout time.Duration `envconfig:"HTTP_WRITE_TIMEOUT" default:"6m"`
-	IdleTimeout  time.Duration `envconfig:"HTTP_IDLE_TIMEOUT" default:"2m"`
-	Backends     string        `envconfig:"BACKENDS" default:"redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380"`
+	AMQPURL      string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ; several nodes of a cluster comma-separated; amqps:// for TLS"`
+	AMQPCAFile   string        `envconfig:"AMQP_CA_FILE" desc:"PEM CA certificates trusted for amqps:// (empty: the system's roots)"`
+	HTTPAddr     string        `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080" desc:"the API, the page and /healthz"`
+	MetricsAddr  string        `envconfig:"METRICS_ADDR" default:":9103" desc:"/metrics and /healthz, without a token (not served on HTTP_ADDR)"`
+	Token        string        `envconfig:"ADMIN_TOKEN" desc:"bearer token for writes (and reads); admin refuses to start without one unless ADMIN_INSECURE"`
+	ReadToken    string        `envconfig:"ADMIN_READ_TOKEN" desc:"bearer token for reads only (weights, status, stats, records); empty: reads need ADMIN_TOKEN"`
+	Insecure     bool          `envconfig:"ADMIN_INSECURE" default:"false" desc:"true: anyone who reaches HTTP_ADDR may write (only on a loopback address of your own)"`
+	AllowedHosts string        `envconfig:"ADMIN_ALLOWED_HOSTS" desc:"names clients may send as Host, comma-separated; others get 421 (empty: localhost, 127.0.0.1, ::1 and HTTP_ADDR's host)"`
+	TLSCert      string        `envconfig:"TLS_CERT" desc:"PEM certificate: serve the API over https (with TLS_KEY)"`
+	TLSKey       string        `envconfig:"TLS_KEY" desc:"PEM key for TLS_CERT"`
+	ReadTimeout  time.Duration `envconfig:"HTTP_READ_TIMEOUT" default:"30s" desc:"to read a whole request"`
+	WriteTimeout time.Duration `envconfig:"HTTP_WRITE_TIMEOUT" default:"6m" desc:"to write an answer (bounds ?wait)"`
+	IdleTimeout  time.Duration `envconfig:"HTTP_IDLE_TIMEOUT" default:"2m" desc:"an idle keep-alive connection is closed after this"`
+	Backends     string        `envconfig:"BACKENDS" default:"redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380" desc:"the starting Redis instances, name=host:port or name=redis://user:password@host:port/db or rediss://, until the control log has a table (admin seeds it with these)"`
 	// BackendAllow: the hosts admin dials as backends and accepts in
 	// add_backend (control.Allow); empty: the hosts of BACKENDS.
-	BackendAllow string `envconfig:"BACKEND_ALLOW"`
+	BackendAllow string `envconfig:"BACKEND_ALLOW" desc:"hosts admin dials as backends and accepts in add_backend: names, IPs, CIDRs, or * (empty: the hosts of BACKENDS)"`
 	// RedisCAFile: PEM certificates trusted for rediss:// backends.
-	RedisCAFile     string        `envconfig:"REDIS_CA_FILE"`
-	Weights         string        `envconfig:"WEIGHTS" default:"redis-a=30,redis-b=70"`
-	RedisPrefix     string        `envconfig:"REDIS_PREFIX" default:"cp:"`
-	Retention       time.Duration `envconfig:"RETENTION" default:"5m"`
-	ConsumerTimeout time.Duration `envconfig:"CONSUMER_TIMEOUT" default:"5s"`
+	RedisCAFile     string        `envconfig:"REDIS_CA_FILE" desc:"PEM certificates trusted for rediss:// backends (empty: the system's roots)"`
+	Weights         string        `envconfig:"WEIGHTS" default:"redis-a=30,redis-b=70" desc:"the starting weights, name=weight (others get 1)"`
+	RedisPrefix     string        `envconfig:"REDIS_PREFIX" default:"cp:" desc:"key prefix in Redis"`
+	Retention       time.Duration `envconfig:"RETENTION" default:"5m" desc:"how long records stay readable"`
+	ConsumerTimeout time.Duration `envconfig:"CONSUMER_TIMEOUT" default:"5s" desc:"a consumer silent this long is dead and leaves the membership"`
 	// CaptureMetricsURL lists the captures' /metrics (comma-separated),
 	// scraped for status and the web page's capture panel; a host name
 	// that resolves to several addresses (a scaled service) is every one
 	// of them. Empty shows none.
-	CaptureMetricsURL string `envconfig:"CAPTURE_METRICS_URL"`
-	LogLevel          string `envconfig:"LOG_LEVEL" default:"info"`
-	LogFormat         string `envconfig:"LOG_FORMAT" default:"auto"`
+	CaptureMetricsURL string `envconfig:"CAPTURE_METRICS_URL" desc:"the captures' /metrics, comma-separated, for status and the page (a name resolving to several addresses is each of them)"`
+	LogLevel          string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	LogFormat         string `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else json), text or json"`
 }
 
 // Load reads the configuration from the environment and checks it.

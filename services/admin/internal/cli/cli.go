@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/connpipe/connpipe/shared/config"
 	"github.com/connpipe/connpipe/shared/control"
 )
 
@@ -46,13 +47,17 @@ const Usage = `usage:
                                        key) asks only its owner
   admin help                           this text
 
-environment:
-  ADMIN_URL    the API (default http://127.0.0.1:8080)
-  ADMIN_TOKEN  token for weights set, backends and mode
-
 exit status: 0 ok; 1 refused or failed; 2 bad usage; 3 applied but not every
 live consumer applied it within --wait
 `
+
+// WriteUsage prints the commands and the client's variables (from Env's
+// tags).
+func WriteUsage(w io.Writer) {
+	fmt.Fprint(w, Usage)
+	fmt.Fprintln(w, "\nenvironment of the commands (name, default, meaning):")
+	config.WriteUsage(w, Env{})
+}
 
 // Exit codes.
 const (
@@ -66,12 +71,12 @@ const (
 // ADMIN_TOKEN when it is empty (the write token is good for reads too);
 // writes send ADMIN_TOKEN.
 type Env struct {
-	URL       string `envconfig:"ADMIN_URL" default:"http://127.0.0.1:8080"`
-	Token     string `envconfig:"ADMIN_TOKEN"`
-	ReadToken string `envconfig:"ADMIN_READ_TOKEN"`
+	URL       string `envconfig:"ADMIN_URL" default:"http://127.0.0.1:8080" desc:"where the CLI sends its requests"`
+	Token     string `envconfig:"ADMIN_TOKEN" desc:"token for writes (weights set, backends, mode)"`
+	ReadToken string `envconfig:"ADMIN_READ_TOKEN" desc:"token for reads (empty: ADMIN_TOKEN)"`
 	// CAFile holds PEM certificates trusted for an https ADMIN_URL (admin
 	// serving with TLS_CERT); empty trusts the system's roots.
-	CAFile string `envconfig:"ADMIN_CA_FILE"`
+	CAFile string `envconfig:"ADMIN_CA_FILE" desc:"PEM certificates trusted for an https ADMIN_URL (empty: the system's roots)"`
 }
 
 // loadCA reads ADMIN_CA_FILE.
@@ -142,7 +147,7 @@ func (c *client) dispatch(ctx context.Context, args []string) error {
 	}
 	switch args[0] {
 	case "help", "-h", "--help", "-help":
-		fmt.Fprint(c.out, Usage)
+		WriteUsage(c.out)
 		return nil
 	case "weights":
 		if len(args) < 2 {

@@ -16,39 +16,40 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Config is capture's configuration, read from the environment (see
-// Usage for the table) and optionally overridden by command-line flags.
+// Config is capture's configuration, read from the environment and
+// optionally overridden by command-line flags. Its tags are the one source
+// of each variable's name, default and meaning (WriteUsage, the README).
 type Config struct {
-	AMQPURL         string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
-	AMQPCAFile      string        `envconfig:"AMQP_CA_FILE"` // PEM CA certificates trusted for amqps:// (empty: the system's)
-	Interface       string        `envconfig:"INTERFACE" default:"lo"`
-	ListenAddr      string        `envconfig:"LISTEN_ADDR" default:"127.0.0.1:7000"`
-	BPFFilter       string        `envconfig:"BPF_FILTER"`
-	Sink            bool          `envconfig:"SINK" default:"false"`
-	PcapFiles       []string      `envconfig:"PCAP_FILES"`
-	ReplaySpeed     float64       `envconfig:"REPLAY_SPEED" default:"0"`
-	Output          string        `envconfig:"OUTPUT" default:"amqp"`
-	BatchSize       int           `envconfig:"BATCH_SIZE" default:"512"`
-	BatchInterval   time.Duration `envconfig:"BATCH_INTERVAL" default:"50ms"`
-	MaxInFlight     int           `envconfig:"MAX_IN_FLIGHT" default:"256"`
-	Snaplen         int           `envconfig:"SNAPLEN" default:"262144"`
-	CaptureWorkers  int           `envconfig:"CAPTURE_WORKERS" default:"0"`
-	RingBlockSize   int           `envconfig:"RING_BLOCK_SIZE" default:"1048576"`
-	RingBlocks      int           `envconfig:"RING_BLOCKS" default:"8"`
-	RingTimeout     time.Duration `envconfig:"RING_TIMEOUT" default:"100ms"`
-	MetricsAddr     string        `envconfig:"METRICS_ADDR" default:":9100"`
-	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info"`
-	LogFormat       string        `envconfig:"LOG_FORMAT" default:"auto"`
-	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"10s"`
-	KeyRule         string        `envconfig:"KEY_RULE"`
-	KeyScanBytes    int           `envconfig:"KEY_SCAN_BYTES" default:"8192"`
-	KeyWait         time.Duration `envconfig:"KEY_WAIT" default:"1s"`
-	KeyMaxConns     int           `envconfig:"KEY_MAX_CONNS" default:"65536"`
-	KeyMaxBytes     int64         `envconfig:"KEY_MAX_BYTES" default:"67108864"`
-	SpoolDir        string        `envconfig:"SPOOL_DIR"`
-	SpoolMaxBytes   int64         `envconfig:"SPOOL_MAX_BYTES" default:"1073741824"`
-	SpoolFullPolicy string        `envconfig:"SPOOL_FULL_POLICY" default:"drop-newest"`
-	SpoolFsync      string        `envconfig:"SPOOL_FSYNC" default:"interval"`
+	AMQPURL         string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ; several nodes of a cluster comma-separated; amqps:// for TLS"`
+	AMQPCAFile      string        `envconfig:"AMQP_CA_FILE" desc:"PEM CA certificates trusted for amqps:// (empty: the system's roots)"`
+	Interface       string        `envconfig:"INTERFACE" default:"lo" desc:"interface for live capture"`
+	ListenAddr      string        `envconfig:"LISTEN_ADDR" default:"127.0.0.1:7000" desc:"record packets sent to this IP:port (0.0.0.0 or [::] as host: any address)"`
+	BPFFilter       string        `envconfig:"BPF_FILTER" desc:"filter expression, a tcpdump subset (empty: tcp and dst host and port of LISTEN_ADDR; with PCAP_FILES and no LISTEN_ADDR, every TCP packet)"`
+	Sink            bool          `envconfig:"SINK" default:"false" desc:"true: accept and discard connections on LISTEN_ADDR, so senders have a peer"`
+	PcapFiles       []string      `envconfig:"PCAP_FILES" desc:"comma-separated pcap/pcapng files to replay (empty: live capture)"`
+	ReplaySpeed     float64       `envconfig:"REPLAY_SPEED" default:"0" desc:"replay at N times the recorded speed; 0 as fast as possible"`
+	Output          string        `envconfig:"OUTPUT" default:"amqp" desc:"amqp (publish to RabbitMQ) or stdout (print one line per packet)"`
+	BatchSize       int           `envconfig:"BATCH_SIZE" default:"512" desc:"records per AMQP message"`
+	BatchInterval   time.Duration `envconfig:"BATCH_INTERVAL" default:"50ms" desc:"longest a record waits for its batch to fill"`
+	MaxInFlight     int           `envconfig:"MAX_IN_FLIGHT" default:"256" desc:"messages published and not yet confirmed"`
+	Snaplen         int           `envconfig:"SNAPLEN" default:"262144" desc:"bytes kept of each live frame"`
+	CaptureWorkers  int           `envconfig:"CAPTURE_WORKERS" default:"0" desc:"live readers in one fan-out group, each with a ring (0: the number of CPUs)"`
+	RingBlockSize   int           `envconfig:"RING_BLOCK_SIZE" default:"1048576" desc:"bytes per ring block, a multiple of 4096"`
+	RingBlocks      int           `envconfig:"RING_BLOCKS" default:"8" desc:"blocks per reader's ring: each reader maps RING_BLOCKS x RING_BLOCK_SIZE"`
+	RingTimeout     time.Duration `envconfig:"RING_TIMEOUT" default:"100ms" desc:"a block that is not full is handed over after this"`
+	MetricsAddr     string        `envconfig:"METRICS_ADDR" default:":9100" desc:"serve /metrics and /healthz here (empty: no server)"`
+	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	LogFormat       string        `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else json), text or json"`
+	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"10s" desc:"how long a stop waits for the broker's confirms"`
+	KeyRule         string        `envconfig:"KEY_RULE" desc:"a regular expression with one capture group matched against each connection's first client bytes: the payload key (empty: none)"`
+	KeyScanBytes    int           `envconfig:"KEY_SCAN_BYTES" default:"8192" desc:"client bytes of a connection scanned for KEY_RULE"`
+	KeyWait         time.Duration `envconfig:"KEY_WAIT" default:"1s" desc:"longest a connection's records are held waiting for its key"`
+	KeyMaxConns     int           `envconfig:"KEY_MAX_CONNS" default:"65536" desc:"connections held for their key at once; the oldest is released beyond it"`
+	KeyMaxBytes     int64         `envconfig:"KEY_MAX_BYTES" default:"67108864" desc:"memory for held records and reassembly; the oldest connection is released beyond it"`
+	SpoolDir        string        `envconfig:"SPOOL_DIR" desc:"directory of the disk spool for batches the broker cannot take yet (empty: no spool)"`
+	SpoolMaxBytes   int64         `envconfig:"SPOOL_MAX_BYTES" default:"1073741824" desc:"the spool's size on disk at most"`
+	SpoolFullPolicy string        `envconfig:"SPOOL_FULL_POLICY" default:"drop-newest" desc:"what a full spool drops: drop-newest or drop-oldest (counted, logged)"`
+	SpoolFsync      string        `envconfig:"SPOOL_FSYNC" default:"interval" desc:"interval (once a second), batch (every batch) or never"`
 
 	// Stdout receives OUTPUT=stdout lines (os.Stdout when nil).
 	Stdout io.Writer `ignored:"true"`
@@ -153,8 +154,8 @@ func (c *Config) filter() (*filter.Filter, error) {
 	return filter.FromListen(ap), nil
 }
 
-// Usage is the command's help text.
-const Usage = `capture records every TCP packet sent to a listening IP:port and publishes
+// usageHead is the help text before the table of variables.
+const usageHead = `capture records every TCP packet sent to a listening IP:port and publishes
 the records to RabbitMQ (or prints them).
 
 Usage:
@@ -183,44 +184,15 @@ Filter expressions (BPF_FILTER, -f): primitives joined by "and" (or &&):
 e.g. "dst port 80", "tcp dst port 8080 and dst host ::1". Every filter implies
 tcp; or, not and parentheses are not supported.
 
-Environment:
-  AMQP_URL          amqp://guest:guest@127.0.0.1:5672/ (several nodes:
-                    comma-separated; amqps:// for TLS)
-  AMQP_CA_FILE      (empty: the system's roots) PEM CA certificates
-                    trusted for amqps://
-  INTERFACE         lo
-  LISTEN_ADDR       127.0.0.1:7000 (0.0.0.0 or [::] as host: any address)
-  BPF_FILTER        (empty: tcp and dst host H and dst port P of LISTEN_ADDR;
-                    with PCAP_FILES and LISTEN_ADDR unset: every TCP packet)
-  SINK              false (true: accept and discard connections on LISTEN_ADDR)
-  PCAP_FILES        (empty: live capture; else comma-separated files)
-  REPLAY_SPEED      0
-  OUTPUT            amqp
-  BATCH_SIZE        512
-  BATCH_INTERVAL    50ms
-  MAX_IN_FLIGHT     256
-  SNAPLEN           262144
-  CAPTURE_WORKERS   0 (the number of CPUs): live readers in one fan-out group
-  RING_BLOCK_SIZE   1048576 (bytes; a multiple of 4096)
-  RING_BLOCKS       8 (blocks per reader: each reader maps
-                    RING_BLOCKS x RING_BLOCK_SIZE bytes)
-  RING_TIMEOUT      100ms (a block that is not full is handed over after this)
-  METRICS_ADDR      :9100 (empty: no metrics server)
-  LOG_LEVEL         info
-  LOG_FORMAT        auto
-  SHUTDOWN_TIMEOUT  10s
-  KEY_RULE          (empty: no key; else a regular expression with one capture
-                    group matched against each connection's first bytes)
-  KEY_SCAN_BYTES    8192
-  KEY_WAIT          1s
-  KEY_MAX_CONNS     65536
-  KEY_MAX_BYTES     67108864
-  SPOOL_DIR         (empty: no spool; else a directory for batches the
-                    broker cannot take yet, sent first once it can)
-  SPOOL_MAX_BYTES   1073741824
-  SPOOL_FULL_POLICY drop-newest (or drop-oldest)
-  SPOOL_FSYNC       interval (once a second; or batch, or never)
+Environment (name, default, meaning):
 `
+
+// WriteUsage prints the help text: the flags, then every variable with its
+// default and meaning, from Config's tags.
+func WriteUsage(w io.Writer) {
+	fmt.Fprint(w, usageHead)
+	config.WriteUsage(w, Config{})
+}
 
 // LoadConfig reads the environment, applies the flags in args and
 // validates the result. It returns flag.ErrHelp after printing Usage to
@@ -232,14 +204,14 @@ func LoadConfig(args []string, stderr io.Writer) (Config, error) {
 	}
 	fs := flag.NewFlagSet("capture", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, Usage) }
-	files := fs.String("r", "", "")
-	expr := fs.String("f", "", "")
-	listen := fs.String("listen", "", "")
-	iface := fs.String("i", "", "")
-	speed := fs.Float64("speed", -1, "")
-	out := fs.String("o", "", "")
-	metrics := fs.String("metrics", "", "")
+	fs.Usage = func() { WriteUsage(stderr) }
+	files := fs.String("r", "", "pcap/pcapng `files` to read, comma-separated (PCAP_FILES)")
+	expr := fs.String("f", "", "filter `expression` (BPF_FILTER)")
+	listen := fs.String("listen", "", "record packets sent to `IP:PORT` (LISTEN_ADDR)")
+	iface := fs.String("i", "", "`interface` for live capture (INTERFACE)")
+	speed := fs.Float64("speed", -1, "replay at `N` times the recorded speed, 0 as fast as possible (REPLAY_SPEED)")
+	out := fs.String("o", "", "amqp or stdout (OUTPUT)")
+	metrics := fs.String("metrics", "", "serve /metrics and /healthz on `ADDR` (METRICS_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
