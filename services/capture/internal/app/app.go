@@ -28,7 +28,7 @@ import (
 	"github.com/connpipe/connpipe/services/capture/internal/filter"
 	"github.com/connpipe/connpipe/services/capture/internal/keyscan"
 	"github.com/connpipe/connpipe/services/capture/internal/publish"
-	"github.com/connpipe/connpipe/services/capture/internal/sink"
+	"github.com/connpipe/connpipe/services/capture/internal/discard"
 	"github.com/connpipe/connpipe/services/capture/internal/source"
 	"github.com/connpipe/connpipe/shared/ops"
 	"github.com/connpipe/connpipe/shared/record"
@@ -237,7 +237,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	sinkCtx, stopSink := context.WithCancel(ctx)
 	defer func() { stopSink(); <-sinkDone }()
 	if cfg.Sink {
-		s, err := sink.Listen(listen.String(), log)
+		s, err := discard.Listen(listen.String(), log)
 		if err != nil {
 			close(sinkDone)
 			_ = closeFn()

@@ -1,7 +1,7 @@
-// Package sink is an optional TCP listener on the capture's listen address
+// Package discard is an optional TCP listener on the capture's listen address
 // that accepts connections and discards what they send, so clients'
 // connections complete when nothing else listens there (SINK=true).
-package sink
+package discard
 
 import (
 	"context"
