@@ -162,8 +162,11 @@ func DecodeEntries(b []byte, fn func(*Record)) error {
 
 // Batch is a decoded records message.
 type Batch struct {
-	Ingest  int64 // Unix ns when the batch entered the pipeline; 0 if unknown
-	Records []Record
+	Ingest int64 // Unix ns when the batch entered the pipeline; 0 if unknown
+	// Received is Unix ns when the consumer received the message (0 if
+	// unknown). No record is stored in a bucket after it: see store.Bucket.
+	Received int64
+	Records  []Record
 }
 
 // Encoder builds binary batches; reuse one to avoid allocations.

@@ -91,6 +91,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	a.applied.Store(initial)
 	a.intake = intake.New(intake.Config{
 		URL: cfg.AMQPURL, ConsumerID: cfg.ConsumerID, Prefetch: cfg.Prefetch, Store: a.sink,
+		MaxMessageBytes: cfg.MaxMessageBytes, Retention: cfg.Retention,
 		Gate: a.gate, Heartbeat: a.heartbeat, HeartbeatInterval: cfg.HeartbeatInterval, Kick: a.kick,
 		Logger: log.With("component", "intake"), Metrics: intake.NewMetrics(a.reg),
 	})
@@ -223,7 +224,7 @@ func (a *App) heartbeat() control.Heartbeat {
 		Consumer: a.cfg.ConsumerID, Host: a.host,
 		Version: t.Version, Position: t.Position, Weights: t.String(),
 		Ready: a.ready.Load(), Records: a.sink.Stored(), Acked: a.intake.Acked(),
-		Stored: a.sink.StoredBy(), Unacked: a.intake.Held(),
+		Stored: a.sink.StoredBy(), Unacked: a.intake.Held(), DeadLettered: a.intake.DeadLettered(),
 		SentAt: time.Now().UnixNano(), Interval: a.cfg.HeartbeatInterval.Milliseconds(),
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/connpipe/connpipe/services/consumer/internal/intake"
 	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/config"
 	"github.com/connpipe/connpipe/shared/control"
@@ -23,6 +24,7 @@ type Config struct {
 	RedisPrefix       string        `envconfig:"REDIS_PREFIX" default:"cp:"`
 	RedisTimeout      time.Duration `envconfig:"REDIS_TIMEOUT" default:"2s"`
 	Prefetch          int           `envconfig:"PREFETCH" default:"64"`
+	MaxMessageBytes   int           `envconfig:"MAX_MESSAGE_BYTES" default:"1048576"`
 	ConsumerID        string        `envconfig:"CONSUMER_ID"`
 	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"1s"`
 	MetricsAddr       string        `envconfig:"METRICS_ADDR" default:":9101"`
@@ -50,6 +52,7 @@ func Defaults() Config {
 		RedisPrefix:       store.DefaultPrefix,
 		RedisTimeout:      2 * time.Second,
 		Prefetch:          64,
+		MaxMessageBytes:   intake.DefaultMaxMessageBytes,
 		HeartbeatInterval: time.Second,
 		MetricsAddr:       ":9101",
 		LogLevel:          "info",
@@ -77,6 +80,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Prefetch < 1 || c.Prefetch > 65535 {
 		return fmt.Errorf("PREFETCH=%d: want 1..65535 messages", c.Prefetch)
+	}
+	if c.MaxMessageBytes < 1024 || c.MaxMessageBytes > 512<<20 {
+		return fmt.Errorf("MAX_MESSAGE_BYTES=%d: want 1024..%d bytes (RabbitMQ's own max_message_size is at most 512 MiB)", c.MaxMessageBytes, 512<<20)
 	}
 	if c.HeartbeatInterval <= 0 {
 		return fmt.Errorf("HEARTBEAT_INTERVAL=%s: want a positive duration such as 1s", c.HeartbeatInterval)

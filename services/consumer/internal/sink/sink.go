@@ -479,7 +479,7 @@ func (s *Sink) route(ctx context.Context, r *route, msgs []*record.Batch, assign
 				}
 				i := r.pick(h)
 				assign[k] = int32(i)
-				s.batches[i].Add(store.Bucket(rec.TS, m.Ingest), rec)
+				s.batches[i].Add(store.Bucket(rec.TS, m.Ingest, m.Received), rec)
 			}
 			k++
 		}
