@@ -137,8 +137,9 @@ func FuzzDecodeJSON(f *testing.F) {
 }
 
 // FuzzDecodeEntries: the entry decoder (what admin reads back from Redis)
-// never panics, and whatever it decodes re-encodes to the same bytes it
-// consumed.
+// never panics, fails only with the package's errors, and what it decodes
+// re-encodes to entries that decode to the same records (the bytes may
+// differ: IPv4-mapped IPv6 addresses come back as IPv4).
 func FuzzDecodeEntries(f *testing.F) {
 	var seed []byte
 	for i := range sample() {
@@ -149,16 +150,21 @@ func FuzzDecodeEntries(f *testing.F) {
 	f.Add([]byte{kindHasKey, 1, 2, 3})
 	f.Add([]byte{0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var re []byte
-		err := DecodeEntries(b, func(r *Record) { re = AppendEntry(re, r) })
+		var recs []Record
+		err := DecodeEntries(b, func(r *Record) { recs = append(recs, *r) })
 		if err != nil && !errors.Is(err, ErrTruncated) && !errors.Is(err, ErrBadEntry) {
 			t.Fatalf("error outside the package's set: %v", err)
 		}
-		if !bytes.HasPrefix(b, re) {
-			t.Fatalf("re-encoded entries differ from the input's prefix:\n in %x\nout %x", b, re)
+		var re []byte
+		for i := range recs {
+			re = AppendEntry(re, &recs[i])
 		}
-		if err == nil && len(re) != len(b) {
-			t.Fatalf("decoded without error but re-encoded %d of %d bytes", len(re), len(b))
+		var again []Record
+		if err := DecodeEntries(re, func(r *Record) { again = append(again, *r) }); err != nil {
+			t.Fatalf("re-encoded entries do not decode: %v", err)
+		}
+		if fmt.Sprint(again) != fmt.Sprint(recs) {
+			t.Fatalf("records change through a re-encode:\n%v\n%v", recs, again)
 		}
 	})
 }
