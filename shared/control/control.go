@@ -514,6 +514,9 @@ type Heartbeat struct {
 	// DeadLettered is records messages sent to the dead-letter queue since
 	// start (undecodable or over MAX_MESSAGE_BYTES).
 	DeadLettered uint64 `json:"dead_lettered,omitempty"`
-	SentAt       int64  `json:"sent_at"`  // Unix ns
-	Interval     int64  `json:"interval"` // ms until the next heartbeat at the latest
+	// Out names the backends out of rotation and why: backend name → state
+	// (oom, readonly, loading, masterdown, auth or down) and the error.
+	Out      map[string]string `json:"out,omitempty"`
+	SentAt   int64             `json:"sent_at"`  // Unix ns
+	Interval int64             `json:"interval"` // ms until the next heartbeat at the latest
 }

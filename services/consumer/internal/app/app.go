@@ -224,9 +224,24 @@ func (a *App) heartbeat() control.Heartbeat {
 		Consumer: a.cfg.ConsumerID, Host: a.host,
 		Version: t.Version, Position: t.Position, Weights: t.String(),
 		Ready: a.ready.Load(), Records: a.sink.Stored(), Acked: a.intake.Acked(),
-		Stored: a.sink.StoredBy(), Unacked: a.intake.Held(), DeadLettered: a.intake.DeadLettered(),
+		Stored: a.sink.StoredBy(), Unacked: a.intake.Held(), DeadLettered: a.intake.DeadLettered(), Out: a.out(),
 		SentAt: time.Now().UnixNano(), Interval: a.cfg.HeartbeatInterval.Milliseconds(),
 	}
+}
+
+// out is the backends out of rotation, with their state and its reason.
+func (a *App) out() map[string]string {
+	var m map[string]string
+	for name, st := range a.sink.States() {
+		if st.State == sink.StateUp {
+			continue
+		}
+		if m == nil {
+			m = map[string]string{}
+		}
+		m[name] = st.State + ": " + st.Reason
+	}
+	return m
 }
 
 // health is /healthz: ok when the log is read and RabbitMQ is connected.
