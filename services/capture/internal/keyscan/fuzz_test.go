@@ -10,13 +10,20 @@ import (
 	"github.com/connpipe/connpipe/shared/record"
 )
 
+// The fuzz target's rule and metrics, made once: compiling and registering
+// them for every input would take most of each execution.
+var (
+	fuzzRule    = mustRule(soapRule)
+	fuzzMetrics = NewMetrics(nil)
+)
+
 // scanRun carries body over one connection cut at sizes (cycled), in
 // order or in a scrambled order, then a FIN, and closes the scanner. It
 // returns the records released and the key of the first.
 func scanRun(t *testing.T, body []byte, sizes []int, scramble bool) (int, string, Stats) {
 	clk := newClock()
 	out := &sink{}
-	s := New(Config{Rule: regexpOrFail(t, soapRule), ScanBytes: 512, Wait: time.Hour, Now: clk.now}, out)
+	s := New(Config{Rule: fuzzRule, ScanBytes: 512, Wait: time.Hour, Now: clk.now, Metrics: fuzzMetrics}, out)
 	c := newClient("10.0.7.1", 47000, 9)
 	pkts := []pkt{c.syn(), c.ack()}
 	var data []pkt
