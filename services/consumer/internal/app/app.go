@@ -78,7 +78,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	sink.SetClientLogger(log)
 	a.sink, err = sink.New(sink.Config{
 		Layout:  store.Layout{Prefix: cfg.RedisPrefix, Retention: cfg.Retention},
-		Timeout: cfg.RedisTimeout,
+		Timeout: cfg.RedisTimeout, DrainedFallback: cfg.DrainedFallback,
 		Logger:  log.With("component", "sink"),
 		Metrics: sink.NewMetrics(a.reg),
 	}, initial)

@@ -25,6 +25,7 @@ type Config struct {
 	RedisTimeout      time.Duration `envconfig:"REDIS_TIMEOUT" default:"2s"`
 	Prefetch          int           `envconfig:"PREFETCH" default:"64"`
 	MaxMessageBytes   int           `envconfig:"MAX_MESSAGE_BYTES" default:"1048576"`
+	DrainedFallback   bool          `envconfig:"DRAINED_FALLBACK" default:"false"`
 	ConsumerID        string        `envconfig:"CONSUMER_ID"`
 	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"1s"`
 	MetricsAddr       string        `envconfig:"METRICS_ADDR" default:":9101"`

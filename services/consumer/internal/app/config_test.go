@@ -9,7 +9,7 @@ import (
 
 func TestLoadConfigDefaults(t *testing.T) {
 	for _, name := range []string{"AMQP_URL", "BACKENDS", "WEIGHTS", "RETENTION", "REDIS_PREFIX", "REDIS_TIMEOUT",
-		"PREFETCH", "MAX_MESSAGE_BYTES", "CONSUMER_ID", "HEARTBEAT_INTERVAL", "METRICS_ADDR", "LOG_LEVEL", "LOG_FORMAT"} {
+		"PREFETCH", "MAX_MESSAGE_BYTES", "DRAINED_FALLBACK", "CONSUMER_ID", "HEARTBEAT_INTERVAL", "METRICS_ADDR", "LOG_LEVEL", "LOG_FORMAT"} {
 		t.Setenv(name, "") // restored when the test ends
 		os.Unsetenv(name)
 	}

@@ -24,7 +24,9 @@
 // (connpipe_consumer_backend_state_changes_total{state}); the state in
 // force is connpipe_consumer_backend_state{state} and goes into the
 // consumer's heartbeat (States). The router restarts its cycle whenever
-// the set of usable backends changes. When no backend
+// the set of usable backends changes. While no backend of positive weight
+// is up, records wait unacked, or with DrainedFallback go to the backends
+// of weight 0 that are up, in turn. When no backend
 // can store, Store keeps retrying with backoff: the messages stay unacked on
 // the broker and nothing is dropped.
 //
@@ -113,7 +115,11 @@ type Config struct {
 	StickRefresh time.Duration
 	// StickCache bounds the cached stick owners; default 100,000.
 	StickCache int
-	Now        func() time.Time // default time.Now
+	// DrainedFallback lets records go to instances of weight 0 that are up
+	// while no instance of positive weight can take them, instead of
+	// waiting unacked (DRAINED_FALLBACK).
+	DrainedFallback bool
+	Now             func() time.Time // default time.Now
 }
 
 // errShortReply reports a stick lookup answered with the wrong number of owners.
@@ -280,6 +286,9 @@ type Sink struct {
 	owner   map[uint64]int // key hash → backend index, for one sticky round
 	hashes  []uint64
 	misses  []uint64
+	drained []int // weight-0 backends up, for DrainedFallback
+	nextDr  int
+	onDr    bool // the last round went to drained backends
 }
 
 // Assignment markers in Sink.assign besides backend indexes.
@@ -485,7 +494,17 @@ func (s *Sink) Store(ctx context.Context, msgs []*record.Batch) error {
 	for attempt := 0; ; {
 		r := s.adopt()
 		s.syncHealth(r)
-		if !r.routable() {
+		fallback := !r.routable() && s.cfg.DrainedFallback && s.routeDrained(r, msgs, assign)
+		if fallback != s.onDr {
+			s.onDr = fallback
+			if fallback {
+				s.log.Warn("no redis backend of positive weight can store records, storing them on drained ones (DRAINED_FALLBACK)",
+					"states", s.stateSummary(r))
+			} else {
+				s.log.Info("routing by weight again")
+			}
+		}
+		if !r.routable() && !fallback {
 			wait := backoff(attempt)
 			attempt++
 			if attempt == 1 || attempt%20 == 0 {
@@ -500,7 +519,9 @@ func (s *Sink) Store(ctx context.Context, msgs []*record.Batch) error {
 			continue
 		}
 		attempt = 0
-		s.route(ctx, r, msgs, assign)
+		if !fallback {
+			s.route(ctx, r, msgs, assign)
+		}
 		failed := s.write(ctx, r)
 		if err := ctx.Err(); err != nil {
 			return err
@@ -520,6 +541,37 @@ func (s *Sink) Store(ctx context.Context, msgs []*record.Batch) error {
 			return nil
 		}
 	}
+}
+
+// routeDrained assigns every pending record to the backends of weight 0
+// that are up, in turn, and reports whether there was one.
+func (s *Sink) routeDrained(r *route, msgs []*record.Batch, assign []int32) bool {
+	s.drained = s.drained[:0]
+	for i, b := range r.backends {
+		if r.table.Backends[i].Weight == 0 && b.up.Load() {
+			s.drained = append(s.drained, i)
+		}
+	}
+	if len(s.drained) == 0 {
+		return false
+	}
+	for _, b := range s.batches {
+		b.Reset()
+	}
+	k := 0
+	for _, m := range msgs {
+		for j := range m.Records {
+			if assign[k] == pending {
+				i := s.drained[s.nextDr%len(s.drained)]
+				s.nextDr++
+				assign[k] = int32(i)
+				rec := &m.Records[j]
+				s.batches[i].Add(store.Bucket(rec.TS, m.Ingest, m.Received), rec)
+			}
+			k++
+		}
+	}
+	return true
 }
 
 func backoff(attempt int) time.Duration {

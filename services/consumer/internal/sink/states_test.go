@@ -180,3 +180,37 @@ func TestReadonlyIsAState(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// While the only instance of positive weight is out, records wait unacked
+// — unless DrainedFallback lets them go to an instance of weight 0.
+func TestDrainedFallback(t *testing.T) {
+	own := redisproc.StartPort(t, oomPort+3)
+	shared := testenv.Redis(t, 1)[0]
+	layout := store.Layout{Prefix: testenv.Prefix(t), Retention: time.Minute}
+	tbl, err := control.NewTable([]control.Backend{{Name: "a", Addr: own.Addr, Weight: 1}, {Name: "z", Addr: shared, Weight: 0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, allow := range []bool{false, true} {
+		s, err := New(Config{Layout: layout, Timeout: time.Second, CheckInterval: 100 * time.Millisecond, DrainedFallback: allow}, tbl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		own.Kill()
+		now := time.Now().UnixNano()
+		recs := gen(int(now%1000)*100, 30, now, 51)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err = s.Store(ctx, []*record.Batch{{Ingest: now, Received: now, Records: recs}})
+		cancel()
+		got := count(t, layout, shared, recs)
+		t.Logf("DrainedFallback %v: Store %v, %d of %d records on the weight-0 instance", allow, err, got, len(recs))
+		if allow && (err != nil || got != len(recs)) {
+			t.Fatalf("with the fallback: Store %v, %d of %d stored on the drained instance", err, got, len(recs))
+		}
+		if !allow && (err == nil || got != 0) {
+			t.Fatalf("without the fallback: Store %v, %d records on the drained instance", err, got)
+		}
+		s.Close()
+		own.Restart()
+	}
+}
