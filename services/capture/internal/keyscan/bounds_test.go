@@ -234,3 +234,24 @@ func mustRule(s string) *regexp.Regexp {
 	}
 	return re
 }
+
+// A tick scans what was put off but does not take a match that reaches
+// the end of the bytes read: the greedy value may go on.
+func TestTickLeavesAnOpenMatch(t *testing.T) {
+	s, out, clk, _ := newScanner(t, Config{Rule: regexpOrFail(t, `(?im)^X-Session-Id: *(\S+)`)})
+	c := newClient("10.0.9.3", 40902, 1)
+	send(t, s, clk, c.syn(), c.ack(), c.data("GET / HTTP/1.1\r\n"+strings.Repeat("A: b\r\n", 20)+"X-Session-Id: s-1"), c.data("2"))
+	if err := s.Expire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.recs) != 0 {
+		t.Fatalf("tick released %d records on an open match (key %q)", len(out.recs), out.recs[0].Key)
+	}
+	send(t, s, clk, c.data("34\r\n"))
+	if err := s.Expire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.recs) != 5 || out.recs[0].Key != "s-1234" {
+		t.Fatalf("released %d, keys %q; want 5 with s-1234", len(out.recs), keys(out.recs))
+	}
+}

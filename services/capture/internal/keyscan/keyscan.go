@@ -219,7 +219,6 @@ type conn struct {
 	oooLen   int     // bytes in ooo
 	scanned  int     // len(buf) at the last scan
 	pend     [2]int  // the last scan's match of the group, touching the end; -1 if none
-	deferred bool    // in Scanner.deferred
 	bytes    int64   // what c counts against MaxBytes
 	prev     *conn
 	next     *conn
@@ -264,8 +263,7 @@ type Scanner struct {
 	waiting  list // by first held record, oldest first
 	settled  list // by last packet, oldest first
 	nWaiting int
-	bytes    int64   // counted against MaxBytes
-	deferred []*conn // waiting connections with bytes not yet scanned
+	bytes    int64 // counted against MaxBytes
 	closed   bool
 }
 
@@ -479,7 +477,7 @@ func (s *Scanner) feed(c *conn, seg []byte) {
 	if c.finOff >= 0 && len(c.buf) >= min(c.finOff, s.cfg.ScanBytes) {
 		c.ended = true
 	}
-	s.scan(c, false)
+	s.scan(c, false, false)
 }
 
 // joinPieces appends the out-of-order pieces that the in-order bytes now
@@ -500,21 +498,19 @@ func (s *Scanner) joinPieces(c *conn) {
 }
 
 // scan matches the bytes read so far against the rule, unless it can be
-// put off (see Cost in the package doc); force scans what is new anyway.
-// The stream's end and a full window always settle the connection.
-func (s *Scanner) scan(c *conn, force bool) {
+// put off (see Cost in the package doc); now scans what is new anyway, and
+// final also takes a match that reaches the end of the bytes read (the
+// timeout). The stream's end and a full window always settle the
+// connection.
+func (s *Scanner) scan(c *conn, now, final bool) {
 	if c.result != "" {
 		return
 	}
 	full := len(c.buf) >= s.cfg.ScanBytes
 	end := c.ended
 	fresh := len(c.buf) - c.scanned
-	if fresh > 0 && !end && !full && !force && fresh < min(c.scanned, s.overlap) {
-		if !c.deferred {
-			c.deferred = true
-			s.deferred = append(s.deferred, c)
-		}
-		return
+	if fresh > 0 && !end && !full && !now && fresh < min(c.scanned, s.overlap) {
+		return // put off: Expire scans it at the next tick
 	}
 	if fresh > 0 {
 		from := max(0, c.scanned-s.overlap)
@@ -528,7 +524,7 @@ func (s *Scanner) scan(c *conn, force bool) {
 		s.m.BytesScanned.Add(float64(len(c.buf) - from))
 		c.scanned = len(c.buf)
 	}
-	if c.pend[0] >= 0 && (c.pend[1] < len(c.buf) || full || end || force) {
+	if c.pend[0] >= 0 && (c.pend[1] < len(c.buf) || full || end || final) {
 		key := c.buf[c.pend[0]:c.pend[1]]
 		if len(key) > record.MaxKeyLen {
 			key = key[:record.MaxKeyLen]
@@ -579,25 +575,19 @@ func (s *Scanner) Expire(ctx context.Context) error {
 	now := s.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, c := range s.deferred {
-		c.deferred = false
-		if c.st != waiting {
-			continue
-		}
-		if s.scan(c, false); c.result == "" && c.scanned < len(c.buf) {
-			s.scan(c, true)
-		}
-		if c.result != "" {
-			if err := s.release(ctx, c); err != nil {
-				s.deferred = s.deferred[:0]
-				return err
+	for c := s.waiting.head; c != nil; {
+		next := c.next // release moves c to the settled list
+		if c.scanned < len(c.buf) {
+			if s.scan(c, true, false); c.result != "" {
+				if err := s.release(ctx, c); err != nil {
+					return err
+				}
 			}
 		}
+		c = next
 	}
-	clear(s.deferred)
-	s.deferred = s.deferred[:0]
 	for c := s.waiting.head; c != nil && now.Sub(c.started) >= s.cfg.Wait; c = s.waiting.head {
-		if s.scan(c, true); c.result != ResultFound {
+		if s.scan(c, true, true); c.result != ResultFound {
 			c.result = ResultTimeout
 		}
 		if err := s.release(ctx, c); err != nil {
