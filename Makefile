@@ -36,6 +36,10 @@ bench-live: testenv ## live capture beside tcpdump over a veth pair at fixed rat
 demo: testenv build ## run the whole pipeline natively: 2 Redis, RabbitMQ, capture on lo, 2 consumers, admin, traffic; 30/70 then 50/50
 	@scripts/demo.sh
 
+FUZZTIME ?= 60s
+fuzz: ## run every Fuzz target for FUZZTIME each (default 60s) and report the executions
+	@GO="$(GO)" FUZZTIME="$(FUZZTIME)" scripts/fuzz.sh
+
 lint: ## go vet and gofmt check
 	$(GO) vet $(PKGS)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -48,4 +52,4 @@ clean: ## remove build output
 
 -include deployments/compose/compose.mk
 
-.PHONY: help build testenv testenv-down test bench bench-live demo lint fmt clean
+.PHONY: help build testenv testenv-down test bench bench-live demo fuzz lint fmt clean

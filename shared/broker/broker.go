@@ -165,7 +165,7 @@ func Dial(ctx context.Context, rawURL, name string, log *slog.Logger) (*amqp.Con
 	for attempt := 0; ; attempt++ {
 		conn, node, err := Connect(rawURL, cfg)
 		if err == nil {
-			err = declare(conn)
+			err = declare(conn, log)
 			if err == nil {
 				if strings.Contains(rawURL, ",") {
 					log.Info("rabbitmq connected", "node", Redact(node), "connection", name)
@@ -184,7 +184,7 @@ func Dial(ctx context.Context, rawURL, name string, log *slog.Logger) (*amqp.Con
 	}
 }
 
-func declare(conn *amqp.Connection) error {
+func declare(conn *amqp.Connection, log *slog.Logger) error {
 	ch, err := conn.Channel()
 	if err != nil {
 		return fmt.Errorf("open channel: %w", err)
@@ -198,8 +198,28 @@ func declare(conn *amqp.Connection) error {
 		// its own, with a clear error, until it exists.
 		return nil
 	}
-	return err
+	if !errors.Is(err, topology.ErrDeadQueueArgs) {
+		return err
+	}
+	// The refused declare closed ch: take the old queue as it is on a new one.
+	ch2, cerr := conn.Channel()
+	if cerr != nil {
+		return fmt.Errorf("open channel: %w", cerr)
+	}
+	defer ch2.Close()
+	if derr := topology.DeclareExistingDead(ch2); derr != nil {
+		return errors.Join(err, derr)
+	}
+	if warnedDead.CompareAndSwap(false, true) {
+		log.Warn("dead-letter queue has no length limit; using it as it is. Put the limit on it with a policy "+
+			"or delete it to have it declared afresh (see package topology)", "queue", topology.DeadQueue, "err", err)
+	}
+	return nil
 }
+
+// warnedDead makes the warning about an unlimited dead-letter queue a
+// once-per-process one: Dial runs on every reconnect.
+var warnedDead atomic.Bool
 
 // Redact hides the passwords in an AMQP URL (or a list of them) for logs.
 func Redact(rawURL string) string {

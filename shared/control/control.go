@@ -502,9 +502,15 @@ type Heartbeat struct {
 	Records  uint64 `json:"records"`  // records stored since start
 	// Stored is records stored since start per backend name, so readers can
 	// compute each instance's observed share over any window from deltas.
-	Stored   map[string]uint64 `json:"stored,omitempty"`
-	Unacked  int               `json:"unacked"`  // messages held, not yet acked
-	Acked    uint64            `json:"acked"`    // messages acked since start
+	Stored  map[string]uint64 `json:"stored,omitempty"`
+	Unacked int               `json:"unacked"` // messages held, not yet acked
+	Acked   uint64            `json:"acked"`   // messages acked since start
+	// DeadLettered is records messages sent to the dead-letter queue since
+	// start (undecodable or over MAX_MESSAGE_BYTES).
+	DeadLettered uint64 `json:"dead_lettered,omitempty"`
+	// Out names the backends out of rotation and why: backend name → state
+	// (oom, readonly, loading, masterdown, auth or down) and the error.
+	Out      map[string]string `json:"out,omitempty"`
 	SentAt   int64             `json:"sent_at"`  // Unix ns
 	Interval int64             `json:"interval"` // ms until the next heartbeat at the latest
 }

@@ -1,10 +1,12 @@
 package record
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -160,8 +162,11 @@ func DecodeEntries(b []byte, fn func(*Record)) error {
 
 // Batch is a decoded records message.
 type Batch struct {
-	Ingest  int64 // Unix ns when the batch entered the pipeline; 0 if unknown
-	Records []Record
+	Ingest int64 // Unix ns when the batch entered the pipeline; 0 if unknown
+	// Received is Unix ns when the consumer received the message (0 if
+	// unknown). No record is stored in a bucket after it: see store.Bucket.
+	Received int64
+	Records  []Record
 }
 
 // Encoder builds binary batches; reuse one to avoid allocations.
@@ -314,36 +319,70 @@ func port(name string, p *int) (uint16, error) {
 	return uint16(*p), nil
 }
 
-// DecodeJSON decodes one JSON record or an array of them.
+// MaxJSONRecords bounds the records of one JSON message. JSON is the
+// hand-published form; capture's batches are binary.
+const MaxJSONRecords = 1 << 16
+
+// DecodeJSON decodes one JSON record or an array of them, appending them
+// to dst.Records. It reads the array as a stream, one element at a time,
+// and validates each element as it goes: memory grows with the records
+// kept, never with the elements of a hostile array, and the first bad
+// element or the element past MaxJSONRecords ends the decoding.
 func DecodeJSON(b []byte, dst *Batch) error {
-	trimmed := strings.TrimSpace(string(b))
-	var items []JSON
-	switch {
-	case strings.HasPrefix(trimmed, "["):
-		if err := json.Unmarshal(b, &items); err != nil {
-			return fmt.Errorf("%w: %v", ErrBadJSON, err)
-		}
-	case strings.HasPrefix(trimmed, "{"):
-		var one JSON
-		if err := json.Unmarshal(b, &one); err != nil {
-			return fmt.Errorf("%w: %v", ErrBadJSON, err)
-		}
-		items = []JSON{one}
-	default:
+	rest := bytes.TrimLeft(b, " \t\r\n")
+	if len(rest) == 0 || (rest[0] != '[' && rest[0] != '{') {
 		return fmt.Errorf("%w: expected an object or an array", ErrBadJSON)
 	}
-	if len(items) == 0 {
+	dec := json.NewDecoder(bytes.NewReader(rest))
+	if rest[0] == '{' {
+		if err := decodeOne(dec, 0, dst); err != nil {
+			return err
+		}
+		return end(dec)
+	}
+	if _, err := dec.Token(); err != nil { // the '['
+		return fmt.Errorf("%w: %v", ErrBadJSON, err)
+	}
+	n := 0
+	for dec.More() {
+		if n == MaxJSONRecords {
+			return fmt.Errorf("%w: more than %d JSON records", ErrTooLarge, MaxJSONRecords)
+		}
+		if err := decodeOne(dec, n, dst); err != nil {
+			return err
+		}
+		n++
+	}
+	if _, err := dec.Token(); err != nil { // the ']'
+		return fmt.Errorf("%w: %v", ErrBadJSON, err)
+	}
+	if err := end(dec); err != nil {
+		return err
+	}
+	if n == 0 {
 		return ErrNoRecords
 	}
-	if len(items) > MaxBatch {
-		return fmt.Errorf("%w: %d records", ErrTooLarge, len(items))
+	return nil
+}
+
+// decodeOne decodes the next value of dec as record i.
+func decodeOne(dec *json.Decoder, i int, dst *Batch) error {
+	var j JSON
+	if err := dec.Decode(&j); err != nil {
+		return fmt.Errorf("%w: record %d: %v", ErrBadJSON, i, err)
 	}
-	for i := range items {
-		r, err := items[i].Record()
-		if err != nil {
-			return fmt.Errorf("record %d: %w", i, err)
-		}
-		dst.Records = append(dst.Records, r)
+	r, err := j.Record()
+	if err != nil {
+		return fmt.Errorf("record %d: %w", i, err)
+	}
+	dst.Records = append(dst.Records, r)
+	return nil
+}
+
+// end checks that nothing but white space follows the value.
+func end(dec *json.Decoder) error {
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: data after the top-level value", ErrBadJSON)
 	}
 	return nil
 }

@@ -27,9 +27,11 @@
 //	ip_len   uint16  IPv4 total length, or IPv6 payload length + 40
 //	key      uint8 length + bytes, only when kind bit 1 is set
 //
-// The retention window of a record counts from max(ts_ns, ingest): for live
-// capture that is the capture time; a replayed old capture stays readable for
-// the retention window after the replay.
+// The retention window of a record counts from max(ts_ns, ingest), but
+// never from later than when the consumer received it: for live capture that
+// is the capture time; a replayed old capture stays readable for the
+// retention window after the replay; a record stamped in the future (or a
+// batch whose ingest time is) counts from its receipt (see store.Bucket).
 //
 // An IPv4 entry without a key is 25 bytes. Redis stores entries in exactly
 // this form, so reading back uses the same decoder (see package store).

@@ -9,8 +9,10 @@
 // Lua call so a bucket never exists without its expiry. A record's bucket is
 // the second of max(capture time, ingest time) — see package record — so it
 // stays readable for at least the retention window and is gone at most one
-// second after it. Redis expires a whole bucket at once: no scanning, no
-// per-record keys (an IPv4 entry costs 25 bytes plus the string's slack).
+// second after it. The bucket is never later than the second the consumer
+// received the record, so no key outlives that + RETENTION + 1 s whatever
+// the record's timestamp says. Redis expires a whole bucket at once: no
+// scanning, no per-record keys (an IPv4 entry costs 25 bytes plus the string's slack).
 package store
 
 import (
@@ -43,10 +45,19 @@ func (l Layout) BucketKey(sec int64) string {
 	return l.Prefix + "r:" + strconv.FormatInt(sec, 10)
 }
 
-// Bucket is the bucket second of a record in a batch that entered the
-// pipeline at ingest (Unix ns, 0 if unknown).
-func Bucket(ts, ingest int64) int64 {
+// Bucket is the bucket second of a record captured at ts in a batch that
+// entered the pipeline at ingest and was received by the consumer at
+// received (all Unix ns; 0 if unknown): the second of max(ts, ingest),
+// but never later than received. A record's own timestamp cannot push its
+// bucket, and so its expiry, past the time it arrived: a record stamped in
+// the year 2100 is stored in the bucket of the second it was received,
+// expires RETENTION (+ at most 1 s) later and is read back with that
+// second's records.
+func Bucket(ts, ingest, received int64) int64 {
 	t := max(ts, ingest)
+	if received > 0 {
+		t = min(t, received)
+	}
 	return t / int64(time.Second)
 }
 

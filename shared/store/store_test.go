@@ -29,7 +29,7 @@ func TestWriteReadAndFilter(t *testing.T) {
 		if srcs[i%3] == "::1" {
 			r.Dst = netip.MustParseAddr("::1")
 		}
-		b.Add(store.Bucket(r.TS, 0), &r)
+		b.Add(store.Bucket(r.TS, 0, 0), &r)
 	}
 	if err := l.Write(ctx, rdb, b); err != nil {
 		t.Fatal(err)
@@ -71,7 +71,7 @@ func TestRetentionIsPreciseToASecond(t *testing.T) {
 	l := store.Layout{Prefix: testenv.Prefix(t), Retention: retention}
 	r := rec(time.Now().UnixNano(), "127.0.0.9")
 	b := store.NewBatch()
-	sec := store.Bucket(r.TS, 0)
+	sec := store.Bucket(r.TS, 0, 0)
 	b.Add(sec, &r)
 	if err := l.Write(ctx, rdb, b); err != nil {
 		t.Fatal(err)
@@ -104,10 +104,67 @@ func TestRetentionIsPreciseToASecond(t *testing.T) {
 func TestReplayedRecordsCountFromIngest(t *testing.T) {
 	old := time.Date(2009, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
 	ingest := time.Now().UnixNano()
-	if got := store.Bucket(old, ingest); got != ingest/1e9 {
+	if got := store.Bucket(old, ingest, 0); got != ingest/1e9 {
 		t.Fatalf("old capture replayed now lands in bucket %d, want %d", got, ingest/1e9)
 	}
-	if got := store.Bucket(ingest+2e9, ingest); got != (ingest+2e9)/1e9 {
+	if got := store.Bucket(ingest+2e9, ingest, 0); got != (ingest+2e9)/1e9 {
 		t.Fatalf("live record lands in bucket %d", got)
+	}
+}
+
+func TestBucketNeverAfterReceipt(t *testing.T) {
+	recv := time.Date(2026, 6, 1, 12, 0, 0, 700e6, time.UTC).UnixNano()
+	y2100 := time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	cases := []struct {
+		name             string
+		ts, ingest, recv int64
+		want             int64
+	}{
+		{"live: capture time", recv - 30e6, recv - 80e6, recv, (recv - 30e6) / 1e9},
+		{"year 2100 record", y2100, recv - 1e9, recv, recv / 1e9},
+		{"year 2100 ingest too", y2100, y2100, recv, recv / 1e9},
+		{"replayed old capture", 1e9, recv - 1e9, recv, (recv - 1e9) / 1e9},
+		{"receipt unknown", y2100, 0, 0, y2100 / 1e9},
+	}
+	for _, c := range cases {
+		if got := store.Bucket(c.ts, c.ingest, c.recv); got != c.want {
+			t.Errorf("%s: bucket %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+// A record stamped in the year 2100 is stored in the bucket of the second
+// it was received: its key expires within RETENTION + 1 s, and a read of
+// the last RETENTION finds it.
+func TestFarFutureRecordExpiresWithinRetention(t *testing.T) {
+	ctx := testenv.Context(t, 30*time.Second)
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t, 1)[0]})
+	defer rdb.Close()
+	const retention = 5 * time.Minute
+	l := store.Layout{Prefix: testenv.Prefix(t), Retention: retention}
+	recv := time.Now()
+	r := rec(time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano(), "127.0.0.21")
+	b := store.NewBatch()
+	b.Add(store.Bucket(r.TS, 0, recv.UnixNano()), &r)
+	if err := l.Write(ctx, rdb, b); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := rdb.Keys(ctx, l.Prefix+"*").Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("keys %v, err %v: want one bucket", keys, err)
+	}
+	ttl := rdb.PTTL(ctx, keys[0]).Val()
+	t.Logf("year-2100 record: key %s, PTTL %v (retention %v)", keys[0], ttl, retention)
+	if ttl <= 0 || ttl > retention+time.Second {
+		t.Fatalf("PTTL %v, want (0, %v]", ttl, retention+time.Second)
+	}
+	n := 0
+	err = l.Read(ctx, rdb, recv.Add(-retention).Unix(), time.Now().Unix(), store.Filter{}, func(got *record.Record) {
+		if got.TS == r.TS {
+			n++
+		}
+	})
+	if err != nil || n != 1 {
+		t.Fatalf("read of the last %v found %d year-2100 records (err %v), want 1", retention, n, err)
 	}
 }

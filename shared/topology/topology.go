@@ -3,7 +3,8 @@
 //	exchange conn.records        fanout, durable  ← capture (and anyone) publishes records here
 //	queue    conn.records        quorum, durable  ← consumers compete on it; dead-letters to conn.records.dlx
 //	exchange conn.records.dlx    fanout, durable
-//	queue    conn.records.dead   quorum, durable  ← undecodable messages, with header x-connpipe-error
+//	queue    conn.records.dead   quorum, durable  ← undecodable messages, with header x-connpipe-error;
+//	                                                 at most DeadMaxLength messages / DeadMaxBytes, oldest dropped
 //	exchange conn.control        fanout, durable  ← routing changes are published here (admin, operators)
 //	queue    conn.control        stream, durable  ← the control log: routing changes, in order
 //	exchange conn.control.snapshots fanout        ← admin's snapshots are published here
@@ -12,9 +13,31 @@
 //	exchange conn.heartbeat      fanout           ← consumers report the control position they applied
 //
 // Declare is idempotent and is run again after every reconnect.
+//
+// # Dead letters
+//
+// A message lands on conn.records.dead when a consumer cannot decode it
+// (the reason in x-connpipe-error) or when RabbitMQ gave up on it after
+// DeliveryLimit deliveries (x-first-death-reason: delivery_limit). The
+// queue keeps the newest DeadMaxLength messages and DeadMaxBytes bytes and
+// drops the oldest beyond that (x-overflow drop-head), so a flood of bad
+// messages cannot fill the broker.
+//
+// Releases before these limits declared conn.records.dead without them.
+// RabbitMQ refuses to redeclare a queue with other arguments
+// (PRECONDITION_FAILED), so Declare reports ErrDeadQueueArgs for such a
+// queue and DeclareExistingDead takes it as it is; the limits can then be
+// put on it with a policy, which needs no redeclare:
+//
+//	rabbitmqctl set_policy --apply-to queues connpipe-dead '^conn\.records\.dead$' \
+//	  '{"max-length":100000,"max-length-bytes":268435456,"overflow":"drop-head"}'
+//
+// or the queue can be deleted (it holds only dead letters) and is declared
+// afresh with the limits.
 package topology
 
 import (
+	"errors"
 	"fmt"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -41,7 +64,24 @@ const (
 	// DeliveryLimit is how often a records message is redelivered before
 	// RabbitMQ dead-letters it (a consumer that crashes on it every time).
 	DeliveryLimit = 20
+
+	// DeadMaxLength and DeadMaxBytes bound the dead-letter queue; beyond
+	// them its oldest messages are dropped.
+	DeadMaxLength = 100000
+	DeadMaxBytes  = 256 << 20
 )
+
+// ErrDeadQueueArgs reports a conn.records.dead declared earlier with other
+// arguments (without the length limits); see the package doc.
+var ErrDeadQueueArgs = errors.New("queue " + DeadQueue + " exists with other arguments (declared by an older release without its length limit)")
+
+// deadArgs are conn.records.dead's arguments.
+var deadArgs = amqp.Table{
+	"x-queue-type":       "quorum",
+	"x-max-length":       DeadMaxLength,
+	"x-max-length-bytes": DeadMaxBytes,
+	"x-overflow":         "drop-head",
+}
 
 // Declare declares every exchange, queue and binding. It is safe to call
 // on every (re)connect from every service.
@@ -67,7 +107,6 @@ func Declare(ch *amqp.Channel) error {
 			"x-dead-letter-exchange": DeadExchange,
 			"x-delivery-limit":       DeliveryLimit,
 		}, RecordsExchange},
-		{DeadQueue, amqp.Table{"x-queue-type": "quorum"}, DeadExchange},
 		{ControlStream, amqp.Table{
 			"x-queue-type": "stream",
 			// The log is folded from the start; it is small (one message per
@@ -92,6 +131,33 @@ func Declare(ch *amqp.Channel) error {
 				return fmt.Errorf("bind queue %q to %q: %w", q.name, q.bind, err)
 			}
 		}
+	}
+	// The dead-letter queue comes last: if an older release declared it
+	// without limits, everything else is declared already and the caller
+	// can take it as it is (DeclareExistingDead) on a new channel.
+	if _, err := ch.QueueDeclare(DeadQueue, true, false, false, false, deadArgs); err != nil {
+		var ae *amqp.Error
+		if errors.As(err, &ae) && ae.Code == amqp.PreconditionFailed {
+			return fmt.Errorf("%w: %v", ErrDeadQueueArgs, err)
+		}
+		return fmt.Errorf("declare queue %q: %w", DeadQueue, err)
+	}
+	return bindDead(ch)
+}
+
+// DeclareExistingDead takes an existing conn.records.dead as it is (a
+// passive declare) and binds it. It is what to run, on a new channel,
+// after Declare reported ErrDeadQueueArgs.
+func DeclareExistingDead(ch *amqp.Channel) error {
+	if _, err := ch.QueueDeclarePassive(DeadQueue, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declare queue %q (passive): %w", DeadQueue, err)
+	}
+	return bindDead(ch)
+}
+
+func bindDead(ch *amqp.Channel) error {
+	if err := ch.QueueBind(DeadQueue, "", DeadExchange, false, nil); err != nil {
+		return fmt.Errorf("bind queue %q to %q: %w", DeadQueue, DeadExchange, err)
 	}
 	return nil
 }

@@ -31,7 +31,7 @@ func write(t *testing.T, pool *Pool, layout store.Layout, addr string, recs ...r
 	b := store.NewBatch()
 	var keys []string
 	for i := range recs {
-		sec := store.Bucket(recs[i].TS, 0)
+		sec := store.Bucket(recs[i].TS, 0, 0)
 		b.Add(sec, &recs[i])
 		keys = append(keys, layout.BucketKey(sec))
 	}
@@ -206,5 +206,34 @@ func TestBadQuery(t *testing.T) {
 		if _, err := r.Read(context.Background(), nil, q); !errors.Is(err, ErrBadQuery) {
 			t.Errorf("Read(%+v) err = %v, want ErrBadQuery", q, err)
 		}
+	}
+}
+
+// A record stamped in the year 2100 is stored in the bucket of the second
+// the consumer received it (store.Bucket), so the default query of the
+// last minutes shows it, with its own timestamp.
+func TestFarFutureRecordIsReadBack(t *testing.T) {
+	addr := testenv.Redis(t, 1)[0]
+	layout := store.Layout{Prefix: testenv.Prefix(t), Retention: 5 * time.Minute}
+	pool := &Pool{}
+	t.Cleanup(func() { pool.Close() })
+	now := time.Now()
+	r := rec(time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC), "10.0.0.99", "10.0.0.1", 4242)
+	b := store.NewBatch()
+	sec := store.Bucket(r.TS, now.UnixNano(), now.UnixNano())
+	b.Add(sec, &r)
+	ctx := testenv.Context(t, 10*time.Second)
+	if err := layout.Write(ctx, pool.Redis(addr), b); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pool.Redis(addr).Del(context.Background(), layout.BucketKey(sec)) })
+	rd := &Reader{Layout: layout, Clients: pool}
+	res, err := rd.Read(ctx, []control.Backend{{Name: "redis-a", Addr: addr, Weight: 1}},
+		Query{Since: now.Add(-time.Minute), Until: now.Add(2 * time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Items) != 1 || res.Items[0].Record.TS != r.TS {
+		t.Fatalf("read %v, want the year-2100 record", res.Items)
 	}
 }

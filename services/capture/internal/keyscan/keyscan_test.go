@@ -305,8 +305,10 @@ func TestUnkeyed(t *testing.T) {
 		if result(m, ResultWindow) != 1 {
 			t.Fatalf("window = %d", result(m, ResultWindow))
 		}
-		if b := testutil.ToFloat64(m.BytesScanned); b != 8192 {
-			t.Fatalf("bytes scanned = %g, want 8192", b)
+		// The window was read in 1,400-byte segments: each byte is
+		// scanned at most three times, nothing past the window.
+		if b := testutil.ToFloat64(m.BytesScanned); b < 8192 || b > 3*8192 {
+			t.Fatalf("bytes scanned = %g, want 8192..%d", b, 3*8192)
 		}
 		if st := s.Stats(); st.Held != 0 || st.HeldBytes != 0 {
 			t.Fatalf("after the window: %+v", st)

@@ -91,7 +91,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	}
 	a.sink, err = sink.New(sink.Config{
 		Layout:  store.Layout{Prefix: cfg.RedisPrefix, Retention: cfg.Retention},
-		Timeout: cfg.RedisTimeout,
+		Timeout: cfg.RedisTimeout, DrainedFallback: cfg.DrainedFallback,
 		CA:      ca,
 		Logger:  log.With("component", "sink"),
 		Metrics: sink.NewMetrics(a.reg),
@@ -111,6 +111,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	a.applied.Store(initial)
 	a.intake = intake.New(intake.Config{
 		URL: cfg.AMQPURL, ConsumerID: cfg.ConsumerID, Prefetch: cfg.Prefetch, Store: a.sink,
+		MaxMessageBytes: cfg.MaxMessageBytes, Retention: cfg.Retention,
 		Gate: a.gate, Heartbeat: a.heartbeat, HeartbeatInterval: cfg.HeartbeatInterval, Kick: a.kick,
 		Logger: log.With("component", "intake"), Metrics: intake.NewMetrics(a.reg),
 	})
@@ -263,9 +264,24 @@ func (a *App) heartbeat() control.Heartbeat {
 		Consumer: a.cfg.ConsumerID, Host: a.host,
 		Version: t.Version, Position: t.Position, Weights: t.String(),
 		Ready: a.ready.Load(), Records: a.sink.Stored(), Acked: a.intake.Acked(),
-		Stored: a.sink.StoredBy(), Unacked: a.intake.Held(),
+		Stored: a.sink.StoredBy(), Unacked: a.intake.Held(), DeadLettered: a.intake.DeadLettered(), Out: a.out(),
 		SentAt: time.Now().UnixNano(), Interval: a.cfg.HeartbeatInterval.Milliseconds(),
 	}
+}
+
+// out is the backends out of rotation, with their state and its reason.
+func (a *App) out() map[string]string {
+	var m map[string]string
+	for name, st := range a.sink.States() {
+		if st.State == sink.StateUp {
+			continue
+		}
+		if m == nil {
+			m = map[string]string{}
+		}
+		m[name] = st.State + ": " + st.Reason
+	}
+	return m
 }
 
 // health is /healthz: ok when the log is read and RabbitMQ is connected.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/connpipe/connpipe/services/consumer/internal/intake"
 	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/config"
 	"github.com/connpipe/connpipe/shared/control"
@@ -30,6 +31,8 @@ type Config struct {
 	// backends; empty trusts the system's roots.
 	RedisCAFile       string        `envconfig:"REDIS_CA_FILE"`
 	Prefetch          int           `envconfig:"PREFETCH" default:"64"`
+	MaxMessageBytes   int           `envconfig:"MAX_MESSAGE_BYTES" default:"1048576"`
+	DrainedFallback   bool          `envconfig:"DRAINED_FALLBACK" default:"false"`
 	ConsumerID        string        `envconfig:"CONSUMER_ID"`
 	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"1s"`
 	MetricsAddr       string        `envconfig:"METRICS_ADDR" default:":9101"`
@@ -57,6 +60,7 @@ func Defaults() Config {
 		RedisPrefix:       store.DefaultPrefix,
 		RedisTimeout:      2 * time.Second,
 		Prefetch:          64,
+		MaxMessageBytes:   intake.DefaultMaxMessageBytes,
 		HeartbeatInterval: time.Second,
 		MetricsAddr:       ":9101",
 		LogLevel:          "info",
@@ -87,6 +91,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Prefetch < 1 || c.Prefetch > 65535 {
 		return fmt.Errorf("PREFETCH=%d: want 1..65535 messages", c.Prefetch)
+	}
+	if c.MaxMessageBytes < 1024 || c.MaxMessageBytes > 512<<20 {
+		return fmt.Errorf("MAX_MESSAGE_BYTES=%d: want 1024..%d bytes (RabbitMQ's own max_message_size is at most 512 MiB)", c.MaxMessageBytes, 512<<20)
 	}
 	if c.HeartbeatInterval <= 0 {
 		return fmt.Errorf("HEARTBEAT_INTERVAL=%s: want a positive duration such as 1s", c.HeartbeatInterval)

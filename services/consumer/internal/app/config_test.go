@@ -9,7 +9,7 @@ import (
 
 func TestLoadConfigDefaults(t *testing.T) {
 	for _, name := range []string{"AMQP_URL", "BACKENDS", "WEIGHTS", "RETENTION", "REDIS_PREFIX", "REDIS_TIMEOUT",
-		"PREFETCH", "CONSUMER_ID", "HEARTBEAT_INTERVAL", "METRICS_ADDR", "LOG_LEVEL", "LOG_FORMAT"} {
+		"PREFETCH", "MAX_MESSAGE_BYTES", "DRAINED_FALLBACK", "CONSUMER_ID", "HEARTBEAT_INTERVAL", "METRICS_ADDR", "LOG_LEVEL", "LOG_FORMAT"} {
 		t.Setenv(name, "") // restored when the test ends
 		os.Unsetenv(name)
 	}
@@ -37,6 +37,8 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		{"PREFETCH", "lots"},
 		{"PREFETCH", "0"},
 		{"PREFETCH", "70000"},
+		{"MAX_MESSAGE_BYTES", "100"},
+		{"MAX_MESSAGE_BYTES", "1073741824"},
 		{"RETENTION", "forever"},
 		{"RETENTION", "-1s"},
 		{"REDIS_TIMEOUT", "0s"},

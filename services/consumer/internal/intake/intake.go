@@ -69,6 +69,14 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	Kick              <-chan struct{}
 
+	// Retention is the records' retention window; a record stamped more
+	// than this before its ingest time is counted as out of window (past).
+	Retention time.Duration
+
+	// MaxMessageBytes is the largest body decoded; a larger one is
+	// dead-lettered too_large without being read. DefaultMaxMessageBytes if 0.
+	MaxMessageBytes int
+
 	RoundMessages int           // most messages per round; Prefetch/2 (at least 1) if 0
 	RoundRecords  int           // most records per round, unless one message holds more; 20000 if 0
 	DrainTimeout  time.Duration // how long shutdown may spend storing what is in hand; 10s if 0
@@ -78,6 +86,11 @@ type Config struct {
 	Now     func() time.Time // receive time; time.Now if nil
 }
 
+// DefaultMaxMessageBytes bounds a records message body when the
+// configuration does not. Capture's batches (BATCH_SIZE 512 records of at
+// most 297 bytes) stay far below it.
+const DefaultMaxMessageBytes = 1 << 20
+
 // Metrics are intake's Prometheus collectors.
 type Metrics struct {
 	Acked        prometheus.Counter
@@ -85,6 +98,11 @@ type Metrics struct {
 	Connected    prometheus.Gauge
 	Reconnects   prometheus.Counter
 	Received     prometheus.Counter // records decoded
+	// OutOfWindow counts records whose own timestamp lies outside their
+	// retention window: side future (stamped after they were received;
+	// stored by ingest time) or past (stamped more than RETENTION before
+	// ingest, as a replayed capture is).
+	OutOfWindow *prometheus.CounterVec
 }
 
 // NewMetrics creates intake's metrics and registers them on reg (if not nil).
@@ -94,7 +112,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "connpipe_consumer_messages_acked_total", Help: "Records messages acked (stored, or dead-lettered).",
 		}),
 		DeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "connpipe_consumer_messages_dead_lettered_total", Help: "Records messages that could not be decoded, by reason.",
+			Name: "connpipe_consumer_messages_dead_lettered_total", Help: "Records messages sent to conn.records.dead because they could not be decoded, by reason (too_large: over MAX_MESSAGE_BYTES, not read).",
 		}, []string{"reason"}),
 		Connected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "connpipe_consumer_amqp_connected", Help: "1 while connected to RabbitMQ.",
@@ -105,9 +123,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Received: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "connpipe_consumer_records_received_total", Help: "Records decoded from messages (redeliveries count again).",
 		}),
+		OutOfWindow: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "connpipe_consumer_records_out_of_window_total",
+			Help: "Records stamped outside their retention window, stored by ingest time: side future (after they were received) or past (more than RETENTION before ingest).",
+		}, []string{"side"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Acked, m.DeadLettered, m.Connected, m.Reconnects, m.Received)
+		reg.MustRegister(m.Acked, m.DeadLettered, m.Connected, m.Reconnects, m.Received, m.OutOfWindow)
 	}
 	return m
 }
@@ -119,6 +141,7 @@ type Intake struct {
 	m         *Metrics
 	connected atomic.Bool
 	acked     atomic.Uint64
+	dead      atomic.Uint64
 	held      atomic.Int64 // messages received and not yet settled
 	batches   sync.Pool    // *record.Batch
 }
@@ -130,6 +153,9 @@ func New(cfg Config) *Intake {
 	}
 	if cfg.RoundMessages <= 0 {
 		cfg.RoundMessages = max(1, cfg.Prefetch/2)
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 	if cfg.RoundRecords <= 0 {
 		cfg.RoundRecords = 20000
@@ -159,6 +185,9 @@ func (in *Intake) Connected() bool { return in.connected.Load() }
 
 // Acked is the number of messages acked since start.
 func (in *Intake) Acked() uint64 { return in.acked.Load() }
+
+// DeadLettered is the number of messages dead-lettered since start.
+func (in *Intake) DeadLettered() uint64 { return in.dead.Load() }
 
 // Held is the number of messages received and not yet stored and acked.
 func (in *Intake) Held() int { return int(in.held.Load()) }

@@ -25,8 +25,14 @@ type item struct {
 	err   error         // why it could not
 }
 
-// add decodes d and appends it to r.
+// add decodes d and appends it to r. A body over MaxMessageBytes is not
+// read at all.
 func (in *Intake) add(r *round, d amqp.Delivery) {
+	if len(d.Body) > in.cfg.MaxMessageBytes {
+		err := fmt.Errorf("%w: body of %d bytes, over the limit of %d (MAX_MESSAGE_BYTES)", record.ErrTooLarge, len(d.Body), in.cfg.MaxMessageBytes)
+		r.items = append(r.items, item{d: d, err: err})
+		return
+	}
 	b := in.batches.Get().(*record.Batch)
 	b.Records, b.Ingest = b.Records[:0], 0
 	if err := record.Decode(d.ContentType, d.Body, b); err != nil {
@@ -34,6 +40,7 @@ func (in *Intake) add(r *round, d amqp.Delivery) {
 		r.items = append(r.items, item{d: d, err: err})
 		return
 	}
+	recv := in.cfg.Now().UnixNano()
 	if b.Ingest == 0 {
 		// Hand-published JSON carries no ingest time (and a binary batch
 		// may say it does not know): the AMQP timestamp if the publisher
@@ -41,12 +48,45 @@ func (in *Intake) add(r *round, d amqp.Delivery) {
 		if !d.Timestamp.IsZero() {
 			b.Ingest = d.Timestamp.UnixNano()
 		} else {
-			b.Ingest = in.cfg.Now().UnixNano()
+			b.Ingest = recv
 		}
 	}
+	// Nothing entered the pipeline after it arrived here: an ingest time
+	// (or a record) stamped later is stored by the receive time, so its
+	// expiry cannot be pushed into the future (store.Bucket).
+	b.Ingest = min(b.Ingest, recv)
+	b.Received = recv
+	in.countOutOfWindow(b)
 	in.m.Received.Add(float64(len(b.Records)))
 	r.records += len(b.Records)
 	r.items = append(r.items, item{d: d, batch: b})
+}
+
+// futureSlack is how far a record's timestamp may lie after its receipt
+// before it is counted as stamped in the future (clocks of capture hosts
+// and consumers differ a little). Such records are stored by receive time
+// whatever the slack.
+const futureSlack = int64(time.Second)
+
+// countOutOfWindow counts b's records stamped in the future or more than
+// the retention window before their ingest time.
+func (in *Intake) countOutOfWindow(b *record.Batch) {
+	var future, past int
+	oldest := b.Ingest - int64(in.cfg.Retention)
+	for i := range b.Records {
+		switch ts := b.Records[i].TS; {
+		case ts > b.Received+futureSlack:
+			future++
+		case in.cfg.Retention > 0 && ts < oldest:
+			past++
+		}
+	}
+	if future > 0 {
+		in.m.OutOfWindow.WithLabelValues("future").Add(float64(future))
+	}
+	if past > 0 {
+		in.m.OutOfWindow.WithLabelValues("past").Add(float64(past))
+	}
 }
 
 // DeadReason names the cause of a decode error for the dead-letter counter.
@@ -135,6 +175,7 @@ func (in *Intake) process(r *round) {
 func (in *Intake) deadLetter(s *session, it item) {
 	reason := DeadReason(it.err)
 	in.m.DeadLettered.WithLabelValues(reason).Inc()
+	in.dead.Add(1)
 	in.log.Warn("records message cannot be decoded, dead-lettering it",
 		"reason", reason, "err", it.err, "message_id", it.d.MessageId,
 		"content_type", it.d.ContentType, "bytes", len(it.d.Body), "exchange", topology.DeadExchange)

@@ -33,11 +33,21 @@ type Server struct {
 // process is killed when the test ends.
 func Start(t testing.TB, extra ...string) *Server {
 	t.Helper()
+	return StartPort(t, 0, extra...)
+}
+
+// StartPort is Start on a given loopback port (0: a free one), for tests
+// kept to a port range of their own.
+func StartPort(t testing.TB, port int, extra ...string) *Server {
+	t.Helper()
 	path, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server not found: %v (install the redis-server package or run scripts/testenv.sh up)", err)
 	}
-	s := &Server{t: t, port: freePort(t), dir: t.TempDir()}
+	if port == 0 {
+		port = freePort(t)
+	}
+	s := &Server{t: t, port: port, dir: t.TempDir()}
 	s.Addr = "127.0.0.1:" + strconv.Itoa(s.port)
 	s.args = append([]string{path,
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,

@@ -10,11 +10,23 @@
 //
 // # Health
 //
-// A backend whose write fails is marked down (metric backend_up, a Warn log)
-// and its records of the round are routed again over the backends still up
-// and written there. A checker PINGs the backends that are down every
-// CheckInterval and puts them back when they answer; the router restarts
-// its cycle whenever the set of usable backends changes. When no backend
+// A backend whose write fails is taken out of rotation (metric backend_up,
+// a Warn log) in a state named by the error: oom (Redis is at maxmemory),
+// readonly (a replica), loading (reading its dataset at start), masterdown
+// (a replica that lost its master), auth (credentials refused) or down
+// (unreachable, a timeout, anything else); its records of the round are
+// routed again over the backends still up and written there. The checker
+// puts a backend back only after a real write probe succeeds (a SET of
+// 64 KiB with a short expiry: a PING answers even at maxmemory), first CheckInterval
+// after it went out and then at doubling intervals up to MaxProbeInterval,
+// so an instance that accepts connections but refuses writes changes state
+// once instead of flapping. Each state change is logged once and counted
+// (connpipe_consumer_backend_state_changes_total{state}); the state in
+// force is connpipe_consumer_backend_state{state} and goes into the
+// consumer's heartbeat (States). The router restarts its cycle whenever
+// the set of usable backends changes. While no backend of positive weight
+// is up, records wait unacked, or with DrainedFallback go to the backends
+// of weight 0 that are up, in turn. When no backend
 // can store, Store keeps retrying with backoff: the messages stay unacked on
 // the broker and nothing is dropped.
 //
@@ -74,6 +86,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,16 +108,23 @@ type Config struct {
 	// CA is the authority trusted for rediss:// backends (REDIS_CA_FILE);
 	// nil trusts the system's roots.
 	CA            *x509.CertPool
-	CheckInterval time.Duration // how often down backends are PINGed; 500ms if 0
-	Logger        *slog.Logger
-	Metrics       *Metrics // nil: metrics are kept but not registered
+	CheckInterval time.Duration // first write probe of a backend out of rotation; 500ms if 0
+	// MaxProbeInterval caps the doubling interval between write probes of a
+	// backend that stays out; 30s if 0.
+	MaxProbeInterval time.Duration
+	Logger           *slog.Logger
+	Metrics          *Metrics // nil: metrics are kept but not registered
 	// StickRefresh is how long a consumer trusts a cached stick owner
 	// before asking the stick home again (which renews the entry); default
 	// min(retention/4, 10s).
 	StickRefresh time.Duration
 	// StickCache bounds the cached stick owners; default 100,000.
 	StickCache int
-	Now        func() time.Time // default time.Now
+	// DrainedFallback lets records go to instances of weight 0 that are up
+	// while no instance of positive weight can take them, instead of
+	// waiting unacked (DRAINED_FALLBACK).
+	DrainedFallback bool
+	Now             func() time.Time // default time.Now
 }
 
 // errShortReply reports a stick lookup answered with the wrong number of owners.
@@ -119,6 +139,42 @@ type Metrics struct {
 	Share        *prometheus.GaugeVec   // target share: weight / sum of weights
 	BatchRecords prometheus.Histogram   // records per write to one backend
 	Stick        *prometheus.CounterVec // keys routed by the stick table, by where the owner came from
+	State        *prometheus.GaugeVec   // 1 for the backend's state in force, by backend and state
+	StateChanges *prometheus.CounterVec // state changes, by backend and new state
+}
+
+// Backend states.
+const (
+	StateUp         = "up"
+	StateOOM        = "oom"
+	StateReadonly   = "readonly"
+	StateLoading    = "loading"
+	StateMasterDown = "masterdown"
+	StateAuth       = "auth"
+	StateDown       = "down"
+)
+
+var states = []string{StateUp, StateOOM, StateReadonly, StateLoading, StateMasterDown, StateAuth, StateDown}
+
+// Classify names the state a Redis error puts a backend in.
+func Classify(err error) string {
+	for _, c := range []struct{ prefix, state string }{
+		{"OOM", StateOOM},
+		{"READONLY", StateReadonly},
+		{"LOADING", StateLoading},
+		{"MASTERDOWN", StateMasterDown},
+		{"NOAUTH", StateAuth},
+		{"WRONGPASS", StateAuth},
+		{"NOPERM", StateAuth},
+	} {
+		// A script's error carries the command's error after its own
+		// words: look for the code anywhere in a Redis error reply.
+		var rerr redis.Error
+		if redis.HasErrorPrefix(err, c.prefix) || (errors.As(err, &rerr) && strings.Contains(rerr.Error(), c.prefix+" ")) {
+			return c.state
+		}
+	}
+	return StateDown
 }
 
 // NewMetrics creates the sink's metrics and registers them on reg (if not nil).
@@ -148,9 +204,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "connpipe_consumer_stick_keys_total",
 			Help: "Keys routed by the stick table per round, by result: cache (owner cached), redis (read from the stick home), fallback (stick home down: the mode's choice).",
 		}, []string{"result"}),
+		State: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "connpipe_consumer_backend_state",
+			Help: "1 for the Redis backend's state in force: up, oom, readonly, loading, masterdown, auth or down.",
+		}, []string{"backend", "state"}),
+		StateChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "connpipe_consumer_backend_state_changes_total", Help: "Changes of a Redis backend's state, by the state entered.",
+		}, []string{"backend", "state"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Stored, m.WriteErrors, m.Up, m.Weight, m.Share, m.BatchRecords, m.Stick)
+		reg.MustRegister(m.Stored, m.WriteErrors, m.Up, m.Weight, m.Share, m.BatchRecords, m.Stick, m.State, m.StateChanges)
 	}
 	return m
 }
@@ -160,6 +223,20 @@ type backend struct {
 	name, addr string
 	rdb        *redis.Client
 	up         atomic.Bool
+
+	mu        sync.Mutex // guards what follows
+	state     string
+	reason    string // the error that set the state
+	since     time.Time
+	probes    int       // failed write probes since it went out
+	nextProbe time.Time // when the checker probes it next
+}
+
+// BackendState is a backend's state as status reports it.
+type BackendState struct {
+	State  string    `json:"state"`
+	Reason string    `json:"reason,omitempty"`
+	Since  time.Time `json:"since"`
 }
 
 // route is a routing table made ready for use: its router (mode
@@ -214,6 +291,9 @@ type Sink struct {
 	owner   map[uint64]int // key hash → backend index, for one sticky round
 	hashes  []uint64
 	misses  []uint64
+	drained []int // weight-0 backends up, for DrainedFallback
+	nextDr  int
+	onDr    bool // the last round went to drained backends
 }
 
 // Assignment markers in Sink.assign besides backend indexes.
@@ -229,6 +309,9 @@ func New(cfg Config, t *control.Table) (*Sink, error) {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Second
+	}
+	if cfg.MaxProbeInterval <= 0 {
+		cfg.MaxProbeInterval = 30 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -296,10 +379,11 @@ func (s *Sink) SetTable(t *control.Table) error {
 		be := s.pool[key]
 		if be == nil {
 			// addr is for logs: never the password.
-			be = &backend{name: b.Name, addr: control.RedactAddr(b.Addr), rdb: redis.NewClient(opts[i])}
+			be = &backend{name: b.Name, addr: control.RedactAddr(b.Addr), rdb: redis.NewClient(opts[i]), state: StateUp, since: s.cfg.Now()}
 			be.up.Store(true)
 			s.pool[key] = be
 			s.m.Up.WithLabelValues(b.Name).Set(1)
+			s.setStateMetric(be.name, StateUp)
 		}
 		r.backends[i] = be
 		r.index[b.Name] = i
@@ -404,6 +488,9 @@ func (s *Sink) adopt() *route {
 			s.log.Info("redis backend left the table", "backend", b.name, "addr", b.addr)
 			if _, named := s.latest.Load().index[b.name]; !named {
 				s.m.Up.DeleteLabelValues(b.name)
+				for _, st := range states {
+					s.m.State.DeleteLabelValues(b.name, st)
+				}
 				s.m.Weight.DeleteLabelValues(b.name)
 				s.m.Share.DeleteLabelValues(b.name)
 			}
@@ -438,11 +525,22 @@ func (s *Sink) Store(ctx context.Context, msgs []*record.Batch) error {
 	for attempt := 0; ; {
 		r := s.adopt()
 		s.syncHealth(r)
-		if !r.routable() {
+		fallback := !r.routable() && s.cfg.DrainedFallback && s.routeDrained(r, msgs, assign)
+		if fallback != s.onDr {
+			s.onDr = fallback
+			if fallback {
+				s.log.Warn("no redis backend of positive weight can store records, storing them on drained ones (DRAINED_FALLBACK)",
+					"states", s.stateSummary(r))
+			} else {
+				s.log.Info("routing by weight again")
+			}
+		}
+		if !r.routable() && !fallback {
 			wait := backoff(attempt)
 			attempt++
 			if attempt == 1 || attempt%20 == 0 {
-				s.log.Warn("no redis backend can store records, holding them unacked", "records", left, "retry_in", wait)
+				s.log.Warn("no redis backend can store records, holding them unacked", "records", left,
+					"states", s.stateSummary(r), "retry_in", wait)
 			}
 			select {
 			case <-ctx.Done():
@@ -452,7 +550,9 @@ func (s *Sink) Store(ctx context.Context, msgs []*record.Batch) error {
 			continue
 		}
 		attempt = 0
-		s.route(ctx, r, msgs, assign)
+		if !fallback {
+			s.route(ctx, r, msgs, assign)
+		}
 		failed := s.write(ctx, r)
 		if err := ctx.Err(); err != nil {
 			return err
@@ -472,6 +572,37 @@ func (s *Sink) Store(ctx context.Context, msgs []*record.Batch) error {
 			return nil
 		}
 	}
+}
+
+// routeDrained assigns every pending record to the backends of weight 0
+// that are up, in turn, and reports whether there was one.
+func (s *Sink) routeDrained(r *route, msgs []*record.Batch, assign []int32) bool {
+	s.drained = s.drained[:0]
+	for i, b := range r.backends {
+		if r.table.Backends[i].Weight == 0 && b.up.Load() {
+			s.drained = append(s.drained, i)
+		}
+	}
+	if len(s.drained) == 0 {
+		return false
+	}
+	for _, b := range s.batches {
+		b.Reset()
+	}
+	k := 0
+	for _, m := range msgs {
+		for j := range m.Records {
+			if assign[k] == pending {
+				i := s.drained[s.nextDr%len(s.drained)]
+				s.nextDr++
+				assign[k] = int32(i)
+				rec := &m.Records[j]
+				s.batches[i].Add(store.Bucket(rec.TS, m.Ingest, m.Received), rec)
+			}
+			k++
+		}
+	}
+	return true
 }
 
 func backoff(attempt int) time.Duration {
@@ -510,7 +641,7 @@ func (s *Sink) route(ctx context.Context, r *route, msgs []*record.Batch, assign
 				}
 				i := r.pick(h)
 				assign[k] = int32(i)
-				s.batches[i].Add(store.Bucket(rec.TS, m.Ingest), rec)
+				s.batches[i].Add(store.Bucket(rec.TS, m.Ingest, m.Received), rec)
 			}
 			k++
 		}
@@ -548,17 +679,93 @@ func (s *Sink) write(ctx context.Context, r *route) []bool {
 	return failed
 }
 
+// markDown takes b out of rotation in the state err names. A backend
+// already out only changes state (logged once per change).
 func (s *Sink) markDown(b *backend, err error) {
-	if b.up.CompareAndSwap(true, false) {
+	state := Classify(err)
+	now := s.cfg.Now()
+	b.mu.Lock()
+	prev, upFor := b.state, now.Sub(b.since)
+	b.state, b.reason = state, err.Error()
+	if prev != state {
+		b.since = now
+	}
+	wentOut := b.up.CompareAndSwap(true, false)
+	if wentOut {
+		// A backend that fails again soon after it came back (Redis just
+		// under maxmemory takes a small write, then refuses the next)
+		// keeps its longer wait; one that served a while starts afresh.
+		if upFor > s.cfg.MaxProbeInterval {
+			b.probes = 0
+		} else {
+			b.probes++
+		}
+		b.nextProbe = now.Add(s.probeWait(b.probes))
+	}
+	b.mu.Unlock()
+	if prev != state {
+		s.stateChanged(b, state)
+	}
+	switch {
+	case wentOut:
 		s.m.Up.WithLabelValues(b.name).Set(0)
-		s.log.Warn("redis backend down, taking it out of rotation", "backend", b.name, "addr", b.addr, "err", err)
+		s.log.Warn("redis backend out of rotation", "backend", b.name, "addr", b.addr, "state", state, "err", err)
+	case prev != state:
+		s.log.Warn("redis backend out of rotation, state changed", "backend", b.name, "addr", b.addr, "state", state, "was", prev, "err", err)
 	}
 }
 
-// RunChecker PINGs the backends that are down every CheckInterval and puts
-// them back in rotation when they answer. It returns when ctx ends.
+func (s *Sink) stateChanged(b *backend, state string) {
+	s.setStateMetric(b.name, state)
+	s.m.StateChanges.WithLabelValues(b.name, state).Inc()
+}
+
+func (s *Sink) setStateMetric(name, state string) {
+	for _, st := range states {
+		v := 0.0
+		if st == state {
+			v = 1
+		}
+		s.m.State.WithLabelValues(name, st).Set(v)
+	}
+}
+
+// States reports the state of every backend of the table in force.
+func (s *Sink) States() map[string]BackendState {
+	out := map[string]BackendState{}
+	for _, b := range s.latest.Load().backends {
+		b.mu.Lock()
+		out[b.name] = BackendState{State: b.state, Reason: b.reason, Since: b.since}
+		b.mu.Unlock()
+	}
+	return out
+}
+
+// stateSummary lists the backends of r and their states, for a log line.
+func (s *Sink) stateSummary(r *route) string {
+	var sb strings.Builder
+	for i, b := range r.backends {
+		if i > 0 {
+			sb.WriteByte(' ')
+		}
+		b.mu.Lock()
+		sb.WriteString(b.name + "=" + b.state)
+		b.mu.Unlock()
+	}
+	return sb.String()
+}
+
+// probeWait is the wait before the next write probe after n failed ones:
+// CheckInterval doubled n times, at most MaxProbeInterval.
+func (s *Sink) probeWait(n int) time.Duration {
+	return min(s.cfg.CheckInterval<<min(n, 16), s.cfg.MaxProbeInterval)
+}
+
+// RunChecker probes the backends out of rotation with a real write when
+// their probe is due and puts them back in rotation when it succeeds. It
+// returns when ctx ends.
 func (s *Sink) RunChecker(ctx context.Context) {
-	t := time.NewTicker(s.cfg.CheckInterval)
+	t := time.NewTicker(min(s.cfg.CheckInterval, 100*time.Millisecond))
 	defer t.Stop()
 	for {
 		select {
@@ -566,23 +773,69 @@ func (s *Sink) RunChecker(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		now := s.cfg.Now()
 		s.mu.Lock()
-		var down []*backend
+		var due []*backend
 		for _, b := range s.pool {
-			if !b.up.Load() {
-				down = append(down, b)
+			if b.up.Load() {
+				continue
 			}
+			b.mu.Lock()
+			if !now.Before(b.nextProbe) {
+				due = append(due, b)
+			}
+			b.mu.Unlock()
 		}
 		s.mu.Unlock()
-		for _, b := range down {
-			pctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-			err := b.rdb.Ping(pctx).Err()
-			cancel()
-			if err == nil && b.up.CompareAndSwap(false, true) {
-				s.m.Up.WithLabelValues(b.name).Set(1)
-				s.log.Info("redis backend answers again, back in rotation", "backend", b.name, "addr", b.addr)
-			}
+		for _, b := range due {
+			s.probe(ctx, b)
 		}
+	}
+}
+
+// probeBytes is the size of the write probe: that of a large round's
+// write, so that an instance just under maxmemory, which takes a tiny
+// write and refuses the next real one, stays out.
+const probeBytes = 64 << 10
+
+var probeValue = strings.Repeat("p", probeBytes)
+
+// probe writes a short-lived key to b: success puts b back in rotation, a
+// failure sets its state and doubles the wait before the next probe.
+func (s *Sink) probe(ctx context.Context, b *backend) {
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	err := b.rdb.Set(pctx, s.cfg.Layout.Prefix+"probe", probeValue, time.Second).Err()
+	cancel()
+	if ctx.Err() != nil {
+		return
+	}
+	now := s.cfg.Now()
+	if err == nil {
+		b.mu.Lock()
+		out := now.Sub(b.since)
+		b.state, b.reason, b.since = StateUp, "", now
+		b.mu.Unlock()
+		if b.up.CompareAndSwap(false, true) {
+			s.m.Up.WithLabelValues(b.name).Set(1)
+			s.stateChanged(b, StateUp)
+			s.log.Info("redis backend accepts writes again, back in rotation", "backend", b.name, "addr", b.addr,
+				"out_for", out.Round(time.Millisecond))
+		}
+		return
+	}
+	state := Classify(err)
+	b.mu.Lock()
+	prev := b.state
+	b.state, b.reason = state, err.Error()
+	if prev != state {
+		b.since = now
+	}
+	b.probes++
+	b.nextProbe = now.Add(s.probeWait(b.probes))
+	b.mu.Unlock()
+	if prev != state {
+		s.stateChanged(b, state)
+		s.log.Warn("redis backend out of rotation, state changed", "backend", b.name, "addr", b.addr, "state", state, "was", prev, "err", err)
 	}
 }
 

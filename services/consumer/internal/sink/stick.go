@@ -131,7 +131,7 @@ func (s *Sink) routeSticky(ctx context.Context, r *route, msgs []*record.Batch, 
 				}
 				assign[k] = int32(i)
 				rec := &m.Records[j]
-				s.batches[i].Add(store.Bucket(rec.TS, m.Ingest), rec)
+				s.batches[i].Add(store.Bucket(rec.TS, m.Ingest, m.Received), rec)
 			}
 			k++
 		}

@@ -168,7 +168,7 @@ func (e *Env) WriteRecords(t testing.TB, i int, recs ...record.Record) {
 	b := store.NewBatch()
 	var keys []string
 	for j := range recs {
-		sec := store.Bucket(recs[j].TS, 0)
+		sec := store.Bucket(recs[j].TS, 0, 0)
 		b.Add(sec, &recs[j])
 		keys = append(keys, e.Layout.BucketKey(sec))
 	}
