@@ -21,8 +21,20 @@ rm -f /tmp/connpipe-users-ready
 server=$!
 trap 'kill -TERM $server 2>/dev/null' TERM INT
 
+# ctl runs rabbitmqctl quietly: its error output would repeat the command
+# line, passwords included, so a failure is reported without it; and it
+# must not read the roles file the loop below is reading from stdin.
+ctl() { rabbitmqctl -q "$@" </dev/null >/dev/null 2>&1; }
+
 roles() {
-	rabbitmqctl -q await_startup >/dev/null
+	# The node answers list_users only once the rabbit app runs.
+	local i
+	for i in $(seq 1 180); do
+		ctl list_users && break
+		kill -0 $server 2>/dev/null || return 1
+		sleep 1
+	done
+	ctl list_users || { echo "rabbitmq: the node did not start within 180s" >&2; return 1; }
 	local role configure write read var pass user
 	while read -r role configure write read; do
 		case "$role" in '' | '#'*) continue ;; esac
@@ -33,18 +45,19 @@ roles() {
 			continue
 		fi
 		user=connpipe-$role
-		if rabbitmqctl -q list_users | awk '{print $1}' | grep -qx "$user"; then
-			rabbitmqctl -q change_password "$user" "$pass" >/dev/null
+		if rabbitmqctl -q list_users </dev/null 2>/dev/null | awk '{print $1}' | grep -qx "$user"; then
+			ctl change_password "$user" "$pass" || { echo "rabbitmq: could not set the password of $user" >&2; return 1; }
 		else
-			rabbitmqctl -q add_user "$user" "$pass" >/dev/null
+			ctl add_user "$user" "$pass" || { echo "rabbitmq: could not create $user" >&2; return 1; }
 		fi
-		rabbitmqctl -q set_permissions -p / "$user" "$configure" "$write" "$read" >/dev/null
+		ctl set_permissions -p / "$user" "$configure" "$write" "$read" ||
+			{ echo "rabbitmq: could not set the permissions of $user" >&2; return 1; }
 		echo "rabbitmq: user $user: configure $configure write $write read $read" >&2
 	done </etc/rabbitmq/roles
 	touch /tmp/connpipe-users-ready
 }
 if ! roles; then
-	echo "rabbitmq: could not create the role users" >&2
+	echo "rabbitmq: could not create the role users; stopping" >&2
 	kill -TERM $server
 fi
 for v in $(compgen -e | grep '^RABBITMQ_.*_PASSWORD$'); do unset "$v"; done
