@@ -123,8 +123,10 @@ func (c Config) Validate() (*control.Table, error) {
 	if _, err := capturestats.ParseURLs(c.CaptureMetricsURL); err != nil {
 		return nil, err
 	}
-	if _, err := broker.Nodes(c.AMQPURL); err != nil {
-		return nil, err
+	if c.AMQPURL != "" {
+		if _, err := broker.Nodes(c.AMQPURL); err != nil {
+			return nil, err
+		}
 	}
 	if err := broker.UseCA(c.AMQPCAFile); err != nil {
 		return nil, err

@@ -56,9 +56,18 @@
   // ---- polling -----------------------------------------------------------
 
   // readToken is the token reads send: the read token, or else the write
-  // token (good for reads too).
+  // token (good for reads too). The read token is taken once the operator
+  // has stopped typing (or left the field), so no poll goes out with half
+  // a token and is refused.
+  let committedReadToken = "";
   function readToken() {
-    return $("#read-token").value.trim() || $("#token").value.trim();
+    return committedReadToken || $("#token").value.trim();
+  }
+  let readTokenTimer = null;
+  function commitReadToken() {
+    clearTimeout(readTokenTimer);
+    committedReadToken = $("#read-token").value.trim();
+    sessionStorage.setItem(READ_TOKEN_KEY, committedReadToken);
   }
 
   async function getJSON(path) {
@@ -546,8 +555,12 @@
   function init() {
     $("#token").value = sessionStorage.getItem(TOKEN_KEY) || "";
     $("#token").addEventListener("change", () => sessionStorage.setItem(TOKEN_KEY, $("#token").value.trim()));
-    $("#read-token").value = sessionStorage.getItem(READ_TOKEN_KEY) || "";
-    $("#read-token").addEventListener("change", () => sessionStorage.setItem(READ_TOKEN_KEY, $("#read-token").value.trim()));
+    $("#read-token").value = committedReadToken = sessionStorage.getItem(READ_TOKEN_KEY) || "";
+    $("#read-token").addEventListener("change", commitReadToken);
+    $("#read-token").addEventListener("input", () => {
+      clearTimeout(readTokenTimer);
+      readTokenTimer = setTimeout(commitReadToken, 400);
+    });
     $("#weights-form").addEventListener("submit", submitWeights);
     $("#reload").addEventListener("click", reload);
     $("#apply-mode").addEventListener("click", submitMode);
