@@ -22,6 +22,16 @@ func main() {
 }
 
 func run(ctx context.Context) int {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "-h", "-help", "--help", "help":
+			app.WriteUsage(os.Stdout)
+			return 0
+		default:
+			fmt.Fprintf(os.Stderr, "consumer: unexpected argument %q: it is configured by the environment (consumer -h lists it)\n", os.Args[1])
+			return 2
+		}
+	}
 	cfg, err := app.LoadConfig()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "consumer: configuration: %v\n", err)

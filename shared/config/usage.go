@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Var is one environment variable of a service's configuration, as its
@@ -82,4 +84,49 @@ func wrap(s string, n, indent int) string {
 		col += len(word)
 	}
 	return b.String()
+}
+
+// Defaults fills spec (a pointer to a struct) with the values of its
+// default tags, as an empty environment would: a test's starting point with
+// no second copy of the defaults to drift from the tags.
+func Defaults(spec any) error {
+	v := reflect.ValueOf(spec).Elem()
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		def, ok := f.Tag.Lookup("default")
+		if !ok || f.Tag.Get("envconfig") == "" {
+			continue
+		}
+		fv := v.Field(i)
+		var err error
+		switch {
+		case f.Type == reflect.TypeOf(time.Duration(0)):
+			var d time.Duration
+			d, err = time.ParseDuration(def)
+			fv.SetInt(int64(d))
+		case f.Type.Kind() == reflect.String:
+			fv.SetString(def)
+		case f.Type.Kind() == reflect.Bool:
+			var b bool
+			b, err = strconv.ParseBool(def)
+			fv.SetBool(b)
+		case f.Type.Kind() >= reflect.Int && f.Type.Kind() <= reflect.Int64:
+			var n int64
+			n, err = strconv.ParseInt(def, 0, 64)
+			fv.SetInt(n)
+		case f.Type.Kind() == reflect.Float64:
+			var x float64
+			x, err = strconv.ParseFloat(def, 64)
+			fv.SetFloat(x)
+		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.String:
+			fv.Set(reflect.ValueOf(strings.Split(def, ",")))
+		default:
+			err = fmt.Errorf("type %s", f.Type)
+		}
+		if err != nil {
+			return fmt.Errorf("default of %s: %w", f.Tag.Get("envconfig"), err)
+		}
+	}
+	return nil
 }

@@ -4,11 +4,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/connpipe/connpipe/services/consumer/internal/intake"
 	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/config"
 	"github.com/connpipe/connpipe/shared/control"
@@ -17,27 +17,27 @@ import (
 
 // Config is the consumer's configuration, from the environment.
 type Config struct {
-	AMQPURL    string `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/"`
-	AMQPCAFile string `envconfig:"AMQP_CA_FILE"` // PEM CA certificates trusted for amqps:// (empty: the system's)
-	Backends   string `envconfig:"BACKENDS" default:"redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380"`
+	AMQPURL    string `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ; several nodes of a cluster comma-separated; amqps:// for TLS"`
+	AMQPCAFile string `envconfig:"AMQP_CA_FILE" desc:"PEM CA certificates trusted for amqps:// (empty: the system's roots)"`
+	Backends   string `envconfig:"BACKENDS" default:"redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380" desc:"the starting Redis instances, name=host:port or name=redis://user:password@host:port/db or rediss://, until the control log has a table"`
 	// BackendAllow lists the hosts this consumer may connect to as
 	// backends (control.Allow); empty: the hosts of BACKENDS only.
-	BackendAllow string        `envconfig:"BACKEND_ALLOW"`
-	Weights      string        `envconfig:"WEIGHTS" default:"redis-a=30,redis-b=70"`
-	Retention    time.Duration `envconfig:"RETENTION" default:"5m"`
-	RedisPrefix  string        `envconfig:"REDIS_PREFIX" default:"cp:"`
-	RedisTimeout time.Duration `envconfig:"REDIS_TIMEOUT" default:"2s"`
+	BackendAllow string        `envconfig:"BACKEND_ALLOW" desc:"hosts records may be sent to: names, IPs, CIDRs, or * (empty: the hosts of BACKENDS)"`
+	Weights      string        `envconfig:"WEIGHTS" default:"redis-a=30,redis-b=70" desc:"the starting weights, name=weight (others get 1)"`
+	Retention    time.Duration `envconfig:"RETENTION" default:"5m" desc:"how long records stay readable"`
+	RedisPrefix  string        `envconfig:"REDIS_PREFIX" default:"cp:" desc:"key prefix in Redis"`
+	RedisTimeout time.Duration `envconfig:"REDIS_TIMEOUT" default:"2s" desc:"per Redis call"`
 	// RedisCAFile holds the PEM certificates trusted for rediss://
 	// backends; empty trusts the system's roots.
-	RedisCAFile       string        `envconfig:"REDIS_CA_FILE"`
-	Prefetch          int           `envconfig:"PREFETCH" default:"64"`
-	MaxMessageBytes   int           `envconfig:"MAX_MESSAGE_BYTES" default:"1048576"`
-	DrainedFallback   bool          `envconfig:"DRAINED_FALLBACK" default:"false"`
-	ConsumerID        string        `envconfig:"CONSUMER_ID"`
-	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"1s"`
-	MetricsAddr       string        `envconfig:"METRICS_ADDR" default:":9101"`
-	LogLevel          string        `envconfig:"LOG_LEVEL" default:"info"`
-	LogFormat         string        `envconfig:"LOG_FORMAT" default:"auto"`
+	RedisCAFile       string        `envconfig:"REDIS_CA_FILE" desc:"PEM certificates trusted for rediss:// backends (empty: the system's roots)"`
+	Prefetch          int           `envconfig:"PREFETCH" default:"64" desc:"unacked messages the broker may send ahead"`
+	MaxMessageBytes   int           `envconfig:"MAX_MESSAGE_BYTES" default:"1048576" desc:"a records message larger than this is dead-lettered too_large without being decoded"`
+	DrainedFallback   bool          `envconfig:"DRAINED_FALLBACK" default:"false" desc:"true: store on weight-0 instances while no weighted one can"`
+	ConsumerID        string        `envconfig:"CONSUMER_ID" desc:"name in heartbeats, metrics and the management UI (empty: hostname and a random suffix)"`
+	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"1s" desc:"heartbeats on conn.heartbeat (also sent right after each change)"`
+	MetricsAddr       string        `envconfig:"METRICS_ADDR" default:":9101" desc:"serve /metrics and /healthz here (empty: no server)"`
+	LogLevel          string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	LogFormat         string        `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else json), text or json"`
 }
 
 // LoadConfig reads the environment and validates the result.
@@ -50,22 +50,19 @@ func LoadConfig() (Config, error) {
 }
 
 // Defaults returns the configuration with every default applied, as with
-// an empty environment (tests start from it).
+// an empty environment (tests start from it), read from the tags.
 func Defaults() Config {
-	return Config{
-		AMQPURL:           "amqp://guest:guest@127.0.0.1:5672/",
-		Backends:          "redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380",
-		Weights:           "redis-a=30,redis-b=70",
-		Retention:         5 * time.Minute,
-		RedisPrefix:       store.DefaultPrefix,
-		RedisTimeout:      2 * time.Second,
-		Prefetch:          64,
-		MaxMessageBytes:   intake.DefaultMaxMessageBytes,
-		HeartbeatInterval: time.Second,
-		MetricsAddr:       ":9101",
-		LogLevel:          "info",
-		LogFormat:         "auto",
+	var c Config
+	if err := config.Defaults(&c); err != nil {
+		panic(err) // a bad default tag: a programming error, caught by every test
 	}
+	return c
+}
+
+// WriteUsage prints every variable with its default and meaning.
+func WriteUsage(w io.Writer) {
+	fmt.Fprintln(w, "consumer takes records off conn.records, routes each by the control log's\ntable and stores it in Redis. It is configured by the environment:\n\nname, default, meaning:")
+	config.WriteUsage(w, Config{})
 }
 
 // Validate checks the values envconfig cannot, naming the variable, and
