@@ -12,14 +12,13 @@ import (
 	"time"
 
 	"github.com/connpipe/connpipe/services/capture/internal/samples"
+	"github.com/connpipe/connpipe/shared/config"
 )
 
 // clearEnv unsets every variable capture reads, so the defaults apply.
 func clearEnv(t *testing.T) {
-	for _, v := range []string{"AMQP_URL", "INTERFACE", "LISTEN_ADDR", "BPF_FILTER", "SINK", "PCAP_FILES",
-		"REPLAY_SPEED", "OUTPUT", "BATCH_SIZE", "BATCH_INTERVAL", "MAX_IN_FLIGHT", "SNAPLEN", "CAPTURE_WORKERS",
-		"RING_BLOCK_SIZE", "RING_BLOCKS", "RING_TIMEOUT",
-		"METRICS_ADDR", "LOG_LEVEL", "LOG_FORMAT", "SHUTDOWN_TIMEOUT"} {
+	for _, v := range config.Vars(Config{}) {
+		v := v.Name
 		t.Setenv(v, "") // restored after the test
 		os.Unsetenv(v)
 	}
