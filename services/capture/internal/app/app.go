@@ -25,10 +25,10 @@ import (
 	"time"
 
 	"github.com/connpipe/connpipe/services/capture/internal/decode"
+	"github.com/connpipe/connpipe/services/capture/internal/discard"
 	"github.com/connpipe/connpipe/services/capture/internal/filter"
 	"github.com/connpipe/connpipe/services/capture/internal/keyscan"
 	"github.com/connpipe/connpipe/services/capture/internal/publish"
-	"github.com/connpipe/connpipe/services/capture/internal/discard"
 	"github.com/connpipe/connpipe/services/capture/internal/source"
 	"github.com/connpipe/connpipe/shared/ops"
 	"github.com/connpipe/connpipe/shared/record"
