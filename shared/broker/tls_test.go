@@ -29,13 +29,7 @@ const (
 // certificate.
 func TestAMQPSToATLSListener(t *testing.T) {
 	certs := testenv.NewCerts(t)
-	testenv.StartRabbit(t, testenv.RabbitOptions{
-		Name: "connpipe-tls", Port: tlsNodePort,
-		Files: map[string][]byte{"ca.pem": certs.CA, "server.pem": certs.Cert, "server.key": certs.Key},
-		Conf: fmt.Sprintf("listeners.ssl.default = 127.0.0.1:%d\n", tlsPort) +
-			"ssl_options.cacertfile = {{dir}}/ca.pem\nssl_options.certfile = {{dir}}/server.pem\nssl_options.keyfile = {{dir}}/server.key\n" +
-			"ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n",
-	})
+	testenv.StartTLSRabbit(t, "connpipe-tls", tlsNodePort, tlsPort, certs)
 	url := fmt.Sprintf("amqps://guest:guest@localhost:%d/", tlsPort)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 

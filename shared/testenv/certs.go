@@ -9,6 +9,8 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -60,4 +62,16 @@ func NewCerts(t testing.TB) Certs {
 		Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		Key:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
 	}
+}
+
+// Write puts the certificates in dir as ca.pem, server.pem and server.key
+// and returns the CA file's path.
+func (c Certs) Write(t testing.TB, dir string) string {
+	t.Helper()
+	for name, b := range map[string][]byte{"ca.pem": c.CA, "server.pem": c.Cert, "server.key": c.Key} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return filepath.Join(dir, "ca.pem")
 }

@@ -138,3 +138,17 @@ func (r *Rabbit) Ctl(args ...string) (string, error) {
 func (r *Rabbit) URL() string {
 	return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", r.Port)
 }
+
+// StartTLSRabbit boots a private node with a TLS listener on 127.0.0.1:tlsPort
+// serving certs' server certificate (clients are not asked for one).
+func StartTLSRabbit(t testing.TB, name string, port, tlsPort int, certs Certs) *Rabbit {
+	t.Helper()
+	return StartRabbit(t, RabbitOptions{
+		Name: name, Port: port,
+		Files: map[string][]byte{"ca.pem": certs.CA, "server.pem": certs.Cert, "server.key": certs.Key},
+		Conf: fmt.Sprintf("listeners.ssl.default = 127.0.0.1:%d\n", tlsPort) +
+			"ssl_options.cacertfile = {{dir}}/ca.pem\nssl_options.certfile = {{dir}}/server.pem\n" +
+			"ssl_options.keyfile = {{dir}}/server.key\nssl_options.verify = verify_none\n" +
+			"ssl_options.fail_if_no_peer_cert = false\n",
+	})
+}

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -68,6 +69,19 @@ func CheckConfigTable(t testing.TB, service string, spec any) {
 	for name := range listed {
 		if !vars[name] {
 			t.Errorf("README's configuration table lists %s for %s, which %s does not read", name, service, service)
+		}
+	}
+}
+
+// CheckUsage fails the test unless usage (a service's -h text) lists every
+// variable of spec.
+func CheckUsage(t testing.TB, usage func(io.Writer), spec any) {
+	t.Helper()
+	var b strings.Builder
+	usage(&b)
+	for _, v := range config.Vars(spec) {
+		if !strings.Contains(b.String(), "  "+v.Name+" ") {
+			t.Errorf("-h does not list %s", v.Name)
 		}
 	}
 }

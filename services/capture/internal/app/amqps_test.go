@@ -25,13 +25,7 @@ const (
 // AMQP_CA_FILE, and every record is confirmed.
 func TestReplayOverAMQPS(t *testing.T) {
 	certs := testenv.NewCerts(t)
-	testenv.StartRabbit(t, testenv.RabbitOptions{
-		Name: "connpipe-capture-tls", Port: amqpsNodePort,
-		Files: map[string][]byte{"ca.pem": certs.CA, "server.pem": certs.Cert, "server.key": certs.Key},
-		Conf: fmt.Sprintf("listeners.ssl.default = 127.0.0.1:%d\n", amqpsTLSPort) +
-			"ssl_options.cacertfile = {{dir}}/ca.pem\nssl_options.certfile = {{dir}}/server.pem\nssl_options.keyfile = {{dir}}/server.key\n" +
-			"ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n",
-	})
+	testenv.StartTLSRabbit(t, "connpipe-capture-tls", amqpsNodePort, amqpsTLSPort, certs)
 	ca := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(ca, certs.CA, 0o600); err != nil {
 		t.Fatal(err)

@@ -1,23 +1,14 @@
 package app
 
 import (
-	"bytes"
-	"strings"
 	"testing"
 
-	"github.com/connpipe/connpipe/shared/config"
 	"github.com/connpipe/connpipe/shared/testenv"
 )
 
-// TestUsageAndREADMEFollowTheTags: -h prints every variable with its
-// default, and the README's table lists the same ones.
+// TestUsageAndREADMEFollowTheTags: capture -h prints every variable, and the
+// README's configuration table lists the same ones.
 func TestUsageAndREADMEFollowTheTags(t *testing.T) {
-	var b bytes.Buffer
-	WriteUsage(&b)
-	for _, v := range config.Vars(Config{}) {
-		if !strings.Contains(b.String(), "  "+v.Name+" ") {
-			t.Errorf("-h does not list %s", v.Name)
-		}
-	}
+	testenv.CheckUsage(t, WriteUsage, Config{})
 	testenv.CheckConfigTable(t, "capture", Config{})
 }
