@@ -198,10 +198,25 @@ down() {
 		kill "$(cat "$f")" 2>/dev/null && log "stopped redis $(basename "$f" .pid)"
 		rm -f "$f"
 	done
+	for p in $REDIS_PORTS; do
+		for _ in $(seq 1 40); do port_open "$p" || break; sleep 0.25; done
+	done
 	local pidf="$STATE/rabbitmq-$AMQP_PORT.pid"
 	if [ -f "$pidf" ]; then
+		local pid
+		pid=$(cat "$pidf")
 		(rabbitmq_env; /usr/lib/rabbitmq/bin/rabbitmqctl -n "$NODE" stop >/dev/null 2>&1) ||
-			kill "$(cat "$pidf")" 2>/dev/null || true
+			kill "$pid" 2>/dev/null || true
+		# Wait until the node has let go of its ports, so an up right
+		# after finds them free.
+		for _ in $(seq 1 60); do
+			kill -0 "$pid" 2>/dev/null || port_open "$DIST_PORT" || break
+			sleep 0.5
+		done
+		for _ in $(seq 1 60); do
+			port_open "$AMQP_PORT" || port_open "$DIST_PORT" || port_open "$MGMT_PORT" || break
+			sleep 0.5
+		done
 		rm -f "$pidf"
 		log "stopped rabbitmq"
 	fi
