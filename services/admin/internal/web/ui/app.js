@@ -66,6 +66,7 @@
   let readTokenTimer = null;
   function commitReadToken() {
     clearTimeout(readTokenTimer);
+    readTokenTimer = null;
     committedReadToken = $("#read-token").value.trim();
     sessionStorage.setItem(READ_TOKEN_KEY, committedReadToken);
   }
@@ -87,6 +88,10 @@
   }
 
   async function poll() {
+    if (readTokenTimer !== null) { // the read token is being typed: wait for it
+      setTimeout(poll, POLL_MS);
+      return;
+    }
     try {
       const [status, stats] = await Promise.all([getJSON("api/v1/status"), getJSON("api/v1/stats")]);
       st.status = status;
