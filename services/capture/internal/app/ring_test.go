@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,15 +20,7 @@ import (
 // was sent (its timestamps never go back), and the drop counters stay 0.
 func TestRingVethExact(t *testing.T) {
 	needRoot(t)
-	lab, err := vethlab.New(fmt.Sprintf("cpa%d", os.Getpid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := lab.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
+	lab := vethlab.ForTest(t, "cpa")
 	const (
 		n     = 30000
 		flows = 64

@@ -148,15 +148,7 @@ func TestLiveErrors(t *testing.T) {
 // once; every flow on one reader, in the order it was sent.
 func TestLiveVethExact(t *testing.T) {
 	needRoot(t)
-	lab, err := vethlab.New(fmt.Sprintf("cpt%d", os.Getpid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := lab.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
+	lab := vethlab.ForTest(t, "cpt")
 	const (
 		n     = 40000
 		flows = 64
@@ -287,15 +279,7 @@ func TestLiveVethExact(t *testing.T) {
 // drop-all filter covers, is only microseconds and rarely hit here.
 func TestLiveFanoutFormsWithoutDuplicates(t *testing.T) {
 	needRoot(t)
-	lab, err := vethlab.New(fmt.Sprintf("cpf%d", os.Getpid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := lab.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
+	lab := vethlab.ForTest(t, "cpf")
 	const (
 		flows = 16
 		port  = 7212

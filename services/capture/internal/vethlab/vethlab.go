@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"testing"
 	"time"
 	"unsafe"
 
@@ -257,3 +258,19 @@ func (in *Injector) Run(total uint64, rate float64) (time.Duration, error) {
 
 // Close closes the sender.
 func (in *Injector) Close() error { return unix.Close(in.fd) }
+
+// ForTest makes a Lab named prefix plus the process id for a test, failing
+// it when the namespaces cannot be made, and removes them when it ends.
+func ForTest(t testing.TB, prefix string) *Lab {
+	t.Helper()
+	lab, err := New(fmt.Sprintf("%s%d", prefix, os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return lab
+}
