@@ -18,23 +18,46 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Options returns the options for addr. ca, when not nil, is the only
-// authority trusted for rediss:// (REDIS_CA_FILE); nil trusts the
-// system's roots. Errors never show the password.
-func Options(addr string, ca *x509.CertPool) (*redis.Options, error) {
+// Credentials are what this process presents to every backend. The ACL
+// user and password (REDIS_USERNAME, REDIS_PASSWORD) serve each backend
+// whose address names no password of its own, so a process logs in as
+// itself (consumers may write, admin only read) and no password has to be
+// written into the control log. CA, when not nil, is the only authority
+// trusted for rediss:// (REDIS_CA_FILE); nil trusts the system's roots.
+type Credentials struct {
+	Username, Password string
+	CA                 *x509.CertPool
+}
+
+// LoadCredentials reads the CA file (see LoadCA) and checks that a user
+// comes with a password.
+func LoadCredentials(caFile, username, password string) (Credentials, error) {
+	if username != "" && password == "" {
+		return Credentials{}, fmt.Errorf("REDIS_USERNAME=%s: REDIS_PASSWORD is not set", username)
+	}
+	ca, err := LoadCA(caFile)
+	return Credentials{Username: username, Password: password, CA: ca}, err
+}
+
+// Options returns the options for addr, logging in with c unless addr
+// carries a password itself. Errors never show a password.
+func Options(addr string, c Credentials) (*redis.Options, error) {
 	if err := control.CheckAddr(addr); err != nil {
 		return nil, err
 	}
-	if !control.IsURL(addr) {
-		return &redis.Options{Addr: addr}, nil
+	o := &redis.Options{Addr: addr}
+	if control.IsURL(addr) {
+		var err error
+		if o, err = redis.ParseURL(addr); err != nil {
+			// ParseURL's errors may quote the URL.
+			return nil, fmt.Errorf("%w: addr %s: not a redis URL", control.ErrBadBackend, control.RedactAddr(addr))
+		}
 	}
-	o, err := redis.ParseURL(addr)
-	if err != nil {
-		// ParseURL's errors may quote the URL.
-		return nil, fmt.Errorf("%w: addr %s: not a redis URL", control.ErrBadBackend, control.RedactAddr(addr))
+	if o.Password == "" {
+		o.Username, o.Password = c.Username, c.Password
 	}
 	if o.TLSConfig != nil {
-		o.TLSConfig.RootCAs = ca
+		o.TLSConfig.RootCAs = c.CA
 		if o.TLSConfig.MinVersion < tls.VersionTLS12 {
 			o.TLSConfig.MinVersion = tls.VersionTLS12
 		}

@@ -26,7 +26,7 @@ func TestOptions(t *testing.T) {
 		{"redis://:pw@h", "h:6379", "", "pw", 0, false},
 		{"rediss://u:pw@h:6380", "h:6380", "u", "pw", 0, true},
 	} {
-		o, err := redisconn.Options(tt.addr, nil)
+		o, err := redisconn.Options(tt.addr, redisconn.Credentials{})
 		if err != nil {
 			t.Fatalf("%s: %v", tt.addr, err)
 		}
@@ -34,11 +34,57 @@ func TestOptions(t *testing.T) {
 			t.Errorf("%s: %+v", tt.addr, o)
 		}
 	}
-	if _, err := redisconn.Options("redis://u:secret@h:1/x", nil); err == nil || strings.Contains(err.Error(), "secret") {
+	if _, err := redisconn.Options("redis://u:secret@h:1/x", redisconn.Credentials{}); err == nil || strings.Contains(err.Error(), "secret") {
 		t.Errorf("bad URL: %v", err)
 	}
 	if _, err := redisconn.LoadCA(filepath.Join(t.TempDir(), "none.pem")); err == nil || !strings.Contains(err.Error(), "REDIS_CA_FILE") {
 		t.Errorf("missing CA file: %v", err)
+	}
+	if _, err := redisconn.LoadCredentials("", "consumer", ""); err == nil || !strings.Contains(err.Error(), "REDIS_PASSWORD") {
+		t.Errorf("user without a password: %v", err)
+	}
+}
+
+// TestOptionsCredentials: the process's own login serves every address
+// that carries no password; one that does keeps its own.
+func TestOptionsCredentials(t *testing.T) {
+	c := redisconn.Credentials{Username: "consumer", Password: "own"}
+	for _, tt := range []struct{ addr, user, pw string }{
+		{"127.0.0.1:6379", "consumer", "own"},
+		{"redis://h:7000/3", "consumer", "own"},
+		{"redis://u:pw@h:7000", "u", "pw"},
+		{"redis://:pw@h", "", "pw"},
+	} {
+		o, err := redisconn.Options(tt.addr, c)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.addr, err)
+		}
+		if o.Username != tt.user || o.Password != tt.pw {
+			t.Errorf("%s: user %q password %q, want %q %q", tt.addr, o.Username, o.Password, tt.user, tt.pw)
+		}
+	}
+
+	// Against a server without anonymous access: the process's login
+	// opens a plain host:port backend, another password is refused.
+	port := redisconntest.Start(t, t.TempDir(), "acl", 24, "user default off", "user consumer on >own ~cp:* +@all")
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for _, tt := range []struct {
+		c  redisconn.Credentials
+		ok bool
+	}{{c, true}, {redisconn.Credentials{Username: "consumer", Password: "other"}, false}, {redisconn.Credentials{}, false}} {
+		o, err := redisconn.Options(addr, tt.c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.MaxRetries = -1
+		rdb := redis.NewClient(o)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = rdb.Set(ctx, "cp:x", "1", time.Second).Err()
+		cancel()
+		rdb.Close()
+		if (err == nil) != tt.ok || (err != nil && !redisconn.IsConfigError(err)) {
+			t.Errorf("SET as %q: %v, want ok %v or a configuration error", tt.c.Username, err, tt.ok)
+		}
 	}
 }
 
@@ -71,7 +117,7 @@ func TestIsConfigError(t *testing.T) {
 		if !tt.trust {
 			ca = nil
 		}
-		o, err := redisconn.Options(tt.addr, ca)
+		o, err := redisconn.Options(tt.addr, redisconn.Credentials{CA: ca})
 		if err != nil {
 			t.Fatal(err)
 		}

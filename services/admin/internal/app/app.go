@@ -65,6 +65,8 @@ type Config struct {
 	BackendAllow string `envconfig:"BACKEND_ALLOW" desc:"hosts admin dials as backends and accepts in add_backend: names, IPs, CIDRs, or * (empty: the hosts of BACKENDS)"`
 	// RedisCAFile: PEM certificates trusted for rediss:// backends.
 	RedisCAFile     string        `envconfig:"REDIS_CA_FILE" desc:"PEM certificates trusted for rediss:// backends (empty: the system's roots)"`
+	RedisUsername   string        `envconfig:"REDIS_USERNAME" desc:"ACL user for every backend whose address names no password (admin needs read commands and INFO only)"`
+	RedisPassword   string        `envconfig:"REDIS_PASSWORD" desc:"password for REDIS_USERNAME (or for the default user) on every backend whose address names none"`
 	Weights         string        `envconfig:"WEIGHTS" default:"redis-a=30,redis-b=70" desc:"the starting weights, name=weight (others get 1)"`
 	RedisPrefix     string        `envconfig:"REDIS_PREFIX" default:"cp:" desc:"key prefix in Redis"`
 	Retention       time.Duration `envconfig:"RETENTION" default:"5m" desc:"how long records stay readable"`
@@ -212,12 +214,12 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	s.reader = controllog.New(controllog.Config{URL: cfg.AMQPURL, Name: name, Initial: initial, Logger: log,
 		Seed: true, SnapshotEvery: controllog.DefaultSnapshotEvery})
 	s.members = members.New(cfg.ConsumerTimeout, time.Now)
-	ca, err := redisconn.LoadCA(cfg.RedisCAFile)
+	creds, err := redisconn.LoadCredentials(cfg.RedisCAFile, cfg.RedisUsername, cfg.RedisPassword)
 	if err != nil {
 		return nil, err
 	}
 	s.pool = &readback.Pool{Options: func(addr string) *redis.Options {
-		o, err := redisconn.Options(addr, ca)
+		o, err := redisconn.Options(addr, creds)
 		if err != nil {
 			// The fold checked the address; should one still not parse,
 			// every command on it fails with the reason.

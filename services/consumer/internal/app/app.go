@@ -85,14 +85,14 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		gate: make(chan struct{}), kick: make(chan struct{}, 1)}
 	a.m = newMetrics(a.reg)
 	sink.SetClientLogger(log)
-	ca, err := redisconn.LoadCA(cfg.RedisCAFile)
+	creds, err := redisconn.LoadCredentials(cfg.RedisCAFile, cfg.RedisUsername, cfg.RedisPassword)
 	if err != nil {
 		return nil, err
 	}
 	a.sink, err = sink.New(sink.Config{
 		Layout:  store.Layout{Prefix: cfg.RedisPrefix, Retention: cfg.Retention},
 		Timeout: cfg.RedisTimeout, DrainedFallback: cfg.DrainedFallback,
-		CA:      ca,
+		Redis:   creds,
 		Logger:  log.With("component", "sink"),
 		Metrics: sink.NewMetrics(a.reg),
 	}, initial)

@@ -29,9 +29,10 @@ const (
 )
 
 // Must-show 4: a consumer stores records in a Redis that requires an ACL
-// user's password (redis://user:pass@…) and in one that speaks only TLS
-// (rediss://…, certificates made here, trusted through REDIS_CA_FILE), and
-// says neither password in its logs. A wrong password, and a certificate
+// user's password (its own REDIS_USERNAME and REDIS_PASSWORD, the backend
+// named by host:port) and in one that speaks only TLS (rediss://:pass@…,
+// certificates made here, trusted through REDIS_CA_FILE), and says
+// neither password in its logs. A wrong password, and a certificate
 // it does not trust, stop it at start with an error naming the backend.
 func TestPasswordAndTLSRedis(t *testing.T) {
 	e := newEnv(t)
@@ -80,8 +81,12 @@ func TestPasswordAndTLSRedis(t *testing.T) {
 		t.Logf("%s: %v", tt.name, err)
 	}
 
-	// The right passwords: records land on both.
-	a, err := app.New(cfgFor("redis-a="+aURL+",redis-b="+bURL, caFile), log)
+	// The right passwords: records land on both. redis-a is named by
+	// host:port alone, and the consumer logs in with its own user
+	// (REDIS_USERNAME, REDIS_PASSWORD), so no password is in BACKENDS.
+	good := cfgFor(fmt.Sprintf("redis-a=127.0.0.1:%d,redis-b=%s", acl, bURL), caFile)
+	good.RedisUsername, good.RedisPassword = "consumer", aclPass
+	a, err := app.New(good, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +103,7 @@ func TestPasswordAndTLSRedis(t *testing.T) {
 	const n = 400
 	e.publishBinary(recs(n, 9), 50)
 	count := func(url string) int {
-		o, err := redisconn.Options(url, mustCA(t, caFile))
+		o, err := redisconn.Options(url, redisconn.Credentials{CA: mustCA(t, caFile)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -132,7 +137,7 @@ func TestPasswordAndTLSRedis(t *testing.T) {
 			t.Fatalf("a password is in the logs:\n%s", logs.String())
 		}
 	}
-	if !strings.Contains(logs.String(), "xxxxx@127.0.0.1") {
+	if !strings.Contains(logs.String(), "xxxxx@127.0.0.1:"+strconv.Itoa(tlsPort)) {
 		t.Errorf("the logs never name the backends' redacted addresses:\n%.2000s", logs.String())
 	}
 }

@@ -82,7 +82,6 @@ package sink
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -105,9 +104,9 @@ import (
 type Config struct {
 	Layout  store.Layout
 	Timeout time.Duration // Redis dial, read and write timeout
-	// CA is the authority trusted for rediss:// backends (REDIS_CA_FILE);
-	// nil trusts the system's roots.
-	CA            *x509.CertPool
+	// Redis is the login for backends whose address has none, and the
+	// authority trusted for rediss://.
+	Redis         redisconn.Credentials
 	CheckInterval time.Duration // first write probe of a backend out of rotation; 500ms if 0
 	// MaxProbeInterval caps the doubling interval between write probes of a
 	// backend that stays out; 30s if 0.
@@ -402,7 +401,7 @@ func tableVersion(t *control.Table) int64 {
 }
 
 func (s *Sink) options(addr string) (*redis.Options, error) {
-	o, err := redisconn.Options(addr, s.cfg.CA)
+	o, err := redisconn.Options(addr, s.cfg.Redis)
 	if err != nil {
 		return nil, err
 	}
