@@ -140,6 +140,11 @@ func TestCompose(t *testing.T) {
 	})
 
 	s.connectRedis(ctx)
+	stage("Redis refuses anonymous clients and admin's writes; each network reaches only its own", func() {
+		s.checkRedisLogins(ctx)
+		s.checkNetworks(ctx)
+	})
+
 	start := s.t0.Unix() - 60
 	stage("records split 30/70 from the start", func() {
 		s.waitForRecords(ctx, start, minSample)

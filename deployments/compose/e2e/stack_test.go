@@ -279,7 +279,7 @@ func (s *stack) metrics(ctx context.Context, c container, port int) map[string]f
 }
 
 // connectRedis (re)connects to both Redis instances through their loopback
-// ports; a restarted container gets a new port.
+// ports, as connpipe-admin; a restarted container gets a new port.
 func (s *stack) connectRedis(ctx context.Context) {
 	s.t.Helper()
 	for _, name := range []string{"redis-a", "redis-b"} {
@@ -290,7 +290,9 @@ func (s *stack) connectRedis(ctx context.Context) {
 		if old := s.rdbs[name]; old != nil {
 			old.Close()
 		}
-		s.rdbs[name] = redis.NewClient(&redis.Options{Addr: addr, MaxRetries: 3, DialTimeout: 2 * time.Second})
+		// admin's read-only login: the stack serves no anonymous client.
+		s.rdbs[name] = redis.NewClient(&redis.Options{Addr: addr, Username: "connpipe-admin", Password: s.env["REDIS_ADMIN_PASSWORD"],
+			MaxRetries: 3, DialTimeout: 2 * time.Second})
 	}
 }
 
@@ -462,5 +464,54 @@ func (s *stack) dump(ctx context.Context) {
 	}
 	if out, err := s.tryDC(ctx, "logs", "--no-color", "--tail=30"); err == nil {
 		fmt.Println(out)
+	}
+}
+
+// checkRedisLogins: a client without a login gets NOAUTH, and admin's
+// read-only user may read but not write.
+func (s *stack) checkRedisLogins(ctx context.Context) {
+	s.t.Helper()
+	for name, rdb := range s.rdbs {
+		anon := redis.NewClient(&redis.Options{Addr: rdb.Options().Addr, MaxRetries: -1, DialTimeout: 2 * time.Second})
+		err := anon.Ping(ctx).Err()
+		anon.Close()
+		if err == nil || !strings.Contains(err.Error(), "NOAUTH") {
+			s.t.Errorf("%s: PING without a login: %v, want NOAUTH", name, err)
+		}
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			s.t.Errorf("%s: PING as connpipe-admin: %v", name, err)
+		}
+		err = rdb.Set(ctx, s.env["REDIS_PREFIX"]+"e2e-write", "1", time.Second).Err()
+		if err == nil || !strings.Contains(err.Error(), "NOPERM") {
+			s.t.Errorf("%s: SET as connpipe-admin: %v, want NOPERM", name, err)
+		}
+		s.logf("%s: anonymous PING refused, connpipe-admin reads but may not write", name)
+	}
+}
+
+// checkNetworks: capture reaches the broker but no Redis; the generator
+// reaches capture's port but not the broker; capture's eth0, the interface
+// it records on, is its leg on the traffic network.
+func (s *stack) checkNetworks(ctx context.Context) {
+	s.t.Helper()
+	reach := func(service, host, port string, want bool) {
+		_, err := s.tryDC(ctx, "exec", "-T", service, "bash", "-c", "exec 3<>/dev/tcp/"+host+"/"+port)
+		if (err == nil) != want {
+			s.t.Errorf("%s → %s:%s: connected %v, want %v", service, host, port, err == nil, want)
+		}
+		s.logf("%-10s → %-9s %-5s %s", service, host, port, map[bool]string{true: "reached", false: "unreachable"}[err == nil])
+	}
+	reach("capture", "rabbitmq", "5672", true)
+	reach("capture", "redis-a", "6379", false)
+	reach("trafficgen", "capture", "7000", true)
+	reach("trafficgen", "rabbitmq", "5672", false)
+	reach("trafficgen", "redis-b", "6379", false)
+
+	capt := s.service(ctx, "capture")[0]
+	want := strings.TrimSpace(s.run(ctx, "docker", "inspect", "-f",
+		`{{(index .NetworkSettings.Networks "`+s.project+`_traffic").MacAddress}}`, capt.ID))
+	got := strings.TrimSpace(s.dc(ctx, "exec", "-T", "capture", "cat", "/sys/class/net/eth0/address"))
+	if got == "" || got != want {
+		s.t.Errorf("capture's eth0 is %q, its traffic network's interface is %q", got, want)
 	}
 }

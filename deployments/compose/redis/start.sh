@@ -1,0 +1,30 @@
+#!/bin/sh
+# Starts redis-server for the compose stack with no anonymous access and
+# one ACL user per role, from passwords in the environment (the env file):
+#
+#   connpipe-consumer  REDIS_CONSUMER_PASSWORD  reads and writes keys under
+#                                               REDIS_PREFIX, runs scripts
+#   connpipe-admin     REDIS_ADMIN_PASSWORD     reads them, and INFO
+#
+# The ACL file holds SHA-256 hashes only and lives on the container's tmpfs.
+# The same script serves Debian's redis-server and the public image.
+set -eu
+: "${REDIS_CONSUMER_PASSWORD:?REDIS_CONSUMER_PASSWORD is not set; run make up}"
+: "${REDIS_ADMIN_PASSWORD:?REDIS_ADMIN_PASSWORD is not set; run make up}"
+prefix=${REDIS_PREFIX:-cp:}
+
+hash() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+
+acl=${TMPDIR:-/tmp}/connpipe-users.acl
+umask 077
+cat >"$acl" <<ACL
+user default off resetkeys resetchannels -@all
+user connpipe-consumer on #$(hash "$REDIS_CONSUMER_PASSWORD") resetkeys ~${prefix}* resetchannels -@all +@read +@write +@scripting +@connection +@transaction -@dangerous
+user connpipe-admin on #$(hash "$REDIS_ADMIN_PASSWORD") resetkeys ~${prefix}* resetchannels -@all +@read +@connection -@dangerous +info
+ACL
+unset REDIS_CONSUMER_PASSWORD
+
+# appendonly + everysec: a write is in the kernel before Redis replies, so
+# a killed (not crashed-machine) Redis keeps every record it acknowledged.
+exec redis-server --aclfile "$acl" --bind 0.0.0.0 --protected-mode yes --dir /data \
+	--appendonly yes --appendfsync everysec --save "" --hz 10 "$@"
