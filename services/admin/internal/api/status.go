@@ -2,7 +2,10 @@ package api
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,6 +65,10 @@ type ConsumerStatus struct {
 	Stored         map[string]uint64 `json:"stored,omitempty"`
 	Unacked        int               `json:"unacked"`
 	Acked          uint64            `json:"acked"`
+	DeadLettered   uint64            `json:"dead_lettered"`
+	// Out names the backends this consumer holds out of rotation: name →
+	// "state: reason" (oom, readonly, loading, masterdown, auth or down).
+	Out            map[string]string `json:"out,omitempty"`
 	LastHeartbeat  string            `json:"last_heartbeat"` // RFC 3339, when admin received it
 	HeartbeatAgeMS int64             `json:"last_heartbeat_age_ms"`
 }
@@ -73,13 +80,18 @@ type BackendStatus struct {
 	Weight int     `json:"weight"`
 	Share  float64 `json:"share"` // weight / sum of weights
 	// State is up, draining (weight 0, still answering), ejected (not
-	// answering PING: consumers take it out of rotation) or not_allowed
-	// (its host is outside BACKEND_ALLOW: never dialled, and consumers with
-	// the same list send it nothing).
+	// answering admin's PING), not_allowed (its host is outside
+	// BACKEND_ALLOW: never dialled, and consumers with the same list send it
+	// nothing), or the state in which live consumers hold it out of
+	// rotation: oom, readonly, loading, masterdown, auth or down (an
+	// instance that answers PING can still refuse every write).
 	State      string `json:"state"`
 	Reachable  bool   `json:"reachable"`
 	UsedMemory int64  `json:"used_memory"` // bytes, -1 if unknown
 	Error      string `json:"error,omitempty"`
+	// OutBy names each live consumer that holds it out of rotation, with
+	// the state and reason it reports.
+	OutBy map[string]string `json:"out_by,omitempty"`
 }
 
 func (a *API) status(w http.ResponseWriter, r *http.Request) {
@@ -97,6 +109,7 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 			Converged:      m.Alive && m.Version >= t.Version,
 			VersionsBehind: max(0, t.Version-m.Version),
 			Records:        m.Records, Rate: m.Rate, Stored: m.Stored, Unacked: m.Unacked, Acked: m.Acked,
+			DeadLettered: m.DeadLettered, Out: m.Out,
 			LastHeartbeat: m.LastSeen.UTC().Format(time.RFC3339Nano), HeartbeatAgeMS: now.Sub(m.LastSeen).Milliseconds(),
 		}
 		if m.Alive {
@@ -109,6 +122,7 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 	wg.Go(func() { st.Broker = a.broker(r.Context()) })
 	wg.Go(func() { st.Capture, st.Captures = a.capture(r.Context()) })
 	st.Backends = a.backends(r.Context(), t)
+	outOfRotation(st.Backends, st.Consumers)
 	wg.Wait()
 	writeJSON(w, http.StatusOK, st)
 }
@@ -202,6 +216,57 @@ func (a *API) backends(ctx context.Context, t *control.Table) []BackendStatus {
 	}
 	wg.Wait()
 	return out
+}
+
+// outOfRotation marks each backend that live consumers hold out of
+// rotation with the state they report (the most common one, ties by name)
+// and who reports what.
+func outOfRotation(bs []BackendStatus, cs []ConsumerStatus) {
+	for i := range bs {
+		b := &bs[i]
+		if b.State == StateRefused {
+			continue
+		}
+		votes := map[string]int{}
+		for _, c := range cs {
+			why, ok := c.Out[b.Name]
+			if !c.Alive || !ok {
+				continue
+			}
+			if b.OutBy == nil {
+				b.OutBy = map[string]string{}
+			}
+			b.OutBy[c.ID] = why
+			state, _, _ := strings.Cut(why, ":")
+			votes[state]++
+		}
+		if len(votes) == 0 {
+			continue
+		}
+		best := ""
+		for _, st := range slices.Sorted(maps.Keys(votes)) {
+			if best == "" || votes[st] > votes[best] {
+				best = st
+			}
+		}
+		b.State = best
+		note := fmt.Sprintf("out of rotation on %d of %d live consumers (%s)", len(b.OutBy), alive(cs), b.OutBy[slices.Sorted(maps.Keys(b.OutBy))[0]])
+		if b.Error == "" {
+			b.Error = note
+		} else {
+			b.Error = note + "; " + b.Error
+		}
+	}
+}
+
+func alive(cs []ConsumerStatus) int {
+	n := 0
+	for _, c := range cs {
+		if c.Alive {
+			n++
+		}
+	}
+	return n
 }
 
 // usedMemory finds used_memory in an INFO memory reply; -1 if absent.

@@ -127,3 +127,43 @@ func TestEjectedBackend(t *testing.T) {
 		}
 	}
 }
+
+// A Redis that answers PING but refuses writes (out of memory, say) is
+// shown in the state the consumers hold it in, with who says so and why;
+// a dead consumer's word no longer counts.
+func TestBackendOutOfRotation(t *testing.T) {
+	e := apptest.Start(t, nil)
+	beat := func(id string, out map[string]string) control.Heartbeat {
+		return control.Heartbeat{Consumer: id, Host: "h", Ready: true, Out: out, DeadLettered: 3,
+			SentAt: time.Now().UnixNano(), Interval: 1000}
+	}
+	const oom = "oom: OOM command not allowed when used memory > 'maxmemory'."
+	e.Heartbeat(t, beat("c1", map[string]string{"redis-b": oom}))
+	e.Heartbeat(t, beat("c2", nil))
+	var st api.Status
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		e.Read(t, "/api/v1/status").Decode(t, &st)
+		if st.ConsumersAlive == 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	byName := map[string]api.BackendStatus{}
+	for _, b := range st.Backends {
+		byName[b.Name] = b
+	}
+	a, b := byName["redis-a"], byName["redis-b"]
+	if a.State != api.StateUp || a.OutBy != nil {
+		t.Errorf("redis-a: %+v, want up", a)
+	}
+	if b.State != "oom" || !b.Reachable || b.OutBy["c1"] != oom || len(b.OutBy) != 1 ||
+		!strings.Contains(b.Error, "out of rotation on 1 of 2 live consumers") {
+		t.Fatalf("redis-b: %+v, want oom as c1 reports it", b)
+	}
+	for _, c := range st.Consumers {
+		if c.DeadLettered != 3 || (c.ID == "c1") != (c.Out["redis-b"] == oom) {
+			t.Errorf("consumer %+v", c)
+		}
+	}
+}
