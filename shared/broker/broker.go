@@ -18,7 +18,9 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -184,42 +186,42 @@ func Dial(ctx context.Context, rawURL, name string, log *slog.Logger) (*amqp.Con
 	}
 }
 
+// declare declares the topology, taking a queue that an older release
+// declared without its limits as it is, with a warning that gives the
+// policy to put them on it.
 func declare(conn *amqp.Connection, log *slog.Logger) error {
-	ch, err := conn.Channel()
-	if err != nil {
-		return fmt.Errorf("open channel: %w", err)
+	var keep []string
+	for {
+		ch, err := conn.Channel()
+		if err != nil {
+			return fmt.Errorf("open channel: %w", err)
+		}
+		err = topology.DeclareKeeping(ch, keep...)
+		ch.Close()
+		var ae *amqp.Error
+		if errors.As(err, &ae) && ae.Code == amqp.AccessRefused {
+			// A least-privilege user (capture, consumer) may not declare: the
+			// topology is admin's to declare, and this user's work fails on
+			// its own, with a clear error, until it exists.
+			return nil
+		}
+		var old *topology.OlderQueueError
+		if !errors.As(err, &old) || slices.Contains(keep, old.Queue) {
+			return err
+		}
+		// The refused declare closed ch: take the old queue as it is on a
+		// new one.
+		keep = append(keep, old.Queue)
+		if _, warned := warnedOlder.LoadOrStore(old.Queue, true); !warned {
+			log.Warn("queue declared by an older release without its limits; using it as it is. Put the limits on it with the policy given",
+				"queue", old.Queue, "policy", old.Policy)
+		}
 	}
-	defer ch.Close()
-	err = topology.Declare(ch)
-	var ae *amqp.Error
-	if errors.As(err, &ae) && ae.Code == amqp.AccessRefused {
-		// A least-privilege user (capture, consumer) may not declare: the
-		// topology is admin's to declare, and this user's work fails on
-		// its own, with a clear error, until it exists.
-		return nil
-	}
-	if !errors.Is(err, topology.ErrDeadQueueArgs) {
-		return err
-	}
-	// The refused declare closed ch: take the old queue as it is on a new one.
-	ch2, cerr := conn.Channel()
-	if cerr != nil {
-		return fmt.Errorf("open channel: %w", cerr)
-	}
-	defer ch2.Close()
-	if derr := topology.DeclareExistingDead(ch2); derr != nil {
-		return errors.Join(err, derr)
-	}
-	if warnedDead.CompareAndSwap(false, true) {
-		log.Warn("dead-letter queue has no length limit; using it as it is. Put the limit on it with a policy "+
-			"or delete it to have it declared afresh (see package topology)", "queue", topology.DeadQueue, "err", err)
-	}
-	return nil
 }
 
-// warnedDead makes the warning about an unlimited dead-letter queue a
-// once-per-process one: Dial runs on every reconnect.
-var warnedDead atomic.Bool
+// warnedOlder makes the warning about a queue without its limits a
+// once-per-process one per queue: Dial runs on every reconnect.
+var warnedOlder sync.Map
 
 // Redact hides the passwords in an AMQP URL (or a list of them) for logs.
 func Redact(rawURL string) string {

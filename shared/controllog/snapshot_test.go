@@ -165,3 +165,71 @@ func TestReadersWithOtherEnvironmentsFollowTheSeed(t *testing.T) {
 		t.Errorf("after a second seed: admin %s, second %s", admin.Table().Describe(), second.Table().Describe())
 	}
 }
+
+// firstOffset attaches to stream at its first retained message and returns
+// that message's offset: 0 until the size limit drops a segment.
+func firstOffset(t *testing.T, amqpURL, stream string) int64 {
+	t.Helper()
+	ch := testenv.Channel(t, amqpURL)
+	if err := ch.Qos(1, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := ch.Consume(stream, "", false, false, false, false, amqp.Table{"x-stream-offset": "first"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-ds:
+		off, _ := d.Headers["x-stream-offset"].(int64)
+		return off
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s delivered nothing from its first offset", stream)
+		return -1
+	}
+}
+
+// TestRetentionBoundsTheLog: with the control log's size limit shrunk to
+// 1 MiB, 1,000 changes of 3 KiB each (3 MiB) leave it holding about the
+// limit, its oldest segments dropped; a new reader still folds the same
+// table as admin, from the latest snapshot, which is far newer than
+// anything dropped.
+func TestRetentionBoundsTheLog(t *testing.T) {
+	saved := topology.ControlLimits
+	topology.ControlLimits = topology.StreamLimits{MaxBytes: 1 << 20, SegmentBytes: 128 << 10}
+	t.Cleanup(func() { topology.ControlLimits = saved })
+	amqpURL := testenv.AMQP(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const every, changes, size = 100, 1000, 3 << 10
+	admin := startWith(t, ctx, controllog.Config{URL: amqpURL, Name: "admin", Initial: initial(t), Seed: true, SnapshotEvery: every})
+	ch := testenv.Channel(t, amqpURL)
+	for i := range changes {
+		w := 1 + i%200
+		// The id pads each change to about 3 KiB.
+		body := fmt.Sprintf(`{"op":"set_weights","id":"%s","weights":{"redis-a":%d,"redis-b":%d}}`, strings.Repeat("p", size), w, 201-w)
+		if err := ch.Publish(topology.ControlExchange, "", false, false, amqp.Publishing{Body: []byte(body)}); err != nil {
+			t.Fatal(err)
+		}
+		// In steps that admin follows: a reader that lags by more than
+		// the limit would have its next messages dropped under it (the
+		// real limit is 256 MiB).
+		if (i+1)%every == 0 {
+			waitVersion(t, admin, int64(i+1))
+		}
+	}
+
+	first, last := firstOffset(t, amqpURL, topology.ControlStream), lastOffset(t, amqpURL, topology.ControlStream)
+	held := (last - first + 1) * size
+	t.Logf("%s holds offsets %d..%d, about %d KiB of %d KiB published", topology.ControlStream, first, last, held>>10, changes*size>>10)
+	if first == 0 || held > topology.ControlLimits.MaxBytes+2*topology.ControlLimits.SegmentBytes {
+		t.Errorf("%s holds offsets %d..%d (about %d bytes), want its oldest dropped and at most the limit and a segment or two (%d)",
+			topology.ControlStream, first, last, held, topology.ControlLimits.MaxBytes)
+	}
+	late := startWith(t, ctx, controllog.Config{URL: amqpURL, Name: "late", Initial: initial(t)})
+	if late.Table().Version != changes || late.Table().String() != admin.Table().String() {
+		t.Fatalf("late reader at %s, admin at %s", late.Table().Describe(), admin.Table().Describe())
+	}
+	if n := late.Stats().CatchUp.Load(); n > every+1 || late.Stats().FromSnap.Load() != 1 {
+		t.Errorf("late reader folded %d messages (from a snapshot: %d sessions); want at most %d from a snapshot", n, late.Stats().FromSnap.Load(), every+1)
+	}
+}

@@ -23,22 +23,36 @@
 // drops the oldest beyond that (x-overflow drop-head), so a flood of bad
 // messages cannot fill the broker.
 //
-// Releases before these limits declared conn.records.dead without them.
-// RabbitMQ refuses to redeclare a queue with other arguments
-// (PRECONDITION_FAILED), so Declare reports ErrDeadQueueArgs for such a
-// queue and DeclareExistingDead takes it as it is; the limits can then be
-// put on it with a policy, which needs no redeclare:
+// # The control log's size
+//
+// conn.control keeps at most ControlLimits.MaxBytes (256 MiB, over a
+// million changes): RabbitMQ drops its oldest segments beyond that. Readers
+// start from the latest snapshot, which admin writes every 100 changes (at
+// most 6.4 MiB of control messages), so what is dropped is long folded into
+// a snapshot. The snapshots stream keeps 16 MiB, and never its latest
+// snapshot (the segment being written is never deleted).
+//
+// # Queues of older releases
+//
+// Releases before these limits declared conn.records.dead and conn.control
+// without them. RabbitMQ refuses to redeclare a queue with other arguments
+// (PRECONDITION_FAILED), so Declare reports an *OlderQueueError for such a
+// queue, and DeclareKeeping takes it as it is; the limits can then be put
+// on it with the policy the error gives, which needs no redeclare:
 //
 //	rabbitmqctl set_policy --apply-to queues connpipe-dead '^conn\.records\.dead$' \
 //	  '{"max-length":100000,"max-length-bytes":268435456,"overflow":"drop-head"}'
+//	rabbitmqctl set_policy --apply-to queues connpipe-control '^conn\.control$' \
+//	  '{"max-length-bytes":268435456}'
 //
-// or the queue can be deleted (it holds only dead letters) and is declared
-// afresh with the limits.
+// The dead-letter queue can also be deleted (it holds only dead letters) and
+// is declared afresh with the limits; the control log cannot.
 package topology
 
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -71,9 +85,36 @@ const (
 	DeadMaxBytes  = 256 << 20
 )
 
-// ErrDeadQueueArgs reports a conn.records.dead declared earlier with other
-// arguments (without the length limits); see the package doc.
-var ErrDeadQueueArgs = errors.New("queue " + DeadQueue + " exists with other arguments (declared by an older release without its length limit)")
+// StreamLimits bound a stream: beyond MaxBytes RabbitMQ drops its oldest
+// segments of SegmentBytes each.
+type StreamLimits struct{ MaxBytes, SegmentBytes int64 }
+
+// ControlLimits bound the control log (see the package doc). Tests shrink
+// them before declaring.
+var ControlLimits = StreamLimits{MaxBytes: 256 << 20, SegmentBytes: 16 << 20}
+
+// OlderQueueError reports a queue declared earlier with other arguments
+// (by a release without its limits); see the package doc.
+type OlderQueueError struct {
+	Queue  string
+	Policy string // the rabbitmqctl command that puts the limits on it
+	Err    error
+}
+
+func (e *OlderQueueError) Error() string {
+	return fmt.Sprintf("queue %s exists with other arguments (declared by an older release without its limits): %v", e.Queue, e.Err)
+}
+
+func (e *OlderQueueError) Unwrap() error { return e.Err }
+
+// policies are the limits of each queue an older release declared without
+// them, as a policy.
+var policies = map[string]string{
+	DeadQueue: `rabbitmqctl set_policy --apply-to queues connpipe-dead '^conn\.records\.dead$' ` +
+		fmt.Sprintf(`'{"max-length":%d,"max-length-bytes":%d,"overflow":"drop-head"}'`, DeadMaxLength, DeadMaxBytes),
+	ControlStream: `rabbitmqctl set_policy --apply-to queues connpipe-control '^conn\.control$' ` +
+		fmt.Sprintf(`'{"max-length-bytes":%d}'`, ControlLimits.MaxBytes),
+}
 
 // deadArgs are conn.records.dead's arguments.
 var deadArgs = amqp.Table{
@@ -85,7 +126,12 @@ var deadArgs = amqp.Table{
 
 // Declare declares every exchange, queue and binding. It is safe to call
 // on every (re)connect from every service.
-func Declare(ch *amqp.Channel) error {
+func Declare(ch *amqp.Channel) error { return DeclareKeeping(ch) }
+
+// DeclareKeeping is Declare, taking the queues named in keep as they are (a
+// passive declare): those that an *OlderQueueError reported. A refused
+// declare closes the channel, so each retry needs a new one.
+func DeclareKeeping(ch *amqp.Channel, keep ...string) error {
 	for _, ex := range []struct{ name, kind string }{
 		{RecordsExchange, amqp.ExchangeFanout},
 		{DeadExchange, amqp.ExchangeFanout},
@@ -107,11 +153,12 @@ func Declare(ch *amqp.Channel) error {
 			"x-dead-letter-exchange": DeadExchange,
 			"x-delivery-limit":       DeliveryLimit,
 		}, RecordsExchange},
+		// Cut by size, never by age: readers fold from the latest snapshot,
+		// far newer than anything the limit drops.
 		{ControlStream, amqp.Table{
-			"x-queue-type": "stream",
-			// The log is folded from the start; it is small (one message per
-			// change) and must not be cut by age. Segments bound the file size.
-			"x-stream-max-segment-size-bytes": 16 << 20,
+			"x-queue-type":                    "stream",
+			"x-max-length-bytes":              ControlLimits.MaxBytes,
+			"x-stream-max-segment-size-bytes": ControlLimits.SegmentBytes,
 		}, ControlExchange},
 		// Only the latest snapshot is ever read; small segments let the
 		// length limit drop old ones, never the latest (the segment being
@@ -121,43 +168,25 @@ func Declare(ch *amqp.Channel) error {
 			"x-max-length-bytes":              16 << 20,
 			"x-stream-max-segment-size-bytes": 1 << 20,
 		}, SnapshotsExchange},
+		{DeadQueue, deadArgs, DeadExchange},
 	}
 	for _, q := range queues {
-		if _, err := ch.QueueDeclare(q.name, true, false, false, false, q.args); err != nil {
+		var err error
+		if slices.Contains(keep, q.name) {
+			_, err = ch.QueueDeclarePassive(q.name, true, false, false, false, nil)
+		} else {
+			_, err = ch.QueueDeclare(q.name, true, false, false, false, q.args)
+		}
+		var ae *amqp.Error
+		if policy, ok := policies[q.name]; ok && errors.As(err, &ae) && ae.Code == amqp.PreconditionFailed {
+			return &OlderQueueError{Queue: q.name, Policy: policy, Err: err}
+		}
+		if err != nil {
 			return fmt.Errorf("declare queue %q: %w", q.name, err)
 		}
-		if q.bind != "" {
-			if err := ch.QueueBind(q.name, "", q.bind, false, nil); err != nil {
-				return fmt.Errorf("bind queue %q to %q: %w", q.name, q.bind, err)
-			}
+		if err := ch.QueueBind(q.name, "", q.bind, false, nil); err != nil {
+			return fmt.Errorf("bind queue %q to %q: %w", q.name, q.bind, err)
 		}
-	}
-	// The dead-letter queue comes last: if an older release declared it
-	// without limits, everything else is declared already and the caller
-	// can take it as it is (DeclareExistingDead) on a new channel.
-	if _, err := ch.QueueDeclare(DeadQueue, true, false, false, false, deadArgs); err != nil {
-		var ae *amqp.Error
-		if errors.As(err, &ae) && ae.Code == amqp.PreconditionFailed {
-			return fmt.Errorf("%w: %v", ErrDeadQueueArgs, err)
-		}
-		return fmt.Errorf("declare queue %q: %w", DeadQueue, err)
-	}
-	return bindDead(ch)
-}
-
-// DeclareExistingDead takes an existing conn.records.dead as it is (a
-// passive declare) and binds it. It is what to run, on a new channel,
-// after Declare reported ErrDeadQueueArgs.
-func DeclareExistingDead(ch *amqp.Channel) error {
-	if _, err := ch.QueueDeclarePassive(DeadQueue, true, false, false, false, nil); err != nil {
-		return fmt.Errorf("declare queue %q (passive): %w", DeadQueue, err)
-	}
-	return bindDead(ch)
-}
-
-func bindDead(ch *amqp.Channel) error {
-	if err := ch.QueueBind(DeadQueue, "", DeadExchange, false, nil); err != nil {
-		return fmt.Errorf("bind queue %q to %q: %w", DeadQueue, DeadExchange, err)
 	}
 	return nil
 }

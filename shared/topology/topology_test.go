@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,25 +35,41 @@ func TestDeadQueueIsBounded(t *testing.T) {
 	}
 }
 
-// A dead-letter queue declared by an older release (no limits) makes
-// Declare report ErrDeadQueueArgs, and Dial still succeeds: it takes the
-// old queue as it is, and dead letters still reach it.
-func TestDialTakesAnOldDeadQueue(t *testing.T) {
+// A dead-letter queue and a control log declared by an older release
+// (without their limits) make Declare report an *OlderQueueError with the
+// policy to apply, and Dial still succeeds: it takes the old queues as
+// they are, and dead letters and control messages still reach them.
+func TestDialTakesOlderQueues(t *testing.T) {
 	url := testenv.AMQP(t)
 	ch := testenv.Channel(t, url)
 	if _, err := ch.QueueDeclare(topology.DeadQueue, true, false, false, false, amqp.Table{"x-queue-type": "quorum"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := topology.Declare(testenv.Channel(t, url)); !errors.Is(err, topology.ErrDeadQueueArgs) {
-		t.Fatalf("Declare over an old dead queue: %v, want %v", err, topology.ErrDeadQueueArgs)
+	if _, err := ch.QueueDeclare(topology.ControlStream, true, false, false, false,
+		amqp.Table{"x-queue-type": "stream", "x-stream-max-segment-size-bytes": 16 << 20}); err != nil {
+		t.Fatal(err)
 	}
+	var old *topology.OlderQueueError
+	if err := topology.Declare(testenv.Channel(t, url)); !errors.As(err, &old) || old.Queue != topology.ControlStream ||
+		!strings.Contains(old.Policy, `'{"max-length-bytes":268435456}'`) {
+		t.Fatalf("Declare over an old control log: %v, want an *OlderQueueError for %s with its policy", err, topology.ControlStream)
+	}
+	if err := topology.DeclareKeeping(testenv.Channel(t, url), topology.ControlStream); !errors.As(err, &old) || old.Queue != topology.DeadQueue {
+		t.Fatalf("Declare over an old dead queue: %v, want an *OlderQueueError for %s", err, topology.DeadQueue)
+	}
+	var logs testenv.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	conn, err := broker.Dial(ctx, url, "old dead queue", slog.New(slog.DiscardHandler))
+	conn, err := broker.Dial(ctx, url, "older queues", slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
-		t.Fatalf("dial over an old dead queue: %v", err)
+		t.Fatalf("dial over older queues: %v", err)
 	}
 	defer conn.Close()
+	for _, q := range []string{topology.DeadQueue, topology.ControlStream} {
+		if !strings.Contains(logs.String(), "queue="+q+" policy=") {
+			t.Errorf("no warning with the policy for %s:\n%s", q, logs.String())
+		}
+	}
 	pub := testenv.Channel(t, url)
 	testenv.Publish(t, pub, topology.DeadExchange, "", amqp.Publishing{Body: []byte("x")})
 	if _, ok, err := pub.Get(topology.DeadQueue, true); err != nil || !ok {
