@@ -22,7 +22,7 @@ func TestWriteReadAndFilter(t *testing.T) {
 	defer rdb.Close()
 	l := store.Layout{Prefix: testenv.Prefix(t), Retention: time.Minute}
 	now := time.Now()
-	b := store.NewBatch()
+	b := store.NewBuckets()
 	srcs := []string{"127.0.0.2", "127.0.0.3", "::1"}
 	for i := range 300 {
 		r := rec(now.Add(-time.Duration(i)*10*time.Millisecond).UnixNano(), srcs[i%3])
@@ -70,7 +70,7 @@ func TestRetentionIsPreciseToASecond(t *testing.T) {
 	const retention = 3 * time.Second
 	l := store.Layout{Prefix: testenv.Prefix(t), Retention: retention}
 	r := rec(time.Now().UnixNano(), "127.0.0.9")
-	b := store.NewBatch()
+	b := store.NewBuckets()
 	sec := store.Bucket(r.TS, 0, 0)
 	b.Add(sec, &r)
 	if err := l.Write(ctx, rdb, b); err != nil {
@@ -144,7 +144,7 @@ func TestFarFutureRecordExpiresWithinRetention(t *testing.T) {
 	l := store.Layout{Prefix: testenv.Prefix(t), Retention: retention}
 	recv := time.Now()
 	r := rec(time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano(), "127.0.0.21")
-	b := store.NewBatch()
+	b := store.NewBuckets()
 	b.Add(store.Bucket(r.TS, 0, recv.UnixNano()), &r)
 	if err := l.Write(ctx, rdb, b); err != nil {
 		t.Fatal(err)
@@ -166,5 +166,21 @@ func TestFarFutureRecordExpiresWithinRetention(t *testing.T) {
 	})
 	if err != nil || n != 1 {
 		t.Fatalf("read of the last %v found %d year-2100 records (err %v), want 1", retention, n, err)
+	}
+}
+
+func TestStickKey(t *testing.T) {
+	l := store.Layout{Prefix: "cp:"}
+	for _, c := range []struct {
+		h    uint64
+		want string
+	}{
+		{0, "cp:stick:src:0000000000000000"},
+		{0xabc, "cp:stick:src:0000000000000abc"},
+		{^uint64(0), "cp:stick:src:ffffffffffffffff"},
+	} {
+		if got := l.StickKey("src", c.h); got != c.want {
+			t.Errorf("StickKey(%x) = %s, want %s", c.h, got, c.want)
+		}
 	}
 }

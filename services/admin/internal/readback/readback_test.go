@@ -28,7 +28,7 @@ func rec(ts time.Time, src, dst string, sport uint16) record.Record {
 func write(t *testing.T, pool *Pool, layout store.Layout, addr string, recs ...record.Record) {
 	t.Helper()
 	ctx := testenv.Context(t, 10*time.Second)
-	b := store.NewBatch()
+	b := store.NewBuckets()
 	var keys []string
 	for i := range recs {
 		sec := store.Bucket(recs[i].TS, 0, 0)
@@ -219,7 +219,7 @@ func TestFarFutureRecordIsReadBack(t *testing.T) {
 	t.Cleanup(func() { pool.Close() })
 	now := time.Now()
 	r := rec(time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC), "10.0.0.99", "10.0.0.1", 4242)
-	b := store.NewBatch()
+	b := store.NewBuckets()
 	sec := store.Bucket(r.TS, now.UnixNano(), now.UnixNano())
 	b.Add(sec, &r)
 	ctx := testenv.Context(t, 10*time.Second)

@@ -3,7 +3,7 @@
 //
 // Store takes a round of decoded messages, routes every record with the
 // router in force (package router), groups the records per backend into one
-// store.Batch each and writes the batches to their backends in parallel,
+// store.Buckets each and writes the batches to their backends in parallel,
 // one pipelined round trip per backend. It returns only when every record is
 // stored on some instance (or its context ends), so the caller may then ack
 // the messages.
@@ -91,10 +91,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/connpipe/connpipe/services/consumer/internal/router"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/record"
 	"github.com/connpipe/connpipe/shared/redisconn"
+	"github.com/connpipe/connpipe/shared/routing"
 	"github.com/connpipe/connpipe/shared/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -126,9 +126,6 @@ type Config struct {
 	DrainedFallback bool
 	Now             func() time.Time // default time.Now
 }
-
-// errShortReply reports a stick lookup answered with the wrong number of owners.
-var errShortReply = errors.New("stick lookup: reply does not match the keys asked")
 
 // Metrics are the sink's Prometheus collectors.
 type Metrics struct {
@@ -239,33 +236,11 @@ type BackendState struct {
 	Since  time.Time `json:"since"`
 }
 
-// route is a routing table made ready for use: its router (mode
-// "weighted") or ring and key function (mode "hash"), and the backend of
-// every table entry, in table order.
+// route is a routing table made ready for use (package routing) with the
+// client of every table entry, in table order.
 type route struct {
-	table    *control.Table
-	router   *router.Router
-	ring     *router.Ring   // nil in mode weighted
-	key      router.KeyFunc // the table's hash key, in mode hash or when sticky
+	*routing.Route
 	backends []*backend
-	index    map[string]int // backend name → index
-}
-
-// routable reports whether some backend can take records.
-func (r *route) routable() bool {
-	if r.ring != nil {
-		return r.ring.Routable()
-	}
-	return r.router.Routable()
-}
-
-// pick is the mode's choice for a record with key hash h (h is ignored in
-// mode weighted).
-func (r *route) pick(h uint64) int {
-	if r.ring != nil {
-		return r.ring.Pick(h)
-	}
-	return r.router.Next()
 }
 
 // Sink writes records to the Redis pool. Store must be called from one
@@ -283,7 +258,7 @@ type Sink struct {
 
 	// Owned by the goroutine calling Store.
 	cur     *route
-	batches []*store.Batch
+	batches []*store.Buckets
 	assign  []int32
 	stored  atomic.Uint64
 	byName  sync.Map // backend name → *atomic.Uint64 records stored there
@@ -343,25 +318,11 @@ func New(cfg Config, t *control.Table) (*Sink, error) {
 // next round routes by it, from a fresh cycle. On error the route in force
 // is kept.
 func (s *Sink) SetTable(t *control.Table) error {
-	rt, err := router.New(t)
+	rt, err := routing.NewRoute(t)
 	if err != nil {
 		return fmt.Errorf("routing table version %d: %w", tableVersion(t), err)
 	}
-	r := &route{table: t, router: rt, backends: make([]*backend, len(t.Backends)), index: make(map[string]int, len(t.Backends))}
-	if t.RoutingMode() == control.ModeHash || t.Sticky {
-		if r.key, err = router.KeyFor(t.Key()); err != nil {
-			return fmt.Errorf("routing table version %d: %w", tableVersion(t), err)
-		}
-	}
-	switch t.RoutingMode() {
-	case control.ModeWeighted:
-	case control.ModeHash:
-		if r.ring, err = router.NewRing(t); err != nil {
-			return fmt.Errorf("routing table version %d: %w", tableVersion(t), err)
-		}
-	default:
-		return fmt.Errorf("routing table version %d: %w: %q", tableVersion(t), control.ErrBadMode, t.Mode)
-	}
+	r := &route{Route: rt, backends: make([]*backend, len(t.Backends))}
 	total := 0
 	for _, b := range t.Backends {
 		total += b.Weight
@@ -386,7 +347,6 @@ func (s *Sink) SetTable(t *control.Table) error {
 			s.setStateMetric(be.name, StateUp)
 		}
 		r.backends[i] = be
-		r.index[b.Name] = i
 		s.m.Weight.WithLabelValues(b.Name).Set(float64(b.Weight))
 		s.m.Share.WithLabelValues(b.Name).Set(float64(b.Weight) / float64(total))
 	}
@@ -436,7 +396,7 @@ func (s *Sink) CheckLogins(ctx context.Context) error {
 }
 
 // Table is the routing table in force.
-func (s *Sink) Table() *control.Table { return s.latest.Load().table }
+func (s *Sink) Table() *control.Table { return s.latest.Load().Table() }
 
 // Up reports whether the backend named name is in rotation.
 func (s *Sink) Up(name string) bool {
@@ -470,7 +430,7 @@ func (s *Sink) adopt() *route {
 	}
 	s.cur = r
 	for len(s.batches) < len(r.backends) {
-		s.batches = append(s.batches, store.NewBatch())
+		s.batches = append(s.batches, store.NewBuckets())
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -486,7 +446,7 @@ func (s *Sink) adopt() *route {
 			delete(s.pool, key)
 			_ = b.rdb.Close()
 			s.log.Info("redis backend left the table", "backend", b.name, "addr", b.addr)
-			if _, named := s.latest.Load().index[b.name]; !named {
+			if _, named := s.latest.Load().Index(b.name); !named {
 				s.m.Up.DeleteLabelValues(b.name)
 				for _, st := range states {
 					s.m.State.DeleteLabelValues(b.name, st)
@@ -525,7 +485,7 @@ func (s *Sink) Store(ctx context.Context, msgs []*record.Batch) error {
 	for attempt := 0; ; {
 		r := s.adopt()
 		s.syncHealth(r)
-		fallback := !r.routable() && s.cfg.DrainedFallback && s.routeDrained(r, msgs, assign)
+		fallback := !r.Routable() && s.cfg.DrainedFallback && s.routeDrained(r, msgs, assign)
 		if fallback != s.onDr {
 			s.onDr = fallback
 			if fallback {
@@ -535,7 +495,7 @@ func (s *Sink) Store(ctx context.Context, msgs []*record.Batch) error {
 				s.log.Info("routing by weight again")
 			}
 		}
-		if !r.routable() && !fallback {
+		if !r.Routable() && !fallback {
 			wait := backoff(attempt)
 			attempt++
 			if attempt == 1 || attempt%20 == 0 {
@@ -579,7 +539,7 @@ func (s *Sink) Store(ctx context.Context, msgs []*record.Batch) error {
 func (s *Sink) routeDrained(r *route, msgs []*record.Batch, assign []int32) bool {
 	s.drained = s.drained[:0]
 	for i, b := range r.backends {
-		if r.table.Backends[i].Weight == 0 && b.up.Load() {
+		if r.Table().Backends[i].Weight == 0 && b.up.Load() {
 			s.drained = append(s.drained, i)
 		}
 	}
@@ -610,13 +570,10 @@ func backoff(attempt int) time.Duration {
 	return min(d, time.Second)
 }
 
-// syncHealth tells the router which backends are up.
+// syncHealth tells the route which backends are up.
 func (s *Sink) syncHealth(r *route) {
 	for i, b := range r.backends {
-		r.router.SetUp(i, b.up.Load())
-		if r.ring != nil {
-			r.ring.SetUp(i, b.up.Load())
-		}
+		r.SetUp(i, b.up.Load())
 	}
 }
 
@@ -626,7 +583,7 @@ func (s *Sink) route(ctx context.Context, r *route, msgs []*record.Batch, assign
 	for _, b := range s.batches {
 		b.Reset()
 	}
-	if r.table.Sticky {
+	if r.Table().Sticky {
 		s.routeSticky(ctx, r, msgs, assign)
 		return
 	}
@@ -636,10 +593,10 @@ func (s *Sink) route(ctx context.Context, r *route, msgs []*record.Batch, assign
 			if assign[k] == pending {
 				rec := &m.Records[j]
 				var h uint64
-				if r.ring != nil {
-					h = r.key(rec)
+				if r.Hashed() {
+					h = r.Key(rec)
 				}
-				i := r.pick(h)
+				i := r.Pick(h)
 				assign[k] = int32(i)
 				s.batches[i].Add(store.Bucket(rec.TS, m.Ingest, m.Received), rec)
 			}
@@ -804,7 +761,7 @@ var probeValue = strings.Repeat("p", probeBytes)
 // failure sets its state and doubles the wait before the next probe.
 func (s *Sink) probe(ctx context.Context, b *backend) {
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	err := b.rdb.Set(pctx, s.cfg.Layout.Prefix+"probe", probeValue, time.Second).Err()
+	err := b.rdb.Set(pctx, s.cfg.Layout.ProbeKey(), probeValue, time.Second).Err()
 	cancel()
 	if ctx.Err() != nil {
 		return
