@@ -1,10 +1,11 @@
-// Package sink stores routed records on the pool of Redis instances and
-// keeps track of which instances are healthy.
+// Package backends is the consumer's side of the Redis instances of the
+// routing table: a client and a health state for each, and the Sink that
+// stores every round of records on them.
 //
-// Store takes a round of decoded messages, routes every record with the
-// router in force (package router), groups the records per backend into one
-// store.Buckets each and writes the batches to their backends in parallel,
-// one pipelined round trip per backend. It returns only when every record is
+// Store takes a round of decoded messages, routes every record by the
+// route in force (package routing decides the backend), groups the records
+// per backend into one store.Buckets each and writes them to their backends
+// in parallel, one pipelined round trip per backend. It returns only when every record is
 // stored on some instance (or its context ends), so the caller may then ack
 // the messages.
 //
@@ -23,7 +24,7 @@
 // once instead of flapping. Each state change is logged once and counted
 // (connpipe_consumer_backend_state_changes_total{state}); the state in
 // force is connpipe_consumer_backend_state{state} and goes into the
-// consumer's heartbeat (States). The router restarts its cycle whenever
+// consumer's heartbeat (States). The route restarts its cycle whenever
 // the set of usable backends changes. While no backend of positive weight
 // is up, records wait unacked, or with DrainedFallback go to the backends
 // of weight 0 that are up, in turn. When no backend
@@ -40,45 +41,25 @@
 // redelivered and stored again. Readers must tolerate duplicates; they never
 // miss a record.
 //
-// # Routing modes
+// # Routing
 //
-// The table's mode picks the backend: "weighted" by the exact round-robin
-// of package router, "hash" by its weighted rendezvous ring on the table's
-// hash key (a key of a down backend goes to its next choice, every other
-// key stays). A table with a new backend gets a client for it at once, so
-// its next round can store there; a backend that left the table has its
-// client closed once no route uses it.
+// The table's mode and stick table are package routing's: the route picks
+// each record's backend, and with "sticky" on routing.Stick.Claim asks the
+// stick home (routing.StickHome) for the owners of a round's unknown keys.
+// A key of a down backend goes to the mode's choice meanwhile (a sticky
+// key's entry is kept, so it returns to its owner when that rejoins). A
+// table with a new backend gets a client for it at once, so its next round
+// can store there; a backend that left the table has its client closed
+// once no route uses it.
 //
-// # Stick table (sticky routing)
-//
-// With "sticky" on, a key (the table's hash key: src, dst, pair or flow)
-// stays on the instance where its first record landed for as long as it
-// keeps sending, plus the retention window — so every record of a key that
-// is still readable sits on one instance, even across weight changes and
-// consumer restarts. It is HAProxy's stick table, shared by every consumer
-// replica through one Redis instance: the stick home, the first backend of
-// the table by name. Entries are
-//
-//	<prefix>stick:<hash key>:<16 hex digits of the key hash>  →  backend name
-//
-// with a TTL of retention + StickRefresh, renewed whenever a consumer looks
-// the key up. A lookup is one Lua call for a whole round's unknown keys: for
-// each key, keep the existing owner (and renew it) unless it has left the
-// table, else set the mode's choice (weighted: the next round-robin pick;
-// hash: the ring's pick). The call is atomic, so two consumers meeting a
-// new key at once agree on one owner.
-//
-// Each consumer caches owners (bounded, StickCache entries) for
+// Each consumer caches stick owners (bounded, StickCache entries) for
 // StickRefresh, so a busy key costs one lookup per StickRefresh per
-// consumer, not one per record. A key whose owner is down is routed to
-// the mode's choice meanwhile (its entry is kept: it returns to its owner
-// when that rejoins); a drained owner (weight 0) keeps its keys, as in
-// HAProxy. When the stick home is down every unknown key is routed by the
-// mode's choice and counted (connpipe_consumer_stick_keys_total
-// {result="fallback"}); when the home changes (its backend is removed or a
-// backend with a smaller name is added), the stick table starts afresh.
-// With sticky off none of this runs.
-package sink
+// consumer, not one per record; an entry's TTL is retention + StickRefresh,
+// renewed by every lookup. When the stick home is down every unknown key is
+// routed by the mode's choice and counted
+// (connpipe_consumer_stick_keys_total{result="fallback"}); when the home
+// changes, the cache starts afresh. With sticky off none of this runs.
+package backends
 
 import (
 	"context"
