@@ -1,5 +1,5 @@
 // Package app wires the consumer together: the control log reader, the
-// router and Redis sink, the records intake, heartbeats, /healthz and
+// Redis backends and their sink, the records intake, heartbeats, /healthz and
 // /metrics.
 //
 // Startup order: the intake dials RabbitMQ (declaring the topology) and the
