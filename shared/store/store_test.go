@@ -184,3 +184,66 @@ func TestStickKey(t *testing.T) {
 		}
 	}
 }
+
+// Sizes and ReadSpans read only what a bucket gained since the last look:
+// the entries appended after a first read, and nothing for a bucket that
+// did not grow.
+func TestSizesAndSpans(t *testing.T) {
+	ctx := testenv.Context(t, 30*time.Second)
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t, 1)[0]})
+	defer rdb.Close()
+	l := store.Layout{Prefix: testenv.Prefix(t), Retention: time.Minute}
+	sec := time.Now().Unix()
+	write := func(s int64, n int) {
+		b := store.NewBuckets()
+		for range n {
+			r := rec(s*int64(time.Second), "127.0.0.5")
+			b.Add(s, &r)
+		}
+		if err := l.Write(ctx, rdb, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(sec, 3)
+	write(sec+1, 2)
+	first, err := l.Sizes(ctx, rdb, sec-1, sec+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first[0] != 0 || first[1] == 0 || first[2] == 0 {
+		t.Fatalf("sizes %v: want the missing bucket 0 and two others", first)
+	}
+	write(sec, 4)
+	now, err := l.Sizes(ctx, rdb, sec-1, sec+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spans []store.Span
+	for i := range now {
+		if now[i] > first[i] {
+			spans = append(spans, store.Span{Sec: sec - 1 + int64(i), From: first[i], To: now[i]})
+		}
+	}
+	if len(spans) != 1 || spans[0].Sec != sec {
+		t.Fatalf("grown %v, want only bucket %d", spans, sec)
+	}
+	var got int64
+	err = l.ReadSpans(ctx, rdb, spans, func(sp store.Span, data []byte, entries int64, err error) {
+		if err != nil || int64(len(data)) != sp.To-sp.From {
+			t.Fatalf("span %+v: %d bytes, %v", sp, len(data), err)
+		}
+		got += entries
+	})
+	if err != nil || got != 4 {
+		t.Fatalf("read %d entries (%v), want the 4 appended", got, err)
+	}
+	// A span that starts inside an entry is reported, with what decoded.
+	err = l.ReadSpans(ctx, rdb, []store.Span{{Sec: sec, From: 1, To: now[1]}}, func(sp store.Span, _ []byte, _ int64, err error) {
+		if err == nil {
+			t.Fatalf("span %+v from inside an entry: no error", sp)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
