@@ -43,18 +43,7 @@ func TestOwnerIsWhereStored(t *testing.T) {
 	s.startConsumer("c1")
 	s.startConsumer("c2")
 
-	conn, err := amqp.Dial(s.amqp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.Confirm(false); err != nil {
-		t.Fatal(err)
-	}
+	ch := testenv.Channel(t, s.amqp)
 
 	steps := []struct {
 		name string
