@@ -1,5 +1,6 @@
-// Package store is connpipe's Redis layout, shared by the consumer (which
-// writes) and admin (which reads back).
+// Package store is connpipe's Redis layout, the one place that names keys
+// and walks entries: the consumer writes by it, and admin's read-back and
+// tally read by it.
 //
 // Records are kept in time buckets: one Redis string per second,
 //
@@ -13,6 +14,11 @@
 // received the record, so no key outlives that + RETENTION + 1 s whatever
 // the record's timestamp says. Redis expires a whole bucket at once: no
 // scanning, no per-record keys (an IPv4 entry costs 25 bytes plus the string's slack).
+//
+// The other keys under the prefix:
+//
+//	<prefix>stick:<hash key>:<16 hex digits>   a stick-table entry (package routing)
+//	<prefix>probe                              a consumer's write probe of an instance
 package store
 
 import (
@@ -61,23 +67,37 @@ func Bucket(ts, ingest, received int64) int64 {
 	return t / int64(time.Second)
 }
 
+// StickKey is the key of the stick-table entry of key hash h under the hash
+// key kind (control.KeySrc …). Its value is the name of the backend that
+// owns the key; it lives on the stick home (package routing).
+func (l Layout) StickKey(kind string, h uint64) string {
+	const digits = "0000000000000000"
+	x := strconv.FormatUint(h, 16)
+	return l.Prefix + "stick:" + kind + ":" + digits[len(x):] + x
+}
+
+// ProbeKey is the short-lived key a consumer writes to test that an
+// instance takes writes again.
+func (l Layout) ProbeKey() string { return l.Prefix + "probe" }
+
 // DeadlineMS is the absolute expiry, Unix ms, of bucket sec.
 func (l Layout) DeadlineMS(sec int64) int64 {
 	return (sec+1)*1000 + l.Retention.Milliseconds()
 }
 
-// Batch groups entries by bucket for one Redis instance.
-type Batch struct {
+// Buckets groups entries by bucket second, for one write to one Redis
+// instance.
+type Buckets struct {
 	buckets map[int64][]byte
 	free    [][]byte // emptied bucket buffers kept by Reset for reuse
 	records int
 }
 
-// NewBatch returns an empty batch.
-func NewBatch() *Batch { return &Batch{buckets: make(map[int64][]byte, 2)} }
+// NewBuckets returns an empty set of buckets.
+func NewBuckets() *Buckets { return &Buckets{buckets: make(map[int64][]byte, 2)} }
 
 // Add appends r to the bucket of second sec.
-func (b *Batch) Add(sec int64, r *record.Record) {
+func (b *Buckets) Add(sec int64, r *record.Record) {
 	buf, ok := b.buckets[sec]
 	if !ok && len(b.free) > 0 {
 		buf, b.free = b.free[len(b.free)-1], b.free[:len(b.free)-1]
@@ -86,11 +106,11 @@ func (b *Batch) Add(sec int64, r *record.Record) {
 	b.records++
 }
 
-// Len is the number of records in the batch.
-func (b *Batch) Len() int { return b.records }
+// Len is the number of records added.
+func (b *Buckets) Len() int { return b.records }
 
-// Reset empties the batch, keeping its buffers.
-func (b *Batch) Reset() {
+// Reset empties b, keeping its buffers.
+func (b *Buckets) Reset() {
 	for _, v := range b.buckets {
 		if cap(v) > 0 && len(b.free) < 16 {
 			b.free = append(b.free, v[:0])
@@ -100,11 +120,11 @@ func (b *Batch) Reset() {
 	b.records = 0
 }
 
-// Write stores the batch on rdb with one round trip (a pipeline of one
-// script call per bucket). It returns nil only when every bucket was
-// appended and given its expiry. A failed write may have stored part of the
-// batch: the caller retries it whole, so delivery is at least once.
-func (l Layout) Write(ctx context.Context, rdb redis.UniversalClient, b *Batch) error {
+// Write appends b to its buckets on rdb with one round trip (a pipeline of
+// one script call per bucket). It returns nil only when every bucket was
+// appended and given its expiry. A failed write may have stored part of
+// b: the caller retries it whole, so delivery is at least once.
+func (l Layout) Write(ctx context.Context, rdb redis.UniversalClient, b *Buckets) error {
 	if b.records == 0 {
 		return nil
 	}
@@ -119,7 +139,7 @@ func (l Layout) Write(ctx context.Context, rdb redis.UniversalClient, b *Batch) 
 	return err
 }
 
-func (l Layout) pipeline(ctx context.Context, rdb redis.UniversalClient, b *Batch) error {
+func (l Layout) pipeline(ctx context.Context, rdb redis.UniversalClient, b *Buckets) error {
 	cmds, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for sec, data := range b.buckets {
 			if len(data) > 0 {
@@ -191,6 +211,63 @@ func (l Layout) Read(ctx context.Context, rdb redis.Cmdable, from, to int64, f F
 				return fmt.Errorf("bucket %s: %w", keys[i], err)
 			}
 		}
+	}
+	return nil
+}
+
+// Span is a byte range [From, To) of the bucket of second Sec: what it
+// gained since a reader last read it, as buckets only grow by whole
+// entries until they expire.
+type Span struct {
+	Sec, From, To int64
+}
+
+// Sizes returns the length in bytes of the buckets of seconds from..to (0
+// for one that does not exist), one pipelined STRLEN each.
+func (l Layout) Sizes(ctx context.Context, rdb redis.Cmdable, from, to int64) ([]int64, error) {
+	cmds := make([]*redis.IntCmd, 0, to-from+1)
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for sec := from; sec <= to; sec++ {
+			cmds = append(cmds, p.StrLen(ctx, l.BucketKey(sec)))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("strlen: %w", err)
+	}
+	out := make([]int64, len(cmds))
+	for i, c := range cmds {
+		out[i] = c.Val()
+	}
+	return out, nil
+}
+
+// ReadSpans reads the bytes of every span, one pipelined GETRANGE each, and
+// calls fn with each span's bytes (shorter than asked if the bucket
+// expired meanwhile) and the entries in them. An error decoding a span's
+// entries is passed to fn with the entries that decoded before it.
+func (l Layout) ReadSpans(ctx context.Context, rdb redis.Cmdable, spans []Span, fn func(sp Span, data []byte, entries int64, err error)) error {
+	if len(spans) == 0 {
+		return nil
+	}
+	cmds := make([]*redis.StringCmd, len(spans))
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, sp := range spans {
+			cmds[i] = p.GetRange(ctx, l.BucketKey(sp.Sec), sp.From, sp.To-1)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("getrange: %w", err)
+	}
+	for i, sp := range spans {
+		data, _ := cmds[i].Bytes()
+		var n int64
+		err := record.DecodeEntries(data, func(*record.Record) { n++ })
+		if err != nil {
+			err = fmt.Errorf("bucket %s from byte %d: %w", l.BucketKey(sp.Sec), sp.From, err)
+		}
+		fn(sp, data, n, err)
 	}
 	return nil
 }

@@ -22,7 +22,7 @@ func TestWriteReadAndFilter(t *testing.T) {
 	defer rdb.Close()
 	l := store.Layout{Prefix: testenv.Prefix(t), Retention: time.Minute}
 	now := time.Now()
-	b := store.NewBatch()
+	b := store.NewBuckets()
 	srcs := []string{"127.0.0.2", "127.0.0.3", "::1"}
 	for i := range 300 {
 		r := rec(now.Add(-time.Duration(i)*10*time.Millisecond).UnixNano(), srcs[i%3])
@@ -70,7 +70,7 @@ func TestRetentionIsPreciseToASecond(t *testing.T) {
 	const retention = 3 * time.Second
 	l := store.Layout{Prefix: testenv.Prefix(t), Retention: retention}
 	r := rec(time.Now().UnixNano(), "127.0.0.9")
-	b := store.NewBatch()
+	b := store.NewBuckets()
 	sec := store.Bucket(r.TS, 0, 0)
 	b.Add(sec, &r)
 	if err := l.Write(ctx, rdb, b); err != nil {
@@ -144,7 +144,7 @@ func TestFarFutureRecordExpiresWithinRetention(t *testing.T) {
 	l := store.Layout{Prefix: testenv.Prefix(t), Retention: retention}
 	recv := time.Now()
 	r := rec(time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano(), "127.0.0.21")
-	b := store.NewBatch()
+	b := store.NewBuckets()
 	b.Add(store.Bucket(r.TS, 0, recv.UnixNano()), &r)
 	if err := l.Write(ctx, rdb, b); err != nil {
 		t.Fatal(err)
@@ -166,5 +166,84 @@ func TestFarFutureRecordExpiresWithinRetention(t *testing.T) {
 	})
 	if err != nil || n != 1 {
 		t.Fatalf("read of the last %v found %d year-2100 records (err %v), want 1", retention, n, err)
+	}
+}
+
+func TestStickKey(t *testing.T) {
+	l := store.Layout{Prefix: "cp:"}
+	for _, c := range []struct {
+		h    uint64
+		want string
+	}{
+		{0, "cp:stick:src:0000000000000000"},
+		{0xabc, "cp:stick:src:0000000000000abc"},
+		{^uint64(0), "cp:stick:src:ffffffffffffffff"},
+	} {
+		if got := l.StickKey("src", c.h); got != c.want {
+			t.Errorf("StickKey(%x) = %s, want %s", c.h, got, c.want)
+		}
+	}
+}
+
+// Sizes and ReadSpans read only what a bucket gained since the last look:
+// the entries appended after a first read, and nothing for a bucket that
+// did not grow.
+func TestSizesAndSpans(t *testing.T) {
+	ctx := testenv.Context(t, 30*time.Second)
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t, 1)[0]})
+	defer rdb.Close()
+	l := store.Layout{Prefix: testenv.Prefix(t), Retention: time.Minute}
+	sec := time.Now().Unix()
+	write := func(s int64, n int) {
+		b := store.NewBuckets()
+		for range n {
+			r := rec(s*int64(time.Second), "127.0.0.5")
+			b.Add(s, &r)
+		}
+		if err := l.Write(ctx, rdb, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(sec, 3)
+	write(sec+1, 2)
+	first, err := l.Sizes(ctx, rdb, sec-1, sec+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first[0] != 0 || first[1] == 0 || first[2] == 0 {
+		t.Fatalf("sizes %v: want the missing bucket 0 and two others", first)
+	}
+	write(sec, 4)
+	now, err := l.Sizes(ctx, rdb, sec-1, sec+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spans []store.Span
+	for i := range now {
+		if now[i] > first[i] {
+			spans = append(spans, store.Span{Sec: sec - 1 + int64(i), From: first[i], To: now[i]})
+		}
+	}
+	if len(spans) != 1 || spans[0].Sec != sec {
+		t.Fatalf("grown %v, want only bucket %d", spans, sec)
+	}
+	var got int64
+	err = l.ReadSpans(ctx, rdb, spans, func(sp store.Span, data []byte, entries int64, err error) {
+		if err != nil || int64(len(data)) != sp.To-sp.From {
+			t.Fatalf("span %+v: %d bytes, %v", sp, len(data), err)
+		}
+		got += entries
+	})
+	if err != nil || got != 4 {
+		t.Fatalf("read %d entries (%v), want the 4 appended", got, err)
+	}
+	// A span that starts inside an entry is reported, with what decoded.
+	err = l.ReadSpans(ctx, rdb, []store.Span{{Sec: sec, From: 1, To: now[1]}}, func(sp store.Span, _ []byte, _ int64, err error) {
+		if err == nil {
+			t.Fatalf("span %+v from inside an entry: no error", sp)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

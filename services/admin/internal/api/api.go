@@ -55,7 +55,7 @@ type Config struct {
 	// allows every host.
 	Allow   *control.Allow
 	Members *members.Set
-	Records *readback.Reader
+	Records *readback.Searcher
 	// Redis gives the client for a backend address (for PING and INFO).
 	Redis func(addr string) redis.Cmdable
 	// Tally counts stored records per instance and second (GET

@@ -80,12 +80,12 @@ func (a *API) records(w http.ResponseWriter, r *http.Request) {
 	} else {
 		byKey = false
 	}
-	res, err := a.cfg.Records.Read(r.Context(), asked, rq)
+	res, err := a.cfg.Records.Search(r.Context(), asked, rq)
 	if err == nil && byKey && len(res.Errors) > 0 {
 		// The owner cannot be read: what it stored is out of reach, but
 		// records routed elsewhere while it was down may still be found.
 		asked, byKey = t.Backends, false
-		res, err = a.cfg.Records.Read(r.Context(), asked, rq)
+		res, err = a.cfg.Records.Search(r.Context(), asked, rq)
 	}
 	if err != nil {
 		if errors.Is(err, readback.ErrBadQuery) {

@@ -20,8 +20,8 @@ import (
 
 	"github.com/connpipe/connpipe/services/admin/internal/readback"
 	"github.com/connpipe/connpipe/shared/control"
-	"github.com/connpipe/connpipe/shared/hashring"
 	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/routing"
 )
 
 // BackendRequest is the body of POST /api/v1/backends.
@@ -218,7 +218,7 @@ func (a *API) keyOwner(ctx context.Context, t *control.Table, q readback.Query) 
 	if err != nil {
 		return owner, false // the key is not in the query
 	}
-	keyFn, err := hashring.KeyFor(t.Key())
+	keyFn, err := routing.KeyFor(t.Key())
 	if err != nil {
 		return owner, false
 	}

@@ -170,7 +170,7 @@ type Server struct {
 	tls      bool
 	reader   *controllog.Reader
 	listener *members.Listener
-	pool     *readback.Pool
+	pool     *redisconn.Pool
 	queues   *queues.Prober
 	members  *members.Set
 	bound    chan struct{}
@@ -218,7 +218,7 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.pool = &readback.Pool{Options: func(addr string) *redis.Options {
+	s.pool = &redisconn.Pool{Options: func(addr string) *redis.Options {
 		o, err := redisconn.Options(addr, creds)
 		if err != nil {
 			// The fold checked the address; should one still not parse,
@@ -266,10 +266,10 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	apiCfg := api.Config{
 		Token: strings.TrimSpace(cfg.Token), ReadToken: strings.TrimSpace(cfg.ReadToken),
 		MaxWait: maxWait(cfg.WriteTimeout), Control: s.reader, Members: s.members, Allow: allow,
-		Records: &readback.Reader{Layout: layout, Clients: s.pool},
-		Redis:   func(addr string) redis.Cmdable { return s.pool.Redis(addr) },
+		Records: &readback.Searcher{Layout: layout, Client: s.pool.Cmdable},
+		Redis:   s.pool.Cmdable,
 		Tally: tally.New(tally.Config{Layout: layout, Log: log.With("component", "tally"),
-			Client: func(addr string) redis.Cmdable { return s.pool.Redis(addr) }}),
+			Client: s.pool.Cmdable}),
 		Queues:  s.queues,
 		Metrics: metrics, Log: log,
 	}

@@ -13,8 +13,8 @@ import (
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/services/admin/internal/cli"
 	"github.com/connpipe/connpipe/shared/control"
-	"github.com/connpipe/connpipe/shared/hashring"
 	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/routing"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -66,12 +66,12 @@ func TestRecordsAskTheOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ring, err := hashring.NewRing(tbl)
+	ring, err := routing.NewRing(tbl)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r0 := record.Record{TS: now, Src: src, Dst: netip.MustParseAddr("10.0.0.1"), SrcPort: 1, DstPort: 80}
-	owner := ring.Pick(hashring.HashSrc(&r0))
+	owner := ring.Pick(routing.HashSrc(&r0))
 	other := 1 - owner
 	onOwner, onOther := r0, r0
 	onOther.SrcPort = 2
@@ -116,7 +116,7 @@ func TestRecordsAskTheOwner(t *testing.T) {
 	}
 	home := redis.NewClient(&redis.Options{Addr: e.Backends[0].Addr})
 	defer home.Close()
-	key := hashring.StickKey(e.Layout.Prefix, control.KeySrc, hashring.HashSrc(&r0))
+	key := e.Layout.StickKey(control.KeySrc, routing.HashSrc(&r0))
 	if err := home.Set(context.Background(), key, e.Backends[other].Name, time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}

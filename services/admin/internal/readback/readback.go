@@ -62,16 +62,13 @@ type Result struct {
 	Errors         map[string]string
 }
 
-// Clients hands out a Redis client per address.
-type Clients interface {
-	Client(addr string) redis.Cmdable
-}
-
-// Reader reads records back.
-type Reader struct {
-	Layout  store.Layout
-	Clients Clients
-	Now     func() time.Time
+// Searcher runs queries over the Redis instances of a routing table.
+type Searcher struct {
+	Layout store.Layout
+	// Client gives the Redis client of an instance's address
+	// (redisconn.Pool.Cmdable).
+	Client func(addr string) redis.Cmdable
+	Now    func() time.Time
 }
 
 // ParseIP canonicalizes an IP filter as the store compares it; "" stays "".
@@ -109,24 +106,24 @@ func ParseTime(field, s string, now, def time.Time) (time.Time, error) {
 
 // Window is the range of bucket seconds a query reads, clamped to what
 // retention can still hold. Empty when from > to.
-func (r *Reader) Window(q Query) (from, to int64) {
+func (r *Searcher) Window(q Query) (from, to int64) {
 	now := r.now()
 	oldest := now.Add(-r.Layout.Retention).Unix() - 1
 	from, to = q.Since.Unix(), q.Until.Unix()
 	return max(from, oldest), to
 }
 
-func (r *Reader) now() time.Time {
+func (r *Searcher) now() time.Time {
 	if r.Now != nil {
 		return r.Now()
 	}
 	return time.Now()
 }
 
-// Read runs q against every backend of the table, concurrently. A backend
+// Search runs q against every backend of the table, concurrently. A backend
 // that fails is reported in Result.Errors; the others still answer. It
 // returns an error only for a bad query.
-func (r *Reader) Read(ctx context.Context, backends []control.Backend, q Query) (Result, error) {
+func (r *Searcher) Search(ctx context.Context, backends []control.Backend, q Query) (Result, error) {
 	limit := q.Limit
 	if limit == 0 {
 		limit = DefaultLimit
@@ -155,7 +152,7 @@ func (r *Reader) Read(ctx context.Context, backends []control.Backend, q Query) 
 		go func() {
 			defer wg.Done()
 			p := &parts[i]
-			rdb := r.Clients.Client(b.Addr)
+			rdb := r.Client(b.Addr)
 			for lo := from; lo <= to && !p.truncated; lo += chunk {
 				hi := min(lo+chunk-1, to)
 				p.err = r.Layout.Read(ctx, rdb, lo, hi, f, func(rec *record.Record) {
@@ -198,50 +195,4 @@ func (r *Reader) Read(ctx context.Context, backends []control.Backend, q Query) 
 		res.CountByBackend[it.Backend]++
 	}
 	return res, nil
-}
-
-// Pool is a Clients that keeps one go-redis client per address.
-type Pool struct {
-	Options func(addr string) *redis.Options
-
-	mu      sync.Mutex
-	clients map[string]*redis.Client
-}
-
-// Client returns the client for addr, creating it on first use.
-func (p *Pool) Client(addr string) redis.Cmdable {
-	return p.client(addr)
-}
-
-func (p *Pool) client(addr string) *redis.Client {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c, ok := p.clients[addr]; ok {
-		return c
-	}
-	if p.clients == nil {
-		p.clients = map[string]*redis.Client{}
-	}
-	opts := &redis.Options{Addr: addr}
-	if p.Options != nil {
-		opts = p.Options(addr)
-	}
-	c := redis.NewClient(opts)
-	p.clients[addr] = c
-	return c
-}
-
-// Redis returns the full client for addr (for PING and INFO).
-func (p *Pool) Redis(addr string) *redis.Client { return p.client(addr) }
-
-// Close closes every client.
-func (p *Pool) Close() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var errs []error
-	for _, c := range p.clients {
-		errs = append(errs, c.Close())
-	}
-	p.clients = nil
-	return errors.Join(errs...)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/redisconn"
 	"github.com/connpipe/connpipe/shared/store"
 	"github.com/connpipe/connpipe/shared/testenv"
 	"github.com/redis/go-redis/v9"
@@ -25,26 +26,26 @@ func rec(ts time.Time, src, dst string, sport uint16) record.Record {
 
 // write stores recs on addr under layout, in their capture-time buckets, and
 // deletes those buckets when the test ends.
-func write(t *testing.T, pool *Pool, layout store.Layout, addr string, recs ...record.Record) {
+func write(t *testing.T, pool *redisconn.Pool, layout store.Layout, addr string, recs ...record.Record) {
 	t.Helper()
 	ctx := testenv.Context(t, 10*time.Second)
-	b := store.NewBatch()
+	b := store.NewBuckets()
 	var keys []string
 	for i := range recs {
 		sec := store.Bucket(recs[i].TS, 0, 0)
 		b.Add(sec, &recs[i])
 		keys = append(keys, layout.BucketKey(sec))
 	}
-	if err := layout.Write(ctx, pool.Redis(addr), b); err != nil {
+	if err := layout.Write(ctx, pool.Client(addr), b); err != nil {
 		t.Fatalf("write to %s: %v", addr, err)
 	}
-	t.Cleanup(func() { pool.Redis(addr).Del(context.Background(), keys...) })
+	t.Cleanup(func() { pool.Client(addr).Del(context.Background(), keys...) })
 }
 
 func TestReadAcrossInstances(t *testing.T) {
 	addrs := testenv.Redis(t, 2)
 	layout := store.Layout{Prefix: testenv.Prefix(t), Retention: 5 * time.Minute}
-	pool := &Pool{}
+	pool := &redisconn.Pool{}
 	t.Cleanup(func() { pool.Close() })
 	now := time.Now()
 	backends := []control.Backend{{Name: "redis-a", Addr: addrs[0], Weight: 30}, {Name: "redis-b", Addr: addrs[1], Weight: 70}}
@@ -59,7 +60,7 @@ func TestReadAcrossInstances(t *testing.T) {
 		rec(now.Add(-5*time.Second), "2001:db8::7", "2001:db8::1", 2002),
 		rec(now.Add(-1*time.Second), "10.0.0.7", "10.0.0.1", 2003),
 	)
-	r := &Reader{Layout: layout, Clients: pool}
+	r := &Searcher{Layout: layout, Client: pool.Cmdable}
 
 	tests := []struct {
 		name      string
@@ -80,7 +81,7 @@ func TestReadAcrossInstances(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res, err := r.Read(testenv.Context(t, 10*time.Second), backends, tt.q)
+			res, err := r.Search(testenv.Context(t, 10*time.Second), backends, tt.q)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -122,14 +123,14 @@ func TestDeadBackendIsReportedOthersAnswer(t *testing.T) {
 	dead := ln.Addr().String()
 	ln.Close()
 	layout := store.Layout{Prefix: testenv.Prefix(t), Retention: time.Minute}
-	pool := &Pool{Options: func(addr string) *redis.Options {
+	pool := &redisconn.Pool{Options: func(addr string) *redis.Options {
 		return &redis.Options{Addr: addr, DialTimeout: 200 * time.Millisecond, MaxRetries: -1}
 	}}
 	t.Cleanup(func() { pool.Close() })
 	now := time.Now()
 	write(t, pool, layout, addrs[0], rec(now.Add(-time.Second), "10.0.0.7", "10.0.0.1", 1))
-	r := &Reader{Layout: layout, Clients: pool}
-	res, err := r.Read(testenv.Context(t, 10*time.Second),
+	r := &Searcher{Layout: layout, Client: pool.Cmdable}
+	res, err := r.Search(testenv.Context(t, 10*time.Second),
 		[]control.Backend{{Name: "up", Addr: addrs[0]}, {Name: "down", Addr: dead}},
 		Query{Since: now.Add(-time.Minute), Until: now})
 	if err != nil {
@@ -196,15 +197,15 @@ func TestParseIP(t *testing.T) {
 }
 
 func TestBadQuery(t *testing.T) {
-	r := &Reader{Layout: store.Layout{Retention: time.Minute}, Clients: &Pool{}}
+	r := &Searcher{Layout: store.Layout{Retention: time.Minute}, Client: (&redisconn.Pool{}).Cmdable}
 	now := time.Now()
 	for _, q := range []Query{
 		{Since: now, Until: now.Add(-time.Second)},
 		{Since: now.Add(-time.Minute), Until: now, Limit: -1},
 		{Since: now.Add(-time.Minute), Until: now.Add(30 * 24 * time.Hour)},
 	} {
-		if _, err := r.Read(context.Background(), nil, q); !errors.Is(err, ErrBadQuery) {
-			t.Errorf("Read(%+v) err = %v, want ErrBadQuery", q, err)
+		if _, err := r.Search(context.Background(), nil, q); !errors.Is(err, ErrBadQuery) {
+			t.Errorf("Search(%+v) err = %v, want ErrBadQuery", q, err)
 		}
 	}
 }
@@ -215,20 +216,20 @@ func TestBadQuery(t *testing.T) {
 func TestFarFutureRecordIsReadBack(t *testing.T) {
 	addr := testenv.Redis(t, 1)[0]
 	layout := store.Layout{Prefix: testenv.Prefix(t), Retention: 5 * time.Minute}
-	pool := &Pool{}
+	pool := &redisconn.Pool{}
 	t.Cleanup(func() { pool.Close() })
 	now := time.Now()
 	r := rec(time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC), "10.0.0.99", "10.0.0.1", 4242)
-	b := store.NewBatch()
+	b := store.NewBuckets()
 	sec := store.Bucket(r.TS, now.UnixNano(), now.UnixNano())
 	b.Add(sec, &r)
 	ctx := testenv.Context(t, 10*time.Second)
-	if err := layout.Write(ctx, pool.Redis(addr), b); err != nil {
+	if err := layout.Write(ctx, pool.Client(addr), b); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { pool.Redis(addr).Del(context.Background(), layout.BucketKey(sec)) })
-	rd := &Reader{Layout: layout, Clients: pool}
-	res, err := rd.Read(ctx, []control.Backend{{Name: "redis-a", Addr: addr, Weight: 1}},
+	t.Cleanup(func() { pool.Client(addr).Del(context.Background(), layout.BucketKey(sec)) })
+	rd := &Searcher{Layout: layout, Client: pool.Cmdable}
+	res, err := rd.Search(ctx, []control.Backend{{Name: "redis-a", Addr: addr, Weight: 1}},
 		Query{Since: now.Add(-time.Minute), Until: now.Add(2 * time.Second)})
 	if err != nil {
 		t.Fatal(err)

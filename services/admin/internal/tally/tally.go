@@ -9,8 +9,8 @@
 //
 // A bucket (package store) only ever grows by APPEND of whole entries until
 // it expires, so a tally remembers, per bucket, how many bytes it has
-// counted and reads only the bytes added since (STRLEN, then GETRANGE from
-// the last length). A refresh costs one pipelined STRLEN per second of the
+// counted and reads only the bytes added since (store.Layout.Sizes, then
+// ReadSpans from the last length). A refresh costs one pipelined STRLEN per second of the
 // window per instance, plus reading each newly stored entry once: the same
 // bytes the consumers wrote, at the rate they wrote them. The first refresh
 // reads the whole window.
@@ -25,15 +25,12 @@ package tally
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/connpipe/connpipe/shared/control"
-	"github.com/connpipe/connpipe/shared/record"
 	"github.com/connpipe/connpipe/shared/store"
 	"github.com/redis/go-redis/v9"
 )
@@ -268,25 +265,13 @@ func (t *Tally) read(ctx context.Context, rdb redis.Cmdable, c *counts, from, to
 			delete(c.buckets, sec)
 		}
 	}
-	lens := make([]*redis.IntCmd, 0, to-from+1)
-	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for sec := from; sec <= to; sec++ {
-			lens = append(lens, p.StrLen(ctx, t.cfg.Layout.BucketKey(sec)))
-		}
-		return nil
-	})
+	sizes, err := t.cfg.Layout.Sizes(ctx, rdb, from, to)
 	if err != nil {
-		return 0, fmt.Errorf("strlen: %w", err)
+		return 0, err
 	}
-	type grow struct {
-		sec      int64
-		from, to int64 // byte range to read, to exclusive
-		cmd      *redis.StringCmd
-	}
-	var grown []grow
-	for i, cmd := range lens {
+	var grown []store.Span
+	for i, n := range sizes {
 		sec := from + int64(i)
-		n := cmd.Val()
 		b := c.buckets[sec]
 		if n < b.bytes {
 			// Shorter than counted: the bucket expired and began again
@@ -295,44 +280,31 @@ func (t *Tally) read(ctx context.Context, rdb redis.Cmdable, c *counts, from, to
 			c.buckets[sec] = b
 		}
 		if n > b.bytes {
-			grown = append(grown, grow{sec: sec, from: b.bytes, to: n})
+			grown = append(grown, store.Span{Sec: sec, From: b.bytes, To: n})
 		}
 	}
 	// Newest seconds first, within the byte budget (at least one bucket).
-	slices.SortFunc(grown, func(a, b grow) int { return cmp.Compare(b.sec, a.sec) })
+	slices.SortFunc(grown, func(a, b store.Span) int { return cmp.Compare(b.Sec, a.Sec) })
 	budget, n := t.cfg.MaxRead, 0
-	for n < len(grown) && (n == 0 || budget >= grown[n].to-grown[n].from) {
-		budget -= grown[n].to - grown[n].from
+	for n < len(grown) && (n == 0 || budget >= grown[n].To-grown[n].From) {
+		budget -= grown[n].To - grown[n].From
 		n++
 	}
 	c.partial = n < len(grown)
-	grown = grown[:n]
-	if len(grown) == 0 {
-		return 0, nil
-	}
-	_, err = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i := range grown {
-			g := &grown[i]
-			g.cmd = p.GetRange(ctx, t.cfg.Layout.BucketKey(g.sec), g.from, g.to-1)
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("getrange: %w", err)
-	}
 	var read int64
 	var bad error
-	for _, g := range grown {
-		data, _ := g.cmd.Bytes()
+	err = t.cfg.Layout.ReadSpans(ctx, rdb, grown[:n], func(sp store.Span, data []byte, entries int64, err error) {
 		read += int64(len(data))
-		var n int64
-		if err := record.DecodeEntries(data, func(*record.Record) { n++ }); err != nil && bad == nil {
+		if err != nil && bad == nil {
 			// Count what decoded and move past the rest, so one bad
 			// entry is reported once rather than read again forever.
-			bad = fmt.Errorf("bucket %s from byte %s: %w", t.cfg.Layout.BucketKey(g.sec), strconv.FormatInt(g.from, 10), err)
+			bad = err
 		}
-		b := c.buckets[g.sec]
-		c.buckets[g.sec] = bucket{bytes: g.from + int64(len(data)), records: b.records + n}
+		b := c.buckets[sp.Sec]
+		c.buckets[sp.Sec] = bucket{bytes: sp.From + int64(len(data)), records: b.records + entries}
+	})
+	if err != nil {
+		return 0, err
 	}
 	return read, bad
 }

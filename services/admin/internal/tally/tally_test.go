@@ -61,7 +61,7 @@ func (e *env) client(addr string) redis.Cmdable { return e.clients[addr] }
 // other one IPv6 and keyed, so entries differ in size.
 func (e *env) store(i int, sec int64, n int) {
 	e.t.Helper()
-	b := store.NewBatch()
+	b := store.NewBuckets()
 	for j := range n {
 		r := record.Record{TS: sec * int64(time.Second), Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), SrcPort: uint16(j), DstPort: 80}
 		if j%2 == 1 {
@@ -219,7 +219,7 @@ func BenchmarkRefresh(b *testing.B) {
 			}
 			clk := &clock{t: time.Unix(1_800_000_000, 0)}
 			tl := New(Config{Layout: layout, Now: clk.Now, Client: func(a string) redis.Cmdable { return clients[a] }})
-			batch := store.NewBatch()
+			batch := store.NewBuckets()
 			var keys []string
 			defer func() {
 				for _, c := range clients {

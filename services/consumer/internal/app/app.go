@@ -1,5 +1,5 @@
 // Package app wires the consumer together: the control log reader, the
-// router and Redis sink, the records intake, heartbeats, /healthz and
+// Redis backends and their sink, the records intake, heartbeats, /healthz and
 // /metrics.
 //
 // Startup order: the intake dials RabbitMQ (declaring the topology) and the
@@ -21,8 +21,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/connpipe/connpipe/services/consumer/internal/backends"
 	"github.com/connpipe/connpipe/services/consumer/internal/intake"
-	"github.com/connpipe/connpipe/services/consumer/internal/sink"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/controllog"
 	"github.com/connpipe/connpipe/shared/ops"
@@ -42,7 +42,7 @@ type App struct {
 	srv    *ops.Server
 	reg    *prometheus.Registry
 	m      *metrics
-	sink   *sink.Sink
+	sink   *backends.Sink
 	reader *controllog.Reader
 	intake *intake.Intake
 	allow  *control.Allow // BACKEND_ALLOW: hosts this consumer connects to
@@ -84,17 +84,17 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	a := &App{cfg: cfg, log: log, host: host, reg: ops.NewRegistry(), allow: allow,
 		gate: make(chan struct{}), kick: make(chan struct{}, 1)}
 	a.m = newMetrics(a.reg)
-	sink.SetClientLogger(log)
+	backends.SetClientLogger(log)
 	creds, err := redisconn.LoadCredentials(cfg.RedisCAFile, cfg.RedisUsername, cfg.RedisPassword)
 	if err != nil {
 		return nil, err
 	}
-	a.sink, err = sink.New(sink.Config{
+	a.sink, err = backends.New(backends.Config{
 		Layout:  store.Layout{Prefix: cfg.RedisPrefix, Retention: cfg.Retention},
 		Timeout: cfg.RedisTimeout, DrainedFallback: cfg.DrainedFallback,
 		Redis:   creds,
 		Logger:  log.With("component", "sink"),
-		Metrics: sink.NewMetrics(a.reg),
+		Metrics: backends.NewMetrics(a.reg),
 	}, initial)
 	if err != nil {
 		return nil, err
@@ -273,7 +273,7 @@ func (a *App) heartbeat() control.Heartbeat {
 func (a *App) out() map[string]string {
 	var m map[string]string
 	for name, st := range a.sink.States() {
-		if st.State == sink.StateUp {
+		if st.State == backends.StateUp {
 			continue
 		}
 		if m == nil {

@@ -145,7 +145,7 @@ type redisStore struct {
 }
 
 func (s *redisStore) Store(ctx context.Context, msgs []*record.Batch) error {
-	b := store.NewBatch()
+	b := store.NewBuckets()
 	for _, m := range msgs {
 		for i := range m.Records {
 			b.Add(store.Bucket(m.Records[i].TS, m.Ingest, m.Received), &m.Records[i])

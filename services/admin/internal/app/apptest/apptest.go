@@ -165,7 +165,7 @@ func (e *Env) WriteRecords(t testing.TB, i int, recs ...record.Record) {
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{Addr: e.Backends[i].Addr})
 	t.Cleanup(func() { rdb.Close() })
-	b := store.NewBatch()
+	b := store.NewBuckets()
 	var keys []string
 	for j := range recs {
 		sec := store.Bucket(recs[j].TS, 0, 0)

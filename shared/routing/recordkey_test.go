@@ -1,4 +1,4 @@
-package hashring
+package routing
 
 import (
 	"net/netip"

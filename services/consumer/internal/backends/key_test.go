@@ -1,4 +1,4 @@
-package sink
+package backends
 
 import (
 	"fmt"
@@ -6,10 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connpipe/connpipe/services/consumer/internal/router"
 	"github.com/connpipe/connpipe/shared/control"
-	"github.com/connpipe/connpipe/shared/hashring"
 	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/routing"
 	"github.com/connpipe/connpipe/shared/store"
 	"github.com/connpipe/connpipe/shared/testenv"
 )
@@ -62,7 +61,7 @@ func TestPayloadKeyRouting(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := testenv.Context(t, 30*time.Second)
-	ring, _ := router.NewRing(tbl)
+	ring, _ := routing.NewRing(tbl)
 	now := time.Now().UnixNano()
 	if err := s.Store(ctx, []*record.Batch{{Ingest: now, Records: keyed(40, 12, 5, now, 1)}}); err != nil {
 		t.Fatal(err)
@@ -70,7 +69,7 @@ func TestPayloadKeyRouting(t *testing.T) {
 	first := map[string]string{}
 	for i := range 40 {
 		k := fmt.Sprintf("sess-%02d", i)
-		first[k] = tbl.Backends[ring.Pick(hashring.HashRecordKey(k))].Name
+		first[k] = tbl.Backends[ring.Pick(routing.HashRecordKey(k))].Name
 	}
 	tbl = apply(t, tbl, `{"op":"set_weights","weights":{"redis-a":1,"redis-b":99}}`)
 	if err := s.SetTable(tbl); err != nil {

@@ -1,4 +1,4 @@
-package sink
+package backends
 
 import (
 	"fmt"
@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/connpipe/connpipe/services/consumer/internal/redisproc"
-	"github.com/connpipe/connpipe/services/consumer/internal/router"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/routing"
 	"github.com/connpipe/connpipe/shared/store"
 	"github.com/connpipe/connpipe/shared/testenv"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -84,7 +84,7 @@ func TestHashModeKeepsKeysTogether(t *testing.T) {
 	}
 	ctx := testenv.Context(t, 30*time.Second)
 	go s.RunChecker(ctx)
-	ring, _ := router.NewRing(tbl)
+	ring, _ := routing.NewRing(tbl)
 	now := time.Now().UnixNano()
 	recs := fromSources(300, 4, now, 1)
 	for i := 0; i < len(recs); i += 100 {
@@ -99,7 +99,7 @@ func TestHashModeKeepsKeysTogether(t *testing.T) {
 	onB := 0
 	for src, by := range got {
 		r := record.Record{Src: src}
-		want := tbl.Backends[ring.Pick(router.HashSrc(&r))].Name
+		want := tbl.Backends[ring.Pick(routing.HashSrc(&r))].Name
 		if len(by) != 1 || by[want] != 4 {
 			t.Fatalf("source %s stored as %v, want 4 on %s", src, by, want)
 		}

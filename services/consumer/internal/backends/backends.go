@@ -1,10 +1,11 @@
-// Package sink stores routed records on the pool of Redis instances and
-// keeps track of which instances are healthy.
+// Package backends is the consumer's side of the Redis instances of the
+// routing table: a client and a health state for each, and the Sink that
+// stores every round of records on them.
 //
-// Store takes a round of decoded messages, routes every record with the
-// router in force (package router), groups the records per backend into one
-// store.Batch each and writes the batches to their backends in parallel,
-// one pipelined round trip per backend. It returns only when every record is
+// Store takes a round of decoded messages, routes every record by the
+// route in force (package routing decides the backend), groups the records
+// per backend into one store.Buckets each and writes them to their backends
+// in parallel, one pipelined round trip per backend. It returns only when every record is
 // stored on some instance (or its context ends), so the caller may then ack
 // the messages.
 //
@@ -23,7 +24,7 @@
 // once instead of flapping. Each state change is logged once and counted
 // (connpipe_consumer_backend_state_changes_total{state}); the state in
 // force is connpipe_consumer_backend_state{state} and goes into the
-// consumer's heartbeat (States). The router restarts its cycle whenever
+// consumer's heartbeat (States). The route restarts its cycle whenever
 // the set of usable backends changes. While no backend of positive weight
 // is up, records wait unacked, or with DrainedFallback go to the backends
 // of weight 0 that are up, in turn. When no backend
@@ -40,45 +41,25 @@
 // redelivered and stored again. Readers must tolerate duplicates; they never
 // miss a record.
 //
-// # Routing modes
+// # Routing
 //
-// The table's mode picks the backend: "weighted" by the exact round-robin
-// of package router, "hash" by its weighted rendezvous ring on the table's
-// hash key (a key of a down backend goes to its next choice, every other
-// key stays). A table with a new backend gets a client for it at once, so
-// its next round can store there; a backend that left the table has its
-// client closed once no route uses it.
+// The table's mode and stick table are package routing's: the route picks
+// each record's backend, and with "sticky" on routing.Stick.Claim asks the
+// stick home (routing.StickHome) for the owners of a round's unknown keys.
+// A key of a down backend goes to the mode's choice meanwhile (a sticky
+// key's entry is kept, so it returns to its owner when that rejoins). A
+// table with a new backend gets a client for it at once, so its next round
+// can store there; a backend that left the table has its client closed
+// once no route uses it.
 //
-// # Stick table (sticky routing)
-//
-// With "sticky" on, a key (the table's hash key: src, dst, pair or flow)
-// stays on the instance where its first record landed for as long as it
-// keeps sending, plus the retention window — so every record of a key that
-// is still readable sits on one instance, even across weight changes and
-// consumer restarts. It is HAProxy's stick table, shared by every consumer
-// replica through one Redis instance: the stick home, the first backend of
-// the table by name. Entries are
-//
-//	<prefix>stick:<hash key>:<16 hex digits of the key hash>  →  backend name
-//
-// with a TTL of retention + StickRefresh, renewed whenever a consumer looks
-// the key up. A lookup is one Lua call for a whole round's unknown keys: for
-// each key, keep the existing owner (and renew it) unless it has left the
-// table, else set the mode's choice (weighted: the next round-robin pick;
-// hash: the ring's pick). The call is atomic, so two consumers meeting a
-// new key at once agree on one owner.
-//
-// Each consumer caches owners (bounded, StickCache entries) for
+// Each consumer caches stick owners (bounded, StickCache entries) for
 // StickRefresh, so a busy key costs one lookup per StickRefresh per
-// consumer, not one per record. A key whose owner is down is routed to
-// the mode's choice meanwhile (its entry is kept: it returns to its owner
-// when that rejoins); a drained owner (weight 0) keeps its keys, as in
-// HAProxy. When the stick home is down every unknown key is routed by the
-// mode's choice and counted (connpipe_consumer_stick_keys_total
-// {result="fallback"}); when the home changes (its backend is removed or a
-// backend with a smaller name is added), the stick table starts afresh.
-// With sticky off none of this runs.
-package sink
+// consumer, not one per record; an entry's TTL is retention + StickRefresh,
+// renewed by every lookup. When the stick home is down every unknown key is
+// routed by the mode's choice and counted
+// (connpipe_consumer_stick_keys_total{result="fallback"}); when the home
+// changes, the cache starts afresh. With sticky off none of this runs.
+package backends
 
 import (
 	"context"
@@ -90,10 +71,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/connpipe/connpipe/services/consumer/internal/router"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/record"
 	"github.com/connpipe/connpipe/shared/redisconn"
+	"github.com/connpipe/connpipe/shared/routing"
 	"github.com/connpipe/connpipe/shared/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -125,9 +106,6 @@ type Config struct {
 	DrainedFallback bool
 	Now             func() time.Time // default time.Now
 }
-
-// errShortReply reports a stick lookup answered with the wrong number of owners.
-var errShortReply = errors.New("stick lookup: reply does not match the keys asked")
 
 // Metrics are the sink's Prometheus collectors.
 type Metrics struct {
@@ -238,33 +216,11 @@ type BackendState struct {
 	Since  time.Time `json:"since"`
 }
 
-// route is a routing table made ready for use: its router (mode
-// "weighted") or ring and key function (mode "hash"), and the backend of
-// every table entry, in table order.
+// route is a routing table made ready for use (package routing) with the
+// client of every table entry, in table order.
 type route struct {
-	table    *control.Table
-	router   *router.Router
-	ring     *router.Ring   // nil in mode weighted
-	key      router.KeyFunc // the table's hash key, in mode hash or when sticky
+	*routing.Route
 	backends []*backend
-	index    map[string]int // backend name → index
-}
-
-// routable reports whether some backend can take records.
-func (r *route) routable() bool {
-	if r.ring != nil {
-		return r.ring.Routable()
-	}
-	return r.router.Routable()
-}
-
-// pick is the mode's choice for a record with key hash h (h is ignored in
-// mode weighted).
-func (r *route) pick(h uint64) int {
-	if r.ring != nil {
-		return r.ring.Pick(h)
-	}
-	return r.router.Next()
 }
 
 // Sink writes records to the Redis pool. Store must be called from one
@@ -282,7 +238,7 @@ type Sink struct {
 
 	// Owned by the goroutine calling Store.
 	cur     *route
-	batches []*store.Batch
+	batches []*store.Buckets
 	assign  []int32
 	stored  atomic.Uint64
 	byName  sync.Map // backend name → *atomic.Uint64 records stored there
@@ -342,25 +298,11 @@ func New(cfg Config, t *control.Table) (*Sink, error) {
 // next round routes by it, from a fresh cycle. On error the route in force
 // is kept.
 func (s *Sink) SetTable(t *control.Table) error {
-	rt, err := router.New(t)
+	rt, err := routing.NewRoute(t)
 	if err != nil {
 		return fmt.Errorf("routing table version %d: %w", tableVersion(t), err)
 	}
-	r := &route{table: t, router: rt, backends: make([]*backend, len(t.Backends)), index: make(map[string]int, len(t.Backends))}
-	if t.RoutingMode() == control.ModeHash || t.Sticky {
-		if r.key, err = router.KeyFor(t.Key()); err != nil {
-			return fmt.Errorf("routing table version %d: %w", tableVersion(t), err)
-		}
-	}
-	switch t.RoutingMode() {
-	case control.ModeWeighted:
-	case control.ModeHash:
-		if r.ring, err = router.NewRing(t); err != nil {
-			return fmt.Errorf("routing table version %d: %w", tableVersion(t), err)
-		}
-	default:
-		return fmt.Errorf("routing table version %d: %w: %q", tableVersion(t), control.ErrBadMode, t.Mode)
-	}
+	r := &route{Route: rt, backends: make([]*backend, len(t.Backends))}
 	total := 0
 	for _, b := range t.Backends {
 		total += b.Weight
@@ -385,7 +327,6 @@ func (s *Sink) SetTable(t *control.Table) error {
 			s.setStateMetric(be.name, StateUp)
 		}
 		r.backends[i] = be
-		r.index[b.Name] = i
 		s.m.Weight.WithLabelValues(b.Name).Set(float64(b.Weight))
 		s.m.Share.WithLabelValues(b.Name).Set(float64(b.Weight) / float64(total))
 	}
@@ -435,7 +376,7 @@ func (s *Sink) CheckLogins(ctx context.Context) error {
 }
 
 // Table is the routing table in force.
-func (s *Sink) Table() *control.Table { return s.latest.Load().table }
+func (s *Sink) Table() *control.Table { return s.latest.Load().Table() }
 
 // Up reports whether the backend named name is in rotation.
 func (s *Sink) Up(name string) bool {
@@ -469,7 +410,7 @@ func (s *Sink) adopt() *route {
 	}
 	s.cur = r
 	for len(s.batches) < len(r.backends) {
-		s.batches = append(s.batches, store.NewBatch())
+		s.batches = append(s.batches, store.NewBuckets())
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -485,7 +426,7 @@ func (s *Sink) adopt() *route {
 			delete(s.pool, key)
 			_ = b.rdb.Close()
 			s.log.Info("redis backend left the table", "backend", b.name, "addr", b.addr)
-			if _, named := s.latest.Load().index[b.name]; !named {
+			if _, named := s.latest.Load().Index(b.name); !named {
 				s.m.Up.DeleteLabelValues(b.name)
 				for _, st := range states {
 					s.m.State.DeleteLabelValues(b.name, st)
@@ -524,7 +465,7 @@ func (s *Sink) Store(ctx context.Context, msgs []*record.Batch) error {
 	for attempt := 0; ; {
 		r := s.adopt()
 		s.syncHealth(r)
-		fallback := !r.routable() && s.cfg.DrainedFallback && s.routeDrained(r, msgs, assign)
+		fallback := !r.Routable() && s.cfg.DrainedFallback && s.routeDrained(r, msgs, assign)
 		if fallback != s.onDr {
 			s.onDr = fallback
 			if fallback {
@@ -534,7 +475,7 @@ func (s *Sink) Store(ctx context.Context, msgs []*record.Batch) error {
 				s.log.Info("routing by weight again")
 			}
 		}
-		if !r.routable() && !fallback {
+		if !r.Routable() && !fallback {
 			wait := backoff(attempt)
 			attempt++
 			if attempt == 1 || attempt%20 == 0 {
@@ -578,7 +519,7 @@ func (s *Sink) Store(ctx context.Context, msgs []*record.Batch) error {
 func (s *Sink) routeDrained(r *route, msgs []*record.Batch, assign []int32) bool {
 	s.drained = s.drained[:0]
 	for i, b := range r.backends {
-		if r.table.Backends[i].Weight == 0 && b.up.Load() {
+		if r.Table().Backends[i].Weight == 0 && b.up.Load() {
 			s.drained = append(s.drained, i)
 		}
 	}
@@ -609,13 +550,10 @@ func backoff(attempt int) time.Duration {
 	return min(d, time.Second)
 }
 
-// syncHealth tells the router which backends are up.
+// syncHealth tells the route which backends are up.
 func (s *Sink) syncHealth(r *route) {
 	for i, b := range r.backends {
-		r.router.SetUp(i, b.up.Load())
-		if r.ring != nil {
-			r.ring.SetUp(i, b.up.Load())
-		}
+		r.SetUp(i, b.up.Load())
 	}
 }
 
@@ -625,7 +563,7 @@ func (s *Sink) route(ctx context.Context, r *route, msgs []*record.Batch, assign
 	for _, b := range s.batches {
 		b.Reset()
 	}
-	if r.table.Sticky {
+	if r.Table().Sticky {
 		s.routeSticky(ctx, r, msgs, assign)
 		return
 	}
@@ -635,10 +573,10 @@ func (s *Sink) route(ctx context.Context, r *route, msgs []*record.Batch, assign
 			if assign[k] == pending {
 				rec := &m.Records[j]
 				var h uint64
-				if r.ring != nil {
-					h = r.key(rec)
+				if r.Hashed() {
+					h = r.Key(rec)
 				}
-				i := r.pick(h)
+				i := r.Pick(h)
 				assign[k] = int32(i)
 				s.batches[i].Add(store.Bucket(rec.TS, m.Ingest, m.Received), rec)
 			}
@@ -803,7 +741,7 @@ var probeValue = strings.Repeat("p", probeBytes)
 // failure sets its state and doubles the wait before the next probe.
 func (s *Sink) probe(ctx context.Context, b *backend) {
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	err := b.rdb.Set(pctx, s.cfg.Layout.Prefix+"probe", probeValue, time.Second).Err()
+	err := b.rdb.Set(pctx, s.cfg.Layout.ProbeKey(), probeValue, time.Second).Err()
 	cancel()
 	if ctx.Err() != nil {
 		return

@@ -1,4 +1,4 @@
-package hashring
+package routing
 
 import (
 	"fmt"
@@ -241,20 +241,5 @@ func TestRingFixedAnswers(t *testing.T) {
 	const want = "bbcccabcacabbbbb"
 	if got != want {
 		t.Fatalf("owners of 192.0.2.0..15 are %s, were %s: the hash changed", got, want)
-	}
-}
-
-func TestStickKey(t *testing.T) {
-	for _, c := range []struct {
-		h    uint64
-		want string
-	}{
-		{0, "cp:stick:src:0000000000000000"},
-		{0xabc, "cp:stick:src:0000000000000abc"},
-		{^uint64(0), "cp:stick:src:ffffffffffffffff"},
-	} {
-		if got := StickKey("cp:", "src", c.h); got != c.want {
-			t.Errorf("StickKey(%x) = %s, want %s", c.h, got, c.want)
-		}
 	}
 }

@@ -1,35 +1,12 @@
-package sink
+package backends
 
 import (
 	"context"
-	"strconv"
-	"strings"
 
-	"github.com/connpipe/connpipe/shared/hashring"
 	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/routing"
 	"github.com/connpipe/connpipe/shared/store"
-	"github.com/redis/go-redis/v9"
 )
-
-// stickScript: KEYS are stick keys; ARGV[1] the TTL in ms, ARGV[2] the
-// table's backend names as ",a,b,", ARGV[2+i] the choice for KEYS[i].
-// Returns the owner of every key.
-var stickScript = redis.NewScript(`
-local out = {}
-for i, k in ipairs(KEYS) do
-  local v = redis.call('GET', k)
-  if v and string.find(ARGV[2], ',' .. v .. ',', 1, true) then
-    redis.call('PEXPIRE', k, ARGV[1])
-  else
-    v = ARGV[i + 2]
-    redis.call('SET', k, v, 'PX', ARGV[1])
-  end
-  out[i] = v
-end
-return out`)
-
-// stickChunk bounds the keys of one script call.
-const stickChunk = 512
 
 // stickEntry is a cached owner.
 type stickEntry struct {
@@ -73,7 +50,7 @@ func (c *stickCache) put(h uint64, e stickEntry) {
 func (s *Sink) routeSticky(ctx context.Context, r *route, msgs []*record.Batch, assign []int32) {
 	now := s.cfg.Now().UnixNano()
 	refresh := s.cfg.StickRefresh.Nanoseconds()
-	kind, home := r.table.Key(), r.backends[0]
+	kind, home := r.Table().Key(), r.backends[routing.StickHome(r.Table())]
 	c := &s.stick
 	if c.cur == nil || c.kind != kind || c.home != home.name {
 		c.reset(kind, home.name)
@@ -92,12 +69,12 @@ func (s *Sink) routeSticky(ctx context.Context, r *route, msgs []*record.Batch, 
 	for _, m := range msgs {
 		for j := range m.Records {
 			if assign[k] == pending {
-				h := r.key(&m.Records[j])
+				h := r.Key(&m.Records[j])
 				hashes[k] = h
 				if _, seen := s.owner[h]; !seen {
 					i := -1
 					if e, ok := c.get(h); ok && now-e.at < refresh {
-						if idx, ok := r.index[e.owner]; ok {
+						if idx, ok := r.Index(e.owner); ok {
 							i = idx
 							hits++
 						}
@@ -127,7 +104,7 @@ func (s *Sink) routeSticky(ctx context.Context, r *route, msgs []*record.Batch, 
 				if i < 0 || !r.backends[i].up.Load() {
 					// Owner down (or the stick home unreadable): the mode's
 					// choice for now; the entry stays for its return.
-					i = r.pick(h)
+					i = r.Pick(h)
 				}
 				assign[k] = int32(i)
 				rec := &m.Records[j]
@@ -145,7 +122,7 @@ func (s *Sink) routeSticky(ctx context.Context, r *route, msgs []*record.Batch, 
 func (s *Sink) lookupOwners(ctx context.Context, r *route, home *backend, misses []uint64, now int64) {
 	cands := make([]string, len(misses))
 	for j, h := range misses {
-		if i := r.pick(h); i >= 0 {
+		if i := r.Pick(h); i >= 0 {
 			cands[j] = r.backends[i].name
 		}
 	}
@@ -153,7 +130,7 @@ func (s *Sink) lookupOwners(ctx context.Context, r *route, home *backend, misses
 		for j := from; j < len(misses); j++ {
 			i := -1
 			if cands[j] != "" {
-				i = r.index[cands[j]]
+				i, _ = r.Index(cands[j])
 			}
 			s.owner[misses[j]] = i
 		}
@@ -163,46 +140,24 @@ func (s *Sink) lookupOwners(ctx context.Context, r *route, home *backend, misses
 		fallback(0)
 		return
 	}
-	var names strings.Builder
-	names.WriteByte(',')
-	for _, b := range r.backends {
-		names.WriteString(b.name)
-		names.WriteByte(',')
+	st := routing.Stick{Layout: s.cfg.Layout, Kind: r.Table().Key(), TTL: s.cfg.Layout.Retention + s.cfg.StickRefresh, Timeout: s.cfg.Timeout}
+	n, err := st.Claim(ctx, home.rdb, r.Table().Backends, misses, cands, func(j int, owner string) {
+		h := misses[j]
+		i, ok := r.Index(owner)
+		if !ok {
+			i = -1
+		}
+		s.owner[h] = i
+		s.stick.put(h, stickEntry{owner: owner, at: now})
+	})
+	if n > 0 {
+		s.m.Stick.WithLabelValues("redis").Add(float64(n))
 	}
-	ttl := strconv.FormatInt((s.cfg.Layout.Retention + s.cfg.StickRefresh).Milliseconds(), 10)
-	kind := r.table.Key()
-	for from := 0; from < len(misses); from += stickChunk {
-		to := min(from+stickChunk, len(misses))
-		keys := make([]string, 0, to-from)
-		args := make([]any, 0, to-from+2)
-		args = append(args, ttl, names.String())
-		for j := from; j < to; j++ {
-			keys = append(keys, hashring.StickKey(s.cfg.Layout.Prefix, kind, misses[j]))
-			args = append(args, cands[j])
+	if err != nil {
+		if ctx.Err() == nil {
+			s.m.WriteErrors.WithLabelValues(home.name).Inc()
+			s.markDown(home, err)
 		}
-		lctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-		owners, err := stickScript.Run(lctx, home.rdb, keys, args...).StringSlice()
-		cancel()
-		if err == nil && len(owners) != len(keys) {
-			err = errShortReply
-		}
-		if err != nil {
-			if ctx.Err() == nil {
-				s.m.WriteErrors.WithLabelValues(home.name).Inc()
-				s.markDown(home, err)
-			}
-			fallback(from)
-			return
-		}
-		for j, owner := range owners {
-			h := misses[from+j]
-			i, ok := r.index[owner]
-			if !ok {
-				i = -1
-			}
-			s.owner[h] = i
-			s.stick.put(h, stickEntry{owner: owner, at: now})
-		}
-		s.m.Stick.WithLabelValues("redis").Add(float64(len(owners)))
+		fallback(n)
 	}
 }

@@ -1,4 +1,4 @@
-package hashring
+package routing
 
 import (
 	"math/rand/v2"

@@ -1,4 +1,4 @@
-package hashring
+package routing
 
 import (
 	"github.com/cespare/xxhash/v2"

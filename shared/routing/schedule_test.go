@@ -1,4 +1,4 @@
-package router
+package routing
 
 import (
 	"fmt"
@@ -18,17 +18,17 @@ func table(weights ...int) *control.Table {
 	return t
 }
 
-func mustNew(t testing.TB, weights ...int) *Router {
+func mustNew(t testing.TB, weights ...int) *Schedule {
 	t.Helper()
-	r, err := New(table(weights...))
+	r, err := NewSchedule(table(weights...))
 	if err != nil {
-		t.Fatalf("New(%v): %v", weights, err)
+		t.Fatalf("NewSchedule(%v): %v", weights, err)
 	}
 	return r
 }
 
 // route makes n picks and returns the count per backend.
-func route(r *Router, n int) []int {
+func route(r *Schedule, n int) []int {
 	counts := make([]int, r.Len())
 	for range n {
 		i := r.Next()
@@ -42,7 +42,7 @@ func route(r *Router, n int) []int {
 
 // checkQuota fails unless every prefix of the next n picks keeps each
 // backend within one record of its share.
-func checkQuota(t *testing.T, r *Router, weights []int, n int) {
+func checkQuota(t *testing.T, r *Schedule, weights []int, n int) {
 	t.Helper()
 	total := 0
 	for i, w := range weights {
@@ -114,7 +114,7 @@ func TestEveryCycleOfTen(t *testing.T) {
 	}
 }
 
-func sequence(r *Router, n int) string {
+func sequence(r *Schedule, n int) string {
 	var b strings.Builder
 	for range n {
 		b.WriteByte(byte('a' + r.Next()))
@@ -154,8 +154,8 @@ func TestNewRefuses(t *testing.T) {
 		{"negative weight", table(-1, 1)},
 	}
 	for _, tt := range tests {
-		if _, err := New(tt.t); err == nil {
-			t.Errorf("%s: New accepted the table", tt.name)
+		if _, err := NewSchedule(tt.t); err == nil {
+			t.Errorf("%s: NewSchedule accepted the table", tt.name)
 		}
 	}
 }
@@ -185,7 +185,7 @@ func TestDown(t *testing.T) {
 	}
 }
 
-// A weight change is a new Router: whatever the old one was doing, the new
+// A weight change is a new Schedule: whatever the old one was doing, the new
 // split is exact from the first record after the change.
 func TestWeightChange(t *testing.T) {
 	for _, before := range []int{0, 1, 3, 7, 9, 10, 11} {
@@ -240,7 +240,7 @@ func TestQuotaProperty(t *testing.T) {
 	}
 }
 
-func BenchmarkRoute(b *testing.B) {
+func BenchmarkSchedule(b *testing.B) {
 	for _, weights := range [][]int{{30, 70}, {1, 1, 1}, {41, 163, 249, 1, 1, 1, 249, 1}} {
 		b.Run(fmt.Sprint(weights), func(b *testing.B) {
 			r := mustNew(b, weights...)

@@ -1,4 +1,4 @@
-package sink
+package backends
 
 import (
 	"log/slog"
