@@ -22,7 +22,7 @@ import (
 type Config struct {
 	AMQPURL         string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ; several nodes of a cluster comma-separated; amqps:// for TLS"`
 	AMQPCAFile      string        `envconfig:"AMQP_CA_FILE" desc:"PEM CA certificates trusted for amqps:// (empty: the system's roots)"`
-	Interface       string        `envconfig:"INTERFACE" default:"lo" desc:"interface for live capture"`
+	Interface       string        `envconfig:"INTERFACE" default:"lo" desc:"interface for live capture; any: every interface (all must be Ethernet or loopback), keeping what arrives"`
 	ListenAddr      string        `envconfig:"LISTEN_ADDR" default:"127.0.0.1:7000" desc:"record packets sent to this IP:port (0.0.0.0 or [::] as host: any address)"`
 	BPFFilter       string        `envconfig:"BPF_FILTER" desc:"filter expression, a tcpdump subset (empty: tcp and dst host and port of LISTEN_ADDR; with PCAP_FILES and no LISTEN_ADDR, every TCP packet)"`
 	Sink            bool          `envconfig:"SINK" default:"false" desc:"true: accept and discard connections on LISTEN_ADDR, so senders have a peer"`

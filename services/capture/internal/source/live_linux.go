@@ -59,16 +59,25 @@ const (
 // freezes come from PACKET_STATISTICS. On a loopback interface each packet
 // passes twice (out and in); only the incoming copy is kept.
 //
+// Interface "any" (AnyInterface) reads every interface, as tcpdump -i any
+// does, keeping only what arrives (a packet this host sends is not a
+// packet sent to it); every interface that is up must be Ethernet or
+// loopback, so one framing fits every frame. It serves a host whose
+// interface names or order are not known in advance, such as a container
+// on several networks.
+//
 // OpenLive opens Workers readers in one PACKET_FANOUT group (hash on the
 // flow, IP fragments reassembled first), so every packet of a connection
 // reaches the same reader, in order.
 type Live struct {
-	name     string
-	worker   int
-	f        *os.File
-	rc       syscall.RawConn
-	link     decode.LinkType
-	loopback bool
+	name   string
+	worker int
+	f      *os.File
+	rc     syscall.RawConn
+	link   decode.LinkType
+	// skipOutgoing: keep only frames that arrive (loopback, where each
+	// packet passes twice, and "any").
+	skipOutgoing bool
 
 	ring      []byte // the mapping, Blocks*BlockSize bytes
 	blockSize int
@@ -93,9 +102,9 @@ type RingStats struct {
 // that arrive while the group forms are dropped by the kernel, so no
 // packet is read twice.
 func OpenLive(cfg LiveConfig) ([]*Live, error) {
-	ifi, err := net.InterfaceByName(cfg.Interface)
+	ifi, err := liveInterface(cfg.Interface)
 	if err != nil {
-		return nil, fmt.Errorf("interface %q: %w", cfg.Interface, err)
+		return nil, err
 	}
 	if cfg.Snaplen <= 0 {
 		cfg.Snaplen = defaultSnaplen
@@ -157,6 +166,49 @@ func OpenLive(cfg LiveConfig) ([]*Live, error) {
 	return ls, nil
 }
 
+// AnyInterface reads every interface.
+const AnyInterface = "any"
+
+// liveInterface finds the interface to bind to: for "any", index 0 (every
+// interface) once every interface that is up is known to carry Ethernet
+// frames (loopback's are too).
+func liveInterface(name string) (*net.Interface, error) {
+	if name != AnyInterface {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("interface %q: %w", name, err)
+		}
+		return ifi, nil
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("interface any: list the interfaces: %w", err)
+	}
+	// The hardware type comes from SIOCGIFHWADDR on a socket of this
+	// network namespace (sysfs may show another's).
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("interface any: %w", err)
+	}
+	defer unix.Close(fd)
+	for _, ifi := range ifs {
+		if ifi.Flags&net.FlagUp == 0 {
+			continue
+		}
+		ifr, err := unix.NewIfreq(ifi.Name)
+		if err == nil {
+			err = unix.IoctlIfreq(fd, unix.SIOCGIFHWADDR, ifr)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("interface any: the hardware type of %s: %w", ifi.Name, err)
+		}
+		if t := ifr.Uint16(); t != unix.ARPHRD_ETHER && t != unix.ARPHRD_LOOPBACK {
+			return nil, fmt.Errorf("interface any: %s has hardware type %d (ARPHRD), not Ethernet: name the interface to capture on instead", ifi.Name, t)
+		}
+	}
+	return &net.Interface{Index: 0, Name: AnyInterface, Flags: net.FlagLoopback}, nil
+}
+
 // openRing opens one reader, bound and mapped, with a filter that drops
 // everything; it returns the real filter (nil: none) to put in its place.
 func openRing(cfg LiveConfig, ifi *net.Interface, worker int, tovMillis uint32) (*Live, *unix.SockFprog, error) {
@@ -166,7 +218,7 @@ func openRing(cfg LiveConfig, ifi *net.Interface, worker int, tovMillis uint32) 
 	if err != nil {
 		return nil, nil, fmt.Errorf("open AF_PACKET socket (needs CAP_NET_RAW): %w", err)
 	}
-	l := &Live{name: cfg.Interface, worker: worker, loopback: ifi.Flags&net.FlagLoopback != 0,
+	l := &Live{name: cfg.Interface, worker: worker, skipOutgoing: ifi.Flags&net.FlagLoopback != 0,
 		blockSize: cfg.BlockSize, blocks: cfg.Blocks}
 	l.f = os.NewFile(uintptr(fd), "packet:"+cfg.Interface)
 	if l.rc, err = l.f.SyscallConn(); err != nil {
@@ -189,17 +241,19 @@ func openRing(cfg LiveConfig, ifi *net.Interface, worker int, tovMillis uint32) 
 		return fail(fmt.Errorf("getsockname on %s: not a link-layer address", cfg.Interface))
 	}
 	var framing filter.Framing
-	switch ll.Hatype {
-	case unix.ARPHRD_ETHER, unix.ARPHRD_LOOPBACK:
+	switch {
+	case ifi.Index == 0: // any: checked by liveInterface
 		framing, l.link = filter.FramingEthernet, decode.LinkEthernet
-	case unix.ARPHRD_NONE, unix.ARPHRD_RAWIP:
+	case ll.Hatype == unix.ARPHRD_ETHER, ll.Hatype == unix.ARPHRD_LOOPBACK:
+		framing, l.link = filter.FramingEthernet, decode.LinkEthernet
+	case ll.Hatype == unix.ARPHRD_NONE, ll.Hatype == unix.ARPHRD_RAWIP:
 		framing, l.link = filter.FramingRawIP, decode.LinkRaw
 	default:
 		return fail(fmt.Errorf("interface %s has hardware type %d (ARPHRD), which capture does not decode (Ethernet, loopback and raw IP only)", cfg.Interface, ll.Hatype))
 	}
 	var prog *unix.SockFprog
 	if cfg.Filter != nil {
-		ins, err := cfg.Filter.Program(framing, filter.ProgramOptions{Snaplen: uint32(cfg.Snaplen), SkipOutgoing: l.loopback})
+		ins, err := cfg.Filter.Program(framing, filter.ProgramOptions{Snaplen: uint32(cfg.Snaplen), SkipOutgoing: l.skipOutgoing})
 		if err != nil {
 			return fail(fmt.Errorf("compile filter %q: %w", cfg.Filter, err))
 		}
@@ -222,7 +276,7 @@ func openRing(cfg LiveConfig, ifi *net.Interface, worker int, tovMillis uint32) 
 	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VERSION, unix.TPACKET_V3); err != nil {
 		return fail(fmt.Errorf("set TPACKET_V3 on %s: %w", cfg.Interface, err))
 	}
-	if l.loopback && cfg.Workers == 1 {
+	if l.skipOutgoing && cfg.Workers == 1 {
 		// The outgoing copy of each packet on lo is not even queued (the
 		// filter also drops it, for kernels without this option).
 		_ = unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
@@ -279,7 +333,7 @@ func (l *Live) setFilter(prog *unix.SockFprog) error {
 // an id the kernel picks when id < 0, and returns the group's id.
 func (l *Live) joinFanout(id int) (int, error) {
 	flags := unix.PACKET_FANOUT_FLAG_DEFRAG
-	if l.loopback {
+	if l.skipOutgoing {
 		flags |= unix.PACKET_FANOUT_FLAG_IGNORE_OUTGOING
 	}
 	val := id
@@ -312,8 +366,9 @@ func (l *Live) LinkType() decode.LinkType { return l.link }
 // Worker is the reader's number in its group, from 0.
 func (l *Live) Worker() int { return l.worker }
 
-// Loopback reports a capture on a loopback interface.
-func (l *Live) Loopback() bool { return l.loopback }
+// SkipsOutgoing reports a capture that keeps only the frames that arrive:
+// on a loopback interface, or on every interface.
+func (l *Live) SkipsOutgoing() bool { return l.skipOutgoing }
 
 func (l *Live) block(i int) []byte {
 	return l.ring[i*l.blockSize : (i+1)*l.blockSize : (i+1)*l.blockSize]
@@ -359,7 +414,7 @@ func (l *Live) NextBlock(ctx context.Context) (Block, error) {
 	}
 	l.held = true
 	blk := ParseBlock(l.block(l.cur))
-	blk.SkipOutgoing = l.loopback
+	blk.SkipOutgoing = l.skipOutgoing
 	return blk, nil
 }
 

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -49,7 +51,7 @@ func TestLiveRingDrops(t *testing.T) {
 	}
 	live := ls[0]
 	defer live.Close()
-	if len(ls) != 1 || live.LinkType() != decode.LinkEthernet || !live.Loopback() {
+	if len(ls) != 1 || live.LinkType() != decode.LinkEthernet || !live.SkipsOutgoing() {
 		t.Fatalf("%d readers, lo link type %v", len(ls), live.LinkType())
 	}
 	go func() {
@@ -154,12 +156,17 @@ func TestLiveVethExact(t *testing.T) {
 		flows = 64
 		port  = 7210
 	)
-	for _, workers := range []int{1, 2} {
-		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
+	// "any" reads lo too, where nothing of this arrives: the same frames.
+	for _, tc := range []struct {
+		ifname  string
+		workers int
+	}{{lab.RxIf, 1}, {lab.RxIf, 2}, {AnyInterface, 2}} {
+		workers := tc.workers
+		t.Run(fmt.Sprintf("interface=%s/workers=%d", tc.ifname, workers), func(t *testing.T) {
 			var ls []*Live
 			err := vethlab.Do(lab.Rx, func() error {
 				var err error
-				ls, err = OpenLive(LiveConfig{Interface: lab.RxIf, Workers: workers,
+				ls, err = OpenLive(LiveConfig{Interface: tc.ifname, Workers: workers,
 					Filter: filter.FromListen(netip.AddrPortFrom(netip.AddrFrom4([4]byte(vethlab.DstIP)), port))})
 				return err
 			})
@@ -357,4 +364,30 @@ func TestLiveFanoutFormsWithoutDuplicates(t *testing.T) {
 		t.Fatal("nothing read")
 	}
 	t.Logf("%d of %d frames read once each (the rest arrived before the group formed)", total, in.Sent())
+}
+
+// TestLiveAnyRefusesOtherFraming: "any" reads every interface with one
+// framing, so an interface that is up and not Ethernet (a tun device)
+// is refused by name.
+func TestLiveAnyRefusesOtherFraming(t *testing.T) {
+	needRoot(t)
+	lab := vethlab.ForTest(t, "cpa")
+	for _, args := range [][]string{
+		{"-n", lab.Rx, "tuntap", "add", "dev", "cpa-tun", "mode", "tun"},
+		{"-n", lab.Rx, "link", "set", "cpa-tun", "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	err := vethlab.Do(lab.Rx, func() error {
+		ls, err := OpenLive(LiveConfig{Interface: AnyInterface})
+		for _, l := range ls {
+			l.Close()
+		}
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "cpa-tun") || !strings.Contains(err.Error(), "not Ethernet") {
+		t.Fatalf("any with a tun device up: %v, want a refusal naming cpa-tun", err)
+	}
 }

@@ -42,7 +42,7 @@ var ErrNoLive = errors.New("live capture needs Linux (AF_PACKET); read files wit
 func OpenLive(LiveConfig) ([]*Live, error)               { return nil, ErrNoLive }
 func (l *Live) LinkType() decode.LinkType                { return decode.LinkUnknown }
 func (l *Live) Worker() int                              { return 0 }
-func (l *Live) Loopback() bool                           { return false }
+func (l *Live) SkipsOutgoing() bool                      { return false }
 func (l *Live) NextBlock(context.Context) (Block, error) { return Block{}, ErrNoLive }
 func (l *Live) Release()                                 {}
 func (l *Live) Stats() (RingStats, error)                { return RingStats{}, ErrNoLive }
