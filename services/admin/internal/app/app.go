@@ -296,6 +296,12 @@ func (s *Server) MetricsAddr() string { return s.ops.Addr() }
 // Ready is closed once the control log has been read.
 func (s *Server) Ready() <-chan struct{} { return s.reader.Ready() }
 
+// Brokers is the state of admin's broker sessions: the control log's and
+// the heartbeat listener's.
+func (s *Server) Brokers() (control, heartbeats broker.Status) {
+	return s.reader.Broker(), s.listener.Broker()
+}
+
 // HeartbeatsBound is closed once the heartbeat queue is first consuming.
 func (s *Server) HeartbeatsBound() <-chan struct{} { return s.bound }
 

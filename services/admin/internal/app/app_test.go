@@ -17,6 +17,7 @@ import (
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/controllog"
+	"github.com/connpipe/connpipe/shared/heartbeat"
 	"github.com/connpipe/connpipe/shared/record"
 )
 
@@ -312,8 +313,8 @@ func TestMembershipAndConvergence(t *testing.T) {
 		}
 	}
 	tb, _ := getTable(t, e)
-	hb := func(id string, version, pos int64) control.Heartbeat {
-		return control.Heartbeat{Consumer: id, Host: "h-" + id, Version: version, Position: pos, Ready: true, Records: 100, Acked: 7, SentAt: time.Now().UnixNano(), Interval: 1000}
+	hb := func(id string, version, pos int64) heartbeat.Message {
+		return heartbeat.Message{Consumer: id, Host: "h-" + id, Version: version, Position: pos, Ready: true, Records: 100, Acked: 7, SentAt: time.Now().UnixNano(), Interval: 1000}
 	}
 	e.Heartbeat(t, hb("c1", 0, tb.Position))
 	e.Heartbeat(t, hb("c2", 0, tb.Position))

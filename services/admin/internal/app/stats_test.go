@@ -11,7 +11,7 @@ import (
 	"github.com/connpipe/connpipe/services/admin/internal/api"
 	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
-	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/heartbeat"
 	"github.com/connpipe/connpipe/shared/record"
 	"github.com/connpipe/connpipe/shared/topology"
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,7 +61,7 @@ func TestStatsAndStatusForThePage(t *testing.T) {
 	tb, _ := getTable(t, e)
 	t0 := time.Now().UnixNano()
 	for i, recs := range []uint64{1000, 1200, 1400} {
-		e.Heartbeat(t, control.Heartbeat{Consumer: "c1", Position: tb.Position, Ready: true, Records: recs, Unacked: 3,
+		e.Heartbeat(t, heartbeat.Message{Consumer: "c1", Position: tb.Position, Ready: true, Records: recs, Unacked: 3,
 			Stored: map[string]uint64{"redis-a": recs * 3 / 10, "redis-b": recs * 7 / 10}, SentAt: t0 + int64(i)*int64(time.Second)})
 	}
 	// redis-a drained.
