@@ -69,9 +69,9 @@ func Decode(body []byte) (Message, error) {
 // Config configures a Publisher.
 type Config struct {
 	URL      string
-	Name     string         // connection name, shown in the management UI
-	Beat     func() Message // the heartbeat to send now
-	Interval time.Duration  // time.Second if 0
+	Name     string          // connection name, shown in the management UI
+	Beat     func() Message  // the heartbeat to send now
+	Interval time.Duration   // time.Second if 0
 	Kick     <-chan struct{} // each receive sends a heartbeat at once
 	Logger   *slog.Logger
 }
