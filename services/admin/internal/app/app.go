@@ -237,7 +237,7 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	health := func() error {
 		if !s.reader.IsReady() {
-			return errors.New("control log not read yet")
+			return fmt.Errorf("control log not read yet; rabbitmq %s", s.reader.Broker())
 		}
 		return nil
 	}

@@ -285,8 +285,11 @@ func TestBrokerUnreachable(t *testing.T) {
 	}
 	var st api.Status
 	apptest.Call(t, http.MethodGet, url+"/api/v1/status", "", bearer(e.ReadToken)).Decode(t, &st)
-	if st.Ready || st.Connected {
-		t.Errorf("status without a broker says ready=%v connected=%v", st.Ready, st.Connected)
+	if st.Ready || st.Connected || !strings.Contains(st.Session, "connection refused") {
+		t.Errorf("status without a broker says ready=%v connected=%v session %q", st.Ready, st.Connected, st.Session)
+	}
+	if a := apptest.Call(t, http.MethodGet, url+"/healthz", "", nil); !strings.Contains(string(a.Body), "connection refused") {
+		t.Errorf("/healthz without a broker: %q, want it to say why", a.Body)
 	}
 }
 
