@@ -115,9 +115,9 @@ func (s *Session) to(state State, reason string) {
 	s.set(Status{State: state, Reason: reason, Since: time.Now(), Sessions: st.Sessions})
 }
 
-// Run runs work on a connection until the work returns nil (Run returns
-// nil: the work is done) or ctx ends (Run returns an error with ctx's
-// cause). When the connection closes, the work returns Conn.Err, or any
+// Run runs work on a connection until the work returns nil (the work is
+// done) or ctx ends; then it returns nil. It returns an error only for a
+// URL that names no node. When the connection closes, the work returns Conn.Err, or any
 // error when it fails otherwise; Run then closes the connection and dials
 // again: at once if the connection had been up for Backoff.Reset, else
 // after Backoff.Delay(n-1), n counting the failures in a row. The work
@@ -139,24 +139,21 @@ func (s *Session) Run(ctx context.Context, work func(ctx context.Context, conn *
 		s.to(StateDown, err.Error())
 		return err
 	}
+	defer s.to(StateDown, "stopped")
 	var (
 		failures int
 		reason   string
 	)
-	stopped := func() error {
-		s.to(StateDown, "stopped")
-		return fmt.Errorf("rabbitmq session %q: %w", s.Name, context.Cause(ctx))
-	}
 	for {
 		if failures > 0 {
 			d := b.Delay(failures - 1)
 			log.Warn("rabbitmq session down, dialling again", "connection", s.Name, "err", reason, "in", d.Round(time.Millisecond))
 			if err := wait(ctx, d); err != nil {
-				return stopped()
+				return nil
 			}
 		}
 		if ctx.Err() != nil {
-			return stopped()
+			return nil
 		}
 		s.to(StateConnecting, reason)
 		amqpConn, err := dialOnce(s.URL, s.Name, log)
@@ -173,12 +170,8 @@ func (s *Session) Run(ctx context.Context, work func(ctx context.Context, conn *
 		if lost := conn.err; lost != nil && !errors.Is(lost, errClosedHere) {
 			err = lost // the broker or the network ended it: say so the same way for every user
 		}
-		if err == nil {
-			s.to(StateDown, "stopped")
+		if err == nil || ctx.Err() != nil {
 			return nil
-		}
-		if ctx.Err() != nil {
-			return stopped()
 		}
 		reason = err.Error()
 		s.to(StateDown, reason)

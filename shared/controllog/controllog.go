@@ -169,11 +169,7 @@ func (r *Reader) Subscribe() (<-chan control.Result, func()) {
 // Run reads the log until ctx ends, under a broker.Session: after a lost
 // connection it dials again and refolds.
 func (r *Reader) Run(ctx context.Context) error {
-	err := r.sess.Run(ctx, r.session)
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
+	return r.sess.Run(ctx, r.session)
 }
 
 func (r *Reader) session(ctx context.Context, conn *broker.Conn) error {

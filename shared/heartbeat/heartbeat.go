@@ -101,11 +101,7 @@ func (p *Publisher) Broker() broker.Status { return p.sess.Status() }
 
 // Run publishes until ctx ends.
 func (p *Publisher) Run(ctx context.Context) error {
-	err := p.sess.Run(ctx, p.session)
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
+	return p.sess.Run(ctx, p.session)
 }
 
 func (p *Publisher) session(ctx context.Context, conn *broker.Conn) error {

@@ -40,11 +40,7 @@ func (l *Listener) Broker() broker.Status { return l.sess.Status() }
 // Run listens until ctx ends.
 func (l *Listener) Run(ctx context.Context) error {
 	l.sess.URL, l.sess.Name, l.sess.Log = l.URL, l.Name, l.Log
-	err := l.sess.Run(ctx, l.consume)
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
+	return l.sess.Run(ctx, l.consume)
 }
 
 func (l *Listener) consume(ctx context.Context, conn *broker.Conn) error {

@@ -1,53 +1,39 @@
 package textout
 
 import (
-	"bytes"
 	"context"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/testenv"
 )
 
-func rec(i int) *record.Record {
-	return &record.Record{
-		TS: int64(1_700_000_000_000_000_000 + i), Src: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}),
-		Dst: netip.MustParseAddr("127.0.0.1"), SrcPort: uint16(i), DstPort: 7000, Flags: record.FlagSYN, IPLen: 60,
-	}
+// recs are records of every shape the text form has: IPv4 and IPv6, a
+// key column or none, extreme values, and the zero record.
+var recs = []record.Record{
+	{TS: 1_700_000_000_000_000_000, Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("127.0.0.1"), DstPort: 7000, Flags: record.FlagSYN, IPLen: 60},
+	{TS: 1_700_000_000_000_000_001, Src: netip.MustParseAddr("10.0.255.255"), Dst: netip.MustParseAddr("127.0.0.1"), SrcPort: 65535, DstPort: 7000, Flags: record.FlagSYN, IPLen: 60, Key: "k1"},
+	{TS: -5, Src: netip.MustParseAddr("::1"), Dst: netip.MustParseAddr("2001:db8::ff"), SrcPort: 0, DstPort: 65535, Flags: 0x1ff, IPLen: 65535, Key: "abc"},
+	{TS: 1, Src: netip.MustParseAddr("::ffff:1.2.3.4"), Dst: netip.MustParseAddr("fe80::1"), Flags: 0xabcd},
+	{},
 }
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-func (l *lockedBuffer) Len() int       { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Len() }
 
 func TestWriter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		var buf lockedBuffer
+		var buf testenv.Buffer
 		tx := New(&buf)
-		r := rec(1)
-		r.Key = "k1"
-		_ = tx.Add(context.Background(), rec(0))
-		_ = tx.Add(context.Background(), r)
-		if buf.Len() != 0 {
+		_ = tx.Add(context.Background(), &recs[0])
+		_ = tx.Add(context.Background(), &recs[1])
+		if buf.String() != "" {
 			t.Fatal("written before the flush delay")
 		}
 		time.Sleep(FlushDelay)
 		synctest.Wait()
-		want := rec(0).String() + "\n" + r.String() + "\n"
+		want := recs[0].String() + "\n" + recs[1].String() + "\n"
 		if buf.String() != want {
 			t.Fatalf("got %q, want %q", buf.String(), want)
 		}
@@ -60,12 +46,6 @@ func TestWriter(t *testing.T) {
 
 // TestAppend: the allocation-free text form equals Record.String.
 func TestAppend(t *testing.T) {
-	recs := []record.Record{
-		*rec(0), *rec(65535),
-		{TS: -5, Src: netip.MustParseAddr("::1"), Dst: netip.MustParseAddr("2001:db8::ff"), SrcPort: 0, DstPort: 65535, Flags: 0x1ff, IPLen: 65535, Key: "abc"},
-		{TS: 1, Src: netip.MustParseAddr("::ffff:1.2.3.4"), Dst: netip.MustParseAddr("fe80::1"), Flags: 0xabcd},
-		{},
-	}
 	for _, r := range recs {
 		if got, want := string(Append(nil, &r)), r.String(); got != want {
 			t.Errorf("Append %q, String %q", got, want)

@@ -201,7 +201,7 @@ func (in *Intake) Run(ctx context.Context) error {
 		<-writerDone
 	}()
 	n := 0
-	err := in.sess.Run(ctx, func(ctx context.Context, conn *broker.Conn) error {
+	return in.sess.Run(ctx, func(ctx context.Context, conn *broker.Conn) error {
 		n++
 		err := in.session(ctx, conn, n, rounds)
 		if err != nil && ctx.Err() == nil {
@@ -209,10 +209,6 @@ func (in *Intake) Run(ctx context.Context) error {
 		}
 		return err
 	})
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
 }
 
 // session is one connection's worth of consuming.
