@@ -1,5 +1,6 @@
 // Package broker dials RabbitMQ with backoff and declares the topology on
-// every connection, so services share one reconnect discipline.
+// every connection, and runs each long-lived AMQP user under a Session, so
+// services share one reconnect discipline.
 //
 // AMQP_URL may name several nodes of a cluster, comma-separated: each dial
 // tries them in a random order and takes the first that answers, so after
@@ -28,13 +29,18 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-// Backoff is the delay schedule between dial attempts.
+// Backoff is the delay schedule between dial attempts: the first dial is
+// at once, and after n failures in a row the next waits Delay(n-1). A
+// session that stayed up for Reset starts the schedule afresh, so a broker
+// that drops a long-lived connection is dialled again at once.
 type Backoff struct {
 	Min, Max time.Duration
+	Reset    time.Duration
 }
 
-// DefaultBackoff waits 100 ms, doubling to 5 s, with jitter.
-var DefaultBackoff = Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+// DefaultBackoff waits 100 ms, doubling to 5 s, with jitter; a session up
+// for 5 s counts as a success.
+var DefaultBackoff = Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second, Reset: 5 * time.Second}
 
 // Delay is the wait before attempt n (0-based), with ±20 % jitter.
 func (b Backoff) Delay(n int) time.Duration {
@@ -156,33 +162,54 @@ func Connect(rawURL string, cfg amqp.Config) (*amqp.Connection, string, error) {
 }
 
 // Dial connects to one of url's nodes, naming the connection (it shows in
-// the management UI), and declares the topology. It retries with backoff
-// until it succeeds or ctx ends.
+// the management UI), and declares the topology. It retries on
+// DefaultBackoff's schedule until it succeeds or ctx ends. A long-lived
+// user runs under a Session instead, which dials the same way.
 func Dial(ctx context.Context, rawURL, name string, log *slog.Logger) (*amqp.Connection, error) {
-	cfg := amqp.Config{Properties: amqp.NewConnectionProperties(), Heartbeat: 10 * time.Second}
-	cfg.Properties.SetClientConnectionName(name)
 	if _, err := Nodes(rawURL); err != nil {
 		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
-		conn, node, err := Connect(rawURL, cfg)
+		conn, err := dialOnce(rawURL, name, log)
 		if err == nil {
-			err = declare(conn, log)
-			if err == nil {
-				if strings.Contains(rawURL, ",") {
-					log.Info("rabbitmq connected", "node", Redact(node), "connection", name)
-				}
-				return conn, nil
-			}
-			conn.Close()
+			return conn, nil
 		}
 		d := DefaultBackoff.Delay(attempt)
-		log.Warn("rabbitmq not reachable, retrying", "url", Redact(rawURL), "err", err, "in", d.Round(time.Millisecond))
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("dial %s: %w (last error: %v)", Redact(rawURL), ctx.Err(), err)
-		case <-time.After(d):
+		log.Warn("rabbitmq not reachable, retrying", "url", Redact(rawURL), "connection", name, "err", err, "in", d.Round(time.Millisecond))
+		if werr := sleep(ctx, d); werr != nil {
+			return nil, fmt.Errorf("dial %s: %w (last error: %v)", Redact(rawURL), werr, err)
 		}
+	}
+}
+
+// dialOnce connects to one of rawURL's nodes (Connect) with the
+// connection named and a 10 s heartbeat, and declares the topology.
+func dialOnce(rawURL, name string, log *slog.Logger) (*amqp.Connection, error) {
+	cfg := amqp.Config{Properties: amqp.NewConnectionProperties(), Heartbeat: 10 * time.Second}
+	cfg.Properties.SetClientConnectionName(name)
+	conn, node, err := Connect(rawURL, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := declare(conn, log); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if strings.Contains(rawURL, ",") {
+		log.Info("rabbitmq connected", "node", Redact(node), "connection", name)
+	}
+	return conn, nil
+}
+
+// sleep waits d, or returns ctx's cause when ctx ends first.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
 	}
 }
 

@@ -489,28 +489,3 @@ func backendNames(bs []Backend) []string {
 	}
 	return out
 }
-
-// Heartbeat is what a consumer publishes on the heartbeat exchange, at a
-// fixed interval and right after it applies a change.
-type Heartbeat struct {
-	Consumer string `json:"consumer"` // unique per process
-	Host     string `json:"host"`
-	Version  int64  `json:"version"`  // table version in force
-	Position int64  `json:"position"` // last control-log offset folded
-	Weights  string `json:"weights"`  // Table.String() of the table in force
-	Ready    bool   `json:"ready"`    // has read the whole log and is routing
-	Records  uint64 `json:"records"`  // records stored since start
-	// Stored is records stored since start per backend name, so readers can
-	// compute each instance's observed share over any window from deltas.
-	Stored  map[string]uint64 `json:"stored,omitempty"`
-	Unacked int               `json:"unacked"` // messages held, not yet acked
-	Acked   uint64            `json:"acked"`   // messages acked since start
-	// DeadLettered is records messages sent to the dead-letter queue since
-	// start (undecodable or over MAX_MESSAGE_BYTES).
-	DeadLettered uint64 `json:"dead_lettered,omitempty"`
-	// Out names the backends out of rotation and why: backend name → state
-	// (oom, readonly, loading, masterdown, auth or down) and the error.
-	Out      map[string]string `json:"out,omitempty"`
-	SentAt   int64             `json:"sent_at"`  // Unix ns
-	Interval int64             `json:"interval"` // ms until the next heartbeat at the latest
-}

@@ -15,10 +15,11 @@
 // ProbeWait bounds how long that is waited for. So the log grows by the
 // changes alone, and a consumer needs no permission to write to it.
 //
-// After a lost connection the reader dials again and refolds from the
-// latest snapshot; the table in force is kept meanwhile and only positions
-// past the last one applied are applied and announced again, so each
-// subscriber sees every verdict exactly once, in log order.
+// The reader runs under a broker.Session: after a lost connection it dials
+// again and refolds from the latest snapshot; the table in force is kept
+// meanwhile and only positions past the last one applied are applied and
+// announced again, so each subscriber sees every verdict exactly once, in
+// log order.
 package controllog
 
 import (
@@ -75,6 +76,7 @@ const DefaultSnapshotEvery = 100
 type Reader struct {
 	cfg   Config
 	log   *slog.Logger
+	sess  broker.Session
 	table atomic.Pointer[control.Table]
 	ready chan struct{}
 	once  sync.Once
@@ -118,6 +120,7 @@ func New(cfg Config) *Reader {
 		cfg: cfg, log: log.With("component", "controllog"),
 		ready: make(chan struct{}), subs: map[int]chan control.Result{}, waiters: map[string]chan verdict{},
 	}
+	r.sess = broker.Session{URL: cfg.URL, Name: cfg.Name, Log: r.log}
 	r.table.Store(cfg.Initial)
 	r.lastSnap.Store(-1)
 	return r
@@ -140,11 +143,10 @@ func (r *Reader) IsReady() bool {
 }
 
 // Connected reports whether the reader has a live broker session.
-func (r *Reader) Connected() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.pub != nil
-}
+func (r *Reader) Connected() bool { return r.sess.Status().State == broker.StateUp }
+
+// Broker is the state of the reader's broker session.
+func (r *Reader) Broker() broker.Status { return r.sess.Status() }
 
 // Subscribe returns a channel that receives the verdict on every message
 // folded from now on, in log order (including those folded while catching
@@ -164,33 +166,13 @@ func (r *Reader) Subscribe() (<-chan control.Result, func()) {
 	}
 }
 
-// Run reads the log until ctx ends, reconnecting with backoff.
+// Run reads the log until ctx ends, under a broker.Session: after a lost
+// connection it dials again and refolds.
 func (r *Reader) Run(ctx context.Context) error {
-	for attempt := 0; ; attempt++ {
-		conn, err := broker.Dial(ctx, r.cfg.URL, r.cfg.Name, r.log)
-		if err != nil {
-			return err // only when ctx ended
-		}
-		start := time.Now()
-		err = r.session(ctx, conn)
-		conn.Close()
-		if ctx.Err() != nil {
-			return nil
-		}
-		if time.Since(start) > time.Minute {
-			attempt = 0
-		}
-		d := broker.DefaultBackoff.Delay(attempt)
-		r.log.Warn("control log session ended, reconnecting", "err", err, "in", d.Round(time.Millisecond))
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(d):
-		}
-	}
+	return r.sess.Run(ctx, r.session)
 }
 
-func (r *Reader) session(ctx context.Context, conn *amqp.Connection) error {
+func (r *Reader) session(ctx context.Context, conn *broker.Conn) error {
 	wait := r.cfg.ProbeWait
 	if wait <= 0 {
 		wait = DefaultProbeWait
@@ -199,11 +181,11 @@ func (r *Reader) session(ctx context.Context, conn *amqp.Connection) error {
 	// The tail is probed meanwhile.
 	tails := make(chan probe, 1)
 	go func() {
-		pos, _, err := lastMessage(ctx, conn, topology.ControlStream, wait)
+		pos, _, err := lastMessage(ctx, conn.Connection, topology.ControlStream, wait)
 		tails <- probe{pos, err}
 	}()
 	t, from := r.cfg.Initial, any("first")
-	if snap := r.latestSnapshot(ctx, conn, wait); snap != nil {
+	if snap := r.latestSnapshot(ctx, conn.Connection, wait); snap != nil {
 		r.stats.FromSnap.Add(1)
 		t, from = snap, snap.Position+1
 		if cur := r.table.Load(); cur == nil || snap.Position > cur.Position {
@@ -240,7 +222,7 @@ func (r *Reader) session(ctx context.Context, conn *amqp.Connection) error {
 		r.pub = nil
 		r.mu.Unlock()
 	}()
-	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	conn.Ready()
 
 	tail := int64(-2) // not known yet
 	checkReady := func() {
@@ -263,8 +245,8 @@ func (r *Reader) session(ctx context.Context, conn *amqp.Connection) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case e := <-closed:
-			return fmt.Errorf("connection closed: %v", e)
+		case <-conn.Closed():
+			return conn.Err()
 		case p := <-tails:
 			if p.err != nil {
 				return fmt.Errorf("probe the end of %q: %w", topology.ControlStream, p.err)

@@ -19,6 +19,7 @@ import (
 	"github.com/connpipe/connpipe/services/admin/internal/queues"
 	"github.com/connpipe/connpipe/services/admin/internal/readback"
 	"github.com/connpipe/connpipe/services/admin/internal/tally"
+	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/redis/go-redis/v9"
 )
@@ -27,7 +28,7 @@ import (
 type Control interface {
 	Table() *control.Table
 	IsReady() bool
-	Connected() bool
+	Broker() broker.Status // the control log's broker session
 	Publish(ctx context.Context, m control.Message) (control.Result, *control.Table, error)
 }
 

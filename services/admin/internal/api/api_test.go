@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/connpipe/connpipe/services/admin/internal/members"
+	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -29,7 +30,12 @@ type fakeControl struct {
 
 func (f *fakeControl) Table() *control.Table { return f.table }
 func (f *fakeControl) IsReady() bool         { return f.ready }
-func (f *fakeControl) Connected() bool       { return f.ready }
+func (f *fakeControl) Broker() broker.Status {
+	if f.ready {
+		return broker.Status{State: broker.StateUp}
+	}
+	return broker.Status{State: broker.StateDown, Reason: "dial: connection refused"}
+}
 func (f *fakeControl) Publish(_ context.Context, m control.Message) (control.Result, *control.Table, error) {
 	f.published = append(f.published, m)
 	return f.verdict(m)

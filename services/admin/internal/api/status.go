@@ -13,13 +13,17 @@ import (
 
 	"github.com/connpipe/connpipe/services/admin/internal/capturestats"
 	"github.com/connpipe/connpipe/services/admin/internal/queues"
+	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/control"
 )
 
 // Status is the answer of GET /api/v1/status.
 type Status struct {
-	Ready          bool                  `json:"ready"`     // the control log has been read
-	Connected      bool                  `json:"connected"` // admin is connected to rabbitmq
+	Ready     bool `json:"ready"`     // the control log has been read
+	Connected bool `json:"connected"` // admin is connected to rabbitmq
+	// Session is the control log's broker session: up, connecting, or down
+	// with the reason.
+	Session        string                `json:"session"`
 	Table          *control.Table        `json:"table"`
 	Weights        string                `json:"weights"`
 	Consumers      []ConsumerStatus      `json:"consumers"`
@@ -96,9 +100,10 @@ type BackendStatus struct {
 
 func (a *API) status(w http.ResponseWriter, r *http.Request) {
 	t := a.cfg.Control.Table()
+	session := a.cfg.Control.Broker()
 	now := a.cfg.Now()
 	st := Status{
-		Ready: a.cfg.Control.IsReady(), Connected: a.cfg.Control.Connected(), Table: t.Redacted(),
+		Ready: a.cfg.Control.IsReady(), Connected: session.State == broker.StateUp, Session: session.String(), Table: t.Redacted(),
 		Weights: t.String(), Converged: true, TimeoutMS: a.cfg.Members.Timeout().Milliseconds(),
 		Consumers: []ConsumerStatus{},
 	}

@@ -239,7 +239,7 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	health := func() error {
 		if !s.reader.IsReady() {
-			return errors.New("control log not read yet")
+			return fmt.Errorf("control log not read yet; rabbitmq %s", s.reader.Broker())
 		}
 		return nil
 	}
@@ -297,6 +297,12 @@ func (s *Server) MetricsAddr() string { return s.ops.Addr() }
 
 // Ready is closed once the control log has been read.
 func (s *Server) Ready() <-chan struct{} { return s.reader.Ready() }
+
+// Brokers is the state of admin's broker sessions: the control log's and
+// the heartbeat listener's.
+func (s *Server) Brokers() (control, heartbeats broker.Status) {
+	return s.reader.Broker(), s.listener.Broker()
+}
 
 // HeartbeatsBound is closed once the heartbeat queue is first consuming.
 func (s *Server) HeartbeatsBound() <-chan struct{} { return s.bound }

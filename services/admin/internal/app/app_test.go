@@ -17,6 +17,7 @@ import (
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/controllog"
+	"github.com/connpipe/connpipe/shared/heartbeat"
 	"github.com/connpipe/connpipe/shared/record"
 )
 
@@ -284,8 +285,11 @@ func TestBrokerUnreachable(t *testing.T) {
 	}
 	var st api.Status
 	apptest.Call(t, http.MethodGet, url+"/api/v1/status", "", bearer(e.ReadToken)).Decode(t, &st)
-	if st.Ready || st.Connected {
-		t.Errorf("status without a broker says ready=%v connected=%v", st.Ready, st.Connected)
+	if st.Ready || st.Connected || !strings.Contains(st.Session, "connection refused") {
+		t.Errorf("status without a broker says ready=%v connected=%v session %q", st.Ready, st.Connected, st.Session)
+	}
+	if a := apptest.Call(t, http.MethodGet, url+"/healthz", "", nil); !strings.Contains(string(a.Body), "connection refused") {
+		t.Errorf("/healthz without a broker: %q, want it to say why", a.Body)
 	}
 }
 
@@ -312,8 +316,8 @@ func TestMembershipAndConvergence(t *testing.T) {
 		}
 	}
 	tb, _ := getTable(t, e)
-	hb := func(id string, version, pos int64) control.Heartbeat {
-		return control.Heartbeat{Consumer: id, Host: "h-" + id, Version: version, Position: pos, Ready: true, Records: 100, Acked: 7, SentAt: time.Now().UnixNano(), Interval: 1000}
+	hb := func(id string, version, pos int64) heartbeat.Message {
+		return heartbeat.Message{Consumer: id, Host: "h-" + id, Version: version, Position: pos, Ready: true, Records: 100, Acked: 7, SentAt: time.Now().UnixNano(), Interval: 1000}
 	}
 	e.Heartbeat(t, hb("c1", 0, tb.Position))
 	e.Heartbeat(t, hb("c2", 0, tb.Position))

@@ -10,7 +10,8 @@ import (
 
 	"github.com/connpipe/connpipe/services/admin/internal/api"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
-	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/broker"
+	"github.com/connpipe/connpipe/shared/heartbeat"
 	"github.com/connpipe/connpipe/shared/testenv"
 )
 
@@ -89,9 +90,26 @@ func TestReconnectsAfterLosingTheBroker(t *testing.T) {
 	if res.Version != 2 || res.String() != "redis-a=12 redis-b=70" {
 		t.Errorf("after reconnect: version %d %s, want 2 redis-a=12 redis-b=70", res.Version, res.String())
 	}
+	// Both came back through their broker sessions, which say why the
+	// first ended.
+	for {
+		control, heartbeats := e.Server.Brokers()
+		if control.Sessions == 2 && heartbeats.Sessions == 2 {
+			for _, st := range []broker.Status{control, heartbeats} {
+				if st.State != broker.StateUp || !strings.Contains(st.Reason, "CONNECTION_FORCED") {
+					t.Errorf("broker session %+v, want up again after the broker closed the first", st)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline.Add(15 * time.Second)) {
+			t.Fatalf("broker sessions: control log %+v, heartbeats %+v; want each on its second", control, heartbeats)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	// Heartbeats reach the new queue.
 	for {
-		e.Heartbeat(t, control.Heartbeat{Consumer: "after", Version: 2, Position: res.ChangePosition})
+		e.Heartbeat(t, heartbeat.Message{Consumer: "after", Version: 2, Position: res.ChangePosition})
 		var st api.Status
 		e.Read(t, "/api/v1/status").Decode(t, &st)
 		if st.ConsumersAlive == 1 && st.Consumers[0].ID == "after" && st.Converged {

@@ -11,7 +11,7 @@ import (
 	"github.com/connpipe/connpipe/services/admin/internal/api"
 	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
-	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/heartbeat"
 	"github.com/connpipe/connpipe/shared/record"
 	"github.com/connpipe/connpipe/shared/topology"
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,7 +61,7 @@ func TestStatsAndStatusForThePage(t *testing.T) {
 	tb, _ := getTable(t, e)
 	t0 := time.Now().UnixNano()
 	for i, recs := range []uint64{1000, 1200, 1400} {
-		e.Heartbeat(t, control.Heartbeat{Consumer: "c1", Position: tb.Position, Ready: true, Records: recs, Unacked: 3,
+		e.Heartbeat(t, heartbeat.Message{Consumer: "c1", Position: tb.Position, Ready: true, Records: recs, Unacked: 3,
 			Stored: map[string]uint64{"redis-a": recs * 3 / 10, "redis-b": recs * 7 / 10}, SentAt: t0 + int64(i)*int64(time.Second)})
 	}
 	// redis-a drained.
@@ -133,8 +133,8 @@ func TestEjectedBackend(t *testing.T) {
 // a dead consumer's word no longer counts.
 func TestBackendOutOfRotation(t *testing.T) {
 	e := apptest.Start(t, nil)
-	beat := func(id string, out map[string]string) control.Heartbeat {
-		return control.Heartbeat{Consumer: id, Host: "h", Ready: true, Out: out, DeadLettered: 3,
+	beat := func(id string, out map[string]string) heartbeat.Message {
+		return heartbeat.Message{Consumer: id, Host: "h", Ready: true, Out: out, DeadLettered: 3,
 			SentAt: time.Now().UnixNano(), Interval: 1000}
 	}
 	const oom = "oom: OOM command not allowed when used memory > 'maxmemory'."

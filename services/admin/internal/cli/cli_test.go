@@ -15,7 +15,7 @@ import (
 	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/services/admin/internal/cli"
-	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/heartbeat"
 	"github.com/connpipe/connpipe/shared/record"
 	"github.com/connpipe/connpipe/shared/redisconn/redisconntest"
 )
@@ -92,7 +92,7 @@ func TestWeights(t *testing.T) {
 func TestWeightsSetWait(t *testing.T) {
 	e := apptest.Start(t, nil)
 	env := cli.Env{URL: e.URL, Token: e.Token}
-	e.Heartbeat(t, control.Heartbeat{Consumer: "slowpoke", Position: 0})
+	e.Heartbeat(t, heartbeat.Message{Consumer: "slowpoke", Position: 0})
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(run(t, env, "status").stdout, "slowpoke") {
 		if time.Now().After(deadline) {
@@ -122,7 +122,7 @@ func TestWeightsSetWait(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	e.Heartbeat(t, control.Heartbeat{Consumer: "slowpoke", Version: 2, Position: pos})
+	e.Heartbeat(t, heartbeat.Message{Consumer: "slowpoke", Version: 2, Position: pos})
 	select {
 	case got := <-done:
 		if got.code != 0 || !strings.Contains(got.stdout, "converged: all 1 live consumers applied it") {
@@ -136,7 +136,7 @@ func TestWeightsSetWait(t *testing.T) {
 func TestStatus(t *testing.T) {
 	e := apptest.Start(t, nil)
 	env := cli.Env{URL: e.URL, Token: e.Token}
-	e.Heartbeat(t, control.Heartbeat{Consumer: "c-1", Host: "box1", Version: 0, Position: 0, Ready: true, Records: 1234, Acked: 56})
+	e.Heartbeat(t, heartbeat.Message{Consumer: "c-1", Host: "box1", Version: 0, Position: 0, Ready: true, Records: 1234, Acked: 56})
 	var got out
 	deadline := time.Now().Add(10 * time.Second)
 	for got = run(t, env, "status"); !strings.Contains(got.stdout, "c-1"); got = run(t, env, "status") {

@@ -71,7 +71,7 @@ func (c *client) status(ctx context.Context) error {
 	}
 	conn := "connected"
 	if !st.Connected {
-		conn = "DISCONNECTED"
+		conn = "DISCONNECTED (" + st.Session + ")"
 	}
 	routing := ""
 	if st.Table.RoutingMode() != control.ModeWeighted || st.Table.Sticky {

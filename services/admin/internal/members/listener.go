@@ -2,16 +2,13 @@ package members
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/connpipe/connpipe/shared/broker"
-	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/heartbeat"
 	"github.com/connpipe/connpipe/shared/topology"
-	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // Counters the listener reports to; nil fields are not counted.
@@ -22,7 +19,8 @@ type Counters struct {
 
 // Listener feeds the heartbeats published on topology.HeartbeatExchange
 // into a Set, through a server-named exclusive auto-delete queue bound to
-// the exchange. It reconnects with backoff.
+// the exchange. It runs under a broker.Session, which dials again after a
+// lost connection.
 type Listener struct {
 	URL      string
 	Name     string // connection name shown by RabbitMQ
@@ -32,31 +30,20 @@ type Listener struct {
 	// Bound is called (may be nil) each time the queue is bound and
 	// consuming: heartbeats published from then on will be seen.
 	Bound func()
+
+	sess broker.Session
 }
+
+// Broker is the state of the listener's broker session.
+func (l *Listener) Broker() broker.Status { return l.sess.Status() }
 
 // Run listens until ctx ends.
 func (l *Listener) Run(ctx context.Context) error {
-	for attempt := 0; ; attempt++ {
-		conn, err := broker.Dial(ctx, l.URL, l.Name, l.Log)
-		if err != nil {
-			return err // only when ctx ended
-		}
-		err = l.consume(ctx, conn)
-		conn.Close()
-		if ctx.Err() != nil {
-			return nil
-		}
-		d := broker.DefaultBackoff.Delay(min(attempt, 6))
-		l.Log.Warn("heartbeat listener lost the broker, reconnecting", "err", err, "in", d.Round(time.Millisecond))
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(d):
-		}
-	}
+	l.sess.URL, l.sess.Name, l.sess.Log = l.URL, l.Name, l.Log
+	return l.sess.Run(ctx, l.consume)
 }
 
-func (l *Listener) consume(ctx context.Context, conn *amqp.Connection) error {
+func (l *Listener) consume(ctx context.Context, conn *broker.Conn) error {
 	ch, err := conn.Channel()
 	if err != nil {
 		return fmt.Errorf("open channel: %w", err)
@@ -72,7 +59,7 @@ func (l *Listener) consume(ctx context.Context, conn *amqp.Connection) error {
 	if err != nil {
 		return fmt.Errorf("consume %q: %w", q.Name, err)
 	}
-	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	conn.Ready()
 	if l.Bound != nil {
 		l.Bound()
 	}
@@ -81,11 +68,8 @@ func (l *Listener) consume(ctx context.Context, conn *amqp.Connection) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case e := <-closed:
-			if e == nil {
-				return errors.New("connection closed")
-			}
-			return e
+		case <-conn.Closed():
+			return conn.Err()
 		case d, ok := <-deliveries:
 			if !ok {
 				return errors.New("heartbeat deliveries closed")
@@ -96,7 +80,7 @@ func (l *Listener) consume(ctx context.Context, conn *amqp.Connection) error {
 }
 
 func (l *Listener) handle(body []byte) {
-	hb, err := ParseHeartbeat(body)
+	hb, err := heartbeat.Decode(body)
 	if err != nil {
 		if l.Counters.Invalid != nil {
 			l.Counters.Invalid()
@@ -108,16 +92,4 @@ func (l *Listener) handle(body []byte) {
 	if l.Counters.Received != nil {
 		l.Counters.Received()
 	}
-}
-
-// ParseHeartbeat decodes a heartbeat message. It must name the consumer.
-func ParseHeartbeat(body []byte) (control.Heartbeat, error) {
-	var hb control.Heartbeat
-	if err := json.Unmarshal(body, &hb); err != nil {
-		return hb, fmt.Errorf("heartbeat %.80q: %w", body, err)
-	}
-	if hb.Consumer == "" {
-		return hb, fmt.Errorf("heartbeat %.80q: no \"consumer\" id", body)
-	}
-	return hb, nil
 }

@@ -1,7 +1,7 @@
 // Package members keeps admin's view of the consumers: who is alive, which
 // control-log change each one has applied, and how much it has stored.
 //
-// Consumers publish a control.Heartbeat on the conn.heartbeat exchange at a
+// Consumers publish a heartbeat.Message on the conn.heartbeat exchange at a
 // fixed interval and right after they apply a change. A consumer whose last
 // heartbeat is older than the timeout (CONSUMER_TIMEOUT) is dead: it leaves
 // the membership that convergence is measured against, and is still listed
@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/heartbeat"
 )
 
 // ForgetFactor times the timeout is how long a dead consumer stays listed.
@@ -27,7 +27,7 @@ const RateWindow = 5 * time.Second
 
 // Member is one consumer as last heard of.
 type Member struct {
-	control.Heartbeat
+	heartbeat.Message
 	LastSeen time.Time // when admin received the last heartbeat
 	Alive    bool
 	// Rate is records stored per second, from the heartbeats of the last
@@ -72,7 +72,7 @@ func New(timeout time.Duration, now func() time.Time) *Set {
 func (s *Set) Timeout() time.Duration { return s.timeout }
 
 // Observe records a heartbeat received now.
-func (s *Set) Observe(hb control.Heartbeat) {
+func (s *Set) Observe(hb heartbeat.Message) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -81,7 +81,7 @@ func (s *Set) Observe(hb control.Heartbeat) {
 		m = &Member{}
 		s.members[hb.Consumer] = m
 	}
-	m.Heartbeat = hb
+	m.Message = hb
 	m.LastSeen = now
 	m.samples, m.Rate = addSample(m.samples, hb, now)
 	close(s.changed)
@@ -167,7 +167,7 @@ func (s *Set) Wait(ctx context.Context, pos int64, poll time.Duration) []string 
 // before it (keeping one at or beyond the window's start, so the rate spans
 // the whole window), and returns the rate over what is left. A counter that
 // went down (the consumer restarted under the same id) starts afresh.
-func addSample(ss []sample, hb control.Heartbeat, now time.Time) ([]sample, float64) {
+func addSample(ss []sample, hb heartbeat.Message, now time.Time) ([]sample, float64) {
 	at := hb.SentAt
 	if at == 0 {
 		at = now.UnixNano()

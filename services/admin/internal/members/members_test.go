@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/heartbeat"
 )
 
 // fakeClock is a clock the test moves by hand.
@@ -36,8 +36,8 @@ func alive(s *Set) []string {
 func TestExpiry(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
 	s := New(5*time.Second, clk.Now)
-	s.Observe(control.Heartbeat{Consumer: "c1", Position: 3})
-	s.Observe(control.Heartbeat{Consumer: "c2", Position: 3})
+	s.Observe(heartbeat.Message{Consumer: "c1", Position: 3})
+	s.Observe(heartbeat.Message{Consumer: "c2", Position: 3})
 
 	steps := []struct {
 		advance time.Duration
@@ -55,7 +55,7 @@ func TestExpiry(t *testing.T) {
 	for i, st := range steps {
 		clk.Advance(st.advance)
 		if st.beat != "" {
-			s.Observe(control.Heartbeat{Consumer: st.beat, Position: 3})
+			s.Observe(heartbeat.Message{Consumer: st.beat, Position: 3})
 		}
 		if got := alive(s); !slices.Equal(got, st.alive) {
 			t.Errorf("step %d: alive = %v, want %v", i, got, st.alive)
@@ -72,9 +72,9 @@ func TestExpiry(t *testing.T) {
 func TestBehindIgnoresDead(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
 	s := New(5*time.Second, clk.Now)
-	s.Observe(control.Heartbeat{Consumer: "old", Position: 1})
+	s.Observe(heartbeat.Message{Consumer: "old", Position: 1})
 	clk.Advance(3 * time.Second)
-	s.Observe(control.Heartbeat{Consumer: "new", Position: 7})
+	s.Observe(heartbeat.Message{Consumer: "new", Position: 7})
 	if got := s.Behind(7); !slices.Equal(got, []string{"old"}) {
 		t.Fatalf("Behind(7) = %v, want [old]", got)
 	}
@@ -90,18 +90,18 @@ func TestBehindIgnoresDead(t *testing.T) {
 func TestWaitConverges(t *testing.T) {
 	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
 	s := New(5*time.Second, clk.Now)
-	s.Observe(control.Heartbeat{Consumer: "a", Position: 1})
-	s.Observe(control.Heartbeat{Consumer: "b", Position: 1})
+	s.Observe(heartbeat.Message{Consumer: "a", Position: 1})
+	s.Observe(heartbeat.Message{Consumer: "b", Position: 1})
 
 	done := make(chan []string)
 	go func() { done <- s.Wait(context.Background(), 4, time.Hour) }()
-	s.Observe(control.Heartbeat{Consumer: "a", Position: 4})
+	s.Observe(heartbeat.Message{Consumer: "a", Position: 4})
 	select {
 	case got := <-done:
 		t.Fatalf("Wait returned %v while b is behind", got)
 	case <-time.After(50 * time.Millisecond):
 	}
-	s.Observe(control.Heartbeat{Consumer: "b", Position: 5})
+	s.Observe(heartbeat.Message{Consumer: "b", Position: 5})
 	select {
 	case got := <-done:
 		if len(got) != 0 {
@@ -114,33 +114,12 @@ func TestWaitConverges(t *testing.T) {
 
 func TestWaitTimesOutWithTheLaggards(t *testing.T) {
 	s := New(time.Minute, nil)
-	s.Observe(control.Heartbeat{Consumer: "slow", Position: 2})
-	s.Observe(control.Heartbeat{Consumer: "fast", Position: 9})
+	s.Observe(heartbeat.Message{Consumer: "slow", Position: 2})
+	s.Observe(heartbeat.Message{Consumer: "fast", Position: 9})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
 	defer cancel()
 	if got := s.Wait(ctx, 9, 10*time.Millisecond); !slices.Equal(got, []string{"slow"}) {
 		t.Fatalf("Wait = %v, want [slow]", got)
-	}
-}
-
-func TestParseHeartbeat(t *testing.T) {
-	tests := []struct {
-		body    string
-		wantErr bool
-	}{
-		{`{"consumer":"c1","version":2,"position":10,"ready":true}`, false},
-		{`{"version":2}`, true},
-		{`not json`, true},
-		{``, true},
-	}
-	for _, tt := range tests {
-		hb, err := ParseHeartbeat([]byte(tt.body))
-		if (err != nil) != tt.wantErr {
-			t.Errorf("ParseHeartbeat(%q) err = %v, wantErr %v", tt.body, err, tt.wantErr)
-		}
-		if err == nil && (hb.Consumer != "c1" || hb.Position != 10 || !hb.Ready) {
-			t.Errorf("ParseHeartbeat(%q) = %+v", tt.body, hb)
-		}
 	}
 }
 
@@ -163,7 +142,7 @@ func TestRate(t *testing.T) {
 		{9 * sec, 110, 100},
 	}
 	for i, st := range steps {
-		s.Observe(control.Heartbeat{Consumer: "c1", SentAt: base + st.sentAt, Records: st.records})
+		s.Observe(heartbeat.Message{Consumer: "c1", SentAt: base + st.sentAt, Records: st.records})
 		got := s.Snapshot()[0].Rate
 		if got != st.want {
 			t.Errorf("step %d: rate %v, want %v", i, got, st.want)

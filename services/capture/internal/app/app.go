@@ -30,6 +30,7 @@ import (
 	"github.com/connpipe/connpipe/services/capture/internal/keyscan"
 	"github.com/connpipe/connpipe/services/capture/internal/publish"
 	"github.com/connpipe/connpipe/services/capture/internal/source"
+	"github.com/connpipe/connpipe/services/capture/internal/textout"
 	"github.com/connpipe/connpipe/shared/ops"
 	"github.com/connpipe/connpipe/shared/record"
 	"github.com/prometheus/client_golang/prometheus"
@@ -122,7 +123,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		if w == nil {
 			w = os.Stdout
 		}
-		text := publish.NewText(w)
+		text := textout.New(w)
 		out = text
 		closeFn = func() error { return text.Close(pubCtx) }
 	case OutputAMQP:

@@ -16,6 +16,7 @@ import (
 	"github.com/connpipe/connpipe/services/capture/internal/filter"
 	"github.com/connpipe/connpipe/services/capture/internal/publish"
 	"github.com/connpipe/connpipe/services/capture/internal/source"
+	"github.com/connpipe/connpipe/services/capture/internal/textout"
 	"github.com/connpipe/connpipe/services/capture/internal/vethlab"
 	"github.com/connpipe/connpipe/shared/ops"
 	"github.com/connpipe/connpipe/shared/record"
@@ -105,7 +106,7 @@ func BenchmarkRingReaderCount(b *testing.B) {
 }
 
 func BenchmarkRingReaderText(b *testing.B) {
-	t := publish.NewText(io.Discard)
+	t := textout.New(io.Discard)
 	defer t.Close(context.Background())
 	benchRing(b, t)
 }

@@ -46,9 +46,9 @@ func brokerHealth(pub *publish.Publisher, sp *spool.Spool) error {
 	}
 	if !pub.Connected() {
 		if sp != nil {
-			return fmt.Errorf("broker unreachable, batches go to the spool%s", spooled)
+			return fmt.Errorf("broker unreachable (%s), batches go to the spool%s", pub.Broker(), spooled)
 		}
-		return errors.New("not connected to the broker")
+		return fmt.Errorf("not connected to the broker: %s", pub.Broker())
 	}
 	return nil
 }

@@ -1,7 +1,8 @@
-// Package publish ships records: the Batcher groups them into binary
-// batches by count and by time, the Publisher sends batches to RabbitMQ with
-// publisher confirms and a bounded window (republishing whatever is nacked or
-// unconfirmed when a connection drops), and Text prints records one per line.
+// Package publish ships records to RabbitMQ: the Batcher groups them into
+// binary batches by count and by time, the Publisher sends batches with
+// publisher confirms and a bounded window (republishing whatever is nacked
+// or unconfirmed when a connection drops), and the Shipper puts the spool
+// between them. Text output (OUTPUT=stdout) is package textout.
 package publish
 
 import (

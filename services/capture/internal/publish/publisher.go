@@ -2,6 +2,7 @@ package publish
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -59,11 +60,12 @@ type PublisherConfig struct {
 // publisher confirms with at most MaxInFlight unconfirmed messages. Every
 // batch is kept until confirmed; a nacked batch, or every unconfirmed batch
 // when the connection or channel fails, is published again on the next
-// channel (at-least-once: a batch may arrive twice, none is lost).
+// channel (at-least-once: a batch may arrive twice, none is lost). It runs
+// under a broker.Session, which dials again after a lost connection.
 type Publisher struct {
-	cfg       PublisherConfig
-	connected atomic.Bool
-	blocked   atomic.Pointer[string] // the broker's reason while blocked, else nil
+	cfg     PublisherConfig
+	sess    broker.Session
+	blocked atomic.Pointer[string] // the broker's reason while blocked, else nil
 	// confirmed, when set, is called (on Run's goroutine) for every batch
 	// the broker confirms.
 	confirmed func(Batch)
@@ -74,8 +76,6 @@ type Publisher struct {
 	// leftover holds the batches Run gave up on (ctx ended), for the
 	// shipper to keep.
 	leftover []Batch
-	// dial is broker.Dial; tests may replace it.
-	dial func(ctx context.Context, url, name string, log *slog.Logger) (*amqp.Connection, error)
 }
 
 // NewPublisher returns a publisher; Run does the work.
@@ -89,11 +89,16 @@ func NewPublisher(cfg PublisherConfig) *Publisher {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(prometheus.NewRegistry())
 	}
-	return &Publisher{cfg: cfg, dial: broker.Dial}
+	p := &Publisher{cfg: cfg}
+	p.sess = broker.Session{URL: cfg.URL, Name: cfg.Name, Log: cfg.Logger}
+	return p
 }
 
 // Connected reports whether the publisher has a confirmed channel open.
-func (p *Publisher) Connected() bool { return p.connected.Load() }
+func (p *Publisher) Connected() bool { return p.sess.Status().State == broker.StateUp }
+
+// Broker is the state of the publisher's broker session.
+func (p *Publisher) Broker() broker.Status { return p.sess.Status() }
 
 // Blocked reports whether the broker has blocked publishing on the
 // connection (connection.blocked, sent on a memory or disk alarm), and the
@@ -116,22 +121,6 @@ func (p *Publisher) setBlocked(b amqp.Blocking) {
 	p.cfg.Metrics.Blocked.Set(0)
 }
 
-// confirmChannel is one connection with its confirm-mode channel.
-type confirmChannel struct {
-	conn     *amqp.Connection
-	ch       *amqp.Channel
-	confirms chan amqp.Confirmation
-	closed   chan *amqp.Error
-	blocks   chan amqp.Blocking
-	nextTag  uint64
-}
-
-func (s *confirmChannel) close() {
-	if s != nil && s.conn != nil {
-		_ = s.conn.Close()
-	}
-}
-
 // nackLogEvery bounds how often nacks are logged at Warn.
 const nackLogEvery = 10 * time.Second
 
@@ -143,63 +132,87 @@ const (
 )
 
 // Run publishes the batches received on in until in is closed and every
-// batch is confirmed, then returns nil. It reconnects (with backoff) as
-// often as needed. When ctx ends first it returns an error that says how
-// many records were left unconfirmed.
+// batch is confirmed, then returns nil. Its session dials again (with
+// backoff) as often as needed. When ctx ends first it returns an error
+// that says how many records were left unconfirmed.
 func (p *Publisher) Run(ctx context.Context, in <-chan Batch) error {
-	log, m := p.cfg.Logger, p.cfg.Metrics
-	var (
-		s        *confirmChannel
-		pending  []Batch // published, unconfirmed, in tag order
-		retry    []Batch // to publish again, in order
-		inClosed bool
-		failures int
-		// After a nack, batches wait before going out again (the broker
-		// may be rejecting publishes: a full queue), longer after each
-		// nack in a row.
-		nacksInRow int
-		holdUntil  time.Time
-		holdTimer  = time.NewTimer(0)
-		nackLogged time.Time
-		nacksQuiet int
-	)
-	<-holdTimer.C
-	defer func() {
-		p.connected.Store(false)
-		p.setBlocked(amqp.Blocking{})
-		s.close()
-	}()
-	unconfirmed := func() int {
-		n := 0
-		for _, b := range pending {
-			n += b.Records
-		}
-		for _, b := range retry {
-			n += b.Records
-		}
-		return n
+	r := &run{p: p, in: in, holdTimer: time.NewTimer(0)}
+	<-r.holdTimer.C
+	defer p.setBlocked(amqp.Blocking{})
+	err := p.sess.Run(ctx, r.session)
+	if ctx.Err() != nil {
+		return p.stopped(ctx, r.pending, r.retry, in, r.inClosed)
 	}
-	gauge := func() { m.InFlight.Set(float64(len(pending) + len(retry))) }
-	lost := func(why error) {
-		p.connected.Store(false)
-		p.setBlocked(amqp.Blocking{})
-		if len(pending) > 0 || len(retry) > 0 {
-			log.Warn("broker connection lost; unconfirmed batches will be published again",
-				"err", why, "batches", len(pending)+len(retry), "records", unconfirmed())
-		} else {
-			log.Warn("broker connection lost", "err", why)
-		}
-		retry = append(pending, retry...)
-		pending = nil
-		if p.spill != nil && !inClosed {
-			retry = slices.DeleteFunc(retry, func(b Batch) bool { return !b.spooled && p.spill(b) })
-		}
-		s.close()
-		s = nil
-		gauge()
+	return err
+}
+
+// run is what one Run keeps across its sessions: the batches not yet
+// confirmed and the hold after nacks.
+type run struct {
+	p        *Publisher
+	in       <-chan Batch
+	pending  []Batch // published, unconfirmed, in tag order
+	retry    []Batch // to publish again, in order
+	inClosed bool
+	// After a nack, batches wait before going out again (the broker may be
+	// rejecting publishes: a full queue), longer after each nack in a row.
+	nacksInRow int
+	holdUntil  time.Time
+	holdTimer  *time.Timer
+	nackLogged time.Time
+	nacksQuiet int
+}
+
+func (r *run) unconfirmed() int {
+	n := 0
+	for _, b := range r.pending {
+		n += b.Records
 	}
+	for _, b := range r.retry {
+		n += b.Records
+	}
+	return n
+}
+
+func (r *run) gauge() { r.p.cfg.Metrics.InFlight.Set(float64(len(r.pending) + len(r.retry))) }
+
+// lost ends a session: what was unconfirmed is published again on the
+// next one (or spilled to the spool). It returns why.
+func (r *run) lost(why error) error {
+	p := r.p
+	p.setBlocked(amqp.Blocking{})
+	if len(r.pending) > 0 || len(r.retry) > 0 {
+		p.cfg.Logger.Warn("broker connection lost; unconfirmed batches will be published again",
+			"err", why, "batches", len(r.pending)+len(r.retry), "records", r.unconfirmed())
+	}
+	r.retry = append(r.pending, r.retry...)
+	r.pending = nil
+	if p.spill != nil && !r.inClosed {
+		r.retry = slices.DeleteFunc(r.retry, func(b Batch) bool { return !b.spooled && p.spill(b) })
+	}
+	r.gauge()
+	return why
+}
+
+// session publishes on one connection: a channel in confirm mode, with the
+// notifications registered anew.
+func (r *run) session(ctx context.Context, conn *broker.Conn) error {
+	p, log, m := r.p, r.p.cfg.Logger, r.p.cfg.Metrics
+	ch, err := conn.Channel()
+	if err != nil {
+		return r.lost(fmt.Errorf("open channel: %w", err))
+	}
+	if err := ch.Confirm(false); err != nil {
+		return r.lost(fmt.Errorf("confirm mode: %w", err))
+	}
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, p.cfg.MaxInFlight+1))
+	blocks := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
+	nextTag := uint64(1)
+	conn.Ready()
+	log.Info("publishing to broker", "exchange", topology.RecordsExchange, "republish", len(r.retry))
+
 	publish := func(b Batch) error {
-		err := s.ch.PublishWithContext(ctx, topology.RecordsExchange, "", false, false, amqp.Publishing{
+		err := ch.PublishWithContext(ctx, topology.RecordsExchange, "", false, false, amqp.Publishing{
 			ContentType:  record.ContentTypeBinary,
 			Headers:      amqp.Table{record.VersionHeader: int32(record.Version)},
 			DeliveryMode: amqp.Persistent,
@@ -209,42 +222,20 @@ func (p *Publisher) Run(ctx context.Context, in <-chan Batch) error {
 		if err != nil {
 			return err
 		}
-		b.tag = s.nextTag
-		s.nextTag++
+		b.tag = nextTag
+		nextTag++
 		if b.republished {
 			m.Republished.Inc()
 		}
 		m.Published.Add(float64(b.Records))
-		pending = append(pending, b)
-		gauge()
+		r.pending = append(r.pending, b)
+		r.gauge()
 		return nil
 	}
 
 	for {
-		if inClosed && len(pending) == 0 && len(retry) == 0 {
+		if r.inClosed && len(r.pending) == 0 && len(r.retry) == 0 {
 			return nil
-		}
-		if s == nil {
-			if failures > 0 {
-				select {
-				case <-ctx.Done():
-					return p.stopped(ctx, pending, retry, in, inClosed)
-				case <-time.After(broker.DefaultBackoff.Delay(failures - 1)):
-				}
-			}
-			var err error
-			s, err = p.connect(ctx)
-			if err != nil {
-				if ctx.Err() != nil {
-					return p.stopped(ctx, pending, retry, in, inClosed)
-				}
-				failures++
-				log.Warn("open confirm channel", "err", err)
-				continue
-			}
-			failures = 0
-			p.connected.Store(true)
-			log.Info("publishing to broker", "exchange", topology.RecordsExchange, "republish", len(retry))
 		}
 		// Batches to publish again go first, within the window.
 		var hold <-chan time.Time
@@ -252,83 +243,88 @@ func (p *Publisher) Run(ctx context.Context, in <-chan Batch) error {
 		if blocked {
 			// The broker reads nothing from a blocked connection: publish
 			// nothing (the shipper spools) until it unblocks.
-		} else if len(retry) > 0 && time.Now().Before(holdUntil) {
-			holdTimer.Reset(time.Until(holdUntil))
-			hold = holdTimer.C
-		} else if len(retry) > 0 && len(pending) < p.cfg.MaxInFlight {
-			b := retry[0]
+		} else if len(r.retry) > 0 && time.Now().Before(r.holdUntil) {
+			r.holdTimer.Reset(time.Until(r.holdUntil))
+			hold = r.holdTimer.C
+		} else if len(r.retry) > 0 && len(r.pending) < p.cfg.MaxInFlight {
+			b := r.retry[0]
 			b.republished = true
 			if err := publish(b); err != nil {
-				lost(fmt.Errorf("publish: %w", err))
-				continue
+				return r.lost(fmt.Errorf("publish: %w", err))
 			}
-			retry = retry[1:]
-			gauge()
+			r.retry = r.retry[1:]
+			r.gauge()
 			continue
 		}
 		var recv <-chan Batch
-		if !inClosed && !blocked && len(retry) == 0 && len(pending) < p.cfg.MaxInFlight {
-			recv = in
+		if !r.inClosed && !blocked && len(r.retry) == 0 && len(r.pending) < p.cfg.MaxInFlight {
+			recv = r.in
 		}
 		select {
 		case b, ok := <-recv:
 			if !ok {
-				inClosed = true
+				r.inClosed = true
 				continue
 			}
 			if err := publish(b); err != nil {
-				retry = append(retry, b)
-				lost(fmt.Errorf("publish: %w", err))
+				r.retry = append(r.retry, b)
+				return r.lost(fmt.Errorf("publish: %w", err))
 			}
-		case c, ok := <-s.confirms:
+		case c, ok := <-confirms:
 			if !ok {
-				lost(fmt.Errorf("channel closed"))
-				continue
+				return r.lost(errors.New("channel closed"))
 			}
-			i := 0
-			for i < len(pending) && pending[i].tag != c.DeliveryTag {
-				i++
-			}
-			if i == len(pending) {
-				log.Debug("confirmation for an unknown delivery tag", "tag", c.DeliveryTag)
-				continue
-			}
-			b := pending[i]
-			pending = append(pending[:i], pending[i+1:]...)
-			if c.Ack {
-				m.Confirmed.Add(float64(b.Records))
-				nacksInRow = 0
-				if p.confirmed != nil {
-					p.confirmed(b)
-				}
-			} else {
-				m.Nacked.Inc()
-				nacksInRow++
-				holdUntil = time.Now().Add(min(nackHoldMin<<min(nacksInRow-1, 10), nackHoldMax))
-				if time.Since(nackLogged) >= nackLogEvery {
-					log.Warn("broker nacked batches; publishing them again", "nacked", nacksQuiet+1, "records", b.Records)
-					nackLogged, nacksQuiet = time.Now(), 0
-				} else {
-					nacksQuiet++
-				}
-				retry = append(retry, b)
-			}
-			gauge()
+			r.confirm(c)
 		case <-hold:
-		case bl := <-s.blocks:
+		case bl := <-blocks:
 			p.setBlocked(bl)
 			if bl.Active {
 				log.Warn("broker blocked publishing (a resource alarm); batches go to the spool",
-					"reason", bl.Reason, "unconfirmed", len(pending))
+					"reason", bl.Reason, "unconfirmed", len(r.pending))
 			} else {
 				log.Info("broker unblocked publishing")
 			}
-		case err := <-s.closed:
-			lost(fmt.Errorf("connection closed: %v", err))
+		case <-conn.Closed():
+			return r.lost(conn.Err())
 		case <-ctx.Done():
-			return p.stopped(ctx, pending, retry, in, inClosed)
+			return ctx.Err()
 		}
 	}
+}
+
+// confirm settles the batch c confirms: done when acked, published again
+// (after a hold) when nacked.
+func (r *run) confirm(c amqp.Confirmation) {
+	log, m := r.p.cfg.Logger, r.p.cfg.Metrics
+	i := 0
+	for i < len(r.pending) && r.pending[i].tag != c.DeliveryTag {
+		i++
+	}
+	if i == len(r.pending) {
+		log.Debug("confirmation for an unknown delivery tag", "tag", c.DeliveryTag)
+		return
+	}
+	b := r.pending[i]
+	r.pending = append(r.pending[:i], r.pending[i+1:]...)
+	if c.Ack {
+		m.Confirmed.Add(float64(b.Records))
+		r.nacksInRow = 0
+		if r.p.confirmed != nil {
+			r.p.confirmed(b)
+		}
+	} else {
+		m.Nacked.Inc()
+		r.nacksInRow++
+		r.holdUntil = time.Now().Add(min(nackHoldMin<<min(r.nacksInRow-1, 10), nackHoldMax))
+		if time.Since(r.nackLogged) >= nackLogEvery {
+			log.Warn("broker nacked batches; publishing them again", "nacked", r.nacksQuiet+1, "records", b.Records)
+			r.nackLogged, r.nacksQuiet = time.Now(), 0
+		} else {
+			r.nacksQuiet++
+		}
+		r.retry = append(r.retry, b)
+	}
+	r.gauge()
 }
 
 // stopped keeps the unconfirmed batches and those waiting in in (taking
@@ -357,31 +353,4 @@ func (p *Publisher) stopped(ctx context.Context, pending, retry []Batch, in <-ch
 		return nil
 	}
 	return fmt.Errorf("publisher stopped with %d records unconfirmed: %w", records, context.Cause(ctx))
-}
-
-// connect dials (with backoff), opens a channel in confirm mode and
-// registers the notifications anew.
-func (p *Publisher) connect(ctx context.Context) (*confirmChannel, error) {
-	conn, err := p.dial(ctx, p.cfg.URL, p.cfg.Name, p.cfg.Logger)
-	if err != nil {
-		return nil, err
-	}
-	ch, err := conn.Channel()
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("open channel: %w", err)
-	}
-	if err := ch.Confirm(false); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("confirm mode: %w", err)
-	}
-	s := &confirmChannel{
-		conn:     conn,
-		ch:       ch,
-		confirms: ch.NotifyPublish(make(chan amqp.Confirmation, p.cfg.MaxInFlight+1)),
-		closed:   conn.NotifyClose(make(chan *amqp.Error, 1)),
-		blocks:   conn.NotifyBlocked(make(chan amqp.Blocking, 4)),
-		nextTag:  1,
-	}
-	return s, nil
 }

@@ -189,6 +189,9 @@ func TestPublisherSurvivesConnectionLoss(t *testing.T) {
 	if testutil.ToFloat64(m.Republished) == 0 {
 		t.Fatal("nothing was republished: the disconnect did not catch batches in flight")
 	}
+	if st := p.Broker(); st.Sessions != 2 {
+		t.Errorf("broker session %+v, want a second after the disconnect", st)
+	}
 	dups := 0
 	for _, c := range seen {
 		dups += c - 1

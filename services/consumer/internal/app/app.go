@@ -25,6 +25,7 @@ import (
 	"github.com/connpipe/connpipe/services/consumer/internal/intake"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/controllog"
+	"github.com/connpipe/connpipe/shared/heartbeat"
 	"github.com/connpipe/connpipe/shared/ops"
 	"github.com/connpipe/connpipe/shared/redisconn"
 	"github.com/connpipe/connpipe/shared/store"
@@ -45,6 +46,7 @@ type App struct {
 	sink   *backends.Sink
 	reader *controllog.Reader
 	intake *intake.Intake
+	beats  *heartbeat.Publisher
 	allow  *control.Allow // BACKEND_ALLOW: hosts this consumer connects to
 
 	ready    atomic.Bool
@@ -112,8 +114,13 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	a.intake = intake.New(intake.Config{
 		URL: cfg.AMQPURL, ConsumerID: cfg.ConsumerID, Prefetch: cfg.Prefetch, Store: a.sink,
 		MaxMessageBytes: cfg.MaxMessageBytes, Retention: cfg.Retention,
-		Gate: a.gate, Heartbeat: a.heartbeat, HeartbeatInterval: cfg.HeartbeatInterval, Kick: a.kick,
+		Gate:   a.gate,
 		Logger: log.With("component", "intake"), Metrics: intake.NewMetrics(a.reg),
+	})
+	a.beats = heartbeat.NewPublisher(heartbeat.Config{
+		URL: cfg.AMQPURL, Name: "consumer " + cfg.ConsumerID + " heartbeats",
+		Beat: a.heartbeat, Interval: cfg.HeartbeatInterval, Kick: a.kick,
+		Logger: log.With("component", "heartbeat"),
 	})
 	a.srv, err = ops.Listen(cfg.MetricsAddr, a.reg, a.health)
 	if err != nil {
@@ -156,6 +163,7 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	wg.Go(func() { fail("metrics server", a.srv.Serve(ctx)) })
 	wg.Go(func() { fail("control log", a.reader.Run(ctx)) })
+	wg.Go(func() { fail("heartbeats", a.beats.Run(ctx)) })
 	wg.Go(func() { a.watch(ctx, sub) })
 	wg.Go(func() { a.sink.RunChecker(ctx) })
 
@@ -257,10 +265,10 @@ func (a *App) apply(t *control.Table) {
 	a.m.position.Set(float64(t.Position))
 }
 
-// heartbeat is what intake publishes on the heartbeat exchange.
-func (a *App) heartbeat() control.Heartbeat {
+// heartbeat is what the consumer publishes on the heartbeat exchange.
+func (a *App) heartbeat() heartbeat.Message {
 	t := a.applied.Load()
-	return control.Heartbeat{
+	return heartbeat.Message{
 		Consumer: a.cfg.ConsumerID, Host: a.host,
 		Version: t.Version, Position: t.Position, Weights: t.String(),
 		Ready: a.ready.Load(), Records: a.sink.Stored(), Acked: a.intake.Acked(),
@@ -290,7 +298,7 @@ func (a *App) health() error {
 	case !a.ready.Load():
 		return errors.New("not ready: reading the control log")
 	case !a.intake.Connected():
-		return errors.New("not connected to rabbitmq")
+		return fmt.Errorf("not connected to rabbitmq: %s", a.intake.Broker())
 	}
 	return nil
 }

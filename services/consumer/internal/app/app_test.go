@@ -19,7 +19,7 @@ import (
 
 	"github.com/connpipe/connpipe/services/consumer/internal/app"
 	"github.com/connpipe/connpipe/services/consumer/internal/brokertest"
-	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/heartbeat"
 	"github.com/connpipe/connpipe/shared/record"
 	"github.com/connpipe/connpipe/shared/store"
 	"github.com/connpipe/connpipe/shared/testenv"
@@ -322,13 +322,13 @@ func (e *env) heartbeatDeliveries() <-chan amqp.Delivery {
 }
 
 // heartbeats returns the heartbeats that arrive.
-func (e *env) heartbeats() <-chan control.Heartbeat {
+func (e *env) heartbeats() <-chan heartbeat.Message {
 	e.t.Helper()
 	ds := e.heartbeatDeliveries()
-	out := make(chan control.Heartbeat, 256)
+	out := make(chan heartbeat.Message, 256)
 	go func() {
 		for d := range ds {
-			var hb control.Heartbeat
+			var hb heartbeat.Message
 			if json.Unmarshal(d.Body, &hb) == nil {
 				select {
 				case out <- hb:
@@ -341,7 +341,7 @@ func (e *env) heartbeats() <-chan control.Heartbeat {
 	return out
 }
 
-func waitHeartbeat(t *testing.T, hbs <-chan control.Heartbeat, d time.Duration, ok func(control.Heartbeat) bool) control.Heartbeat {
+func waitHeartbeat(t *testing.T, hbs <-chan heartbeat.Message, d time.Duration, ok func(heartbeat.Message) bool) heartbeat.Message {
 	t.Helper()
 	timeout := time.After(d)
 	for {
@@ -362,7 +362,7 @@ func TestControlChanges(t *testing.T) {
 	c := e.run("c1")
 	addr := c.MetricsAddr()
 
-	hb := waitHeartbeat(t, hbs, 5*time.Second, func(hb control.Heartbeat) bool { return hb.Consumer == "c1" && hb.Ready })
+	hb := waitHeartbeat(t, hbs, 5*time.Second, func(hb heartbeat.Message) bool { return hb.Consumer == "c1" && hb.Ready })
 	if hb.Version != 0 || hb.Weights != "redis-a=30 redis-b=70" || hb.Interval != 200 {
 		t.Errorf("first heartbeat %+v", hb)
 	}
@@ -373,7 +373,7 @@ func TestControlChanges(t *testing.T) {
 
 	e.control(`{"op":"set_weights","weights":{"redis-a":50,"redis-b":50},"id":"t-1","by":"test"}`)
 	e.eventually(10*time.Second, "control_version 1", func() bool { return metric(t, addr, "connpipe_consumer_control_version") == 1 })
-	hb = waitHeartbeat(t, hbs, 5*time.Second, func(hb control.Heartbeat) bool { return hb.Version == 1 })
+	hb = waitHeartbeat(t, hbs, 5*time.Second, func(hb heartbeat.Message) bool { return hb.Version == 1 })
 	if hb.Weights != "redis-a=50 redis-b=50" {
 		t.Errorf("heartbeat after the change: %+v", hb)
 	}
@@ -382,7 +382,7 @@ func TestControlChanges(t *testing.T) {
 		t.Fatalf("after the change to 50/50: %d/%d", a, b)
 	}
 	// Heartbeats carry the per-backend totals: 3+50 and 7+50, nothing held.
-	hb = waitHeartbeat(t, hbs, 5*time.Second, func(hb control.Heartbeat) bool { return hb.Records == 110 })
+	hb = waitHeartbeat(t, hbs, 5*time.Second, func(hb heartbeat.Message) bool { return hb.Records == 110 })
 	if hb.Stored["redis-a"] != 53 || hb.Stored["redis-b"] != 57 || hb.Unacked != 0 {
 		t.Errorf("heartbeat stored %v unacked %d, want redis-a 53, redis-b 57, 0 unacked", hb.Stored, hb.Unacked)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/controllog"
+	"github.com/connpipe/connpipe/shared/heartbeat"
 )
 
 // positions follows the consumers' heartbeats: the control-log position
@@ -28,7 +29,7 @@ func (e *env) positions() *positions {
 	p.changed = sync.NewCond(&p.mu)
 	go func() {
 		for d := range ds {
-			var hb control.Heartbeat
+			var hb heartbeat.Message
 			if json.Unmarshal(d.Body, &hb) != nil {
 				continue
 			}

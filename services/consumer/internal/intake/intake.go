@@ -15,10 +15,10 @@
 //
 // # Reconnects
 //
-// When the connection drops, intake dials again with backoff and consumes
-// again; the broker redelivers every message that was not acked. A delivery
-// tag belongs to its channel: a round received on a dead channel is never
-// acked on a new one. Its store is abandoned when the session ends, and
+// Intake runs under a broker.Session: when the connection drops, the
+// session dials again and intake consumes again; the broker redelivers
+// every message that was not acked. A delivery tag belongs to its channel:
+// a round received on a dead channel is never acked on a new one. Its store is abandoned when the session ends, and
 // whatever of it was stored already is stored again on redelivery (at least
 // once).
 //
@@ -30,7 +30,6 @@ package intake
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,7 +38,6 @@ import (
 	"time"
 
 	"github.com/connpipe/connpipe/shared/broker"
-	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/record"
 	"github.com/connpipe/connpipe/shared/topology"
 	"github.com/prometheus/client_golang/prometheus"
@@ -62,12 +60,6 @@ type Config struct {
 	// Gate, when not nil, holds consuming back until it is closed (the
 	// control log has been read).
 	Gate <-chan struct{}
-
-	// Heartbeat, when not nil, is published every HeartbeatInterval and
-	// whenever Kick receives.
-	Heartbeat         func() control.Heartbeat
-	HeartbeatInterval time.Duration
-	Kick              <-chan struct{}
 
 	// Retention is the records' retention window; a record stamped more
 	// than this before its ingest time is counted as out of window (past).
@@ -136,14 +128,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 
 // Intake consumes the records queue.
 type Intake struct {
-	cfg       Config
-	log       *slog.Logger
-	m         *Metrics
-	connected atomic.Bool
-	acked     atomic.Uint64
-	dead      atomic.Uint64
-	held      atomic.Int64 // messages received and not yet settled
-	batches   sync.Pool    // *record.Batch
+	cfg     Config
+	log     *slog.Logger
+	m       *Metrics
+	sess    broker.Session
+	acked   atomic.Uint64
+	dead    atomic.Uint64
+	held    atomic.Int64 // messages received and not yet settled
+	batches sync.Pool    // *record.Batch
 }
 
 // New returns an Intake; call Run.
@@ -163,9 +155,6 @@ func New(cfg Config) *Intake {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 10 * time.Second
 	}
-	if cfg.HeartbeatInterval <= 0 {
-		cfg.HeartbeatInterval = time.Second
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -176,12 +165,16 @@ func New(cfg Config) *Intake {
 		cfg.Now = time.Now
 	}
 	in := &Intake{cfg: cfg, log: cfg.Logger, m: cfg.Metrics}
+	in.sess = broker.Session{URL: cfg.URL, Name: "consumer " + cfg.ConsumerID, Log: cfg.Logger}
 	in.batches.New = func() any { return new(record.Batch) }
 	return in
 }
 
 // Connected reports whether intake has a live broker session.
-func (in *Intake) Connected() bool { return in.connected.Load() }
+func (in *Intake) Connected() bool { return in.sess.Status().State == broker.StateUp }
+
+// Broker is the state of intake's broker session.
+func (in *Intake) Broker() broker.Status { return in.sess.Status() }
 
 // Acked is the number of messages acked since start.
 func (in *Intake) Acked() uint64 { return in.acked.Load() }
@@ -207,35 +200,15 @@ func (in *Intake) Run(ctx context.Context) error {
 		close(rounds)
 		<-writerDone
 	}()
-	name := "consumer " + in.cfg.ConsumerID
-	for n := 1; ; n++ {
-		conn, err := broker.Dial(ctx, in.cfg.URL, name, in.log)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
+	n := 0
+	return in.sess.Run(ctx, func(ctx context.Context, conn *broker.Conn) error {
+		n++
+		err := in.session(ctx, conn, n, rounds)
+		if err != nil && ctx.Err() == nil {
+			in.m.Reconnects.Inc()
 		}
-		start := time.Now()
-		err = in.session(ctx, conn, n, rounds)
-		_ = conn.Close()
-		if ctx.Err() != nil {
-			return err
-		}
-		in.m.Reconnects.Inc()
-		// A session that fails at once (a refused consume, say) must not
-		// spin: wait a little before dialling again.
-		d := time.Duration(0)
-		if time.Since(start) < 5*time.Second {
-			d = broker.DefaultBackoff.Delay(min(n, 6))
-		}
-		in.log.Warn("rabbitmq session ended, reconnecting", "err", err, "in", d.Round(time.Millisecond))
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(d):
-		}
-	}
+		return err
+	})
 }
 
 // session is one connection's worth of consuming.
@@ -253,8 +226,7 @@ type session struct {
 	unsafeMultiple atomic.Bool
 }
 
-func (in *Intake) session(ctx context.Context, conn *amqp.Connection, n int, rounds chan<- *round) error {
-	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+func (in *Intake) session(ctx context.Context, conn *broker.Conn, n int, rounds chan<- *round) error {
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	s := &session{ctx: sctx, cancelStore: cancel}
@@ -271,30 +243,17 @@ func (in *Intake) session(ctx context.Context, conn *amqp.Connection, n int, rou
 	if err := s.pub.Confirm(false); err != nil {
 		return fmt.Errorf("confirm mode: %w", err)
 	}
-	in.connected.Store(true)
+	conn.Ready()
 	in.m.Connected.Set(1)
-	defer func() {
-		in.connected.Store(false)
-		in.m.Connected.Set(0)
-	}()
-	if in.cfg.Heartbeat != nil {
-		hb, err := conn.Channel()
-		if err != nil {
-			return fmt.Errorf("open heartbeat channel: %w", err)
-		}
-		hctx, hcancel := context.WithCancel(ctx)
-		var wg sync.WaitGroup
-		wg.Go(func() { in.heartbeats(hctx, hb) })
-		defer func() { hcancel(); wg.Wait() }()
-	}
+	defer in.m.Connected.Set(0)
 
 	if in.cfg.Gate != nil {
 		select {
 		case <-in.cfg.Gate:
 		case <-ctx.Done():
 			return nil
-		case e := <-closed:
-			return fmt.Errorf("connection closed: %v", e)
+		case <-conn.Closed():
+			return conn.Err()
 		}
 	}
 	tag := fmt.Sprintf("%s-%d", in.cfg.ConsumerID, n)
@@ -309,8 +268,8 @@ func (in *Intake) session(ctx context.Context, conn *amqp.Connection, n int, rou
 		select {
 		case <-ctx.Done():
 			return in.shutdown(s, tag, deliveries, nil, rounds)
-		case e := <-closed:
-			return fmt.Errorf("connection closed: %v", e)
+		case <-conn.Closed():
+			return conn.Err()
 		case d, ok := <-deliveries:
 			if !ok {
 				return errors.New("delivery channel closed (channel closed or consumer cancelled by the broker)")
@@ -323,10 +282,10 @@ func (in *Intake) session(ctx context.Context, conn *amqp.Connection, n int, rou
 		case rounds <- r:
 		case <-ctx.Done():
 			return in.shutdown(s, tag, deliveries, r, rounds)
-		case e := <-closed:
+		case <-conn.Closed():
 			s.inflight.Done()
 			in.held.Add(-int64(len(r.items)))
-			return fmt.Errorf("connection closed: %v", e)
+			return conn.Err()
 		}
 	}
 }
@@ -395,37 +354,4 @@ drain:
 	_ = s.ch.Close()
 	_ = s.pub.Close()
 	return nil
-}
-
-// heartbeats publishes the heartbeat on ch every interval and on each kick.
-func (in *Intake) heartbeats(ctx context.Context, ch *amqp.Channel) {
-	defer ch.Close()
-	t := time.NewTicker(in.cfg.HeartbeatInterval)
-	defer t.Stop()
-	for {
-		if err := in.publishHeartbeat(ctx, ch); err != nil {
-			if ctx.Err() == nil {
-				in.log.Warn("publish heartbeat", "exchange", topology.HeartbeatExchange, "err", err)
-			}
-			return // the channel is gone; the next session starts a new one
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-in.cfg.Kick:
-		}
-	}
-}
-
-func (in *Intake) publishHeartbeat(ctx context.Context, ch *amqp.Channel) error {
-	hb := in.cfg.Heartbeat()
-	body, err := json.Marshal(hb)
-	if err != nil {
-		return err
-	}
-	return ch.PublishWithContext(ctx, topology.HeartbeatExchange, "", false, false, amqp.Publishing{
-		ContentType: "application/json", DeliveryMode: amqp.Transient, Body: body,
-		Timestamp: time.Unix(0, hb.SentAt), AppId: "connpipe-consumer", Type: "heartbeat",
-	})
 }

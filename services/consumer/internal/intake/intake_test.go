@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -97,6 +98,10 @@ func TestNoAckAcrossChannels(t *testing.T) {
 	eventually(t, 10*time.Second, "a reconnect", func() bool {
 		return testutil.ToFloat64(m.Reconnects) >= 1 && in.Connected()
 	})
+	// The broker session dialled again, and says why the last one ended.
+	if st := in.Broker(); st.Sessions != 2 || !strings.Contains(st.Reason, "CONNECTION_FORCED") {
+		t.Errorf("broker session %+v, want the second, after one the broker closed", st)
+	}
 	close(st.release)
 	// The redelivered message is stored again and acked once, on the new
 	// channel, and that channel stays up (a stale tag would close it).

@@ -16,6 +16,7 @@ import (
 
 	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/heartbeat"
 	"github.com/connpipe/connpipe/shared/record"
 	"github.com/connpipe/connpipe/shared/store"
 	"github.com/connpipe/connpipe/shared/testenv"
@@ -109,7 +110,7 @@ func Start(t testing.TB, edit func(*app.Config)) *Env {
 }
 
 // Heartbeat publishes hb on the heartbeat exchange as a consumer would.
-func (e *Env) Heartbeat(t testing.TB, hb control.Heartbeat) {
+func (e *Env) Heartbeat(t testing.TB, hb heartbeat.Message) {
 	t.Helper()
 	body, err := json.Marshal(hb)
 	if err != nil {

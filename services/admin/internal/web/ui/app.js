@@ -125,6 +125,7 @@
     const conn = $("#connected");
     conn.textContent = s.connected ? "rabbitmq connected" : "rabbitmq NOT connected";
     conn.className = "pill " + (s.connected ? "" : "bad");
+    conn.title = s.session || "";
     $("#updated").textContent = "updated " + fmt.clock(new Date());
     renderInstances();
     renderChart();

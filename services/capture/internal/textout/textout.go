@@ -1,4 +1,6 @@
-package publish
+// Package textout prints records as text lines, capture's OUTPUT=stdout:
+// the documented text form, buffered and flushed promptly.
+package textout
 
 import (
 	"bufio"
@@ -12,11 +14,11 @@ import (
 	"github.com/connpipe/connpipe/shared/record"
 )
 
-// Text prints each record on its own line in the documented text form
+// Writer prints each record on its own line in the documented text form
 // (record.Record.String: tab-separated ts_ns src_ip dst_ip src_port dst_port
 // tcp_flags ip_len [key]). Output is buffered and flushed within
 // FlushDelay of a write, so a live capture shows up promptly.
-type Text struct {
+type Writer struct {
 	mu    sync.Mutex
 	w     *bufio.Writer
 	line  []byte
@@ -28,22 +30,22 @@ type Text struct {
 // FlushDelay bounds how long a printed record waits in the buffer.
 const FlushDelay = 100 * time.Millisecond
 
-// NewText prints to w.
-func NewText(w io.Writer) *Text {
-	t := &Text{w: bufio.NewWriterSize(w, 64<<10)}
+// New prints to w.
+func New(w io.Writer) *Writer {
+	t := &Writer{w: bufio.NewWriterSize(w, 64<<10)}
 	t.timer = time.AfterFunc(time.Hour, func() { _ = t.Flush() })
 	t.timer.Stop()
 	return t
 }
 
 // Add prints r.
-func (t *Text) Add(_ context.Context, r *record.Record) error {
+func (t *Writer) Add(_ context.Context, r *record.Record) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.err != nil {
 		return t.err
 	}
-	t.line = AppendText(t.line[:0], r)
+	t.line = Append(t.line[:0], r)
 	t.line = append(t.line, '\n')
 	if _, err := t.w.Write(t.line); err != nil {
 		t.err = err
@@ -57,7 +59,7 @@ func (t *Text) Add(_ context.Context, r *record.Record) error {
 }
 
 // Flush writes out buffered lines.
-func (t *Text) Flush() error {
+func (t *Writer) Flush() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.armed = false
@@ -71,14 +73,14 @@ func (t *Text) Flush() error {
 }
 
 // Close flushes and stops the flush timer.
-func (t *Text) Close(context.Context) error {
+func (t *Writer) Close(context.Context) error {
 	t.timer.Stop()
 	return t.Flush()
 }
 
-// AppendText appends the text form of r (exactly r.String()) to dst,
+// Append appends the text form of r (exactly r.String()) to dst,
 // without allocating.
-func AppendText(dst []byte, r *record.Record) []byte {
+func Append(dst []byte, r *record.Record) []byte {
 	const hex = "0123456789abcdef"
 	dst = strconv.AppendInt(dst, r.TS, 10)
 	dst = append(dst, '\t')

@@ -1,0 +1,139 @@
+// Package heartbeat is the consumers' heartbeat: the message each consumer
+// publishes on topology.HeartbeatExchange at a fixed interval and right
+// after it applies a change, how it is published, and how it is decoded.
+// Admin keeps the membership from the heartbeats it reads.
+package heartbeat
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/connpipe/connpipe/shared/broker"
+	"github.com/connpipe/connpipe/shared/topology"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Message is one heartbeat, as JSON.
+type Message struct {
+	Consumer string `json:"consumer"` // unique per process
+	Host     string `json:"host"`
+	Version  int64  `json:"version"`  // table version in force
+	Position int64  `json:"position"` // last control-log offset folded
+	Weights  string `json:"weights"`  // Table.String() of the table in force
+	Ready    bool   `json:"ready"`    // has read the whole log and is routing
+	Records  uint64 `json:"records"`  // records stored since start
+	// Stored is records stored since start per backend name, so readers can
+	// compute each instance's observed share over any window from deltas.
+	Stored  map[string]uint64 `json:"stored,omitempty"`
+	Unacked int               `json:"unacked"` // messages held, not yet acked
+	Acked   uint64            `json:"acked"`   // messages acked since start
+	// DeadLettered is records messages sent to the dead-letter queue since
+	// start (undecodable or over MAX_MESSAGE_BYTES).
+	DeadLettered uint64 `json:"dead_lettered,omitempty"`
+	// Out names the backends out of rotation and why: backend name → state
+	// (oom, readonly, loading, masterdown, auth or down) and the error.
+	Out      map[string]string `json:"out,omitempty"`
+	SentAt   int64             `json:"sent_at"`  // Unix ns
+	Interval int64             `json:"interval"` // ms until the next heartbeat at the latest
+}
+
+// Publishing is m as the message published on the heartbeat exchange:
+// JSON, transient (a heartbeat is stale by the time a restarted broker
+// could deliver it).
+func Publishing(m Message) (amqp.Publishing, error) {
+	body, err := json.Marshal(m)
+	if err != nil {
+		return amqp.Publishing{}, fmt.Errorf("encode heartbeat: %w", err)
+	}
+	return amqp.Publishing{
+		ContentType: "application/json", DeliveryMode: amqp.Transient, Body: body,
+		Timestamp: time.Unix(0, m.SentAt), AppId: "connpipe-consumer", Type: "heartbeat",
+	}, nil
+}
+
+// Decode decodes a heartbeat message. It must name the consumer.
+func Decode(body []byte) (Message, error) {
+	var m Message
+	if err := json.Unmarshal(body, &m); err != nil {
+		return m, fmt.Errorf("heartbeat %.80q: %w", body, err)
+	}
+	if m.Consumer == "" {
+		return m, fmt.Errorf("heartbeat %.80q: no \"consumer\" id", body)
+	}
+	return m, nil
+}
+
+// Config configures a Publisher.
+type Config struct {
+	URL      string
+	Name     string          // connection name, shown in the management UI
+	Beat     func() Message  // the heartbeat to send now
+	Interval time.Duration   // time.Second if 0
+	Kick     <-chan struct{} // each receive sends a heartbeat at once
+	Logger   *slog.Logger
+}
+
+// Publisher publishes a consumer's heartbeat every Interval and on each
+// kick, under a broker.Session of its own.
+type Publisher struct {
+	cfg  Config
+	sess broker.Session
+}
+
+// NewPublisher returns a Publisher; call Run.
+func NewPublisher(cfg Config) *Publisher {
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Publisher{cfg: cfg}
+	p.sess = broker.Session{URL: cfg.URL, Name: cfg.Name, Log: cfg.Logger}
+	return p
+}
+
+// Broker is the state of the publisher's broker session.
+func (p *Publisher) Broker() broker.Status { return p.sess.Status() }
+
+// Run publishes until ctx ends.
+func (p *Publisher) Run(ctx context.Context) error {
+	return p.sess.Run(ctx, p.session)
+}
+
+func (p *Publisher) session(ctx context.Context, conn *broker.Conn) error {
+	ch, err := conn.Channel()
+	if err != nil {
+		return fmt.Errorf("open heartbeat channel: %w", err)
+	}
+	defer ch.Close()
+	conn.Ready()
+	t := time.NewTicker(p.cfg.Interval)
+	defer t.Stop()
+	for {
+		msg, err := Publishing(p.cfg.Beat())
+		if err != nil {
+			return err
+		}
+		if err := ch.PublishWithContext(ctx, topology.HeartbeatExchange, "", false, false, msg); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if cerr := conn.Err(); cerr != nil {
+				return cerr
+			}
+			return fmt.Errorf("publish heartbeat on %q: %w", topology.HeartbeatExchange, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-conn.Closed():
+			return conn.Err()
+		case <-t.C:
+		case <-p.cfg.Kick:
+		}
+	}
+}
