@@ -6,6 +6,12 @@
 #                                               REDIS_PREFIX, runs scripts
 #   connpipe-admin     REDIS_ADMIN_PASSWORD     reads them, and INFO
 #
+# The default user has no password at all, so no client can log in as it
+# and a client that does not log in is refused (NOAUTH). It keeps every
+# permission: Redis 7.0 replays the append-only file's transactions (a
+# script's writes, MULTI/EXEC) with the default user's permissions, and
+# refuses them, silently dropping the data, when that user may do nothing.
+#
 # The ACL file holds SHA-256 hashes only and lives on the container's tmpfs.
 # The same script serves Debian's redis-server and the public image.
 set -eu
@@ -18,7 +24,7 @@ hash() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 acl=${TMPDIR:-/tmp}/connpipe-users.acl
 umask 077
 cat >"$acl" <<ACL
-user default off resetkeys resetchannels -@all
+user default on resetpass resetkeys ~* &* +@all
 user connpipe-consumer on #$(hash "$REDIS_CONSUMER_PASSWORD") resetkeys ~${prefix}* resetchannels -@all +@read +@write +@scripting +@connection +@transaction -@dangerous
 user connpipe-admin on #$(hash "$REDIS_ADMIN_PASSWORD") resetkeys ~${prefix}* resetchannels -@all +@read +@connection -@dangerous +info
 ACL
