@@ -7,16 +7,13 @@
 # role's permissions (a role without a password is skipped). The file
 # /tmp/connpipe-users-ready says they are in place (the healthcheck reads it).
 #
-# For a cluster: files in /etc/rabbitmq/conf.d/*.conf are added to the
-# configuration (peer discovery, for one), and RABBITMQ_ERLANG_COOKIE, when
-# set, becomes the node's Erlang cookie, which every node of a cluster and
-# every rabbitmqctl talking to it must share.
+# For a cluster: RABBITMQ_ERLANG_COOKIE, when set, becomes the node's Erlang
+# cookie, which every node of a cluster and every rabbitmqctl talking to it
+# must share. (RabbitMQ reads /etc/rabbitmq/conf.d/*.conf after the file
+# below, so peer discovery can be mounted there.)
 set -euo pipefail
 conf=/var/lib/rabbitmq/rabbitmq.conf
 cp /etc/rabbitmq/rabbitmq.conf "$conf"
-for f in /etc/rabbitmq/conf.d/*.conf; do
-	[ -f "$f" ] && cat "$f" >>"$conf"
-done
 if [ -n "${RABBITMQ_ERLANG_COOKIE:-}" ]; then
 	cookie=$HOME/.erlang.cookie
 	rm -f "$cookie"
