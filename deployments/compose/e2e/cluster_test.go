@@ -6,7 +6,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -38,7 +40,10 @@ func TestComposeCluster(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, "connpipe-cluster", "deployments/compose/cluster.yml")
 	stage := s.timedStage
-	s.prepare(ctx)
+	// Host ports of its own, so that it can run beside another stack
+	// whose env file was written at the same time.
+	ports := freePorts(t, 3)
+	s.prepare(ctx, "AMQP_PORT="+ports[0], "RABBITMQ_MGMT_PORT="+ports[1], "ADMIN_PORT="+ports[2])
 
 	want := map[string]int{"redis-a": 1, "redis-b": 1, "rabbitmq": 1, "rabbitmq-2": 1, "rabbitmq-3": 1,
 		"capture": 1, "capture-2": 1, "consumer": 2, "admin": 1, "trafficgen": 3, "trafficgen-2": 1}
@@ -329,4 +334,19 @@ func (s *stack) checkNotRestarted(ctx context.Context, before map[string]contain
 		s.t.Errorf("%d client containers, %d before", len(now), len(before))
 	}
 	s.logf("none of the %d client containers was restarted (same containers, start times and restart counts)", len(before))
+}
+
+// freePorts are n loopback ports no one listens on now, from the kernel's
+// ephemeral range.
+func freePorts(t *testing.T, n int) []string {
+	var ports []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close() // held until all are chosen, so they differ
+		ports = append(ports, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+	}
+	return ports
 }
