@@ -268,7 +268,7 @@ func (s *stack) checkCaptures(ctx context.Context, from int64) error {
 			return fmt.Errorf("admin's status lists no capture %s (captures: %+v)", c.service, st.Captures)
 		}
 		if stored[c.port] < 200 {
-			return fmt.Errorf("Redis holds %d records sent to port %d (%s)", stored[c.port], c.port, c.service)
+			return fmt.Errorf("Redis holds %d records sent to port %d (%s); by destination port: %v", stored[c.port], c.port, c.service, stored)
 		}
 		lines = append(lines, fmt.Sprintf("Redis: %d records sent to %s's port %d", stored[c.port], c.service, c.port))
 	}
