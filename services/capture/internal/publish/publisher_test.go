@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -204,23 +203,33 @@ func TestPublisherSurvivesConnectionLoss(t *testing.T) {
 	t.Logf("%d records, %v batches republished, %d duplicate records delivered", n, testutil.ToFloat64(m.Republished), dups)
 }
 
-// TestPublisherRepublishesNacked binds a second queue that rejects
-// publishes when full (x-overflow reject-publish), so the broker nacks;
-// each nacked batch is published again until confirmed.
-func TestPublisherRepublishesNacked(t *testing.T) {
-	u := testenv.AMQP(t)
-	ch := testenv.Channel(t, u)
+// overflowQueue declares the topology and binds to the records exchange a
+// second queue, "overflow", that holds at most max messages and rejects
+// publishes beyond them, so the broker nacks. It returns the channel that
+// declared it, to purge it with.
+func overflowQueue(t *testing.T, amqpURL string, max int) *amqp.Channel {
+	t.Helper()
+	ch := testenv.Channel(t, amqpURL)
 	if err := topology.Declare(ch); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ch.QueueDeclare("overflow", false, false, false, false, amqp.Table{
-		"x-max-length": 10, "x-overflow": "reject-publish",
+		"x-max-length": max, "x-overflow": "reject-publish",
 	}); err != nil {
 		t.Fatal(err)
 	}
 	if err := ch.QueueBind("overflow", "", topology.RecordsExchange, false, nil); err != nil {
 		t.Fatal(err)
 	}
+	return ch
+}
+
+// TestPublisherRepublishesNacked binds a second queue that rejects
+// publishes when full (x-overflow reject-publish), so the broker nacks;
+// each nacked batch is published again until confirmed.
+func TestPublisherRepublishesNacked(t *testing.T) {
+	u := testenv.AMQP(t)
+	ch := overflowQueue(t, u, 10)
 	// Empty the overflow queue now and then, so republished batches get in.
 	stop := make(chan struct{})
 	purged := make(chan struct{})
@@ -259,18 +268,7 @@ func TestPublisherRepublishesNacked(t *testing.T) {
 // record is delivered.
 func TestPublisherRenewsNackingChannel(t *testing.T) {
 	u := testenv.AMQP(t)
-	ch := testenv.Channel(t, u)
-	if err := topology.Declare(ch); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ch.QueueDeclare("overflow", false, false, false, false, amqp.Table{
-		"x-max-length": 1, "x-overflow": "reject-publish",
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.QueueBind("overflow", "", topology.RecordsExchange, false, nil); err != nil {
-		t.Fatal(err)
-	}
+	ch := overflowQueue(t, u, 1)
 	// The queue fills with the first batch and stays full a while, then
 	// is emptied now and then.
 	stop := make(chan struct{})
@@ -288,7 +286,7 @@ func TestPublisherRenewsNackingChannel(t *testing.T) {
 			}
 		}
 	}()
-	var logs lines
+	var logs lockedBuffer
 	const n = 200
 	m := publishN(t, u, "capture-test-renew", slog.New(slog.NewTextHandler(&logs, nil)), n, 20, 4, nil)
 	close(stop)
@@ -301,24 +299,6 @@ func TestPublisherRenewsNackingChannel(t *testing.T) {
 		t.Fatalf("%d of %d records in the queue", len(seen), n)
 	}
 	t.Logf("%v batches nacked; the channel was renewed %d times", testutil.ToFloat64(m.Nacked), renewed)
-}
-
-// lines collects log output, safe for concurrent writers.
-type lines struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *lines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lines) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // TestPublisherStopsAtDeadline: with no broker, Run gives up when its
