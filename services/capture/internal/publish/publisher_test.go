@@ -286,7 +286,7 @@ func TestPublisherRenewsNackingChannel(t *testing.T) {
 			}
 		}
 	}()
-	var logs lockedBuffer
+	var logs testenv.Buffer
 	const n = 200
 	m := publishN(t, u, "capture-test-renew", slog.New(slog.NewTextHandler(&logs, nil)), n, 20, 4, nil)
 	close(stop)
