@@ -170,7 +170,7 @@ func TestComposeCluster(t *testing.T) {
 		// top of that for the role users, set again at every start.
 		s.eventually(5*time.Minute, "one cluster of three running nodes", func() error { return s.checkCluster(ctx, 3) })
 		s.eventually(2*time.Minute, "the queue and the streams on three nodes", func() error { return s.checkReplicas(ctx, 3) })
-		s.logf("%s healthy and every replica online %s after its start", down, since(back))
+		s.logf("%s back in the cluster and every replica online %s after its start", down, since(back))
 	})
 
 	stage("no client restarted; every record stored", func() {
