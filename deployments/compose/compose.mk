@@ -3,7 +3,10 @@
 #   make up                 build the images offline, write deployments/compose/.env, start
 #   make up CONSUMERS=3     the same with three consumers
 #   make ps | logs | down   (make down VOLUMES=1 also removes the data)
+#   make up CLUSTER=1       with a three-node RabbitMQ cluster and two captures
+#                           (deployments/compose/cluster.yml; give CLUSTER=1 to ps, logs, down too)
 #   make e2e                the end-to-end test (its own project, connpipe-e2e)
+#   make e2e-cluster        the cluster's end-to-end test (its own project, connpipe-cluster)
 
 COMPOSE_DIR := deployments/compose
 COMPOSE_ENV ?= $(CURDIR)/$(COMPOSE_DIR)/.env
@@ -12,7 +15,8 @@ CONSUMERS ?= 1
 # when a recipe runs, so after compose-v2 has installed the plugin.
 COMPOSE_CMD ?= $(shell if docker compose version >/dev/null 2>&1; then echo docker compose; \
 	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; else echo docker compose; fi)
-COMPOSE_RUN = $(COMPOSE_CMD) --env-file $(COMPOSE_ENV) --file $(CURDIR)/docker-compose.yml --project-directory $(CURDIR)
+COMPOSE_RUN = $(COMPOSE_CMD) --env-file $(COMPOSE_ENV) --file $(CURDIR)/docker-compose.yml \
+	$(if $(CLUSTER),--file $(CURDIR)/$(COMPOSE_DIR)/cluster.yml) --project-directory $(CURDIR)
 
 # env.sh init is idempotent: it creates the file when absent and links
 # ./.env to it, so plain docker compose commands read the same settings.
@@ -26,7 +30,7 @@ images: compose-v2 ## build every image of the compose stack without a registry 
 	@$(COMPOSE_DIR)/env.sh init $(COMPOSE_ENV)
 	@$(COMPOSE_DIR)/images.sh $(COMPOSE_ENV) >/dev/null
 
-up: images ## start the compose stack (CONSUMERS=3 for three consumers); URLs are printed
+up: images ## start the compose stack (CONSUMERS=3 for three consumers, CLUSTER=1 for three RabbitMQ nodes and two captures); URLs are printed
 	$(COMPOSE_RUN) up -d --scale consumer=$(CONSUMERS)
 	@. $(COMPOSE_ENV); \
 	echo; \
@@ -47,4 +51,7 @@ logs: $(COMPOSE_ENV) ## follow the compose stack's logs
 e2e: compose-v2 ## end-to-end test of the compose stack in its own project (CONNPIPE_E2E_FRESH=1: rebuild images from scratch)
 	COMPOSE="$(COMPOSE_CMD)" $(GO) test -tags e2e -count=1 -v -timeout 30m github.com/connpipe/connpipe/deployments/compose/e2e
 
-.PHONY: compose-v2 images up down ps logs e2e
+e2e-cluster: compose-v2 ## end-to-end test of the three-node RabbitMQ cluster and two captures (project connpipe-cluster)
+	COMPOSE="$(COMPOSE_CMD)" $(GO) test -tags e2e,cluster -run '^TestComposeCluster$$' -count=1 -v -timeout 30m github.com/connpipe/connpipe/deployments/compose/e2e
+
+.PHONY: compose-v2 images up down ps logs e2e e2e-cluster

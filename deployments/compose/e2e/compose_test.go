@@ -8,12 +8,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // Shares are checked from Redis, within this many percentage points.
@@ -27,74 +24,9 @@ const outage = 10 * time.Second
 
 func TestCompose(t *testing.T) {
 	ctx := context.Background()
-	project := os.Getenv("CONNPIPE_E2E_PROJECT")
-	if project == "" {
-		project = "connpipe-e2e"
-	}
-	s := &stack{
-		t:       t,
-		root:    repoRoot(t),
-		project: project,
-		envFile: filepath.Join(os.TempDir(), project+".env"),
-		compose: composeCommand(t),
-		rdbs:    map[string]*redis.Client{},
-		t0:      time.Now(),
-	}
-	if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
-		t.Fatalf("the Docker engine does not answer (docker info: %v): %s", err, out)
-	}
-	fmt.Printf("compose: %s, project %s, env file %s\n", strings.Join(s.compose, " "), s.project, s.envFile)
-
-	var timings []string
-	stage := func(name string, fn func()) {
-		start := time.Now()
-		s.stage(name, fn)
-		timings = append(timings, fmt.Sprintf("  %-34s %s", name, since(start)))
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			s.dump(ctx)
-			if os.Getenv("CONNPIPE_E2E_KEEP") == "1" {
-				fmt.Printf("\nthe stack is left running: %s --project-name %s --env-file %s down -v\n", strings.Join(s.compose, " "), s.project, s.envFile)
-				return
-			}
-			s.tryDC(ctx, "down", "-v", "--remove-orphans", "-t", "5")
-		}
-		for _, rdb := range s.rdbs {
-			rdb.Close()
-		}
-		fmt.Printf("\nstage timings (total %s):\n%s\n", since(s.t0), strings.Join(timings, "\n"))
-	})
-
-	stage("clean up an earlier run", func() { s.removeProject(ctx) })
-
-	stage("images (offline)", func() {
-		if os.Getenv("CONNPIPE_E2E_FRESH") == "1" {
-			s.removeImages(ctx)
-		}
-		s.logf("env file %s", s.envFile)
-		s.run(ctx, filepath.Join(s.root, "deployments/compose/env.sh"), "init", s.envFile)
-		// Nothing may expire during the run: the last stage counts every
-		// record since the start.
-		s.run(ctx, filepath.Join(s.root, "deployments/compose/env.sh"), "set", s.envFile,
-			"COMPOSE_PROJECT_NAME="+s.project, "RETENTION=1h")
-		cmd := exec.CommandContext(ctx, filepath.Join(s.root, "deployments/compose/images.sh"), s.envFile)
-		cmd.Dir = s.root
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("images.sh: %v", err)
-		}
-		env, err := readEnv(s.envFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.env = env
-		for _, k := range []string{"REDIS_IMAGE", "RABBITMQ_IMAGE", "CAPTURE_IMAGE", "CONSUMER_IMAGE", "ADMIN_IMAGE", "TRAFFICGEN_IMAGE"} {
-			if !strings.HasPrefix(s.env[k], "connpipe/") {
-				t.Fatalf("%s=%q: want a locally built image", k, s.env[k])
-			}
-		}
-	})
+	s := newStack(t, "connpipe-e2e")
+	stage := s.timedStage
+	s.prepare(ctx)
 
 	want := map[string]int{"redis-a": 1, "redis-b": 1, "rabbitmq": 1, "capture": 1, "consumer": 1, "admin": 1, "trafficgen": 3}
 	stage("up: every service healthy", func() {
@@ -181,15 +113,20 @@ func TestCompose(t *testing.T) {
 		s.recover(ctx, start, want)
 	})
 
-	stage("down -v leaves nothing", func() {
-		s.dc(ctx, "down", "-v", "--remove-orphans", "-t", "10")
-		left := s.leftovers(ctx)
-		if len(left) > 0 {
-			t.Fatalf("after down -v: %s", strings.Join(left, "; "))
-		}
-		s.logf("no container, network or volume of project %s is left", s.project)
-		os.Remove(s.envFile)
-	})
+	stage("down -v leaves nothing", func() { s.downLeavesNothing(ctx) })
+}
+
+// downLeavesNothing takes the stack down with its volumes and checks that
+// nothing of the project is left.
+func (s *stack) downLeavesNothing(ctx context.Context) {
+	s.t.Helper()
+	s.dc(ctx, "down", "-v", "--remove-orphans", "-t", "10")
+	left := s.leftovers(ctx)
+	if len(left) > 0 {
+		s.t.Fatalf("after down -v: %s", strings.Join(left, "; "))
+	}
+	s.logf("no container, network or volume of project %s is left", s.project)
+	os.Remove(s.envFile)
 }
 
 // waitForRecords waits until at least n records are stored in buckets from
@@ -343,29 +280,8 @@ func (s *stack) recover(ctx context.Context, start int64, want map[string]int) {
 	}
 
 	s.dc(ctx, "stop", "trafficgen")
-	var confirmed, published, packets, drops, notRecords float64
-	var last string
-	s.eventually(3*time.Minute, "the records queue drains", func() error {
-		m := s.metrics(ctx, before, 9100)
-		q, err := s.recordsQueue(ctx)
-		if err != nil {
-			return err
-		}
-		now := fmt.Sprintf("confirmed %.0f published %.0f in flight %.0f queued %d",
-			m["connpipe_capture_records_confirmed_total"], m["connpipe_capture_records_published_total"],
-			m["connpipe_capture_in_flight"], q.Messages)
-		now += fmt.Sprintf(" spooled %.0f", m["connpipe_capture_spool_records"])
-		stable := now == last
-		last = now
-		if !stable || q.Messages != 0 || m["connpipe_capture_in_flight"] != 0 || m["connpipe_capture_spool_records"] != 0 {
-			return errors.New(now)
-		}
-		confirmed, published = m["connpipe_capture_records_confirmed_total"], m["connpipe_capture_records_published_total"]
-		packets, drops = m["connpipe_capture_packets_total"], m["connpipe_capture_kernel_drops_total"]
-		// Packets that are no record: the filter's and the malformed.
-		notRecords = m["connpipe_capture_filtered_total"] + m["connpipe_capture_decode_errors_total"]
-		return nil
-	})
+	tot := s.drain(ctx, []container{before})[0]
+	confirmed := tot.confirmed
 
 	after := s.service(ctx, "capture")
 	if len(after) != 1 || after[0].ID != before.ID || after[0].Restarts != before.Restarts {
@@ -382,7 +298,7 @@ func (s *stack) recover(ctx context.Context, start int64, want map[string]int) {
 	c = s.count(ctx, start, time.Now().Unix()+5)
 	stored := c["redis-a"] + c["redis-b"]
 	s.logf("capture confirmed %.0f records (published %.0f); Redis holds %d (redis-a %d, redis-b %d), %d more than confirmed",
-		confirmed, published, stored, c["redis-a"], c["redis-b"], stored-int(confirmed))
+		confirmed, tot.published, stored, c["redis-a"], c["redis-b"], stored-int(confirmed))
 	if confirmed < minSample {
 		s.t.Fatalf("capture confirmed only %.0f records", confirmed)
 	}
@@ -391,12 +307,56 @@ func (s *stack) recover(ctx context.Context, start int64, want map[string]int) {
 	}
 	// Every packet capture counted as a record, the broker outage
 	// included, is stored.
-	records := packets - notRecords
+	records := tot.records()
 	s.logf("capture counted %.0f packets, %.0f of them records (%.0f filtered or malformed; kernel drops %.0f); Redis holds %d records",
-		packets, records, notRecords, drops, stored)
-	if float64(stored) < records || drops != 0 {
-		s.t.Fatalf("Redis holds %d records of the %.0f capture counted (kernel drops %.0f): %.0f lost", stored, records, drops, records-float64(stored))
+		tot.packets, records, tot.notRecords, tot.drops, stored)
+	if float64(stored) < records || tot.drops != 0 {
+		s.t.Fatalf("Redis holds %d records of the %.0f capture counted (kernel drops %.0f): %.0f lost", stored, records, tot.drops, records-float64(stored))
 	}
+}
+
+// captureTotals are a capture's counters once all it read is through.
+type captureTotals struct {
+	confirmed, published, packets, drops float64
+	notRecords                           float64 // packets that are no record: the filter's and the malformed
+}
+
+func (c captureTotals) records() float64 { return c.packets - c.notRecords }
+
+// drain waits until the captures have nothing in flight or spooled and the
+// records queue is empty, the same in two readings in a row, and returns
+// each capture's counters then.
+func (s *stack) drain(ctx context.Context, captures []container) []captureTotals {
+	s.t.Helper()
+	totals := make([]captureTotals, len(captures))
+	var last string
+	s.eventually(3*time.Minute, "the records queue drains", func() error {
+		q, err := s.recordsQueue(ctx)
+		if err != nil {
+			return err
+		}
+		now := fmt.Sprintf("queued %d", q.Messages)
+		busy := q.Messages != 0
+		for i, c := range captures {
+			m := s.metrics(ctx, c, 9100)
+			now += fmt.Sprintf("; %s confirmed %.0f published %.0f in flight %.0f spooled %.0f", c.Name,
+				m["connpipe_capture_records_confirmed_total"], m["connpipe_capture_records_published_total"],
+				m["connpipe_capture_in_flight"], m["connpipe_capture_spool_records"])
+			busy = busy || m["connpipe_capture_in_flight"] != 0 || m["connpipe_capture_spool_records"] != 0
+			totals[i] = captureTotals{
+				confirmed: m["connpipe_capture_records_confirmed_total"], published: m["connpipe_capture_records_published_total"],
+				packets: m["connpipe_capture_packets_total"], drops: m["connpipe_capture_kernel_drops_total"],
+				notRecords: m["connpipe_capture_filtered_total"] + m["connpipe_capture_decode_errors_total"],
+			}
+		}
+		stable := now == last
+		last = now
+		if !stable || busy {
+			return errors.New(now)
+		}
+		return nil
+	})
+	return totals
 }
 
 // brokerOutage is how long the broker stays stopped

@@ -7,10 +7,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,9 +33,96 @@ type stack struct {
 	project string   // compose project name
 	envFile string   // the project's env file
 	compose []string // "docker compose" or "docker-compose"
+	files   []string // compose files, relative to root
 	env     map[string]string
 	rdbs    map[string]*redis.Client
 	t0      time.Time
+	timings []string // each stage's duration, printed at the end
+}
+
+// newStack drives the project $CONNPIPE_E2E_PROJECT, else project, from
+// docker-compose.yml and the extra compose files given. It checks that the
+// Docker engine answers, and at the end of the test prints the stage
+// timings and, after a failure, the stack's state, and removes the stack
+// (unless CONNPIPE_E2E_KEEP=1).
+func newStack(t *testing.T, project string, files ...string) *stack {
+	ctx := context.Background()
+	if p := os.Getenv("CONNPIPE_E2E_PROJECT"); p != "" {
+		project = p
+	}
+	s := &stack{
+		t:       t,
+		root:    repoRoot(t),
+		project: project,
+		envFile: filepath.Join(os.TempDir(), project+".env"),
+		compose: composeCommand(t),
+		files:   append([]string{"docker-compose.yml"}, files...),
+		rdbs:    map[string]*redis.Client{},
+		t0:      time.Now(),
+	}
+	if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
+		t.Fatalf("the Docker engine does not answer (docker info: %v): %s", err, out)
+	}
+	fmt.Printf("compose: %s, project %s, files %s, env file %s\n", strings.Join(s.compose, " "), s.project, strings.Join(s.files, " "), s.envFile)
+	t.Cleanup(func() {
+		if t.Failed() {
+			s.dump(ctx)
+			if os.Getenv("CONNPIPE_E2E_KEEP") == "1" {
+				name, args := s.composeArgs("down", "-v")
+				fmt.Printf("\nthe stack is left running: %s %s\n", name, strings.Join(args, " "))
+				return
+			}
+			s.tryDC(ctx, "down", "-v", "--remove-orphans", "-t", "5")
+		}
+		for _, rdb := range s.rdbs {
+			rdb.Close()
+		}
+		fmt.Printf("\nstage timings (total %s):\n%s\n", since(s.t0), strings.Join(s.timings, "\n"))
+	})
+	return s
+}
+
+// timedStage runs a stage and keeps its duration for the summary.
+func (s *stack) timedStage(name string, fn func()) {
+	s.t.Helper()
+	start := time.Now()
+	s.stage(name, fn)
+	s.timings = append(s.timings, fmt.Sprintf("  %-44s %s", name, since(start)))
+}
+
+// prepare removes what an earlier run left and builds the images offline
+// (CONNPIPE_E2E_FRESH=1: from scratch), writing the project's env file with
+// the settings given (KEY=VALUE) on top of the defaults.
+func (s *stack) prepare(ctx context.Context, settings ...string) {
+	s.t.Helper()
+	s.timedStage("clean up an earlier run", func() { s.removeProject(ctx) })
+	s.timedStage("images (offline)", func() {
+		if os.Getenv("CONNPIPE_E2E_FRESH") == "1" {
+			s.removeImages(ctx)
+		}
+		s.logf("env file %s", s.envFile)
+		s.run(ctx, filepath.Join(s.root, "deployments/compose/env.sh"), "init", s.envFile)
+		// Nothing may expire during the run: the last stage counts every
+		// record since the start.
+		s.run(ctx, filepath.Join(s.root, "deployments/compose/env.sh"), append([]string{"set", s.envFile,
+			"COMPOSE_PROJECT_NAME=" + s.project, "RETENTION=1h"}, settings...)...)
+		cmd := exec.CommandContext(ctx, filepath.Join(s.root, "deployments/compose/images.sh"), s.envFile)
+		cmd.Dir = s.root
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
+		if err := cmd.Run(); err != nil {
+			s.t.Fatalf("images.sh: %v", err)
+		}
+		env, err := readEnv(s.envFile)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		s.env = env
+		for _, k := range []string{"REDIS_IMAGE", "RABBITMQ_IMAGE", "CAPTURE_IMAGE", "CONSUMER_IMAGE", "ADMIN_IMAGE", "TRAFFICGEN_IMAGE"} {
+			if !strings.HasPrefix(s.env[k], "connpipe/") {
+				s.t.Fatalf("%s=%q: want a locally built image", k, s.env[k])
+			}
+		}
+	})
 }
 
 func repoRoot(t *testing.T) string {
@@ -114,8 +201,11 @@ func (s *stack) try(ctx context.Context, name string, args ...string) (string, e
 // composeArgs is the compose command line for this project.
 func (s *stack) composeArgs(args ...string) (string, []string) {
 	all := append([]string{}, s.compose[1:]...)
-	all = append(all, "--project-name", s.project, "--env-file", s.envFile,
-		"--file", filepath.Join(s.root, "docker-compose.yml"), "--project-directory", s.root)
+	all = append(all, "--project-name", s.project, "--env-file", s.envFile)
+	for _, f := range s.files {
+		all = append(all, "--file", filepath.Join(s.root, f))
+	}
+	all = append(all, "--project-directory", s.root)
 	return s.compose[0], append(all, args...)
 }
 
@@ -162,6 +252,7 @@ type container struct {
 	ID, Service, Name, Status, Health string
 	Number                            int
 	Restarts                          int
+	Started                           string // when its process last started
 }
 
 func (s *stack) containers(ctx context.Context) []container {
@@ -172,17 +263,18 @@ func (s *stack) containers(ctx context.Context) []container {
 		return nil
 	}
 	format := `{{.Id}}|{{index .Config.Labels "com.docker.compose.service"}}|{{.Name}}|{{.State.Status}}|` +
-		`{{if index .State "Health"}}{{.State.Health.Status}}{{end}}|{{index .Config.Labels "com.docker.compose.container-number"}}|{{.RestartCount}}`
+		`{{if index .State "Health"}}{{.State.Health.Status}}{{end}}|{{index .Config.Labels "com.docker.compose.container-number"}}|{{.RestartCount}}|{{.State.StartedAt}}`
 	out = s.run(ctx, "docker", append([]string{"inspect", "-f", format}, ids...)...)
 	var cs []container
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		f := strings.Split(line, "|")
-		if len(f) != 7 {
+		if len(f) != 8 {
 			continue
 		}
 		n, _ := strconv.Atoi(f[5])
 		r, _ := strconv.Atoi(f[6])
-		cs = append(cs, container{ID: f[0], Service: f[1], Name: strings.TrimPrefix(f[2], "/"), Status: f[3], Health: f[4], Number: n, Restarts: r})
+		cs = append(cs, container{ID: f[0], Service: f[1], Name: strings.TrimPrefix(f[2], "/"), Status: f[3], Health: f[4],
+			Number: n, Restarts: r, Started: f[7]})
 	}
 	sort.Slice(cs, func(i, j int) bool {
 		if cs[i].Service != cs[j].Service {
@@ -303,26 +395,36 @@ func (s *stack) count(ctx context.Context, from, to int64, names ...string) map[
 	if len(names) == 0 {
 		names = []string{"redis-a", "redis-b"}
 	}
-	layout := store.Layout{Prefix: s.env["REDIS_PREFIX"]}
 	out := map[string]int{}
 	for _, name := range names {
-		rdb := s.rdbs[name]
 		n := 0
-		var err error
-		for i := 0; i < 10; i++ {
-			n = 0
-			err = layout.Read(ctx, rdb, from, to, store.Filter{}, func(*record.Record) { n++ })
-			if err == nil {
-				break
-			}
-			time.Sleep(time.Second)
-		}
-		if err != nil {
-			s.t.Fatalf("read %s: %v", name, err)
-		}
+		s.read(ctx, name, from, to, func(*record.Record) { n++ })
 		out[name] = n
 	}
 	return out
+}
+
+// read reads the records stored in the buckets of seconds from..to in the
+// named Redis instance, retrying a failed read from the start.
+func (s *stack) read(ctx context.Context, name string, from, to int64, fn func(*record.Record)) {
+	s.t.Helper()
+	layout := store.Layout{Prefix: s.env["REDIS_PREFIX"]}
+	var got []record.Record // copies: the decoder may reuse its record
+	var err error
+	for i := 0; i < 10; i++ {
+		got = got[:0]
+		err = layout.Read(ctx, s.rdbs[name], from, to, store.Filter{}, func(r *record.Record) { got = append(got, *r) })
+		if err == nil {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		s.t.Fatalf("read %s: %v", name, err)
+	}
+	for i := range got {
+		fn(&got[i])
+	}
 }
 
 // checkSplit checks that records in buckets from..to split as wantA percent
@@ -357,11 +459,19 @@ type status struct {
 		Converged bool   `json:"converged"`
 		Acked     int64  `json:"acked"`
 	} `json:"consumers"`
+	// Each capture admin scrapes: its host as configured and the address.
+	Captures []struct {
+		Name      string  `json:"name"`
+		Addr      string  `json:"addr"`
+		Packets   float64 `json:"packets"`
+		Confirmed float64 `json:"records_confirmed"`
+		Error     string  `json:"error"`
+	} `json:"captures"`
 }
 
 func (s *stack) status(ctx context.Context) (status, error) {
 	var st status
-	err := s.getJSON(ctx, "http://127.0.0.1:"+s.env["ADMIN_PORT"]+"/api/v1/status", "", s.env["ADMIN_TOKEN"], &st)
+	err := s.getJSON(ctx, "http://127.0.0.1:"+s.env["ADMIN_PORT"]+"/api/v1/status", s.env["ADMIN_TOKEN"], &st)
 	return st, err
 }
 
@@ -382,19 +492,15 @@ func (s *stack) waitWeights(ctx context.Context, want string, timeout time.Durat
 	}
 }
 
-func (s *stack) getJSON(ctx context.Context, u, user, pass string, v any) error {
+// getJSON GETs u from admin's API with its token and decodes the answer.
+func (s *stack) getJSON(ctx context.Context, u, token string, v any) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
 	}
-	switch {
-	case user != "":
-		req.SetBasicAuth(user, pass)
-	case pass != "":
-		req.Header.Set("Authorization", "Bearer "+pass) // admin's token
-	}
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
@@ -410,34 +516,99 @@ func (s *stack) getJSON(ctx context.Context, u, user, pass string, v any) error 
 	return json.Unmarshal(body, v)
 }
 
-// queue is the part of RabbitMQ's GET /api/queues/%2F/conn.records the test
-// reads.
+// queue is one queue as rabbitmqctl list_queues reports it. (Not from the
+// management API: its per-queue endpoint upsets RabbitMQ 3.10's statistics
+// under load.)
 type queue struct {
-	Messages        int `json:"messages"`
-	Consumers       int `json:"consumers"`
-	ConsumerDetails []struct {
-		ConsumerTag    string `json:"consumer_tag"`
-		ChannelDetails struct {
-			PeerHost string `json:"peer_host"`
-		} `json:"channel_details"`
-	} `json:"consumer_details"`
+	Name      string
+	Type      string
+	Messages  int
+	Consumers int
+	Leader    string   // quorum queues and streams: the node leading it
+	Members   []string // the nodes holding a replica
+	Online    []string // the members that run
+}
+
+// queues lists the default virtual host's queues with rabbitmqctl inside
+// the first of the stack's broker nodes that answers.
+func (s *stack) queues(ctx context.Context) (map[string]queue, error) {
+	var errs []string
+	for _, node := range s.brokerNodes() {
+		name, args := s.composeArgs("exec", "-T", node, "rabbitmqctl", "list_queues", "-q", "--formatter", "json",
+			"name", "type", "messages", "consumers", "leader", "members", "online")
+		out, err := s.try(ctx, name, args...)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", node, err))
+			continue
+		}
+		return parseQueues(out)
+	}
+	return nil, fmt.Errorf("rabbitmqctl list_queues: %s", strings.Join(errs, "; "))
+}
+
+// brokerNodes are the stack's RabbitMQ services: rabbitmq, and in a
+// cluster rabbitmq-2 and rabbitmq-3.
+func (s *stack) brokerNodes() []string {
+	nodes := []string{"rabbitmq"}
+	for _, f := range s.files {
+		if strings.HasSuffix(f, "cluster.yml") {
+			nodes = append(nodes, "rabbitmq-2", "rabbitmq-3")
+		}
+	}
+	return nodes
+}
+
+// parseQueues reads list_queues' JSON; a value RabbitMQ has no number or
+// list for (a stream's message count, a classic queue's members) is empty.
+func parseQueues(out string) (map[string]queue, error) {
+	var rows []map[string]any
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		return nil, fmt.Errorf("list_queues: %v: %s", err, tail(out, 5))
+	}
+	str := func(v any) string { s, _ := v.(string); return s }
+	num := func(v any) int { f, _ := v.(float64); return int(f) }
+	list := func(v any) []string {
+		var l []string
+		if vs, ok := v.([]any); ok {
+			for _, x := range vs {
+				l = append(l, str(x))
+			}
+		}
+		sort.Strings(l)
+		return l
+	}
+	qs := map[string]queue{}
+	for _, r := range rows {
+		q := queue{Name: str(r["name"]), Type: str(r["type"]), Messages: num(r["messages"]), Consumers: num(r["consumers"]),
+			Leader: str(r["leader"]), Members: list(r["members"]), Online: list(r["online"])}
+		qs[q.Name] = q
+	}
+	return qs, nil
 }
 
 func (s *stack) recordsQueue(ctx context.Context) (queue, error) {
-	var q queue
-	err := s.getJSON(ctx, s.queueURL("conn.records"), s.env["RABBITMQ_USER"], s.env["RABBITMQ_PASSWORD"], &q)
-	return q, err
+	qs, err := s.queues(ctx)
+	if err != nil {
+		return queue{}, err
+	}
+	q, ok := qs["conn.records"]
+	if !ok {
+		return q, errors.New("no queue conn.records")
+	}
+	return q, nil
 }
 
 // queueDepth is the number of messages in a queue of the default vhost.
 func (s *stack) queueDepth(ctx context.Context, name string) (int, error) {
-	var q queue
-	err := s.getJSON(ctx, s.queueURL(name), s.env["RABBITMQ_USER"], s.env["RABBITMQ_PASSWORD"], &q)
-	return q.Messages, err
-}
-
-func (s *stack) queueURL(name string) string {
-	return "http://127.0.0.1:" + s.env["RABBITMQ_MGMT_PORT"] + "/api/queues/" + url.PathEscape("/") + "/" + url.PathEscape(name)
+	qs, err := s.queues(ctx)
+	if err != nil {
+		return 0, err
+	}
+	q, ok := qs[name]
+	if !ok {
+		return 0, fmt.Errorf("no queue %s", name)
+	}
+	return q.Messages, nil
 }
 
 // eventually polls cond until it returns nil or timeout passes.

@@ -6,9 +6,21 @@
 # connpipe-<role>, with the password in RABBITMQ_<ROLE>_PASSWORD and that
 # role's permissions (a role without a password is skipped). The file
 # /tmp/connpipe-users-ready says they are in place (the healthcheck reads it).
+#
+# For a cluster: RABBITMQ_ERLANG_COOKIE, when set, becomes the node's Erlang
+# cookie, which every node of a cluster and every rabbitmqctl talking to it
+# must share. (RabbitMQ reads /etc/rabbitmq/conf.d/*.conf after the file
+# below, so peer discovery can be mounted there.)
 set -euo pipefail
 conf=/var/lib/rabbitmq/rabbitmq.conf
 cp /etc/rabbitmq/rabbitmq.conf "$conf"
+if [ -n "${RABBITMQ_ERLANG_COOKIE:-}" ]; then
+	cookie=$HOME/.erlang.cookie
+	rm -f "$cookie"
+	(umask 077 && printf '%s' "$RABBITMQ_ERLANG_COOKIE" >"$cookie")
+	chmod 400 "$cookie"
+fi
+unset RABBITMQ_ERLANG_COOKIE
 if [ -n "${RABBITMQ_DEFAULT_USER:-}" ]; then
 	[ -n "${RABBITMQ_DEFAULT_PASS:-}" ] || { echo "rabbitmq: RABBITMQ_DEFAULT_PASS is empty" >&2; exit 1; }
 	printf 'default_user = %s\ndefault_pass = %s\n' "$RABBITMQ_DEFAULT_USER" "$RABBITMQ_DEFAULT_PASS" >>"$conf"

@@ -121,6 +121,14 @@ func (p *Publisher) setBlocked(b amqp.Blocking) {
 	p.cfg.Metrics.Blocked.Set(0)
 }
 
+// renewAfterNacks is how long every publish on a channel may be nacked
+// before the publisher drops the connection and opens another. A channel
+// that RabbitMQ 3.10 opened while a quorum queue's leader was being
+// re-elected (the leader's node killed) can keep sending to the lost leader
+// and nack every publish for as long as it lives; a new one finds the new
+// leader.
+const renewAfterNacks = 5 * time.Second
+
 // nackLogEvery bounds how often nacks are logged at Warn.
 const nackLogEvery = 10 * time.Second
 
@@ -156,11 +164,12 @@ type run struct {
 	inClosed bool
 	// After a nack, batches wait before going out again (the broker may be
 	// rejecting publishes: a full queue), longer after each nack in a row.
-	nacksInRow int
-	holdUntil  time.Time
-	holdTimer  *time.Timer
-	nackLogged time.Time
-	nacksQuiet int
+	nacksInRow   int
+	nackingSince time.Time // the first nack in a row
+	holdUntil    time.Time
+	holdTimer    *time.Timer
+	nackLogged   time.Time
+	nacksQuiet   int
 }
 
 func (r *run) unconfirmed() int {
@@ -275,6 +284,10 @@ func (r *run) session(ctx context.Context, conn *broker.Conn) error {
 				return r.lost(errors.New("channel closed"))
 			}
 			r.confirm(c)
+			if d := time.Since(r.nackingSince); r.nacksInRow > 1 && d >= renewAfterNacks {
+				r.nacksInRow = 0
+				return r.lost(fmt.Errorf("every publish nacked for %s: opening another connection", d.Round(time.Second)))
+			}
 		case <-hold:
 		case bl := <-blocks:
 			p.setBlocked(bl)
@@ -315,6 +328,9 @@ func (r *run) confirm(c amqp.Confirmation) {
 	} else {
 		m.Nacked.Inc()
 		r.nacksInRow++
+		if r.nacksInRow == 1 {
+			r.nackingSince = time.Now()
+		}
 		r.holdUntil = time.Now().Add(min(nackHoldMin<<min(r.nacksInRow-1, 10), nackHoldMax))
 		if time.Since(r.nackLogged) >= nackLogEvery {
 			log.Warn("broker nacked batches; publishing them again", "nacked", r.nacksQuiet+1, "records", b.Records)

@@ -31,13 +31,17 @@ func (w tw) Write(p []byte) (int, error) {
 }
 
 // publishN sends n records through a batcher and a publisher, calling
-// during(i) after each Add, and waits for every batch to be confirmed.
-func publishN(t *testing.T, amqpURL, name string, n, batch, inFlight int, during func(i int)) *Metrics {
+// during(i) after each Add, and waits for every batch to be confirmed. The
+// publisher logs to log, or to the test's log when it is nil.
+func publishN(t *testing.T, amqpURL, name string, log *slog.Logger, n, batch, inFlight int, during func(i int)) *Metrics {
 	t.Helper()
+	if log == nil {
+		log = testLogger(t)
+	}
 	ctx := testenv.Context(t, 60*time.Second)
 	m := NewMetrics(prometheus.NewRegistry())
 	b := NewBatcher(ctx, batch, 20*time.Millisecond)
-	p := NewPublisher(PublisherConfig{URL: amqpURL, Name: name, MaxInFlight: inFlight, Logger: testLogger(t), Metrics: m})
+	p := NewPublisher(PublisherConfig{URL: amqpURL, Name: name, MaxInFlight: inFlight, Logger: log, Metrics: m})
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, b.Out()) }()
 	for i := range n {
@@ -104,7 +108,7 @@ func drain(t *testing.T, amqpURL string, n int) map[uint16]int {
 func TestPublisherDeliversAll(t *testing.T) {
 	u := testenv.AMQP(t)
 	const n = 5000
-	m := publishN(t, u, "capture-test-all", n, 128, 4, nil)
+	m := publishN(t, u, "capture-test-all", nil, n, 128, 4, nil)
 	seen := drain(t, u, n)
 	if len(seen) != n {
 		t.Fatalf("%d of %d records in the queue", len(seen), n)
@@ -199,23 +203,33 @@ func TestPublisherSurvivesConnectionLoss(t *testing.T) {
 	t.Logf("%d records, %v batches republished, %d duplicate records delivered", n, testutil.ToFloat64(m.Republished), dups)
 }
 
-// TestPublisherRepublishesNacked binds a second queue that rejects
-// publishes when full (x-overflow reject-publish), so the broker nacks;
-// each nacked batch is published again until confirmed.
-func TestPublisherRepublishesNacked(t *testing.T) {
-	u := testenv.AMQP(t)
-	ch := testenv.Channel(t, u)
+// overflowQueue declares the topology and binds to the records exchange a
+// second queue, "overflow", that holds at most max messages and rejects
+// publishes beyond them, so the broker nacks. It returns the channel that
+// declared it, to purge it with.
+func overflowQueue(t *testing.T, amqpURL string, max int) *amqp.Channel {
+	t.Helper()
+	ch := testenv.Channel(t, amqpURL)
 	if err := topology.Declare(ch); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ch.QueueDeclare("overflow", false, false, false, false, amqp.Table{
-		"x-max-length": 10, "x-overflow": "reject-publish",
+		"x-max-length": max, "x-overflow": "reject-publish",
 	}); err != nil {
 		t.Fatal(err)
 	}
 	if err := ch.QueueBind("overflow", "", topology.RecordsExchange, false, nil); err != nil {
 		t.Fatal(err)
 	}
+	return ch
+}
+
+// TestPublisherRepublishesNacked binds a second queue that rejects
+// publishes when full (x-overflow reject-publish), so the broker nacks;
+// each nacked batch is published again until confirmed.
+func TestPublisherRepublishesNacked(t *testing.T) {
+	u := testenv.AMQP(t)
+	ch := overflowQueue(t, u, 10)
 	// Empty the overflow queue now and then, so republished batches get in.
 	stop := make(chan struct{})
 	purged := make(chan struct{})
@@ -231,7 +245,7 @@ func TestPublisherRepublishesNacked(t *testing.T) {
 		}
 	}()
 	const n = 1000
-	m := publishN(t, u, "capture-test-nack", n, 20, 8, nil)
+	m := publishN(t, u, "capture-test-nack", nil, n, 20, 8, nil)
 	close(stop)
 	<-purged
 	if testutil.ToFloat64(m.Nacked) == 0 || testutil.ToFloat64(m.Republished) == 0 {
@@ -246,6 +260,45 @@ func TestPublisherRepublishesNacked(t *testing.T) {
 		t.Fatalf("records_confirmed_total %v, want %d", got, n)
 	}
 	t.Logf("%v batches nacked and republished", testutil.ToFloat64(m.Nacked))
+}
+
+// TestPublisherRenewsNackingChannel: while the broker nacks every publish
+// for longer than renewAfterNacks (a full queue that rejects publishes), the
+// publisher opens another connection; once publishes are taken again every
+// record is delivered.
+func TestPublisherRenewsNackingChannel(t *testing.T) {
+	u := testenv.AMQP(t)
+	ch := overflowQueue(t, u, 1)
+	// The queue fills with the first batch and stays full a while, then
+	// is emptied now and then.
+	stop := make(chan struct{})
+	purged := make(chan struct{})
+	go func() {
+		defer close(purged)
+		wait := renewAfterNacks + 3*time.Second
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(wait):
+				_, _ = ch.QueuePurge("overflow", false)
+				wait = 30 * time.Millisecond
+			}
+		}
+	}()
+	var logs testenv.Buffer
+	const n = 200
+	m := publishN(t, u, "capture-test-renew", slog.New(slog.NewTextHandler(&logs, nil)), n, 20, 4, nil)
+	close(stop)
+	<-purged
+	renewed := strings.Count(logs.String(), "every publish nacked for")
+	if renewed == 0 {
+		t.Fatalf("the publisher kept its channel through %v nacks:\n%s", testutil.ToFloat64(m.Nacked), logs.String())
+	}
+	if seen := drain(t, u, n); len(seen) != n {
+		t.Fatalf("%d of %d records in the queue", len(seen), n)
+	}
+	t.Logf("%v batches nacked; the channel was renewed %d times", testutil.ToFloat64(m.Nacked), renewed)
 }
 
 // TestPublisherStopsAtDeadline: with no broker, Run gives up when its
