@@ -134,8 +134,8 @@ func (s *system) storedByConn() map[netip.AddrPort][]storedRec {
 	return out
 }
 
-// checkKeyed waits until every connection's records, SYN through FIN, are
-// stored, and checks that each carries its connection's id and every id's
+// checkKeyed waits until every connection's records, SYN through the ACK
+// of its FIN, are stored, and checks that each carries its connection's id and every id's
 // records sit on one instance. It returns the instance of each id.
 func checkKeyed(t *testing.T, s *system, conns []keyedConn) map[string]string {
 	t.Helper()
@@ -148,7 +148,8 @@ func checkKeyed(t *testing.T, s *system, conns []keyedConn) map[string]string {
 				syn = syn || r.Flags&record.FlagSYN != 0
 				fin = fin || r.Flags&record.FlagFIN != 0
 			}
-			if !syn || !fin {
+			// The last ACK follows the FIN: wait for it too.
+			if !syn || !fin || len(got[c.src]) < 5 {
 				return false, fmt.Sprintf("%s: %d records, syn %v fin %v", c.src, len(got[c.src]), syn, fin)
 			}
 		}
