@@ -127,7 +127,7 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 	wg.Go(func() { st.Broker = a.broker(r.Context()) })
 	wg.Go(func() { st.Capture, st.Captures = a.capture(r.Context()) })
 	st.Backends = a.backends(r.Context(), t)
-	outOfRotation(st.Backends, st.Consumers)
+	outOfRotation(st.Backends, st.Consumers, st.ConsumersAlive)
 	wg.Wait()
 	writeJSON(w, http.StatusOK, st)
 }
@@ -226,7 +226,7 @@ func (a *API) backends(ctx context.Context, t *control.Table) []BackendStatus {
 // outOfRotation marks each backend that live consumers hold out of
 // rotation with the state they report (the most common one, ties by name)
 // and who reports what.
-func outOfRotation(bs []BackendStatus, cs []ConsumerStatus) {
+func outOfRotation(bs []BackendStatus, cs []ConsumerStatus, alive int) {
 	for i := range bs {
 		b := &bs[i]
 		if b.State == StateRefused {
@@ -255,23 +255,13 @@ func outOfRotation(bs []BackendStatus, cs []ConsumerStatus) {
 			}
 		}
 		b.State = best
-		note := fmt.Sprintf("out of rotation on %d of %d live consumers (%s)", len(b.OutBy), alive(cs), b.OutBy[slices.Sorted(maps.Keys(b.OutBy))[0]])
+		note := fmt.Sprintf("out of rotation on %d of %d live consumers (%s)", len(b.OutBy), alive, b.OutBy[slices.Sorted(maps.Keys(b.OutBy))[0]])
 		if b.Error == "" {
 			b.Error = note
 		} else {
 			b.Error = note + "; " + b.Error
 		}
 	}
-}
-
-func alive(cs []ConsumerStatus) int {
-	n := 0
-	for _, c := range cs {
-		if c.Alive {
-			n++
-		}
-	}
-	return n
 }
 
 // usedMemory finds used_memory in an INFO memory reply; -1 if absent.
