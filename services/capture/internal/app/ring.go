@@ -35,7 +35,13 @@ type ringReader struct {
 	debug bool
 	t     blockTally
 	rec   record.Record
+	// recs holds a block's records until they go to out together.
+	recs []record.Record
 }
+
+// maxHeld bounds ringReader.recs: a block of small frames holds
+// thousands of records.
+const maxHeld = 1024
 
 // blockTally counts one block's frames.
 type blockTally struct {
@@ -61,6 +67,12 @@ func (t *blockTally) flush(m *metrics) {
 	*t = blockTally{}
 }
 
+// drainer is an output that buffers what it is given and writes it out
+// on Flush (textout): a reader calls it when its ring has no next block
+// ready, which bounds the wait as RING_TIMEOUT does without a timer of
+// the output's own waking the process.
+type drainer interface{ Flush() error }
+
 // run reads blocks until ctx ends (nil) or the ring or the output fails.
 func (r *ringReader) run(ctx context.Context) error {
 	r.link = r.live.LinkType()
@@ -75,6 +87,9 @@ func (r *ringReader) run(ctx context.Context) error {
 		}
 		err = r.consume(ctx, &blk)
 		r.live.Release()
+		if d, ok := r.out.(drainer); ok && err == nil && !r.live.Pending() {
+			err = d.Flush()
+		}
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, syscall.EPIPE) {
 				return nil // EPIPE: stdout closed by the reader (capture | head)
@@ -122,15 +137,20 @@ func (r *ringReader) consume(ctx context.Context, blk *source.Block) error {
 			continue
 		}
 		r.rec.TS = f.TS
-		var err error
-		if r.scan == nil {
-			err = r.out.Add(ctx, &r.rec)
-		} else {
-			err = r.scan.Packet(ctx, &r.rec, seg)
+		if r.scan != nil {
+			if err := r.scan.Packet(ctx, &r.rec, seg); err != nil {
+				return err
+			}
+			continue
 		}
-		if err != nil {
-			return err
+		if r.recs = append(r.recs, r.rec); len(r.recs) == maxHeld {
+			if err := r.handOver(ctx); err != nil {
+				return err
+			}
 		}
+	}
+	if err := r.handOver(ctx); err != nil {
+		return err
 	}
 	if fault := blk.Fault(); fault != source.FaultNone {
 		r.m.ringErrors[fault].Inc()
@@ -139,6 +159,16 @@ func (r *ringReader) consume(ctx context.Context, blk *source.Block) error {
 		}
 	}
 	return nil
+}
+
+// handOver adds the held records to the output.
+func (r *ringReader) handOver(ctx context.Context) error {
+	if len(r.recs) == 0 {
+		return nil
+	}
+	err := r.out.AddAll(ctx, r.recs)
+	r.recs = r.recs[:0]
+	return err
 }
 
 // readRings runs one ringReader per reader until ctx ends or one fails,

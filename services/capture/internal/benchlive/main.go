@@ -153,6 +153,7 @@ type result struct {
 	drops     uint64
 	confirmed uint64
 	cpu       time.Duration
+	wakeups   uint64 // times a thread of the tool was scheduled in
 	err       error
 }
 
@@ -214,8 +215,8 @@ func run(ctx context.Context, o options) error {
 	if len(o.env) > 0 {
 		fmt.Printf("capture settings: %s\n", strings.Join(o.env, " "))
 	}
-	const row = "%7s %8s %8s  %-20s %9s %9s %9s %10s %8s\n"
-	fmt.Printf(row, "rate", "offered", "sent/s", "tool", "records", "drops", "confirmed", "CPU µs/pkt", "vs tcpdump")
+	const row = "%7s %8s %8s  %-20s %9s %9s %9s %10s %8s %8s\n"
+	fmt.Printf(row, "rate", "offered", "sent/s", "tool", "records", "drops", "confirmed", "CPU µs/pkt", "vs tcpdump", "wakeups")
 	for _, rate := range o.rates {
 		n := o.maxN
 		if rate > 0 {
@@ -250,7 +251,7 @@ func run(ctx context.Context, o options) error {
 			}
 			fmt.Printf(row, rateName, strconv.FormatUint(res.offered, 10), fmt.Sprintf("%.0f", sentRate), t.name,
 				strconv.FormatUint(res.records, 10), strconv.FormatUint(res.drops, 10), conf,
-				fmt.Sprintf("%.3f", res.usPerPacket()), ratio)
+				fmt.Sprintf("%.3f", res.usPerPacket()), ratio, strconv.FormatUint(res.wakeups, 10))
 		}
 	}
 	return nil
@@ -404,26 +405,32 @@ func (b *bench) vhost(name string) (string, func(), error) {
 	return u.String(), del, nil
 }
 
-// cpuTime is the CPU time of every thread of pid (schedstat, ns).
-func cpuTime(pid int) (time.Duration, error) {
+// cpuTime is the CPU time of every thread of pid and the number of
+// times one was scheduled in (schedstat's first and third fields).
+func cpuTime(pid int) (time.Duration, uint64, error) {
 	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
 	if err != nil || len(tasks) == 0 {
-		return 0, fmt.Errorf("no threads of process %d", pid)
+		return 0, 0, fmt.Errorf("no threads of process %d", pid)
 	}
-	var sum time.Duration
+	var (
+		sum   time.Duration
+		slots uint64
+	)
 	for _, t := range tasks {
 		b, err := os.ReadFile(t)
 		if err != nil {
 			continue // a thread that just ended
 		}
 		f := strings.Fields(string(b))
-		if len(f) == 0 {
+		if len(f) < 3 {
 			continue
 		}
 		ns, _ := strconv.ParseInt(f[0], 10, 64)
+		n, _ := strconv.ParseUint(f[2], 10, 64)
 		sum += time.Duration(ns)
+		slots += n
 	}
-	return sum, nil
+	return sum, slots, nil
 }
 
 // runOne starts t in the capture namespace, offers n frames at rate, and
@@ -524,7 +531,7 @@ func (b *bench) runOne(ctx context.Context, t tool, n uint64, rate float64) (res
 		return res, 0
 	}
 	defer in.Close()
-	cpu0, err := cpuTime(cmd.Process.Pid)
+	cpu0, wake0, err := cpuTime(cmd.Process.Pid)
 	if err != nil {
 		res.err = err
 		return res, 0
@@ -553,12 +560,12 @@ func (b *bench) runOne(ctx context.Context, t tool, n uint64, rate float64) (res
 		}
 	}
 	time.Sleep(b.o.settle)
-	cpu1, err := cpuTime(cmd.Process.Pid)
+	cpu1, wake1, err := cpuTime(cmd.Process.Pid)
 	if err != nil {
 		res.err = err
 		return res, sentRate
 	}
-	res.cpu = cpu1 - cpu0
+	res.cpu, res.wakeups = cpu1-cpu0, wake1-wake0
 
 	if t.tcpdump {
 		err := stop()

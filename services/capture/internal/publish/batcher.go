@@ -67,6 +67,23 @@ func (b *Batcher) Out() <-chan Batch { return b.out }
 func (b *Batcher) Add(ctx context.Context, r *record.Record) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.add(ctx, r)
+}
+
+// AddAll appends recs in order, as Add does each, taking the lock once.
+func (b *Batcher) AddAll(ctx context.Context, recs []record.Record) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := range recs {
+		if err := b.add(ctx, &recs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// add is Add with b.mu held.
+func (b *Batcher) add(ctx context.Context, r *record.Record) error {
 	if b.closed {
 		return ErrClosed
 	}

@@ -184,3 +184,52 @@ func BenchmarkBatcherAdd(b *testing.B) {
 	_ = bt.Close(ctx)
 	<-done
 }
+
+// TestBatcherAddAll: AddAll makes the batches that Add, record by record,
+// makes: full ones at once, in order, the rest on the timer.
+func TestBatcherAddAll(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		b := NewBatcher(ctx, 4, 50*time.Millisecond)
+		var recs []record.Record
+		for i := range 10 {
+			recs = append(recs, *rec(i))
+		}
+		got := make(chan []record.Record, 3)
+		go func() {
+			for bt := range b.Out() {
+				got <- decodeBatch(t, bt)
+			}
+			close(got)
+		}()
+		if err := b.AddAll(ctx, recs); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if len(got) != 2 {
+			t.Fatalf("%d batches sent at once, want the 2 full ones", len(got))
+		}
+		time.Sleep(50 * time.Millisecond)
+		synctest.Wait()
+		if err := b.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var all []record.Record
+		var sizes []int
+		for bt := range got {
+			all = append(all, bt...)
+			sizes = append(sizes, len(bt))
+		}
+		if len(sizes) != 3 || sizes[0] != 4 || sizes[1] != 4 || sizes[2] != 2 {
+			t.Fatalf("batch sizes %v, want [4 4 2]", sizes)
+		}
+		for i := range recs {
+			if all[i] != recs[i] {
+				t.Fatalf("record %d: %v, want %v", i, all[i], recs[i])
+			}
+		}
+		if err := b.AddAll(ctx, recs[:1]); !errors.Is(err, ErrClosed) {
+			t.Fatalf("AddAll after Close: %v", err)
+		}
+	})
+}

@@ -418,6 +418,21 @@ func (l *Live) NextBlock(ctx context.Context) (Block, error) {
 	return blk, nil
 }
 
+// Pending reports whether the next block is already handed over, so
+// NextBlock would not wait.
+func (l *Live) Pending() bool {
+	if l.ring == nil {
+		return false
+	}
+	next := l.cur
+	if l.held {
+		if next++; next == l.blocks {
+			next = 0
+		}
+	}
+	return atomic.LoadUint32(l.status(next))&tpStatusUser != 0
+}
+
 // Release hands the current block back to the kernel and moves to the
 // next one. Frames of the block must not be used after it.
 func (l *Live) Release() {

@@ -85,6 +85,10 @@ func TestLiveRingDrops(t *testing.T) {
 	if err != nil || again.Drops != 0 {
 		t.Fatalf("second read of the counters: %+v %v, want 0 drops (counts since the last read)", again, err)
 	}
+	// The ring is full: the next block is already handed over.
+	if !live.Pending() {
+		t.Fatal("Pending false on a full ring")
+	}
 	// Whatever the ring holds reads back as TCP packets to the listener.
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
@@ -117,6 +121,9 @@ func TestLiveRingDrops(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatal("nothing read back from the ring")
+	}
+	if live.Pending() {
+		t.Fatal("Pending true on a ring read to the end")
 	}
 	t.Logf("%d frames dropped by the kernel, %d freezes, %d read from the ring", st.Drops, st.Freezes, n)
 }

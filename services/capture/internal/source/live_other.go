@@ -45,5 +45,6 @@ func (l *Live) Worker() int                              { return 0 }
 func (l *Live) SkipsOutgoing() bool                      { return false }
 func (l *Live) NextBlock(context.Context) (Block, error) { return Block{}, ErrNoLive }
 func (l *Live) Release()                                 {}
+func (l *Live) Pending() bool                            { return false }
 func (l *Live) Stats() (RingStats, error)                { return RingStats{}, ErrNoLive }
 func (l *Live) Close() error                             { return nil }

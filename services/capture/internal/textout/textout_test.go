@@ -1,7 +1,13 @@
 package textout
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"math"
+	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"testing"
@@ -20,6 +26,8 @@ var recs = []record.Record{
 	{TS: -5, Src: netip.MustParseAddr("::1"), Dst: netip.MustParseAddr("2001:db8::ff"), SrcPort: 0, DstPort: 65535, Flags: 0x1ff, IPLen: 65535, Key: "abc"},
 	{TS: 1, Src: netip.MustParseAddr("::ffff:1.2.3.4"), Dst: netip.MustParseAddr("fe80::1"), Flags: 0xabcd},
 	{},
+	{TS: 1_700_000_000_000_000_000, Src: netip.MustParseAddr("fe80::1%eth0"), Dst: netip.MustParseAddr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), SrcPort: 9, DstPort: 99, IPLen: 999},
+	{TS: 1_700_000_000_000_000_000, Src: netip.MustParseAddr("::ffff:255.255.255.255"), Dst: netip.MustParseAddr("255.255.255.255"), SrcPort: 9999, DstPort: 10000, IPLen: 100},
 }
 
 func TestWriter(t *testing.T) {
@@ -54,4 +62,130 @@ func TestAppend(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { _ = Append(make([]byte, 0, 128)[:0], &recs[2]) }); n > 1 {
 		t.Errorf("Append allocates %v times", n)
 	}
+}
+
+// TestLinesMatchString: one Writer's lines, over records whose times
+// cross second boundaries, jump back, and sit at the edges of the
+// remembered-seconds path, each equal Record.String.
+func TestLinesMatchString(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var in []record.Record
+	for _, ts := range []int64{0, 1, 999_999_999, 1_000_000_000, 1_000_000_001, 1_999_999_999, 2_000_000_000,
+		1_700_000_000_000_000_000, 1_700_000_000_999_999_999, 1_700_000_001_000_000_000, 1_700_000_000_000_000_009,
+		math.MaxInt64, math.MinInt64, -1_000_000_000} {
+		in = append(in, record.Record{TS: ts})
+	}
+	ts := int64(1_700_000_000_000_000_000)
+	for range 20000 {
+		ts += rng.Int64N(3_000_000) - 500_000 // mostly forward, now and then back
+		r := record.Record{TS: ts, SrcPort: uint16(rng.Uint32()), DstPort: uint16(rng.Uint32()),
+			Flags: uint16(rng.Uint32()), IPLen: uint16(rng.Uint32())}
+		var a4 [4]byte
+		binary.BigEndian.PutUint32(a4[:], rng.Uint32())
+		r.Src = netip.AddrFrom4(a4)
+		switch rng.IntN(4) {
+		case 0:
+			var a16 [16]byte
+			binary.BigEndian.PutUint64(a16[:], rng.Uint64())
+			binary.BigEndian.PutUint64(a16[8:], rng.Uint64()&0xffff)
+			r.Dst = netip.AddrFrom16(a16)
+		case 1:
+			r.Dst = netip.AddrFrom16(netip.AddrFrom4(a4).As16()) // ::ffff:a.b.c.d
+			r.Key = "key"
+		default:
+			r.Dst = netip.AddrFrom4([4]byte{byte(rng.IntN(10)), 0, 99, 255})
+		}
+		in = append(in, r)
+	}
+	var buf bytes.Buffer
+	w := New(&buf)
+	var want strings.Builder
+	for i := range in {
+		if err := w.Add(context.Background(), &in[i]); err != nil {
+			t.Fatal(err)
+		}
+		want.WriteString(in[i].String() + "\n")
+	}
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got, wantLines := strings.Split(buf.String(), "\n"), strings.Split(want.String(), "\n")
+	if len(got) != len(wantLines) {
+		t.Fatalf("%d lines, want %d", len(got), len(wantLines))
+	}
+	for i := range got {
+		if got[i] != wantLines[i] {
+			t.Fatalf("line %d: %q, want %q", i, got[i], wantLines[i])
+		}
+	}
+}
+
+// TestWriteErrorSticks: a failed write is returned by that Add and every
+// call after it.
+func TestWriteErrorSticks(t *testing.T) {
+	w := New(failWriter{})
+	var err error
+	for i := 0; err == nil && i < 10000; i++ {
+		err = w.Add(context.Background(), &recs[0])
+	}
+	if !errors.Is(err, errFull) {
+		t.Fatalf("Add after the buffer filled: %v", err)
+	}
+	if err := w.Add(context.Background(), &recs[0]); !errors.Is(err, errFull) {
+		t.Fatalf("next Add: %v", err)
+	}
+	if err := w.Close(context.Background()); !errors.Is(err, errFull) {
+		t.Fatalf("Close: %v", err)
+	}
+}
+
+var errFull = errors.New("device full")
+
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errFull }
+
+// BenchmarkWriter is the per-record cost of OUTPUT=stdout: one record
+// after another of a live capture, one microsecond apart.
+func BenchmarkWriter(b *testing.B) {
+	w := New(io.Discard)
+	r := recs[0]
+	b.ReportAllocs()
+	for b.Loop() {
+		r.TS += 1000
+		_ = w.Add(context.Background(), &r)
+	}
+}
+
+// TestFlushDisarmsTheTimer: a Flush (a drained ring) writes the lines
+// and the flush timer does not fire after it; AddAll prints in order.
+func TestFlushDisarmsTheTimer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := &countingWriter{}
+		tx := New(w)
+		if err := tx.AddAll(context.Background(), recs[:2]); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if want := recs[0].String() + "\n" + recs[1].String() + "\n"; w.buf.String() != want || w.writes != 1 {
+			t.Fatalf("after Flush: %d writes of %q, want one of %q", w.writes, w.buf.String(), want)
+		}
+		if tx.timer.Stop() {
+			t.Fatal("flush timer still armed after Flush: it would wake the process for nothing")
+		}
+		_ = tx.Close(context.Background())
+	})
+}
+
+// countingWriter counts Write calls.
+type countingWriter struct {
+	buf    bytes.Buffer
+	writes int
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.writes++
+	return c.buf.Write(p)
 }
