@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/connpipe/connpipe/services/capture/internal/app"
@@ -29,6 +30,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "capture:", err)
 		stop()
 		os.Exit(2)
+	}
+	if n := cfg.Processors(os.Getenv); n > 0 {
+		runtime.GOMAXPROCS(n)
 	}
 	if err := app.Run(ctx, cfg, log); err != nil {
 		log.Error("capture stopped", "err", err)

@@ -18,6 +18,19 @@ func (c *Config) workers() int {
 	return c.CaptureWorkers
 }
 
+// Processors is how many Go processors (GOMAXPROCS) a live capture with
+// CAPTURE_WORKERS set runs: one per reader, within the ones the runtime
+// was given. Readers sleep between blocks, and spare processors cost
+// wake-ups: each time a reader wakes, the runtime starts another thread
+// to look for work on an idle processor. 0: leave GOMAXPROCS as it is
+// (CAPTURE_WORKERS=0, a replay, or GOMAXPROCS set in the environment).
+func (c *Config) Processors(getenv func(string) string) int {
+	if c.CaptureWorkers == 0 || len(c.PcapFiles) > 0 || getenv("GOMAXPROCS") != "" {
+		return 0
+	}
+	return min(c.CaptureWorkers, runtime.GOMAXPROCS(0))
+}
+
 // validateRing checks CAPTURE_WORKERS and the RING_* settings.
 func (c *Config) validateRing() error {
 	if c.CaptureWorkers < 0 || c.CaptureWorkers > maxCaptureWorkers {

@@ -49,3 +49,34 @@ func TestRingConfig(t *testing.T) {
 		t.Fatalf("%+v %v", c, err)
 	}
 }
+
+// TestProcessors: a live capture with CAPTURE_WORKERS set runs one Go
+// processor per reader, unless GOMAXPROCS is set or it is a replay.
+func TestProcessors(t *testing.T) {
+	have := runtime.GOMAXPROCS(0)
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "GOMAXPROCS" {
+				return v
+			}
+			return ""
+		}
+	}
+	for _, tc := range []struct {
+		workers int
+		files   []string
+		env     string
+		want    int
+	}{
+		{0, nil, "", 0},
+		{1, nil, "", 1},
+		{have + 3, nil, "", have},
+		{1, nil, "4", 0},
+		{1, []string{"a.pcap"}, "", 0},
+	} {
+		c := Config{CaptureWorkers: tc.workers, PcapFiles: tc.files}
+		if got := c.Processors(env(tc.env)); got != tc.want {
+			t.Errorf("CAPTURE_WORKERS=%d files=%v GOMAXPROCS=%q: %d processors, want %d", tc.workers, tc.files, tc.env, got, tc.want)
+		}
+	}
+}
