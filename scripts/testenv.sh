@@ -15,9 +15,11 @@
 #
 #   scripts/testenv.sh up      install what is missing, start what is not running
 #                              (CONNPIPE_BROWSER=1 also installs chromium for the
-#                              admin page's browser test)
+#                              admin page's browser test; CONNPIPE_TCPDUMP=1
+#                              installs tcpdump for make bench-live)
 #   scripts/testenv.sh down    stop what this script started
 #   scripts/testenv.sh status  show what answers
+#   scripts/testenv.sh path    print where the env file is
 #   scripts/testenv.sh env     print the env file (the tests' addresses)
 set -euo pipefail
 
@@ -80,6 +82,18 @@ install_browser() {
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+}
+
+# install_tcpdump installs Debian's tcpdump, the reference make bench-live
+# runs beside capture, only when CONNPIPE_TCPDUMP=1.
+install_tcpdump() {
+	[ "${CONNPIPE_TCPDUMP:-0}" = 1 ] || return 0
+	command -v tcpdump >/dev/null && return 0
+	log "installing tcpdump from Debian's packages (CONNPIPE_TCPDUMP=1)"
+	need_root tcpdump
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends tcpdump >/dev/null
 }
 
 # secrets makes the marker and the broker password once; later runs keep them
@@ -230,9 +244,10 @@ status() {
 }
 
 case "${1:-up}" in
-up) install_missing; install_browser; secrets; start_redis; start_rabbitmq; write_env ;;
+up) install_missing; install_browser; install_tcpdump; secrets; start_redis; start_rabbitmq; write_env ;;
 down) down ;;
 status) status ;;
 env) cat "$ENV_FILE" ;;
-*) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+path) echo "$ENV_FILE" ;;
+*) echo "usage: $0 up|down|status|env|path" >&2; exit 2 ;;
 esac
