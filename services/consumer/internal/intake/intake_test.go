@@ -95,8 +95,10 @@ func TestNoAckAcrossChannels(t *testing.T) {
 	eventually(t, 20*time.Second, "the consumer's connection closed by the broker", func() bool {
 		return brokertest.CloseConnections(t, url, "consumer t1") >= 1
 	})
+	// Reconnects counts a session's end before the supervisor marks it
+	// down, so wait for the second session itself.
 	eventually(t, 10*time.Second, "a reconnect", func() bool {
-		return testutil.ToFloat64(m.Reconnects) >= 1 && in.Connected()
+		return testutil.ToFloat64(m.Reconnects) >= 1 && in.Connected() && in.Broker().Sessions >= 2
 	})
 	// The broker session dialled again, and says why the last one ended.
 	if st := in.Broker(); st.Sessions != 2 || !strings.Contains(st.Reason, "CONNECTION_FORCED") {
