@@ -33,12 +33,14 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/connpipe/connpipe/services/capture/internal/vethlab"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -63,6 +65,7 @@ type options struct {
 	injBatch int
 	only     string
 	perf     string
+	pin      bool
 	env      []string
 }
 
@@ -83,6 +86,7 @@ func main() {
 	flag.StringVar(&o.only, "only", "", "run only the tools whose name contains this (tcpdump always runs, as the reference)")
 	extraEnv := flag.String("env", "", "extra capture settings, comma-separated VAR=value (e.g. BATCH_SIZE=4096)")
 	flag.StringVar(&o.perf, "perf", "", "record a perf profile of each capture run into this directory")
+	flag.BoolVar(&o.pin, "pin", false, "run the injector on CPU 0 and each tool on the other CPUs (taskset), so a tool's figures are its own cores'")
 	flag.Parse()
 	for _, kv := range strings.Split(*extraEnv, ",") {
 		if kv = strings.TrimSpace(kv); kv != "" {
@@ -215,6 +219,12 @@ func run(ctx context.Context, o options) error {
 	if len(o.env) > 0 {
 		fmt.Printf("capture settings: %s\n", strings.Join(o.env, " "))
 	}
+	if o.pin {
+		if numCPU() < 2 {
+			return errors.New("-pin needs 2 CPUs or more")
+		}
+		fmt.Printf("pinned: the injector on CPU 0, each tool on CPUs %s\n", b.toolCPUs())
+	}
 	const row = "%7s %8s %8s  %-20s %9s %9s %9s %10s %8s %8s\n"
 	fmt.Printf(row, "rate", "offered", "sent/s", "tool", "records", "drops", "confirmed", "CPU µs/pkt", "vs tcpdump", "wakeups")
 	for _, rate := range o.rates {
@@ -260,6 +270,22 @@ func run(ctx context.Context, o options) error {
 func numCPU() int {
 	b, _ := os.ReadFile("/proc/cpuinfo")
 	return bytes.Count(b, []byte("\nprocessor")) + 1
+}
+
+// toolCPUs is the CPU list a pinned tool runs on: every CPU but 0.
+func (b *bench) toolCPUs() string {
+	if n := numCPU(); n > 2 {
+		return fmt.Sprintf("1-%d", n-1)
+	}
+	return "1"
+}
+
+// pinned prefixes a command with taskset when -pin is set.
+func (b *bench) pinned(args ...string) []string {
+	if !b.o.pin {
+		return args
+	}
+	return append([]string{"taskset", "-c", b.toolCPUs()}, args...)
 }
 
 type bench struct {
@@ -441,10 +467,10 @@ func (b *bench) runOne(ctx context.Context, t tool, n uint64, rate float64) (res
 	var stderr bytes.Buffer
 	filter := fmt.Sprintf("tcp dst port %d", port)
 	if t.tcpdump {
-		cmd = exec.Command("ip", "netns", "exec", b.lab.Rx, b.tcpdump, "-i", b.lab.RxIf, "-B", "8192", "-w", "/dev/null", filter)
+		cmd = exec.Command("ip", append([]string{"netns", "exec", b.lab.Rx}, b.pinned(b.tcpdump, "-i", b.lab.RxIf, "-B", "8192", "-w", "/dev/null", filter)...)...)
 		cmd.Stderr = &stderr
 	} else {
-		cmd = exec.Command("ip", "netns", "exec", b.lab.Rx, b.o.capture)
+		cmd = exec.Command("ip", append([]string{"netns", "exec", b.lab.Rx}, b.pinned(b.o.capture)...)...)
 		cmd.Env = []string{
 			"PATH=" + os.Getenv("PATH"),
 			"INTERFACE=" + b.lab.RxIf,
@@ -543,7 +569,7 @@ func (b *bench) runOne(ctx context.Context, t tool, n uint64, rate float64) (res
 			defer func() { _ = perf.Process.Signal(os.Interrupt); _ = perf.Wait() }()
 		}
 	}
-	took, err := in.Run(n, rate)
+	took, err := b.inject(in, n, rate)
 	sentRate := float64(in.Sent()) / took.Seconds()
 	if err != nil {
 		res.err = fmt.Errorf("inject: %w", err)
@@ -590,6 +616,25 @@ func (b *bench) runOne(ctx context.Context, t tool, n uint64, rate float64) (res
 		res.err = fmt.Errorf("capture: %v: %s", err, lastLine(stderr.String()))
 	}
 	return res, sentRate
+}
+
+// inject runs the injector, on CPU 0 alone when -pin is set.
+func (b *bench) inject(in *vethlab.Injector, n uint64, rate float64) (time.Duration, error) {
+	if !b.o.pin {
+		return in.Run(n, rate)
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var all, zero unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		return 0, fmt.Errorf("read the injector's CPUs: %w", err)
+	}
+	zero.Set(0)
+	if err := unix.SchedSetaffinity(0, &zero); err != nil {
+		return 0, fmt.Errorf("pin the injector to CPU 0: %w", err)
+	}
+	defer func() { _ = unix.SchedSetaffinity(0, &all) }()
+	return in.Run(n, rate)
 }
 
 func statLine(s, what string) uint64 {
