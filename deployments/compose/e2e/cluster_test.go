@@ -133,6 +133,23 @@ func TestComposeCluster(t *testing.T) {
 		for _, c := range s.service(ctx, "consumer") {
 			acked[c.Name] = s.metrics(ctx, c, 9101)["connpipe_consumer_messages_acked_total"]
 		}
+		// admin may still be dialling another node for the control log:
+		// a stream whose replica on that node has not caught up after the
+		// kill refuses consumers for a while (PRECONDITION_FAILED), and
+		// admin answers a change with 503 until it is back, as an
+		// operator would see and retry.
+		waited := time.Now()
+		s.eventually(time.Minute, "admin connected to the control log", func() error {
+			st, err := s.status(ctx)
+			if err != nil {
+				return err
+			}
+			if !st.Connected {
+				return fmt.Errorf("admin's control log session: %s", st.Session)
+			}
+			return nil
+		})
+		s.logf("admin's control log connected (%s after the stage began)", time.Since(waited).Round(100*time.Millisecond))
 		out := s.dc(ctx, "exec", "-T", "admin", "admin", "weights", "set", "redis-a=50", "redis-b=50", "--wait", "60s")
 		s.logf("%s", strings.ReplaceAll(strings.TrimSpace(out), "\n", "\n    "))
 		st := s.waitWeights(ctx, "redis-a=50 redis-b=50", time.Minute)

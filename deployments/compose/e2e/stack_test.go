@@ -445,6 +445,8 @@ func (s *stack) checkSplit(counts map[string]int, wantA, tol float64, minRecords
 
 // status is the part of admin's GET /api/v1/status the test reads.
 type status struct {
+	Connected bool   `json:"connected"` // admin's control log session is up
+	Session   string `json:"session"`
 	Weights   string `json:"weights"`
 	Converged bool   `json:"converged"`
 	Table     struct {
