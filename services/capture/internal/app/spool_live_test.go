@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -303,7 +304,11 @@ func TestSpoolSurvivesKill(t *testing.T) {
 
 	time.Sleep(outage / 2)
 	proxy.Restore(t)
-	second := startChild(t, env)
+	// The traffic has stopped, so the second capture needs no listener:
+	// while the first was down, the port may have gone to another
+	// process's connection.
+	// (exec takes the last of a repeated variable.)
+	second := startChild(t, append(slices.Clone(env), "SINK=false"))
 	waitFor(t, 60*time.Second, "the spool did not drain after the restart", func() bool {
 		code, _ := healthz(t, metrics)
 		return code == 200 && scrape(t, metrics, "connpipe_capture_spool_records") == 0 &&
