@@ -47,6 +47,18 @@ need_root() {
 	fi
 }
 
+# apt_install installs Debian's packages "$@".
+apt_install() {
+	need_root "$*"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# policy-rc.d keeps the packages' own init scripts from starting
+	# servers of their own.
+	printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+	apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+	rm -f /usr/sbin/policy-rc.d
+}
+
 install_missing() {
 	local pkgs=()
 	command -v redis-server >/dev/null || pkgs+=(redis-server)
@@ -58,14 +70,7 @@ install_missing() {
 	command -v openssl >/dev/null || pkgs+=(openssl)
 	[ ${#pkgs[@]} -gt 0 ] || return 0
 	log "installing ${pkgs[*]} from Debian's packages"
-	need_root "${pkgs[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	# policy-rc.d keeps the packages' own init scripts from starting
-	# servers of their own.
-	printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-	apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
-	rm -f /usr/sbin/policy-rc.d
+	apt_install "${pkgs[@]}"
 }
 
 # install_browser installs Debian's chromium (and a font for it to draw
@@ -78,10 +83,7 @@ install_browser() {
 	[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || pkgs+=(fonts-dejavu-core)
 	[ ${#pkgs[@]} -gt 0 ] || return 0
 	log "installing ${pkgs[*]} from Debian's packages (CONNPIPE_BROWSER=1)"
-	need_root "${pkgs[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+	apt_install "${pkgs[@]}"
 }
 
 # install_tcpdump installs Debian's tcpdump, the reference make bench-live
@@ -90,10 +92,7 @@ install_tcpdump() {
 	[ "${CONNPIPE_TCPDUMP:-0}" = 1 ] || return 0
 	command -v tcpdump >/dev/null && return 0
 	log "installing tcpdump from Debian's packages (CONNPIPE_TCPDUMP=1)"
-	need_root tcpdump
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends tcpdump >/dev/null
+	apt_install tcpdump
 }
 
 # secrets makes the marker and the broker password once; later runs keep them

@@ -110,13 +110,6 @@ func (t *Writer) Close(context.Context) error {
 	return t.Flush()
 }
 
-// Append appends the text form of r (exactly r.String()) to dst,
-// without allocating.
-func Append(dst []byte, r *record.Record) []byte {
-	var f lineFormat
-	return f.append(dst, r)
-}
-
 // lineFormat formats records. Records of a live capture come in time
 // order and mostly between the same addresses, so it keeps the text of
 // the last whole second and of the last IPv6 source and destination

@@ -55,11 +55,14 @@ func TestWriter(t *testing.T) {
 // TestAppend: the allocation-free text form equals Record.String.
 func TestAppend(t *testing.T) {
 	for _, r := range recs {
-		if got, want := string(Append(nil, &r)), r.String(); got != want {
+		var f lineFormat
+		if got, want := string(f.append(nil, &r)), r.String(); got != want {
 			t.Errorf("Append %q, String %q", got, want)
 		}
 	}
-	if n := testing.AllocsPerRun(100, func() { _ = Append(make([]byte, 0, 128)[:0], &recs[2]) }); n > 1 {
+	var f lineFormat
+	buf := make([]byte, 0, 256)
+	if n := testing.AllocsPerRun(100, func() { _ = f.append(buf[:0], &recs[2]) }); n > 1 {
 		t.Errorf("Append allocates %v times", n)
 	}
 }
