@@ -34,8 +34,8 @@ type Config struct {
 	MaxInFlight     int           `envconfig:"MAX_IN_FLIGHT" default:"256" desc:"messages published and not yet confirmed"`
 	Snaplen         int           `envconfig:"SNAPLEN" default:"262144" desc:"bytes kept of each live frame"`
 	CaptureWorkers  int           `envconfig:"CAPTURE_WORKERS" default:"0" desc:"live readers in one fan-out group, each with a ring (0: the number of CPUs); set, it is also GOMAXPROCS unless that is set"`
-	RingBlockSize   int           `envconfig:"RING_BLOCK_SIZE" default:"4194304" desc:"bytes per ring block, a multiple of 4096"`
-	RingBlocks      int           `envconfig:"RING_BLOCKS" default:"4" desc:"blocks per reader's ring: each reader maps RING_BLOCKS x RING_BLOCK_SIZE"`
+	RingBlockSize   int           `envconfig:"RING_BLOCK_SIZE" default:"2097152" desc:"bytes per ring block, a multiple of 4096"`
+	RingBlocks      int           `envconfig:"RING_BLOCKS" default:"8" desc:"blocks per reader's ring: each reader maps RING_BLOCKS x RING_BLOCK_SIZE"`
 	RingTimeout     time.Duration `envconfig:"RING_TIMEOUT" default:"100ms" desc:"a block that is not full is handed over after this"`
 	MetricsAddr     string        `envconfig:"METRICS_ADDR" default:":9100" desc:"serve /metrics and /healthz here (empty: no server)"`
 	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`

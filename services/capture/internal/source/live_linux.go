@@ -41,8 +41,8 @@ type LiveConfig struct {
 
 // Ring defaults.
 const (
-	DefaultBlockSize    = 4 << 20
-	DefaultBlocks       = 4
+	DefaultBlockSize    = 2 << 20
+	DefaultBlocks       = 8
 	DefaultBlockTimeout = 100 * time.Millisecond
 	defaultSnaplen      = 262144
 	// ringFrameSize is tp_frame_size: TPACKET_V3 packs frames of any size

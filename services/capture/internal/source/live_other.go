@@ -24,8 +24,8 @@ type LiveConfig struct {
 
 // Ring defaults, as on Linux.
 const (
-	DefaultBlockSize    = 4 << 20
-	DefaultBlocks       = 4
+	DefaultBlockSize    = 2 << 20
+	DefaultBlocks       = 8
 	DefaultBlockTimeout = 100 * time.Millisecond
 )
 
