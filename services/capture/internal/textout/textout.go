@@ -18,14 +18,14 @@ import (
 // Writer prints each record on its own line in the documented text form
 // (record.Record.String: tab-separated ts_ns src_ip dst_ip src_port dst_port
 // tcp_flags ip_len [key]). Lines are formatted straight into one buffer
-// that is written out when it fills, and within FlushDelay of a write, so
-// a live capture shows up promptly.
+// that is written out when it fills, and within FlushDelay of a write (or
+// on Flush, see NewDrained), so a live capture shows up promptly.
 type Writer struct {
 	mu    sync.Mutex
 	w     io.Writer
 	buf   []byte
 	line  lineFormat
-	timer *time.Timer
+	timer *time.Timer // nil: the caller flushes (NewDrained)
 	armed bool
 	err   error
 }
@@ -38,10 +38,19 @@ const bufSize = 64 << 10
 
 // New prints to w.
 func New(w io.Writer) *Writer {
-	t := &Writer{w: w, buf: make([]byte, 0, bufSize+256)}
+	t := NewDrained(w)
 	t.timer = time.AfterFunc(time.Hour, func() { _ = t.Flush() })
 	t.timer.Stop()
 	return t
+}
+
+// NewDrained prints to w for a caller that calls Flush whenever it has
+// nothing more to add for now, as a ring reader does when its ring is
+// drained. Lines are written when the buffer fills or on Flush, and no
+// timer is armed: arming one wakes another thread of the process, once
+// for each block of a ring under light traffic.
+func NewDrained(w io.Writer) *Writer {
+	return &Writer{w: w, buf: make([]byte, 0, bufSize+256)}
 }
 
 // Add prints r.
@@ -73,7 +82,7 @@ func (t *Writer) add(r *record.Record) {
 	t.buf = append(t.buf, '\n')
 	if len(t.buf) >= bufSize {
 		t.writeOut()
-	} else if !t.armed {
+	} else if !t.armed && t.timer != nil {
 		t.armed = true
 		t.timer.Reset(FlushDelay)
 	}
@@ -106,7 +115,9 @@ func (t *Writer) Flush() error {
 
 // Close flushes and stops the flush timer.
 func (t *Writer) Close(context.Context) error {
-	t.timer.Stop()
+	if t.timer != nil {
+		t.timer.Stop()
+	}
 	return t.Flush()
 }
 

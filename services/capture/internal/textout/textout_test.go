@@ -192,3 +192,41 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	c.writes++
 	return c.buf.Write(p)
 }
+
+// TestDrainedWritesOnFlushOrWhenFull: a NewDrained writer arms no timer.
+// Its lines wait for Flush however long that takes, and a full buffer is
+// written out without one.
+func TestDrainedWritesOnFlushOrWhenFull(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := &countingWriter{}
+		tx := NewDrained(w)
+		if err := tx.AddAll(context.Background(), recs[:2]); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * FlushDelay)
+		synctest.Wait()
+		if w.writes != 0 {
+			t.Fatalf("%d writes before Flush: a timer fired", w.writes)
+		}
+		if err := tx.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if want := recs[0].String() + "\n" + recs[1].String() + "\n"; w.buf.String() != want || w.writes != 1 {
+			t.Fatalf("after Flush: %d writes of %q, want one of %q", w.writes, w.buf.String(), want)
+		}
+		r := recs[0]
+		line := len(r.String()) + 1
+		for range bufSize/line + 1 {
+			if err := tx.Add(context.Background(), &r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if w.writes != 2 || w.buf.Len() < line+bufSize {
+			t.Fatalf("a full buffer: %d writes, %d bytes in all; want 2 writes and at least %d bytes",
+				w.writes, w.buf.Len(), line+bufSize)
+		}
+		if err := tx.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
