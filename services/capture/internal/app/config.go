@@ -36,7 +36,7 @@ type Config struct {
 	CaptureWorkers  int           `envconfig:"CAPTURE_WORKERS" default:"0" desc:"live readers in one fan-out group, each with a ring (0: the number of CPUs); set, it is also GOMAXPROCS unless that is set"`
 	RingBlockSize   int           `envconfig:"RING_BLOCK_SIZE" default:"2097152" desc:"bytes per ring block, a multiple of 4096"`
 	RingBlocks      int           `envconfig:"RING_BLOCKS" default:"8" desc:"blocks per reader's ring: each reader maps RING_BLOCKS x RING_BLOCK_SIZE"`
-	RingTimeout     time.Duration `envconfig:"RING_TIMEOUT" default:"100ms" desc:"a block that is not full is handed over after this"`
+	RingTimeout     time.Duration `envconfig:"RING_TIMEOUT" default:"200ms" desc:"a block that is not full is handed over after this"`
 	MetricsAddr     string        `envconfig:"METRICS_ADDR" default:":9100" desc:"serve /metrics and /healthz here (empty: no server)"`
 	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat       string        `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else json), text or json"`
