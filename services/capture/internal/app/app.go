@@ -125,14 +125,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		if w == nil {
 			w = os.Stdout
 		}
-		var text *textout.Writer
-		if len(cfg.PcapFiles) == 0 && cfg.KeyRule == "" {
-			// Only ring readers add, and each flushes when its ring is
-			// drained (ringReader.run): no flush timer.
-			text = textout.NewDrained(w)
-		} else {
-			text = textout.New(w)
-		}
+		text := textout.New(w)
 		out = text
 		closeFn = func() error { return text.Close(pubCtx) }
 	case OutputAMQP:

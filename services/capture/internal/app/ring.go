@@ -14,14 +14,16 @@ import (
 	"github.com/connpipe/connpipe/services/capture/internal/filter"
 	"github.com/connpipe/connpipe/services/capture/internal/keyscan"
 	"github.com/connpipe/connpipe/services/capture/internal/source"
+	"github.com/connpipe/connpipe/services/capture/internal/textout"
 	"github.com/connpipe/connpipe/shared/record"
 )
 
 // ringReader is one live reader: it decodes each block of its ring in
-// place and hands the block's records to the shared output in one go
-// (under outMu, so a block's records stay together and the records of a
-// connection, which all reach this reader, stay in order), then hands the
-// block back to the kernel. Counters are added once per block, so readers
+// place, on its own core, and hands the block's records to the shared
+// output up to maxHeld at a time (AddAll takes the output's lock once),
+// then hands the block back to the kernel. Every record of a connection
+// reaches the same reader, which hands them over in order, so they stay
+// in order at the output. Counters are added once per block, so readers
 // on different cores do not contend for them per packet.
 type ringReader struct {
 	live  *source.Live
@@ -29,13 +31,12 @@ type ringReader struct {
 	flt   *filter.Filter
 	out   output
 	scan  *keyscan.Scanner
-	outMu *sync.Mutex
 	m     *metrics
 	log   *slog.Logger
 	debug bool
 	t     blockTally
 	rec   record.Record
-	// recs holds a block's records until they go to out together.
+	// recs holds records until they go to out together.
 	recs []record.Record
 }
 
@@ -102,8 +103,6 @@ func (r *ringReader) run(ctx context.Context) error {
 // consume decodes every frame of blk and hands the records that pass the
 // filter to the output.
 func (r *ringReader) consume(ctx context.Context, blk *source.Block) error {
-	r.outMu.Lock()
-	defer r.outMu.Unlock()
 	defer r.t.flush(r.m)
 	for {
 		f, ok := blk.Next()
@@ -178,15 +177,14 @@ func readRings(ctx context.Context, lives []*source.Live, flt *filter.Filter, ou
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
-		outMu sync.Mutex
-		wg    sync.WaitGroup
-		errs  = make([]error, len(lives))
+		wg   sync.WaitGroup
+		errs = make([]error, len(lives))
 	)
 	for i, l := range lives {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := &ringReader{live: l, flt: flt, out: out, scan: scan, outMu: &outMu, m: m, log: log}
+			r := &ringReader{live: l, flt: flt, out: readerOutput(out, scan), scan: scan, m: m, log: log}
 			if errs[i] = r.run(ctx); errs[i] != nil {
 				errs[i] = fmt.Errorf("reader %d: %w", l.Worker(), errs[i])
 				cancel()
@@ -195,6 +193,16 @@ func readRings(ctx context.Context, lives []*source.Live, flt *filter.Filter, ou
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// readerOutput is where one reader's records go: with text output and no
+// key scanner (which takes the records itself), a part of the text output
+// of its own, so that readers format their lines on their own cores.
+func readerOutput(out output, scan *keyscan.Scanner) output {
+	if t, ok := out.(*textout.Writer); ok && scan == nil {
+		return t.Part()
+	}
+	return out
 }
 
 // pollRingStats adds the kernel's drop and freeze counts of every reader

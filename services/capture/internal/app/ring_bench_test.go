@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"io"
 	"net/netip"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -70,12 +69,11 @@ func benchRing(b *testing.B, out output) {
 	const port = 7210
 	blk, n := ringBlock(1<<20, port)
 	r := &ringReader{
-		link:  decode.LinkEthernet,
-		flt:   filter.FromListen(netip.AddrPortFrom(netip.AddrFrom4([4]byte(vethlab.DstIP)), port)),
-		out:   out,
-		outMu: &sync.Mutex{},
-		m:     newMetrics(ops.NewRegistry()),
-		log:   discardLogger(),
+		link: decode.LinkEthernet,
+		flt:  filter.FromListen(netip.AddrPortFrom(netip.AddrFrom4([4]byte(vethlab.DstIP)), port)),
+		out:  out,
+		m:    newMetrics(ops.NewRegistry()),
+		log:  discardLogger(),
 	}
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -113,7 +111,7 @@ func BenchmarkRingReaderCount(b *testing.B) {
 func BenchmarkRingReaderText(b *testing.B) {
 	t := textout.New(io.Discard)
 	defer t.Close(context.Background())
-	benchRing(b, t)
+	benchRing(b, t.Part()) // as a live reader prints
 }
 
 func BenchmarkRingReaderBatcher(b *testing.B) {
@@ -126,4 +124,28 @@ func BenchmarkRingReaderBatcher(b *testing.B) {
 	}()
 	benchRing(b, bt)
 	_ = bt.Close(ctx)
+}
+
+// BenchmarkRingReadersText runs a reader per processor, each on its own
+// blocks, all printing to one text output as live readers do. With -cpu
+// 1,2 its packets/s shows how far readers spread over cores.
+func BenchmarkRingReadersText(b *testing.B) {
+	const port = 7210
+	blk, n := ringBlock(1<<20, port)
+	out := textout.New(io.Discard)
+	defer out.Close(context.Background())
+	flt := filter.FromListen(netip.AddrPortFrom(netip.AddrFrom4([4]byte(vethlab.DstIP)), port))
+	m := newMetrics(ops.NewRegistry())
+	ctx := context.Background()
+	b.RunParallel(func(pb *testing.PB) {
+		r := &ringReader{link: decode.LinkEthernet, flt: flt, out: out.Part(), m: m, log: discardLogger()}
+		for pb.Next() {
+			k := source.ParseBlock(blk)
+			if err := r.consume(ctx, &k); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "packets/s")
 }

@@ -62,7 +62,7 @@ func TestRingVethExact(t *testing.T) {
 			for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && len(out.Lines()) < n; {
 				time.Sleep(50 * time.Millisecond)
 			}
-			time.Sleep(100 * time.Millisecond) // an extra record would show now
+			time.Sleep(2 * cfg.RingTimeout) // an extra record would show now
 			cancel()
 			if err := <-errc; err != nil {
 				t.Fatalf("Run: %v", err)

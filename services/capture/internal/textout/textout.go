@@ -19,15 +19,30 @@ import (
 // (record.Record.String: tab-separated ts_ns src_ip dst_ip src_port dst_port
 // tcp_flags ip_len [key]). Lines are formatted straight into one buffer
 // that is written out when it fills, and within FlushDelay of a write (or
-// on Flush, see NewDrained), so a live capture shows up promptly.
+// on Flush, for a Part), so a live capture shows up promptly.
 type Writer struct {
 	mu    sync.Mutex
-	w     io.Writer
+	dst   *dest
 	buf   []byte
 	line  lineFormat
-	timer *time.Timer // nil: the caller flushes (NewDrained)
+	timer *time.Timer // nil for a Part: its caller flushes
 	armed bool
-	err   error
+	err   error     // the first failed write seen by this writer
+	parts []*Writer // made by Part, flushed by Close
+}
+
+// dest is the io.Writer that a Writer and its parts share, and the lock
+// that keeps their writes whole.
+type dest struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (d *dest) write(p []byte) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, err := d.w.Write(p)
+	return err
 }
 
 // FlushDelay bounds how long a printed record waits in the buffer.
@@ -38,19 +53,31 @@ const bufSize = 64 << 10
 
 // New prints to w.
 func New(w io.Writer) *Writer {
-	t := NewDrained(w)
+	t := newWriter(&dest{w: w})
 	t.timer = time.AfterFunc(time.Hour, func() { _ = t.Flush() })
 	t.timer.Stop()
 	return t
 }
 
-// NewDrained prints to w for a caller that calls Flush whenever it has
+func newWriter(d *dest) *Writer {
+	return &Writer{dst: d, buf: make([]byte, 0, bufSize+256)}
+}
+
+// Part returns a writer for one of several goroutines that print at the
+// same time (live ring readers), so that each formats its lines on its
+// own core: only writing a full buffer out takes a lock shared with t.
+// Lines of one part stay in order; parts' buffers interleave whole.
+//
+// A part has no flush timer: its caller calls Flush whenever it has
 // nothing more to add for now, as a ring reader does when its ring is
-// drained. Lines are written when the buffer fills or on Flush, and no
-// timer is armed: arming one wakes another thread of the process, once
-// for each block of a ring under light traffic.
-func NewDrained(w io.Writer) *Writer {
-	return &Writer{w: w, buf: make([]byte, 0, bufSize+256)}
+// drained (arming a timer woke another thread of the process once for each
+// block under light traffic). t's Close flushes its parts.
+func (t *Writer) Part() *Writer {
+	p := newWriter(t.dst)
+	t.mu.Lock()
+	t.parts = append(t.parts, p)
+	t.mu.Unlock()
+	return p
 }
 
 // Add prints r.
@@ -93,9 +120,7 @@ func (t *Writer) writeOut() {
 	if len(t.buf) == 0 || t.err != nil {
 		return
 	}
-	if _, err := t.w.Write(t.buf); err != nil {
-		t.err = err
-	}
+	t.err = t.dst.write(t.buf)
 	t.buf = t.buf[:0]
 }
 
@@ -113,12 +138,22 @@ func (t *Writer) Flush() error {
 	return t.err
 }
 
-// Close flushes and stops the flush timer.
+// Close flushes t, then its parts, and stops the flush timer. Call it
+// once nothing adds to t or its parts any more.
 func (t *Writer) Close(context.Context) error {
 	if t.timer != nil {
 		t.timer.Stop()
 	}
-	return t.Flush()
+	t.mu.Lock()
+	parts := t.parts
+	t.mu.Unlock()
+	err := t.Flush()
+	for _, p := range parts {
+		if perr := p.Flush(); err == nil {
+			err = perr
+		}
+	}
+	return err
 }
 
 // lineFormat formats records. Records of a live capture come in time

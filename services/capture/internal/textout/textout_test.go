@@ -9,7 +9,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/netip"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -193,13 +195,14 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return c.buf.Write(p)
 }
 
-// TestDrainedWritesOnFlushOrWhenFull: a NewDrained writer arms no timer.
-// Its lines wait for Flush however long that takes, and a full buffer is
-// written out without one.
-func TestDrainedWritesOnFlushOrWhenFull(t *testing.T) {
+// TestPartWritesOnFlushOrWhenFull: a Part arms no timer. Its lines wait
+// for Flush however long that takes, a full buffer is written out without
+// one, and the parent's Close flushes it.
+func TestPartWritesOnFlushOrWhenFull(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		w := &countingWriter{}
-		tx := NewDrained(w)
+		parent := New(w)
+		tx := parent.Part()
 		if err := tx.AddAll(context.Background(), recs[:2]); err != nil {
 			t.Fatal(err)
 		}
@@ -225,8 +228,65 @@ func TestDrainedWritesOnFlushOrWhenFull(t *testing.T) {
 			t.Fatalf("a full buffer: %d writes, %d bytes in all; want 2 writes and at least %d bytes",
 				w.writes, w.buf.Len(), line+bufSize)
 		}
-		if err := tx.Close(context.Background()); err != nil {
+		before := w.buf.Len()
+		if err := tx.Add(context.Background(), &recs[1]); err != nil {
 			t.Fatal(err)
 		}
+		if err := parent.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := w.buf.String()[before:]; got != recs[1].String()+"\n" {
+			t.Fatalf("parent's Close wrote %q of its part, want %q", got, recs[1].String()+"\n")
+		}
 	})
+}
+
+// TestPartsInterleaveWholeLines: parts printing at the same time from
+// their own goroutines write whole lines, and each part's lines come out
+// in the order it added them.
+func TestPartsInterleaveWholeLines(t *testing.T) {
+	var out testenv.Buffer
+	parent := New(&out)
+	const parts, per = 4, 20000
+	var wg sync.WaitGroup
+	for p := range parts {
+		part := parent.Part()
+		wg.Go(func() {
+			r := record.Record{Src: netip.AddrFrom4([4]byte{10, 0, 0, byte(p)}), Dst: netip.MustParseAddr("127.0.0.1"), DstPort: 7000, IPLen: 60}
+			batch := make([]record.Record, 0, 100)
+			for i := range per {
+				r.TS = 1_700_000_000_000_000_000 + int64(i)
+				if batch = append(batch, r); len(batch) == cap(batch) {
+					if err := part.AddAll(context.Background(), batch); err != nil {
+						t.Error(err)
+						return
+					}
+					batch = batch[:0]
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := parent.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	next := map[string]int64{}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	for n, l := range lines {
+		f := strings.Split(l, "\t")
+		if len(f) != 7 {
+			t.Fatalf("line %d is not a whole line: %q", n+1, l)
+		}
+		ts, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			t.Fatalf("line %d: %v", n+1, err)
+		}
+		if want := 1_700_000_000_000_000_000 + next[f[1]]; ts != want {
+			t.Fatalf("line %d from %s: ts %d, want %d (out of order)", n+1, f[1], ts, want)
+		}
+		next[f[1]]++
+	}
+	if len(lines) != parts*per || len(next) != parts {
+		t.Fatalf("%d lines from %d sources, want %d from %d", len(lines), len(next), parts*per, parts)
+	}
 }
