@@ -20,6 +20,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -34,6 +35,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -66,6 +68,7 @@ type options struct {
 	only     string
 	perf     string
 	pin      bool
+	repeat   int
 	env      []string
 }
 
@@ -87,7 +90,12 @@ func main() {
 	extraEnv := flag.String("env", "", "extra capture settings, comma-separated VAR=value (e.g. BATCH_SIZE=4096)")
 	flag.StringVar(&o.perf, "perf", "", "record a perf profile of each capture run into this directory")
 	flag.BoolVar(&o.pin, "pin", false, "run the injector on CPU 0 and each tool on the other CPUs (taskset), so a tool's figures are its own cores'")
+	flag.IntVar(&o.repeat, "repeat", 3, "rounds per rate, each running every tool in turn; a row gives the median CPU and the worst counts")
 	flag.Parse()
+	if o.repeat < 1 {
+		fmt.Fprintln(os.Stderr, "benchlive: -repeat: want 1 or more")
+		os.Exit(2)
+	}
 	for _, kv := range strings.Split(*extraEnv, ",") {
 		if kv = strings.TrimSpace(kv); kv != "" {
 			o.env = append(o.env, kv)
@@ -225,46 +233,115 @@ func run(ctx context.Context, o options) error {
 		}
 		fmt.Printf("pinned: the injector on CPU 0, each tool on CPUs %s\n", b.toolCPUs())
 	}
-	const row = "%7s %8s %8s  %-20s %9s %9s %9s %10s %8s %8s\n"
-	fmt.Printf(row, "rate", "offered", "sent/s", "tool", "records", "drops", "confirmed", "CPU µs/pkt", "vs tcpdump", "wakeups")
+	if o.repeat > 1 {
+		fmt.Printf("%d rounds per rate, each tool in turn: CPU, sent/s and wake-ups are medians; records and confirmed the fewest, drops the most; the range is of the rounds' ratios\n", o.repeat)
+	}
+	const row = "%7s %8s %8s  %-20s %9s %9s %9s %10s %10s %11s %8s\n"
+	fmt.Printf(row, "rate", "offered", "sent/s", "tool", "records", "drops", "confirmed", "CPU µs/pkt", "vs tcpdump", "range", "wakeups")
 	for _, rate := range o.rates {
 		n := o.maxN
 		if rate > 0 {
 			n = min(max(uint64(rate*o.seconds), o.minN), o.maxN)
 		}
-		var base result
-		for _, t := range tools {
-			if !t.tcpdump && !strings.Contains(t.name, o.only) {
+		rateName := "max"
+		if rate > 0 {
+			rateName = strconv.FormatFloat(rate, 'f', 0, 64)
+		}
+		// Every tool runs once a round, so a drift of the machine
+		// weighs on all of them alike.
+		rounds := make([][]round, len(tools))
+		for range o.repeat {
+			for i, t := range tools {
+				if !t.tcpdump && !strings.Contains(t.name, o.only) {
+					continue
+				}
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				res, sentRate := b.runOne(ctx, t, n, rate)
+				rounds[i] = append(rounds[i], round{res: res, sent: sentRate})
+			}
+		}
+		base := summarize(rounds[0])
+		for i, t := range tools {
+			if len(rounds[i]) == 0 {
 				continue
 			}
-			if ctx.Err() != nil {
-				return ctx.Err()
+			sum := summarize(rounds[i])
+			res := sum.res
+			if res.err != nil {
+				fmt.Printf("%7s %8d %8.0f  %-20s error: %v\n", rateName, res.offered, sum.sent, t.name, res.err)
+				continue
 			}
-			res, sentRate := b.runOne(ctx, t, n, rate)
-			if t.tcpdump {
-				base = res
-			}
-			rateName := "max"
-			if rate > 0 {
-				rateName = strconv.FormatFloat(rate, 'f', 0, 64)
-			}
-			conf, ratio := "", ""
+			conf, ratio, spread := "", "", ""
 			if t.output == "amqp" {
 				conf = strconv.FormatUint(res.confirmed, 10)
 			}
-			if !t.tcpdump && base.usPerPacket() > 0 && res.usPerPacket() > 0 {
-				ratio = fmt.Sprintf("%.2fx", res.usPerPacket()/base.usPerPacket())
+			if !t.tcpdump && base.res.err == nil && base.us > 0 && sum.us > 0 {
+				ratio = fmt.Sprintf("%.2fx", sum.us/base.us)
+				if lo, hi, ok := ratioRange(rounds[i], rounds[0]); ok && o.repeat > 1 {
+					spread = fmt.Sprintf("%.2f-%.2f", lo, hi)
+				}
 			}
-			if res.err != nil {
-				fmt.Printf("%7s %8d %8.0f  %-20s error: %v\n", rateName, res.offered, sentRate, t.name, res.err)
-				continue
-			}
-			fmt.Printf(row, rateName, strconv.FormatUint(res.offered, 10), fmt.Sprintf("%.0f", sentRate), t.name,
+			fmt.Printf(row, rateName, strconv.FormatUint(res.offered, 10), fmt.Sprintf("%.0f", sum.sent), t.name,
 				strconv.FormatUint(res.records, 10), strconv.FormatUint(res.drops, 10), conf,
-				fmt.Sprintf("%.3f", res.usPerPacket()), ratio, strconv.FormatUint(res.wakeups, 10))
+				fmt.Sprintf("%.3f", sum.us), ratio, spread, strconv.FormatUint(res.wakeups, 10))
 		}
 	}
 	return nil
+}
+
+// round is one run of a tool at a rate, or a summary of several.
+type round struct {
+	res  result
+	sent float64 // frames per second the injector reached
+	us   float64 // CPU µs per packet (in a summary, the median round's)
+}
+
+// summarize makes one row of a tool's rounds: the median CPU (with the
+// round's records, so CPU per packet is that round's), sent rate and
+// wake-ups, the fewest records and confirms, the most drops, and the
+// first error.
+func summarize(rs []round) round {
+	if len(rs) == 0 {
+		return round{res: result{err: errors.New("not run")}}
+	}
+	byCPU := slices.Clone(rs)
+	slices.SortFunc(byCPU, func(a, b round) int { return cmp.Compare(a.res.usPerPacket(), b.res.usPerPacket()) })
+	out := byCPU[len(byCPU)/2]
+	out.us = out.res.usPerPacket()
+	sent := make([]float64, len(rs))
+	wakes := make([]uint64, len(rs))
+	for i, r := range rs {
+		sent[i], wakes[i] = r.sent, r.res.wakeups
+		out.res.records = min(out.res.records, r.res.records)
+		out.res.confirmed = min(out.res.confirmed, r.res.confirmed)
+		out.res.drops = max(out.res.drops, r.res.drops)
+		if out.res.err == nil {
+			out.res.err = r.res.err
+		}
+	}
+	slices.Sort(sent)
+	slices.Sort(wakes)
+	out.sent, out.res.wakeups = sent[len(sent)/2], wakes[len(wakes)/2]
+	return out
+}
+
+// ratioRange is the least and most of a tool's CPU per packet over
+// tcpdump's in the same round.
+func ratioRange(rs, base []round) (lo, hi float64, ok bool) {
+	for i := range min(len(rs), len(base)) {
+		b, r := base[i].res.usPerPacket(), rs[i].res.usPerPacket()
+		if b <= 0 || r <= 0 {
+			continue
+		}
+		x := r / b
+		if !ok {
+			lo, hi, ok = x, x, true
+		}
+		lo, hi = min(lo, x), max(hi, x)
+	}
+	return lo, hi, ok
 }
 
 func numCPU() int {
