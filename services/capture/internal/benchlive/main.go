@@ -234,7 +234,7 @@ func run(ctx context.Context, o options) error {
 		fmt.Printf("pinned: the injector on CPU 0, each tool on CPUs %s\n", b.toolCPUs())
 	}
 	if o.repeat > 1 {
-		fmt.Printf("%d rounds per rate, each tool in turn: CPU, sent/s and wake-ups are medians; records and confirmed the fewest, drops the most; the range is of the rounds' ratios\n", o.repeat)
+		fmt.Printf("%d rounds per rate, each tool in turn: CPU, sent/s and wake-ups are medians; records and confirmed the fewest, drops the most; vs tcpdump is the median of the rounds' ratios (capture's CPU over tcpdump's in the same round), range their least and most\n", o.repeat)
 	}
 	const row = "%7s %8s %8s  %-20s %9s %9s %9s %10s %10s %11s %8s\n"
 	fmt.Printf(row, "rate", "offered", "sent/s", "tool", "records", "drops", "confirmed", "CPU µs/pkt", "vs tcpdump", "range", "wakeups")
@@ -277,10 +277,12 @@ func run(ctx context.Context, o options) error {
 			if t.output == "amqp" {
 				conf = strconv.FormatUint(res.confirmed, 10)
 			}
-			if !t.tcpdump && base.res.err == nil && base.us > 0 && sum.us > 0 {
-				ratio = fmt.Sprintf("%.2fx", sum.us/base.us)
-				if lo, hi, ok := ratioRange(rounds[i], rounds[0]); ok && o.repeat > 1 {
-					spread = fmt.Sprintf("%.2f-%.2f", lo, hi)
+			if !t.tcpdump && base.res.err == nil {
+				if rs := ratios(rounds[i], rounds[0]); len(rs) > 0 {
+					ratio = fmt.Sprintf("%.2fx", rs[len(rs)/2])
+					if len(rs) > 1 {
+						spread = fmt.Sprintf("%.2f-%.2f", rs[0], rs[len(rs)-1])
+					}
 				}
 			}
 			fmt.Printf(row, rateName, strconv.FormatUint(res.offered, 10), fmt.Sprintf("%.0f", sum.sent), t.name,
@@ -327,21 +329,19 @@ func summarize(rs []round) round {
 	return out
 }
 
-// ratioRange is the least and most of a tool's CPU per packet over
-// tcpdump's in the same round.
-func ratioRange(rs, base []round) (lo, hi float64, ok bool) {
+// ratios is a tool's CPU per packet over tcpdump's in the same round, for
+// every round, sorted. The two ran a few seconds apart, so a drift of the
+// machine mostly cancels out of their ratio.
+func ratios(rs, base []round) []float64 {
+	var out []float64
 	for i := range min(len(rs), len(base)) {
 		b, r := base[i].res.usPerPacket(), rs[i].res.usPerPacket()
-		if b <= 0 || r <= 0 {
-			continue
+		if b > 0 && r > 0 && base[i].res.err == nil && rs[i].res.err == nil {
+			out = append(out, r/b)
 		}
-		x := r / b
-		if !ok {
-			lo, hi, ok = x, x, true
-		}
-		lo, hi = min(lo, x), max(hi, x)
 	}
-	return lo, hi, ok
+	slices.Sort(out)
+	return out
 }
 
 func numCPU() int {
