@@ -240,7 +240,9 @@ func TestKillNineLosesNoConfirmedRecord(t *testing.T) {
 }
 
 func TestRetentionThroughThePipeline(t *testing.T) {
-	s := newSystem(t, map[string]string{"RETENTION": "3s"})
+	const retention, ringTimeout, batchInterval = 3 * time.Second, 200 * time.Millisecond, 50 * time.Millisecond
+	s := newSystem(t, map[string]string{"RETENTION": retention.String(),
+		"RING_TIMEOUT": ringTimeout.String(), "BATCH_INTERVAL": batchInterval.String()})
 	k := newKernelCounter(t, s.port)
 	s.startConsumer("consumer-1")
 	s.startCapture()
@@ -251,7 +253,7 @@ func TestRetentionThroughThePipeline(t *testing.T) {
 	for _, r := range all {
 		first, last = min(first, r.TS), max(last, r.TS)
 	}
-	deadline := time.Unix(0, first).Add(3 * time.Second)
+	deadline := time.Unix(0, first).Add(retention)
 	for time.Until(deadline) > 100*time.Millisecond {
 		a, b := s.storedAll()
 		if len(a)+len(b) != len(all) {
@@ -259,8 +261,14 @@ func TestRetentionThroughThePipeline(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	end := time.Unix(0, last).Add(3 * time.Second)
-	waitFor(t, time.Until(end)+time.Second, "every record gone within 1s of its deadline", func() (bool, string) {
+	// A record's bucket is the second of max(capture time, ingest time)
+	// and expires at that second's end + RETENTION (package store). Capture
+	// hands a record over at most RING_TIMEOUT after capturing it, and its
+	// batch is sent within BATCH_INTERVAL; Redis then expires the key within
+	// its expiry cycle.
+	ingest := time.Unix(0, last).Add(ringTimeout + batchInterval)
+	end := ingest.Truncate(time.Second).Add(time.Second + retention)
+	waitFor(t, time.Until(end)+500*time.Millisecond, "every record gone within 0.5s of its bucket's deadline", func() (bool, string) {
 		a, b := s.storedAll()
 		return len(a)+len(b) == 0, fmt.Sprintf("%d left", len(a)+len(b))
 	})
