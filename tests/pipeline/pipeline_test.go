@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/store"
 	"github.com/connpipe/connpipe/shared/testenv"
 	"github.com/connpipe/connpipe/shared/topology"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -266,8 +267,8 @@ func TestRetentionThroughThePipeline(t *testing.T) {
 	// hands a record over at most RING_TIMEOUT after capturing it, and its
 	// batch is sent within BATCH_INTERVAL; Redis then expires the key within
 	// its expiry cycle.
-	ingest := time.Unix(0, last).Add(ringTimeout + batchInterval)
-	end := ingest.Truncate(time.Second).Add(time.Second + retention)
+	ingest := last + int64(ringTimeout+batchInterval)
+	end := time.UnixMilli(store.Layout{Retention: retention}.DeadlineMS(store.Bucket(last, ingest, 0)))
 	waitFor(t, time.Until(end)+500*time.Millisecond, "every record gone within 0.5s of its bucket's deadline", func() (bool, string) {
 		a, b := s.storedAll()
 		return len(a)+len(b) == 0, fmt.Sprintf("%d left", len(a)+len(b))

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/connpipe/connpipe/services/capture/internal/samples"
+	"github.com/connpipe/connpipe/services/capture/internal/source"
 	"github.com/connpipe/connpipe/shared/config"
 )
 
@@ -43,6 +44,12 @@ func TestDefaults(t *testing.T) {
 		c.MetricsAddr != want.MetricsAddr || c.LogLevel != want.LogLevel || c.LogFormat != want.LogFormat ||
 		c.ShutdownTimeout != want.ShutdownTimeout || c.Sink || c.BPFFilter != "" || len(c.PcapFiles) != 0 || c.ReplaySpeed != 0 {
 		t.Fatalf("defaults %+v", c)
+	}
+	// The ring's defaults are written twice, in Config's tags and as the
+	// source package's own for a zero LiveConfig: they must agree.
+	if c.RingBlockSize != source.DefaultBlockSize || c.RingBlocks != source.DefaultBlocks || c.RingTimeout != source.DefaultBlockTimeout {
+		t.Fatalf("ring defaults %d x %d, %s; package source's %d x %d, %s", c.RingBlocks, c.RingBlockSize, c.RingTimeout,
+			source.DefaultBlocks, source.DefaultBlockSize, source.DefaultBlockTimeout)
 	}
 	f, _ := c.filter()
 	if f.String() != "tcp and dst host 127.0.0.1 and dst port 7000" {

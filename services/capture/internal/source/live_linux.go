@@ -43,7 +43,7 @@ type LiveConfig struct {
 const (
 	DefaultBlockSize    = 2 << 20
 	DefaultBlocks       = 8
-	DefaultBlockTimeout = 100 * time.Millisecond
+	DefaultBlockTimeout = 200 * time.Millisecond
 	defaultSnaplen      = 262144
 	// ringFrameSize is tp_frame_size: TPACKET_V3 packs frames of any size
 	// into a block, so it is only the unit the kernel checks the request in.

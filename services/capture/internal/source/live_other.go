@@ -26,7 +26,7 @@ type LiveConfig struct {
 const (
 	DefaultBlockSize    = 2 << 20
 	DefaultBlocks       = 8
-	DefaultBlockTimeout = 100 * time.Millisecond
+	DefaultBlockTimeout = 200 * time.Millisecond
 )
 
 // Live is only implemented on Linux (AF_PACKET).
