@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -14,23 +15,33 @@ import (
 
 // Content types that name the wire form of a records message.
 const (
-	ContentTypeBinary = "application/vnd.connpipe.records.v1"
-	ContentTypeJSON   = "application/json"
-	// VersionHeader is the AMQP header carrying the format version (1).
+	ContentTypeBinary   = "application/vnd.connpipe.records.v2"
+	ContentTypeBinaryV1 = "application/vnd.connpipe.records.v1"
+	ContentTypeJSON     = "application/json"
+	// VersionHeader is the AMQP header carrying the format version.
 	VersionHeader = "x-connpipe-version"
-	Version       = 1
+	Version       = 2
+	// ResentHeader marks a batch that its producer may have published
+	// before (a republish after a lost confirm, or one sent from the spool):
+	// the consumer checks what of it is stored already before storing it.
+	ResentHeader = "x-connpipe-resent"
 )
 
 const (
-	magic      = "CPRB"
-	headerLen  = 20
-	kindIPv6   = 1 << 0
-	kindHasKey = 1 << 1
-	fixedV4    = 1 + 8 + 4 + 4 + 8
-	fixedV6    = 1 + 8 + 16 + 16 + 8
+	magic       = "CPRB"
+	headerLenV1 = 20
+	headerLenV2 = 36
+	flagHasID   = 1 << 0
+	kindIPv6    = 1 << 0
+	kindHasKey  = 1 << 1
+	fixedV4     = 1 + 8 + 4 + 4 + 8
+	fixedV6     = 1 + 8 + 16 + 16 + 8
 	// MaxBatch bounds the count a batch header may claim, so a hostile
 	// header cannot make a decoder allocate gigabytes.
 	MaxBatch = 1 << 20
+	// MaxIPLen16 is the largest ip_len a version 1 entry holds; longer
+	// lengths are stored as this.
+	MaxIPLen16 = 0xffff
 )
 
 // Errors returned by the decoders; wrap-checked with errors.Is.
@@ -57,10 +68,13 @@ func EntrySize(r *Record) int {
 	return n
 }
 
-// AppendEntry appends the binary entry of r to dst. Addresses of mixed
-// families are both written as IPv6 (IPv4-mapped). A key longer than
-// MaxKeyLen is cut to MaxKeyLen bytes.
-func AppendEntry(dst []byte, r *Record) []byte {
+// AppendEntry appends the version 1 entry of r to dst (the entry of store
+// layout v1): ip_len is capped at MaxIPLen16. Addresses of mixed families
+// are both written as IPv6 (IPv4-mapped). A key longer than MaxKeyLen is
+// cut to MaxKeyLen bytes.
+func AppendEntry(dst []byte, r *Record) []byte { return appendEntry(dst, r, false) }
+
+func appendEntry(dst []byte, r *Record, wide bool) []byte {
 	var kind byte
 	v6 := r.Src.Is6() || r.Dst.Is6()
 	if v6 {
@@ -87,7 +101,11 @@ func AppendEntry(dst []byte, r *Record) []byte {
 	dst = binary.LittleEndian.AppendUint16(dst, r.SrcPort)
 	dst = binary.LittleEndian.AppendUint16(dst, r.DstPort)
 	dst = binary.LittleEndian.AppendUint16(dst, r.Flags)
-	dst = binary.LittleEndian.AppendUint16(dst, r.IPLen)
+	if wide {
+		dst = binary.LittleEndian.AppendUint32(dst, r.IPLen)
+	} else {
+		dst = binary.LittleEndian.AppendUint16(dst, uint16(min(r.IPLen, MaxIPLen16)))
+	}
 	if key != "" {
 		dst = append(dst, byte(len(key)))
 		dst = append(dst, key...)
@@ -95,9 +113,11 @@ func AppendEntry(dst []byte, r *Record) []byte {
 	return dst
 }
 
-// DecodeEntry decodes the entry at the start of b into r and returns the
-// number of bytes it used.
-func DecodeEntry(b []byte, r *Record) (int, error) {
+// DecodeEntry decodes the version 1 entry at the start of b into r and
+// returns the number of bytes it used.
+func DecodeEntry(b []byte, r *Record) (int, error) { return decodeEntry(b, r, false) }
+
+func decodeEntry(b []byte, r *Record, wide bool) (int, error) {
 	if len(b) < 1 {
 		return 0, ErrTruncated
 	}
@@ -108,6 +128,9 @@ func DecodeEntry(b []byte, r *Record) (int, error) {
 	n := fixedV4
 	if kind&kindIPv6 != 0 {
 		n = fixedV6
+	}
+	if wide {
+		n += 2
 	}
 	if len(b) < n {
 		return 0, ErrTruncated
@@ -126,8 +149,13 @@ func DecodeEntry(b []byte, r *Record) (int, error) {
 	r.SrcPort = binary.LittleEndian.Uint16(b[p:])
 	r.DstPort = binary.LittleEndian.Uint16(b[p+2:])
 	r.Flags = binary.LittleEndian.Uint16(b[p+4:])
-	r.IPLen = binary.LittleEndian.Uint16(b[p+6:])
-	p += 8
+	if wide {
+		r.IPLen = binary.LittleEndian.Uint32(b[p+6:])
+		p += 10
+	} else {
+		r.IPLen = uint32(binary.LittleEndian.Uint16(b[p+6:]))
+		p += 8
+	}
 	r.Key = ""
 	if kind&kindHasKey != 0 {
 		if len(b) < p+1 {
@@ -144,9 +172,9 @@ func DecodeEntry(b []byte, r *Record) (int, error) {
 	return p, nil
 }
 
-// DecodeEntries decodes a concatenation of entries (the form Redis stores),
-// calling fn for each. It stops at the first malformed entry and returns
-// its error together with the offset where it sits.
+// DecodeEntries decodes a concatenation of version 1 entries (the form of
+// store layout v1), calling fn for each. It stops at the first malformed
+// entry and returns its error together with the offset where it sits.
 func DecodeEntries(b []byte, fn func(*Record)) error {
 	var r Record
 	for off := 0; off < len(b); {
@@ -160,27 +188,55 @@ func DecodeEntries(b []byte, fn func(*Record)) error {
 	return nil
 }
 
+// ID names a batch: the capture process that made it and its sequence
+// number there. The zero ID names nothing (hand-published JSON, version 1
+// batches).
+type ID struct {
+	Producer, Seq uint64
+}
+
+// IsZero reports whether id names no batch.
+func (id ID) IsZero() bool { return id == ID{} }
+
 // Batch is a decoded records message.
 type Batch struct {
 	Ingest int64 // Unix ns when the batch entered the pipeline; 0 if unknown
 	// Received is Unix ns when the consumer received the message (0 if
 	// unknown). No record is stored in a bucket after it: see store.Bucket.
 	Received int64
-	Records  []Record
+	// ID identifies the batch (zero when the message carries none).
+	ID ID
+	// MaybeSeen is set when this message may have been delivered before
+	// (a broker redelivery, or a producer's resend): the consumer then
+	// checks which of its records are stored already.
+	MaybeSeen bool
+	Records   []Record
 }
 
-// Encoder builds binary batches; reuse one to avoid allocations.
+// Encoder builds binary batches (version 2); reuse one to avoid
+// allocations.
 type Encoder struct {
 	buf   []byte
 	count uint32
 }
 
-// Reset starts a new batch that entered the pipeline at ingest (Unix ns).
-func (e *Encoder) Reset(ingest int64) {
+// Reset starts a new batch that entered the pipeline at ingest (Unix ns),
+// with no identity.
+func (e *Encoder) Reset(ingest int64) { e.ResetID(ingest, ID{}) }
+
+// ResetID starts a new batch that entered the pipeline at ingest (Unix ns)
+// and is named id.
+func (e *Encoder) ResetID(ingest int64, id ID) {
 	e.buf = append(e.buf[:0], magic...)
-	e.buf = append(e.buf, Version, 0, 0, 0)
+	var flags byte
+	if !id.IsZero() {
+		flags |= flagHasID
+	}
+	e.buf = append(e.buf, Version, flags, 0, 0)
 	e.buf = binary.LittleEndian.AppendUint32(e.buf, 0)
 	e.buf = binary.LittleEndian.AppendUint64(e.buf, uint64(ingest))
+	e.buf = binary.LittleEndian.AppendUint64(e.buf, id.Producer)
+	e.buf = binary.LittleEndian.AppendUint64(e.buf, id.Seq)
 	e.count = 0
 }
 
@@ -189,7 +245,7 @@ func (e *Encoder) Add(r *Record) {
 	if len(e.buf) == 0 {
 		e.Reset(0)
 	}
-	e.buf = AppendEntry(e.buf, r)
+	e.buf = appendEntry(e.buf, r, true)
 	e.count++
 }
 
@@ -205,9 +261,23 @@ func (e *Encoder) Bytes() []byte {
 	return e.buf
 }
 
-// DecodeBinary decodes a binary batch, appending its records to dst.Records.
+// AppendBatchV1 appends a version 1 batch of recs (ingest time ingest) to
+// dst: what a capture from before version 2 publishes.
+func AppendBatchV1(dst []byte, ingest int64, recs []Record) []byte {
+	dst = append(dst, magic...)
+	dst = append(dst, 1, 0, 0, 0)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(recs)))
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(ingest))
+	for i := range recs {
+		dst = AppendEntry(dst, &recs[i])
+	}
+	return dst
+}
+
+// DecodeBinary decodes a binary batch of version 1 or 2, appending its
+// records to dst.Records.
 func DecodeBinary(b []byte, dst *Batch) error {
-	if len(b) < headerLen {
+	if len(b) < headerLenV1 {
 		if len(b) >= 4 && string(b[:4]) != magic {
 			return ErrBadMagic
 		}
@@ -216,7 +286,19 @@ func DecodeBinary(b []byte, dst *Batch) error {
 	if string(b[:4]) != magic {
 		return ErrBadMagic
 	}
-	if b[4] != Version {
+	var wide bool
+	hl := headerLenV1
+	switch b[4] {
+	case 1:
+	case 2:
+		if len(b) < headerLenV2 {
+			return fmt.Errorf("header: %w", ErrTruncated)
+		}
+		wide, hl = true, headerLenV2
+		if b[5]&flagHasID != 0 {
+			dst.ID = ID{Producer: binary.LittleEndian.Uint64(b[20:28]), Seq: binary.LittleEndian.Uint64(b[28:36])}
+		}
+	default:
 		return fmt.Errorf("%w: %d", ErrVersion, b[4])
 	}
 	count := binary.LittleEndian.Uint32(b[8:12])
@@ -224,14 +306,14 @@ func DecodeBinary(b []byte, dst *Batch) error {
 		return fmt.Errorf("%w: header claims %d records", ErrTooLarge, count)
 	}
 	dst.Ingest = int64(binary.LittleEndian.Uint64(b[12:20]))
-	body := b[headerLen:]
+	body := b[hl:]
 	if need := int(count) * fixedV4; len(body) < need {
 		return fmt.Errorf("header claims %d records in %d bytes: %w", count, len(body), ErrTruncated)
 	}
 	var r Record
 	off := 0
 	for i := uint32(0); i < count; i++ {
-		n, err := DecodeEntry(body[off:], &r)
+		n, err := decodeEntry(body[off:], &r, wide)
 		if err != nil {
 			return fmt.Errorf("record %d of %d: %w", i, count, err)
 		}
@@ -299,13 +381,13 @@ func (j *JSON) Record() (Record, error) {
 	if j.Flags < 0 || j.Flags > 0x1ff {
 		return r, fmt.Errorf("%w: tcp_flags %d out of range 0..0x1ff", ErrBadJSON, j.Flags)
 	}
-	if j.IPLen < 0 || j.IPLen > 65535 {
-		return r, fmt.Errorf("%w: ip_len %d out of range 0..65535", ErrBadJSON, j.IPLen)
+	if j.IPLen < 0 || j.IPLen > math.MaxUint32 {
+		return r, fmt.Errorf("%w: ip_len %d out of range 0..%d", ErrBadJSON, j.IPLen, uint32(math.MaxUint32))
 	}
 	if len(j.Key) > MaxKeyLen {
 		return r, fmt.Errorf("%w: key is %d bytes, at most %d", ErrBadJSON, len(j.Key), MaxKeyLen)
 	}
-	r.Flags, r.IPLen, r.Key = uint16(j.Flags), uint16(j.IPLen), j.Key
+	r.Flags, r.IPLen, r.Key = uint16(j.Flags), uint32(j.IPLen), j.Key
 	return r, nil
 }
 
@@ -393,7 +475,7 @@ func Decode(contentType string, body []byte, dst *Batch) error {
 	ct, _, _ := strings.Cut(contentType, ";")
 	ct = strings.TrimSpace(strings.ToLower(ct))
 	switch {
-	case ct == ContentTypeBinary:
+	case ct == ContentTypeBinary || ct == ContentTypeBinaryV1:
 		return DecodeBinary(body, dst)
 	case ct == ContentTypeJSON || ct == "text/json":
 		return DecodeJSON(body, dst)

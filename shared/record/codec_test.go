@@ -43,6 +43,35 @@ func TestBinaryRoundTrip(t *testing.T) {
 	}
 }
 
+// A version 2 batch carries its identity and lengths over 65,535 (big TCP,
+// jumbograms); a version 1 batch still decodes, with ip_len capped.
+func TestBinaryV2IdentityAndWideLength(t *testing.T) {
+	var e Encoder
+	id := ID{Producer: 0xdeadbeefcafe, Seq: 42}
+	e.ResetID(7, id)
+	big := sample()[0]
+	big.IPLen = 70040
+	e.Add(&big)
+	var b Batch
+	if err := Decode(ContentTypeBinary, e.Bytes(), &b); err != nil {
+		t.Fatal(err)
+	}
+	if b.ID != id || b.Records[0].IPLen != 70040 {
+		t.Fatalf("id %+v ip_len %d, want %+v 70040", b.ID, b.Records[0].IPLen, id)
+	}
+	var old Batch
+	if err := Decode(ContentTypeBinaryV1, AppendBatchV1(nil, 7, []Record{big, sample()[1]}), &old); err != nil {
+		t.Fatal(err)
+	}
+	if !old.ID.IsZero() || old.Records[0].IPLen != MaxIPLen16 || old.Records[1] != sample()[1] {
+		t.Fatalf("v1 batch read as %+v", old)
+	}
+	var j Batch
+	if err := DecodeJSON([]byte(`{"ts_ns":1,"src_ip":"10.0.0.1","dst_ip":"10.0.0.2","src_port":1,"dst_port":2,"ip_len":70040}`), &j); err != nil || j.Records[0].IPLen != 70040 {
+		t.Fatalf("JSON ip_len 70040: %v %+v", err, j.Records)
+	}
+}
+
 func TestBinaryRejectsBadInput(t *testing.T) {
 	var e Encoder
 	e.Reset(5)
@@ -55,11 +84,12 @@ func TestBinaryRejectsBadInput(t *testing.T) {
 	}{
 		"empty":          {nil, ErrTruncated},
 		"bad magic":      {[]byte("GET / HTTP/1.1\r\n\r\nxxxxxxxx"), ErrBadMagic},
-		"version 2":      {append(append([]byte{}, good[:4]...), append([]byte{2}, good[5:]...)...), ErrVersion},
+		"version 3":      {append(append([]byte{}, good[:4]...), append([]byte{3}, good[5:]...)...), ErrVersion},
+		"v2 cut header":  {good[:30], ErrTruncated},
 		"cut entry":      {good[:len(good)-3], ErrTruncated},
 		"trailing bytes": {append(append([]byte{}, good...), 0), ErrBadEntry},
 		"huge count":     {append(append([]byte{}, good[:8]...), append([]byte{0xff, 0xff, 0xff, 0xff}, good[12:]...)...), ErrTooLarge},
-		"bad kind":       {append(append([]byte{}, good[:20]...), append([]byte{0x80}, good[21:]...)...), ErrBadEntry},
+		"bad kind":       {append(append([]byte{}, good[:36]...), append([]byte{0x80}, good[37:]...)...), ErrBadEntry},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

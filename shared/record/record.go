@@ -2,17 +2,19 @@
 // listening address — and its two wire forms: the compact binary batch that
 // capture publishes, and the JSON form that any AMQP client may publish by hand.
 //
-// # Binary batch, version 1 (content type application/vnd.connpipe.records.v1)
+// # Binary batch, version 2 (content type application/vnd.connpipe.records.v2)
 //
 // All integers are little-endian.
 //
-//	header (20 bytes):
+//	header (36 bytes):
 //	  magic    [4]byte  "CPRB"
-//	  version  uint8    1
-//	  flags    uint8    0 (reserved)
+//	  version  uint8    2
+//	  flags    uint8    bit 0: producer and seq identify the batch
 //	  reserved [2]byte  0
 //	  count    uint32   number of entries that follow
 //	  ingest   int64    when the batch entered the pipeline, Unix nanoseconds
+//	  producer uint64   the identity of the capture process that made it
+//	  seq      uint64   the batch's sequence number within its producer
 //
 // The header is followed by count entries. An entry is:
 //
@@ -24,8 +26,16 @@
 //	src_port uint16
 //	dst_port uint16
 //	flags    uint16  TCP flags (FIN=0x01 … NS=0x100)
-//	ip_len   uint16  IPv4 total length, or IPv6 payload length + 40
+//	ip_len   uint32  IPv4 total length, or IPv6 payload length + 40
 //	key      uint8 length + bytes, only when kind bit 1 is set
+//
+// (producer, seq) names a batch wherever it travels: a second delivery of
+// it (a redelivery, a republish after a lost confirm, the spool after a
+// restart) is recognised by the consumer and stored once (package store).
+//
+// Version 1 (content type application/vnd.connpipe.records.v1) has a
+// 20-byte header without producer and seq, and a 16-bit ip_len; it is still
+// decoded, so captures can be upgraded after the consumers.
 //
 // The retention window of a record counts from max(ts_ns, ingest), but
 // never from later than when the consumer received it: for live capture that
@@ -33,8 +43,8 @@
 // retention window after the replay; a record stamped in the future (or a
 // batch whose ingest time is) counts from its receipt (see store.Bucket).
 //
-// An IPv4 entry without a key is 25 bytes. Redis stores entries in exactly
-// this form, so reading back uses the same decoder (see package store).
+// The version 1 entry (25 bytes for IPv4 without a key, ip_len capped at
+// 65,535) is also the entry of store layout v1.
 package record
 
 import (
@@ -52,7 +62,7 @@ type Record struct {
 	SrcPort uint16
 	DstPort uint16
 	Flags   uint16 // TCP flags
-	IPLen   uint16 // IPv4 total length, or IPv6 payload length + 40
+	IPLen   uint32 // IPv4 total length (big TCP: the real length), or IPv6 payload length + 40 (jumbograms: the jumbo length + 40)
 	Key     string // optional routing key taken from the payload; at most 255 bytes
 }
 

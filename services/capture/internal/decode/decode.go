@@ -706,7 +706,7 @@ func ipv4(b []byte, cut int, r *record.Record, seg *[]byte) Status {
 	}
 	r.Src = netip.AddrFrom4([4]byte(b[12:16]))
 	r.Dst = netip.AddrFrom4([4]byte(b[16:20]))
-	r.IPLen = uint16(min(total, 0xffff))
+	r.IPLen = uint32(total)
 	return tcp(b[ihl:], r, seg)
 }
 
@@ -731,7 +731,7 @@ func ipv6(b []byte, cut int, r *record.Record, seg *[]byte) Status {
 		case protoTCP:
 			r.Src = netip.AddrFrom16([16]byte(b[8:24]))
 			r.Dst = netip.AddrFrom16([16]byte(b[24:40]))
-			r.IPLen = uint16(min(plen+40, 0xffff))
+			r.IPLen = uint32(plen + 40)
 			return tcp(b[off:], r, seg)
 		case protoHopByHop, protoRouting, protoDestOpts:
 			if len(b) < off+2 {

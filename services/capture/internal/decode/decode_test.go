@@ -62,7 +62,7 @@ func TestDecode(t *testing.T) {
 		link  decode.LinkType
 		frame []byte
 		want  decode.Status
-		ipLen uint16
+		ipLen uint32
 	}{
 		{"ethernet ipv4", decode.LinkEthernet, eth4, decode.StatusOK, 40},
 		{"ethernet ipv4 options", decode.LinkEthernet, samples.Ethernet(with(tcp4(), func(s *samples.Spec) { s.IPOptions = 12 })), decode.StatusOK, 52},
@@ -193,7 +193,7 @@ func TestDecodeLinks(t *testing.T) {
 		frame []byte
 		wire  int
 		want  decode.Status
-		ipLen uint16
+		ipLen uint32
 	}{
 		{"mpls ipv4", decode.LinkEthernet, eth(0x8847, label(100, true), ip4), 0, decode.StatusOK, 40},
 		{"mpls stack ipv6", decode.LinkEthernet, eth(0x8847, label(1, false), label(2, false), label(3, true), ip6), 0, decode.StatusOK, 60},
@@ -269,7 +269,7 @@ func TestDecodeLinks(t *testing.T) {
 		{"sll2 netlink", decode.LinkSLL2, cat(be16(0x0800), make([]byte, 6), be16(824), make([]byte, 10), ip4), 0, decode.StatusNotIP, 0},
 		{"ipv4 total length 0", decode.LinkEthernet, eth(0x0800, offloaded(1000)), 0, decode.StatusOK, 1040},
 		{"ipv4 total length 0 snapped", decode.LinkEthernet, snapped[:80], len(snapped), decode.StatusOK, 1040},
-		{"ipv4 total length 0 over 64 KiB", decode.LinkEthernet, eth(0x0800, offloaded(70000)), 0, decode.StatusOK, 65535},
+		{"ipv4 total length 0 over 64 KiB (big TCP)", decode.LinkEthernet, eth(0x0800, offloaded(70000)), 0, decode.StatusOK, 70040},
 		{"ipv4 total length 0 in 802.3", decode.LinkEthernet, append(e8023(cat(snap, be16(0x0800), offloaded(1000))[:700], 0), make([]byte, 400)...), 0, decode.StatusOK, 692},
 		{"ipv4 total length 0 in pppoe", decode.LinkEthernet, eth(0x8864, pppoe(600), be16(0x21), offloaded(1000)), 0, decode.StatusOK, 598},
 		{"ipv4 total length 0 in mpls", decode.LinkEthernet, eth(0x8847, label(3, true), offloaded(1000)), 0, decode.StatusOK, 1040},
@@ -518,7 +518,7 @@ func BenchmarkDecodeGopacket(b *testing.B) {
 			case layers.LayerTypeIPv4:
 				r.Src, _ = netip.AddrFromSlice(ip4.SrcIP)
 				r.Dst, _ = netip.AddrFromSlice(ip4.DstIP)
-				r.IPLen = ip4.Length
+				r.IPLen = uint32(ip4.Length)
 			case layers.LayerTypeTCP:
 				r.SrcPort, r.DstPort = uint16(tcp.SrcPort), uint16(tcp.DstPort)
 			}

@@ -74,7 +74,7 @@ func (c *client) segment(flags uint16, seq uint32, payload string) pkt {
 	seg[13] = byte(flags)
 	copy(seg[20:], payload)
 	return pkt{rec: record.Record{Src: c.src, Dst: server, SrcPort: c.sport, DstPort: serverPort,
-		Flags: flags, IPLen: uint16(40 + len(payload))}, seg: seg}
+		Flags: flags, IPLen: uint32(40 + len(payload))}, seg: seg}
 }
 
 func (c *client) syn() pkt { return c.segment(record.FlagSYN, c.isn, "") }
@@ -228,7 +228,7 @@ func TestHeldUntilSettled(t *testing.T) {
 		t.Fatalf("records_held = %g, want 3", g)
 	}
 	send(t, s, clk, c.data("ionId>k1</SessionId>"))
-	if got := mapRecs(out.recs, func(r record.Record) uint16 { return r.IPLen }); len(got) != 4 || got[0] != 40 || got[2] != 55 || got[3] != 60 {
+	if got := mapRecs(out.recs, func(r record.Record) uint32 { return r.IPLen }); len(got) != 4 || got[0] != 40 || got[2] != 55 || got[3] != 60 {
 		t.Fatalf("released ip lengths %v, want [40 40 55 60] in order", got)
 	}
 	// Later records pass straight through with the key.

@@ -212,7 +212,7 @@ func (a *addrText) put(b []byte, i int, addr netip.Addr) int {
 const lineRoom = 16 + 9 + 1 + 48 + 1 + 48 + 1 + 5 + 1 + 5 + 1 + 6 + 1 + 5 + 1
 
 func (f *lineFormat) append(dst []byte, r *record.Record) []byte {
-	if r.TS < 1e9 || !f.src.set(r.Src) || !f.dst.set(r.Dst) {
+	if r.TS < 1e9 || r.IPLen > 0xffff || !f.src.set(r.Src) || !f.dst.set(r.Dst) {
 		return appendSlow(dst, r)
 	}
 	if sec := r.TS / 1e9; sec != f.sec || f.secLen == 0 {
@@ -245,7 +245,7 @@ func (f *lineFormat) append(dst []byte, r *record.Record) []byte {
 	const hex = "0123456789abcdef"
 	b[i], b[i+1], b[i+2], b[i+3] = '\t', '0', 'x', hex[r.Flags>>12&0xf]
 	b[i+4], b[i+5], b[i+6], b[i+7] = hex[r.Flags>>8&0xf], hex[r.Flags>>4&0xf], hex[r.Flags&0xf], '\t'
-	i = putUint16(b, i+8, r.IPLen)
+	i = putUint16(b, i+8, uint16(r.IPLen))
 	dst = dst[:n+i]
 	if r.Key != "" {
 		dst = append(dst, '\t')
@@ -254,7 +254,8 @@ func (f *lineFormat) append(dst []byte, r *record.Record) []byte {
 	return dst
 }
 
-// appendSlow formats any record: times before 1970-01-01T00:00:01Z and
+// appendSlow formats any record: times before 1970-01-01T00:00:01Z, IP
+// lengths over 65,535 and
 // addresses with a zone.
 func appendSlow(dst []byte, r *record.Record) []byte {
 	const hex = "0123456789abcdef"
