@@ -7,6 +7,8 @@ package publish
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"sync"
 	"time"
@@ -47,12 +49,30 @@ type Batcher struct {
 	held    []Batch   // finished batches whose send was interrupted, in order
 	timer   *time.Timer
 	closed  bool
+	// id names the open batch: this process's producer identity, drawn at
+	// random when the batcher is made, and a sequence number counted from
+	// 1. A batch keeps its name through republishes and the spool, so the
+	// consumers store it once (record.ID).
+	id record.ID
+}
+
+// newProducerID draws a producer identity: random, so that a restarted
+// capture never reuses the names of batches still in its spool.
+func newProducerID() uint64 {
+	var b [8]byte
+	for {
+		_, _ = rand.Read(b[:]) // never fails since Go 1.24
+		if id := binary.LittleEndian.Uint64(b[:]); id != 0 {
+			return id
+		}
+	}
 }
 
 // NewBatcher returns a batcher whose Out has capacity 1. ctx bounds the
 // sends that the interval timer makes.
 func NewBatcher(ctx context.Context, size int, interval time.Duration) *Batcher {
-	b := &Batcher{size: max(size, 1), interval: interval, out: make(chan Batch, 1), now: time.Now, timerCtx: ctx}
+	b := &Batcher{size: max(size, 1), interval: interval, out: make(chan Batch, 1), now: time.Now, timerCtx: ctx,
+		id: record.ID{Producer: newProducerID()}}
 	if interval > 0 {
 		b.timer = time.AfterFunc(time.Hour, b.expire)
 		b.timer.Stop()
@@ -89,7 +109,8 @@ func (b *Batcher) add(ctx context.Context, r *record.Record) error {
 	}
 	if b.enc.Len() == 0 {
 		b.started = b.now()
-		b.enc.Reset(b.started.UnixNano())
+		b.id.Seq++
+		b.enc.ResetID(b.started.UnixNano(), b.id)
 		if b.timer != nil {
 			b.timer.Reset(b.interval)
 		}

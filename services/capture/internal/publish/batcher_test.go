@@ -233,3 +233,39 @@ func TestBatcherAddAll(t *testing.T) {
 		}
 	})
 }
+
+// Every batch is named by the batcher's producer and the next sequence
+// number; a second batcher is another producer.
+func TestBatcherNamesBatches(t *testing.T) {
+	ctx := context.Background()
+	ids := func() []record.ID {
+		b := NewBatcher(ctx, 2, 0)
+		var got []record.ID
+		go func() {
+			for i := range 6 {
+				_ = b.Add(ctx, rec(i))
+			}
+			_ = b.Close(ctx)
+		}()
+		for bt := range b.Out() {
+			var out record.Batch
+			if err := record.DecodeBinary(bt.Body, &out); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, out.ID)
+		}
+		return got
+	}
+	a, c := ids(), ids()
+	if len(a) != 3 || len(c) != 3 {
+		t.Fatalf("got %d and %d batches, want 3 each", len(a), len(c))
+	}
+	for i, id := range a {
+		if id.Producer == 0 || id.Producer != a[0].Producer || id.Seq != uint64(i+1) {
+			t.Fatalf("batch %d named %+v, want producer %x seq %d", i, id, a[0].Producer, i+1)
+		}
+	}
+	if c[0].Producer == a[0].Producer {
+		t.Fatalf("two batchers share producer %x", a[0].Producer)
+	}
+}
