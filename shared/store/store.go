@@ -2,18 +2,51 @@
 // and walks entries: the consumer writes by it, and admin's read-back and
 // tally read by it.
 //
-// Records are kept in time buckets: one Redis string per second,
+// # Layout v2
 //
-//	<prefix>r:<unix-second>   the concatenated binary entries of package record
+// Records are kept in time buckets, one per second, each split by a hash
+// of the source address into Shards lists:
 //
-// written with APPEND and given PEXPIREAT (second+1)·1000 + retention, in one
-// Lua call so a bucket never exists without its expiry. A record's bucket is
-// the second of max(capture time, ingest time) — see package record — so it
-// stays readable for at least the retention window and is gone at most one
-// second after it. The bucket is never later than the second the consumer
-// received the record, so no key outlives that + RETENTION + 1 s whatever
-// the record's timestamp says. Redis expires a whole bucket at once: no
-// scanning, no per-record keys (an IPv4 entry costs 25 bytes plus the string's slack).
+//	<prefix>r2:<unix-second>:<shard>   a list of chunks (chunk.go)
+//	<prefix>n:<unix-second>            how many records the instance stored in that second
+//	<prefix>d:<producer>:<seq>         which records of batch (producer, seq) the instance holds
+//
+// A question about one source reads one list per second per instance: a
+// 64th of the window. A chunk writes what its records share once (the
+// destination, a base time) and each entry in 9 to 13 bytes for IPv4; a list
+// of chunks costs Redis little past its bytes (a string grown by APPEND
+// keeps up to as much again as slack). The counters answer "how many" for
+// a window without reading a record.
+//
+// A consumer writes a round's records to an instance with one Lua call
+// (writeScript): it checks the batch marks first, and when some record of
+// the write is already marked on the instance it writes nothing and
+// returns the marks, so the consumer drops those records and writes the
+// rest. Otherwise it pushes the chunks, adds to the counters and marks the
+// records, every key with its expiry, atomically. Since a batch's records
+// are routed by their place in the producer's stream (package routing), a
+// second delivery of a batch sends each record to the instance that holds
+// it: exactly once in effect, checked in the same round trip as the write.
+//
+// # Layout v1
+//
+// One Redis string per second,
+//
+//	<prefix>r:<unix-second>   the concatenated version 1 entries of package record
+//
+// written with APPEND and given PEXPIREAT in one Lua call. It is still
+// read, so records written before an upgrade stay visible until they
+// expire, and still written by a consumer set to STORE_LAYOUT=1 (for a
+// rolling upgrade: upgrade admin first, which reads both).
+//
+// # Expiry
+//
+// A record's bucket is the second of max(capture time, ingest time) — see
+// package record — so it stays readable for at least the retention window
+// and is gone at most one second after it. The bucket is never later than
+// the second the consumer received the record, so no key outlives that +
+// RETENTION + 1 s whatever the record's timestamp says. Redis expires a
+// whole bucket at once: no scanning, no per-record keys.
 //
 // The other keys under the prefix:
 //
@@ -23,7 +56,9 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -33,12 +68,6 @@ import (
 
 // DefaultPrefix is the key prefix when none is configured.
 const DefaultPrefix = "cp:"
-
-// appendScript appends ARGV[1] to KEYS[1] and sets its absolute expiry in ms.
-var appendScript = redis.NewScript(`
-redis.call('APPEND', KEYS[1], ARGV[1])
-redis.call('PEXPIREAT', KEYS[1], ARGV[2])
-return 1`)
 
 // Layout names keys and computes deadlines.
 type Layout struct {
@@ -85,25 +114,113 @@ func (l Layout) DeadlineMS(sec int64) int64 {
 	return (sec+1)*1000 + l.Retention.Milliseconds()
 }
 
-// Buckets groups entries by bucket second, for one write to one Redis
-// instance.
+// Shards is the number of lists each second of layout v2 is split into by
+// source address. More shards make a source question read less and cost
+// a little more memory at low rates (each list has its own overhead).
+const Shards = 64
+
+// Shard is the shard of source address a: FNV-1a of its 16-byte form.
+func Shard(a netip.Addr) int {
+	b := a.Unmap().As16()
+	h := uint64(14695981039346656037)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return int(h % Shards)
+}
+
+// ChunkKey is the key of the layout v2 list of second sec and shard.
+func (l Layout) ChunkKey(sec int64, shard int) string {
+	return l.Prefix + "r2:" + strconv.FormatInt(sec, 10) + ":" + strconv.Itoa(shard)
+}
+
+// CountKey is the key of the counter of records stored in second sec.
+func (l Layout) CountKey(sec int64) string {
+	return l.Prefix + "n:" + strconv.FormatInt(sec, 10)
+}
+
+// MarkKey is the key of the mark of batch id: a bitmap whose bit i (bit 7
+// of byte 0 is record 0) is set when the instance holds the batch's record i.
+func (l Layout) MarkKey(id record.ID) string {
+	const digits = "0000000000000000"
+	x := strconv.FormatUint(id.Producer, 16)
+	return l.Prefix + "d:" + digits[len(x):] + x + ":" + strconv.FormatUint(id.Seq, 10)
+}
+
+// Buckets gathers the records of one write to one Redis instance.
 type Buckets struct {
-	buckets map[int64][]byte
-	free    [][]byte // emptied bucket buffers kept by Reset for reuse
+	// V1 makes Write use layout v1 (no chunks, counters or marks).
+	V1 bool
+
+	v1      map[int64][]byte // layout v1: entries by second
+	free    [][]byte         // emptied buffers kept by Reset for reuse
+	chunks  []chunk
+	index   map[chunkKey]int
+	counts  map[int64]int64
+	marks   []mark
+	markIdx map[record.ID]int
 	records int
 }
 
-// NewBuckets returns an empty set of buckets.
-func NewBuckets() *Buckets { return &Buckets{buckets: make(map[int64][]byte, 2)} }
+type mark struct {
+	id   record.ID
+	bits []byte
+}
 
-// Add appends r to the bucket of second sec.
+// NewBuckets returns an empty set of buckets.
+func NewBuckets() *Buckets {
+	return &Buckets{v1: map[int64][]byte{}, index: map[chunkKey]int{}, counts: map[int64]int64{}, markIdx: map[record.ID]int{}}
+}
+
+// Add adds r, of bucket second sec, to the write.
 func (b *Buckets) Add(sec int64, r *record.Record) {
-	buf, ok := b.buckets[sec]
-	if !ok && len(b.free) > 0 {
-		buf, b.free = b.free[len(b.free)-1], b.free[:len(b.free)-1]
-	}
-	b.buckets[sec] = record.AppendEntry(buf, r)
 	b.records++
+	if b.V1 {
+		buf, ok := b.v1[sec]
+		if !ok {
+			buf = b.buffer()
+		}
+		b.v1[sec] = record.AppendEntry(buf, r)
+		return
+	}
+	k := chunkKeyOf(sec, r)
+	i, ok := b.index[k]
+	if !ok {
+		i = len(b.chunks)
+		b.index[k] = i
+		b.chunks = append(b.chunks, chunk{key: k, buf: b.buffer()})
+		b.chunks[i].start(r)
+	}
+	b.chunks[i].add(r)
+	b.counts[sec]++
+}
+
+// AddMarked adds r, record i of the n records of batch id, to the write and
+// marks it (layout v2; layout v1 keeps no marks).
+func (b *Buckets) AddMarked(sec int64, r *record.Record, id record.ID, i, n int) {
+	b.Add(sec, r)
+	if b.V1 || id.IsZero() {
+		return
+	}
+	m, ok := b.markIdx[id]
+	if !ok {
+		m = len(b.marks)
+		b.markIdx[id] = m
+		b.marks = append(b.marks, mark{id: id, bits: make([]byte, (n+7)/8)})
+	}
+	if i < len(b.marks[m].bits)*8 {
+		b.marks[m].bits[i/8] |= 0x80 >> (i % 8)
+	}
+}
+
+func (b *Buckets) buffer() []byte {
+	if len(b.free) == 0 {
+		return nil
+	}
+	buf := b.free[len(b.free)-1]
+	b.free = b.free[:len(b.free)-1]
+	return buf[:0]
 }
 
 // Len is the number of records added.
@@ -111,37 +228,158 @@ func (b *Buckets) Len() int { return b.records }
 
 // Reset empties b, keeping its buffers.
 func (b *Buckets) Reset() {
-	for _, v := range b.buckets {
-		if cap(v) > 0 && len(b.free) < 16 {
+	keep := func(v []byte) {
+		if cap(v) > 0 && len(b.free) < 256 {
 			b.free = append(b.free, v[:0])
 		}
 	}
-	clear(b.buckets)
+	for _, v := range b.v1 {
+		keep(v)
+	}
+	for _, c := range b.chunks {
+		keep(c.buf)
+	}
+	clear(b.v1)
+	clear(b.index)
+	clear(b.counts)
+	clear(b.markIdx)
+	b.chunks, b.marks = b.chunks[:0], b.marks[:0]
 	b.records = 0
 }
 
-// Write appends b to its buckets on rdb with one round trip (a pipeline of
-// one script call per bucket). It returns nil only when every bucket was
-// appended and given its expiry. A failed write may have stored part of
-// b: the caller retries it whole, so delivery is at least once.
-func (l Layout) Write(ctx context.Context, rdb redis.UniversalClient, b *Buckets) error {
-	if b.records == 0 {
-		return nil
-	}
-	err := l.pipeline(ctx, rdb, b)
-	if isNoScript(err) {
-		// A restarted or new Redis has no script cache: load it and retry.
-		if lerr := appendScript.Load(ctx, rdb).Err(); lerr != nil {
-			return fmt.Errorf("load append script: %w", lerr)
-		}
-		err = l.pipeline(ctx, rdb, b)
-	}
-	return err
+// Held is what an instance already held of a batch when a write found it
+// marked: bit i of Bits (bit 7 of byte 0 is record 0) is set for each
+// record i of batch ID that the instance stores.
+type Held struct {
+	ID   record.ID
+	Bits []byte
 }
 
-func (l Layout) pipeline(ctx context.Context, rdb redis.UniversalClient, b *Buckets) error {
+// Has reports whether bit i of h is set.
+func (h Held) Has(i int) bool { return i/8 < len(h.Bits) && h.Bits[i/8]&(0x80>>(i%8)) != 0 }
+
+// writeScript writes a round's records to an instance (layout v2). KEYS:
+// the chunks' lists, the counters, the marks. ARGV: the three counts, the
+// marks' lifetime in ms, then (deadline, chunk) per list, (deadline,
+// delta) per counter, and a bitmap per mark. If any mark already has a
+// bit of its bitmap, nothing is written and the script returns {index of
+// the mark, its value, …}; else it returns 0.
+var writeScript = redis.NewScript(`
+local nc, nn, nm, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local ka, am = nc + nn, 5 + 2 * (nc + nn)
+local held = {}
+for m = 1, nm do
+  local cur = redis.call('GET', KEYS[ka + m])
+  if cur then
+    local new = ARGV[am + m - 1]
+    for i = 1, math.min(#cur, #new) do
+      if bit.band(string.byte(cur, i), string.byte(new, i)) ~= 0 then
+        held[#held + 1] = m - 1
+        held[#held + 1] = cur
+        break
+      end
+    end
+  end
+end
+if #held > 0 then return held end
+local a = 5
+for i = 1, nc do
+  redis.call('RPUSH', KEYS[i], ARGV[a + 1])
+  redis.call('PEXPIREAT', KEYS[i], ARGV[a])
+  a = a + 2
+end
+for j = 1, nn do
+  redis.call('INCRBY', KEYS[nc + j], ARGV[a + 1])
+  redis.call('PEXPIREAT', KEYS[nc + j], ARGV[a])
+  a = a + 2
+end
+for m = 1, nm do
+  local k, new = KEYS[ka + m], ARGV[am + m - 1]
+  local cur = redis.call('GET', k)
+  if cur then
+    local t = {}
+    for i = 1, math.max(#cur, #new) do
+      t[i] = string.char(bit.bor(string.byte(cur, i) or 0, string.byte(new, i) or 0))
+    end
+    new = table.concat(t)
+  end
+  redis.call('SET', k, new, 'PX', ttl)
+end
+return 0`)
+
+// appendScript appends ARGV[1] to KEYS[1] and sets its absolute expiry in
+// ms (layout v1).
+var appendScript = redis.NewScript(`
+redis.call('APPEND', KEYS[1], ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+return 1`)
+
+// Write writes b to rdb in one round trip. It returns nil, nil only when
+// every record was stored with its expiry. When the instance already held
+// some records of b's batches (a second delivery), it writes nothing and
+// returns what it held: the caller drops those records and writes the
+// rest. A failed write stored nothing (layout v2: one atomic script call)
+// unless the error hides an answer that was lost (a timeout).
+func (l Layout) Write(ctx context.Context, rdb redis.UniversalClient, b *Buckets) ([]Held, error) {
+	if b.records == 0 {
+		return nil, nil
+	}
+	script, run := writeScript, l.writeV2
+	if b.V1 {
+		script, run = appendScript, l.writeV1
+	}
+	held, err := run(ctx, rdb, b)
+	if isNoScript(err) {
+		// A restarted or new Redis has no script cache: load it and retry.
+		if lerr := script.Load(ctx, rdb).Err(); lerr != nil {
+			return nil, fmt.Errorf("load write script: %w", lerr)
+		}
+		held, err = run(ctx, rdb, b)
+	}
+	return held, err
+}
+
+func (l Layout) writeV2(ctx context.Context, rdb redis.UniversalClient, b *Buckets) ([]Held, error) {
+	nc, nn, nm := len(b.chunks), len(b.counts), len(b.marks)
+	keys := make([]string, 0, nc+nn+nm)
+	args := make([]any, 4, 4+2*(nc+nn)+nm)
+	args[0], args[1], args[2], args[3] = nc, nn, nm, l.Retention.Milliseconds()
+	for i := range b.chunks {
+		c := &b.chunks[i]
+		keys = append(keys, l.ChunkKey(c.key.sec, c.key.shard))
+		args = append(args, l.DeadlineMS(c.key.sec), c.buf)
+	}
+	for sec, n := range b.counts {
+		keys = append(keys, l.CountKey(sec))
+		args = append(args, l.DeadlineMS(sec), n)
+	}
+	for _, m := range b.marks {
+		keys = append(keys, l.MarkKey(m.id))
+		args = append(args, m.bits)
+	}
+	v, err := writeScript.EvalSha(ctx, rdb, keys, args...).Result()
+	if err != nil {
+		return nil, err
+	}
+	list, ok := v.([]any)
+	if !ok {
+		return nil, nil
+	}
+	held := make([]Held, 0, len(list)/2)
+	for i := 0; i+1 < len(list); i += 2 {
+		m, _ := list[i].(int64)
+		bits, _ := list[i+1].(string)
+		if m < 0 || int(m) >= nm {
+			return nil, fmt.Errorf("write script named mark %d of %d", m, nm)
+		}
+		held = append(held, Held{ID: b.marks[m].id, Bits: []byte(bits)})
+	}
+	return held, nil
+}
+
+func (l Layout) writeV1(ctx context.Context, rdb redis.UniversalClient, b *Buckets) ([]Held, error) {
 	cmds, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for sec, data := range b.buckets {
+		for sec, data := range b.v1 {
 			if len(data) > 0 {
 				appendScript.EvalSha(ctx, p, []string{l.BucketKey(sec)}, data, l.DeadlineMS(sec))
 			}
@@ -149,14 +387,14 @@ func (l Layout) pipeline(ctx context.Context, rdb redis.UniversalClient, b *Buck
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, c := range cmds {
 		if c.Err() != nil {
-			return c.Err()
+			return nil, c.Err()
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 func isNoScript(err error) bool {
@@ -170,49 +408,193 @@ type Filter struct {
 }
 
 // Match reports whether r passes f.
-func (f Filter) Match(r *record.Record) bool {
-	if f.Key != "" && r.Key != f.Key {
-		return false
+func (f Filter) Match(r *record.Record) bool { return f.compile().match(r) }
+
+// filter is a Filter with its addresses parsed, so matching a record
+// compares addresses rather than formatting them.
+type filter struct {
+	src, dst netip.Addr
+	key      string
+	none     bool // an address that does not parse matches nothing
+}
+
+func (f Filter) compile() filter {
+	c := filter{key: f.Key}
+	var err error
+	if f.Src != "" {
+		if c.src, err = netip.ParseAddr(f.Src); err != nil {
+			c.none = true
+		}
+		c.src = c.src.Unmap()
 	}
-	if f.Src != "" && r.Src.String() != f.Src {
-		return false
+	if f.Dst != "" {
+		if c.dst, err = netip.ParseAddr(f.Dst); err != nil {
+			c.none = true
+		}
+		c.dst = c.dst.Unmap()
 	}
-	if f.Dst != "" && r.Dst.String() != f.Dst {
+	return c
+}
+
+func (c filter) match(r *record.Record) bool {
+	switch {
+	case c.none:
+		return false
+	case c.key != "" && r.Key != c.key:
+		return false
+	case c.src.IsValid() && r.Src != c.src:
+		return false
+	case c.dst.IsValid() && r.Dst != c.dst:
 		return false
 	}
 	return true
 }
 
-// Read calls fn for every record in the buckets of seconds from..to
-// (inclusive) that passes f. It reads bucketsPerCall buckets per MGET.
+// matchDst is the chunk-level test: whether a chunk's destination can hold
+// a match.
+func (c filter) matchDst(dst netip.Addr, _ uint16) bool {
+	return !c.none && (!c.dst.IsValid() || dst == c.dst)
+}
+
+// Read calls fn for every record of both layouts in the buckets of seconds
+// from..to (inclusive) that passes f.
 func (l Layout) Read(ctx context.Context, rdb redis.Cmdable, from, to int64, f Filter, fn func(*record.Record)) error {
-	const bucketsPerCall = 16
-	for lo := from; lo <= to; lo += bucketsPerCall {
-		hi := min(lo+bucketsPerCall-1, to)
-		keys := make([]string, 0, hi-lo+1)
-		for s := lo; s <= hi; s++ {
-			keys = append(keys, l.BucketKey(s))
+	_, err := l.Scan(ctx, rdb, from, to, f, fn)
+	return err
+}
+
+// secondsPerCall is how many seconds one pipelined read asks for.
+const secondsPerCall = 16
+
+// Scan is Read that also returns the bytes of records it fetched from
+// Redis. With a source in f it reads that source's shard alone; a chunk
+// whose destination does not match is skipped undecoded.
+func (l Layout) Scan(ctx context.Context, rdb redis.Cmdable, from, to int64, f Filter, fn func(*record.Record)) (int64, error) {
+	c := f.compile()
+	shards := make([]int, 0, Shards)
+	if c.src.IsValid() {
+		shards = append(shards, Shard(c.src))
+	} else {
+		for i := range Shards {
+			shards = append(shards, i)
 		}
-		vals, err := rdb.MGet(ctx, keys...).Result()
+	}
+	emit := func(r *record.Record) {
+		if c.match(r) {
+			fn(r)
+		}
+	}
+	var fetched int64
+	for lo := from; lo <= to; lo += secondsPerCall {
+		hi := min(lo+secondsPerCall-1, to)
+		n, err := l.scanSeconds(ctx, rdb, lo, hi, shards, c, emit)
+		fetched += n
 		if err != nil {
-			return fmt.Errorf("mget %s..%s: %w", keys[0], keys[len(keys)-1], err)
+			return fetched, err
 		}
-		for i, v := range vals {
-			s, ok := v.(string)
-			if !ok {
-				continue
+	}
+	return fetched, nil
+}
+
+// scanSeconds reads seconds lo..hi of both layouts in one pipeline.
+func (l Layout) scanSeconds(ctx context.Context, rdb redis.Cmdable, lo, hi int64, shards []int, c filter, emit func(*record.Record)) (int64, error) {
+	v1 := make([]*redis.StringCmd, 0, hi-lo+1)
+	v2 := make([]*redis.StringSliceCmd, 0, int(hi-lo+1)*len(shards))
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for sec := lo; sec <= hi; sec++ {
+			v1 = append(v1, p.Get(ctx, l.BucketKey(sec)))
+			for _, sh := range shards {
+				v2 = append(v2, p.LRange(ctx, l.ChunkKey(sec, sh), 0, -1))
 			}
-			err := record.DecodeEntries([]byte(s), func(r *record.Record) {
-				if f.Match(r) {
-					fn(r)
-				}
-			})
-			if err != nil {
-				return fmt.Errorf("bucket %s: %w", keys[i], err)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, fmt.Errorf("read seconds %d..%d: %w", lo, hi, err)
+	}
+	var fetched int64
+	for i, cmd := range v1 {
+		data, err := cmd.Bytes()
+		if errors.Is(err, redis.Nil) {
+			continue // no v1 bucket for that second
+		}
+		if err != nil {
+			return fetched, fmt.Errorf("read %s: %w", l.BucketKey(lo+int64(i)), err)
+		}
+		fetched += int64(len(data))
+		if err := record.DecodeEntries(data, emit); err != nil {
+			return fetched, fmt.Errorf("bucket %s: %w", l.BucketKey(lo+int64(i)), err)
+		}
+	}
+	for _, cmd := range v2 {
+		if err := cmd.Err(); err != nil {
+			return fetched, fmt.Errorf("read %s: %w", cmd.Args()[1], err)
+		}
+		for _, ch := range cmd.Val() {
+			fetched += int64(len(ch))
+			if err := DecodeChunk([]byte(ch), c.matchDst, emit); err != nil {
+				return fetched, fmt.Errorf("list %s: %w", cmd.Args()[1], err)
 			}
 		}
 	}
-	return nil
+	return fetched, nil
+}
+
+// Count returns how many records an instance holds in seconds from..to,
+// from the counters of layout v2 and the entries of layout v1 buckets
+// (which have no counters), and the bytes it fetched to learn it.
+func (l Layout) Count(ctx context.Context, rdb redis.Cmdable, from, to int64) (n, fetched int64, err error) {
+	per, err := l.Counters(ctx, rdb, from, to)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, c := range per {
+		n += c
+		fetched += int64(len(strconv.FormatInt(c, 10)))
+	}
+	sizes, err := l.Sizes(ctx, rdb, from, to)
+	if err != nil {
+		return 0, fetched, err
+	}
+	for i, size := range sizes {
+		if size == 0 {
+			continue
+		}
+		// A v1 bucket (from before an upgrade): count its entries.
+		key := l.BucketKey(from + int64(i))
+		data, err := rdb.Get(ctx, key).Bytes()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return n, fetched, fmt.Errorf("read %s: %w", key, err)
+		}
+		fetched += int64(len(data))
+		if err := record.DecodeEntries(data, func(*record.Record) { n++ }); err != nil {
+			return n, fetched, fmt.Errorf("bucket %s: %w", key, err)
+		}
+	}
+	return n, fetched, nil
+}
+
+// Counters returns the layout v2 counter of each second of from..to: the
+// records the instance stored in it (0 where none), with one MGET.
+func (l Layout) Counters(ctx context.Context, rdb redis.Cmdable, from, to int64) ([]int64, error) {
+	if to < from {
+		return nil, nil
+	}
+	keys := make([]string, 0, to-from+1)
+	for sec := from; sec <= to; sec++ {
+		keys = append(keys, l.CountKey(sec))
+	}
+	vals, err := rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("mget %s..%s: %w", keys[0], keys[len(keys)-1], err)
+	}
+	out := make([]int64, len(keys))
+	for i, v := range vals {
+		if s, ok := v.(string); ok {
+			out[i], _ = strconv.ParseInt(s, 10, 64)
+		}
+	}
+	return out, nil
 }
 
 // Span is a byte range [From, To) of the bucket of second Sec: what it
