@@ -30,7 +30,7 @@ const (
 const (
 	magic       = "CPRB"
 	headerLenV1 = 20
-	headerLenV2 = 36
+	headerLenV2 = 44
 	flagHasID   = 1 << 0
 	kindIPv6    = 1 << 0
 	kindHasKey  = 1 << 1
@@ -206,6 +206,10 @@ type Batch struct {
 	Received int64
 	// ID identifies the batch (zero when the message carries none).
 	ID ID
+	// First is the number of records its producer made before this
+	// batch: record i of the batch is record First+i of the producer's
+	// stream, which is where mode "weighted" routes it (package routing).
+	First uint64
 	// MaybeSeen is set when this message may have been delivered before
 	// (a broker redelivery, or a producer's resend): the consumer then
 	// checks which of its records are stored already.
@@ -222,11 +226,11 @@ type Encoder struct {
 
 // Reset starts a new batch that entered the pipeline at ingest (Unix ns),
 // with no identity.
-func (e *Encoder) Reset(ingest int64) { e.ResetID(ingest, ID{}) }
+func (e *Encoder) Reset(ingest int64) { e.ResetID(ingest, ID{}, 0) }
 
-// ResetID starts a new batch that entered the pipeline at ingest (Unix ns)
-// and is named id.
-func (e *Encoder) ResetID(ingest int64, id ID) {
+// ResetID starts a new batch that entered the pipeline at ingest (Unix ns),
+// named id, whose first record is record first of its producer's stream.
+func (e *Encoder) ResetID(ingest int64, id ID, first uint64) {
 	e.buf = append(e.buf[:0], magic...)
 	var flags byte
 	if !id.IsZero() {
@@ -237,6 +241,7 @@ func (e *Encoder) ResetID(ingest int64, id ID) {
 	e.buf = binary.LittleEndian.AppendUint64(e.buf, uint64(ingest))
 	e.buf = binary.LittleEndian.AppendUint64(e.buf, id.Producer)
 	e.buf = binary.LittleEndian.AppendUint64(e.buf, id.Seq)
+	e.buf = binary.LittleEndian.AppendUint64(e.buf, first)
 	e.count = 0
 }
 
@@ -297,6 +302,7 @@ func DecodeBinary(b []byte, dst *Batch) error {
 		wide, hl = true, headerLenV2
 		if b[5]&flagHasID != 0 {
 			dst.ID = ID{Producer: binary.LittleEndian.Uint64(b[20:28]), Seq: binary.LittleEndian.Uint64(b[28:36])}
+			dst.First = binary.LittleEndian.Uint64(b[36:44])
 		}
 	default:
 		return fmt.Errorf("%w: %d", ErrVersion, b[4])

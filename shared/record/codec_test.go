@@ -48,7 +48,7 @@ func TestBinaryRoundTrip(t *testing.T) {
 func TestBinaryV2IdentityAndWideLength(t *testing.T) {
 	var e Encoder
 	id := ID{Producer: 0xdeadbeefcafe, Seq: 42}
-	e.ResetID(7, id)
+	e.ResetID(7, id, 1<<40)
 	big := sample()[0]
 	big.IPLen = 70040
 	e.Add(&big)
@@ -56,7 +56,7 @@ func TestBinaryV2IdentityAndWideLength(t *testing.T) {
 	if err := Decode(ContentTypeBinary, e.Bytes(), &b); err != nil {
 		t.Fatal(err)
 	}
-	if b.ID != id || b.Records[0].IPLen != 70040 {
+	if b.ID != id || b.First != 1<<40 || b.Records[0].IPLen != 70040 {
 		t.Fatalf("id %+v ip_len %d, want %+v 70040", b.ID, b.Records[0].IPLen, id)
 	}
 	var old Batch
@@ -85,11 +85,11 @@ func TestBinaryRejectsBadInput(t *testing.T) {
 		"empty":          {nil, ErrTruncated},
 		"bad magic":      {[]byte("GET / HTTP/1.1\r\n\r\nxxxxxxxx"), ErrBadMagic},
 		"version 3":      {append(append([]byte{}, good[:4]...), append([]byte{3}, good[5:]...)...), ErrVersion},
-		"v2 cut header":  {good[:30], ErrTruncated},
+		"v2 cut header":  {good[:40], ErrTruncated},
 		"cut entry":      {good[:len(good)-3], ErrTruncated},
 		"trailing bytes": {append(append([]byte{}, good...), 0), ErrBadEntry},
 		"huge count":     {append(append([]byte{}, good[:8]...), append([]byte{0xff, 0xff, 0xff, 0xff}, good[12:]...)...), ErrTooLarge},
-		"bad kind":       {append(append([]byte{}, good[:36]...), append([]byte{0x80}, good[37:]...)...), ErrBadEntry},
+		"bad kind":       {append(append([]byte{}, good[:44]...), append([]byte{0x80}, good[45:]...)...), ErrBadEntry},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -6,7 +6,7 @@
 //
 // All integers are little-endian.
 //
-//	header (36 bytes):
+//	header (44 bytes):
 //	  magic    [4]byte  "CPRB"
 //	  version  uint8    2
 //	  flags    uint8    bit 0: producer and seq identify the batch
@@ -15,6 +15,7 @@
 //	  ingest   int64    when the batch entered the pipeline, Unix nanoseconds
 //	  producer uint64   the identity of the capture process that made it
 //	  seq      uint64   the batch's sequence number within its producer
+//	  first    uint64   how many records the producer made before this batch
 //
 // The header is followed by count entries. An entry is:
 //
@@ -32,6 +33,9 @@
 // (producer, seq) names a batch wherever it travels: a second delivery of
 // it (a redelivery, a republish after a lost confirm, the spool after a
 // restart) is recognised by the consumer and stored once (package store).
+// first places each record in its producer's stream, which is what mode
+// "weighted" routes by, so a second delivery of a record goes where the
+// first went.
 //
 // Version 1 (content type application/vnd.connpipe.records.v1) has a
 // 20-byte header without producer and seq, and a 16-bit ip_len; it is still

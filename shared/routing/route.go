@@ -86,6 +86,16 @@ func (r *Route) Hashed() bool { return r.ring != nil }
 // has a key function.
 func (r *Route) Key(rec *record.Record) uint64 { return r.key(rec) }
 
+// PickAt is Pick for a record at place p of its producer's stream (see
+// Schedule.At): in mode "weighted" the same place always gets the same
+// backend while the usable backends stay the same.
+func (r *Route) PickAt(h, p, producer uint64) int {
+	if r.ring != nil {
+		return r.ring.Pick(h)
+	}
+	return r.schedule.At(p, producer)
+}
+
 // Pick is the mode's choice for a record with key hash h (h is ignored in
 // mode "weighted", where each call takes the schedule's next pick), or -1
 // when no backend is usable.

@@ -21,6 +21,7 @@ type Schedule struct {
 	count    []int64 // picks of each backend in this cycle
 	release  []int64 // earliest pick number of the backend's next pick
 	deadline []int64 // latest pick number of the backend's next pick
+	cycle    []int32 // the picks of one whole cycle, in order, for At
 }
 
 // NewSchedule builds a schedule over the backends of t, in the table's
@@ -85,6 +86,19 @@ func (r *Schedule) restart() {
 		}
 		r.total += r.eff[i]
 	}
+	r.rewind()
+	// One whole cycle, played ahead, is what At reads; Next then plays it
+	// from the start.
+	r.cycle = r.cycle[:0]
+	for range r.total {
+		r.cycle = append(r.cycle, int32(r.pick()))
+	}
+	r.rewind()
+}
+
+// rewind starts the cycle over the current usable backends.
+func (r *Schedule) rewind() {
+	r.n = 0
 	for i := range r.eff {
 		r.count[i] = 0
 		if r.eff[i] > 0 {
@@ -94,12 +108,36 @@ func (r *Schedule) restart() {
 	}
 }
 
+// At is the pick at place p of an endless repetition of the cycle, shifted
+// by offset: a pure function of (p, offset) and the usable backends. Mode
+// "weighted" routes a record of a named batch by its place in its
+// producer's stream, so every consumer, and a second delivery, sends it to
+// the same backend, and a producer's stream is split exactly by weight to
+// within a record per cycle. -1 when no usable backend has weight > 0.
+func (r *Schedule) At(p, offset uint64) int {
+	if r.total == 0 {
+		return -1
+	}
+	t := uint64(r.total)
+	return int(r.cycle[(p%t+offset%t)%t])
+}
+
 // Next returns the index of the backend for the next record, or -1 when no
 // usable backend has weight > 0.
 func (r *Schedule) Next() int {
 	if r.total == 0 {
 		return -1
 	}
+	best := r.pick()
+	if r.n == r.total {
+		// End of a cycle: every backend had exactly its weight.
+		r.rewind()
+	}
+	return best
+}
+
+// pick plays the cycle's next pick.
+func (r *Schedule) pick() int {
 	r.n++
 	best := -1
 	var due int64
@@ -126,10 +164,6 @@ func (r *Schedule) Next() int {
 	r.count[best] = c
 	r.release[best] = c*r.total/w + 1
 	r.deadline[best] = ceilDiv((c+1)*r.total, w)
-	if r.n == r.total {
-		// End of a cycle: every backend had exactly its weight.
-		r.restart()
-	}
 	return best
 }
 

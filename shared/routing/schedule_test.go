@@ -255,3 +255,41 @@ func BenchmarkSchedule(b *testing.B) {
 		})
 	}
 }
+
+// At replays the cycle that Next plays, shifted by the offset: batches of
+// any sizes that tile a producer's stream are split exactly by weight to
+// within a record per cycle, whichever consumer routes each batch, and a
+// place always gets the same backend.
+func TestAtIsThePlaceInTheCycle(t *testing.T) {
+	r := mustNew(t, 30, 70)
+	total := 100
+	want := make([]int, total)
+	for i := range want {
+		want[i] = r.Next()
+	}
+	for p := range 3 * total {
+		if got := r.At(uint64(p), 0); got != want[p%total] {
+			t.Fatalf("At(%d) = %d, Next gave %d", p, got, want[p%total])
+		}
+		if a, b := r.At(uint64(p), 12345), r.At(uint64(p), 12345); a != b {
+			t.Fatalf("At(%d) not stable", p)
+		}
+	}
+	count := [2]int{}
+	var pos uint64
+	for _, size := range []int{512, 7, 300, 1, 180} { // 1000 records in all
+		for i := range size {
+			count[r.At(pos+uint64(i), 0xdeadbeef)]++
+		}
+		pos += uint64(size)
+	}
+	if count[0] != 300 || count[1] != 700 {
+		t.Fatalf("1000 records of one stream split %v, want [300 700]", count)
+	}
+	r.SetUp(0, false)
+	for p := range 50 {
+		if got := r.At(uint64(p), 3); got != 1 {
+			t.Fatalf("with backend 0 down, At(%d) = %d", p, got)
+		}
+	}
+}

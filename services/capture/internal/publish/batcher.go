@@ -54,6 +54,8 @@ type Batcher struct {
 	// 1. A batch keeps its name through republishes and the spool, so the
 	// consumers store it once (record.ID).
 	id record.ID
+	// made counts the records of the batches before the open one.
+	made uint64
 }
 
 // newProducerID draws a producer identity: random, so that a restarted
@@ -110,7 +112,7 @@ func (b *Batcher) add(ctx context.Context, r *record.Record) error {
 	if b.enc.Len() == 0 {
 		b.started = b.now()
 		b.id.Seq++
-		b.enc.ResetID(b.started.UnixNano(), b.id)
+		b.enc.ResetID(b.started.UnixNano(), b.id, b.made)
 		if b.timer != nil {
 			b.timer.Reset(b.interval)
 		}
@@ -142,6 +144,7 @@ func (b *Batcher) expire() {
 func (b *Batcher) send(ctx context.Context) error {
 	if b.enc.Len() > 0 {
 		bt := Batch{Body: append([]byte(nil), b.enc.Bytes()...), Records: b.enc.Len(), Ingest: b.started.UnixNano()}
+		b.made += uint64(bt.Records)
 		b.enc.Reset(0) // Len()==0: no open batch
 		if b.timer != nil {
 			b.timer.Stop()

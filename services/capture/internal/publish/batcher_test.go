@@ -241,6 +241,7 @@ func TestBatcherNamesBatches(t *testing.T) {
 	ids := func() []record.ID {
 		b := NewBatcher(ctx, 2, 0)
 		var got []record.ID
+		var first []uint64
 		go func() {
 			for i := range 6 {
 				_ = b.Add(ctx, rec(i))
@@ -253,6 +254,10 @@ func TestBatcherNamesBatches(t *testing.T) {
 				t.Fatal(err)
 			}
 			got = append(got, out.ID)
+			first = append(first, out.First)
+		}
+		if len(first) != 3 || first[0] != 0 || first[1] != 2 || first[2] != 4 {
+			t.Fatalf("batches start at records %v of the stream, want [0 2 4]", first)
 		}
 		return got
 	}
