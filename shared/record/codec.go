@@ -21,10 +21,6 @@ const (
 	// VersionHeader is the AMQP header carrying the format version.
 	VersionHeader = "x-connpipe-version"
 	Version       = 2
-	// ResentHeader marks a batch that its producer may have published
-	// before (a republish after a lost confirm, or one sent from the spool):
-	// the consumer checks what of it is stored already before storing it.
-	ResentHeader = "x-connpipe-resent"
 )
 
 const (
@@ -209,12 +205,8 @@ type Batch struct {
 	// First is the number of records its producer made before this
 	// batch: record i of the batch is record First+i of the producer's
 	// stream, which is where mode "weighted" routes it (package routing).
-	First uint64
-	// MaybeSeen is set when this message may have been delivered before
-	// (a broker redelivery, or a producer's resend): the consumer then
-	// checks which of its records are stored already.
-	MaybeSeen bool
-	Records   []Record
+	First   uint64
+	Records []Record
 }
 
 // Encoder builds binary batches (version 2); reuse one to avoid

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/connpipe/connpipe/shared/record"
 )
@@ -17,11 +18,14 @@ import (
 //	                 (16 bytes) instead of IPv4 (4 bytes); bit 1: entries carry a key
 //	dst_ip   [4|16]byte
 //	dst_port uint16
-//	base     int64   capture time of the first entry, Unix ns
+//	base     zig-zag varint: capture time of the first entry minus the
+//	         start of the bucket second, ns (5 bytes for live capture)
 //
 // followed by entries to the end of the chunk:
 //
-//	src_ip   [4|16]byte
+//	src_ip   IPv4: 4 bytes. IPv6: front-coded, a byte n (0..16) saying how
+//	         many leading bytes it shares with the previous entry's source
+//	         (the first entry's: with the destination), then the other 16-n
 //	src_port uint16
 //	ts       zig-zag varint: capture time minus the previous entry's (the
 //	         first entry's: minus base, so 0)
@@ -52,9 +56,10 @@ type chunkKey struct {
 
 // chunk is a chunk being built.
 type chunk struct {
-	key  chunkKey
-	buf  []byte
-	prev int64 // capture time of the last entry
+	key     chunkKey
+	buf     []byte
+	prev    int64    // capture time of the last entry
+	prevSrc [16]byte // IPv6: the last entry's source (first: the destination)
 }
 
 func chunkKeyOf(sec int64, r *record.Record) chunkKey {
@@ -73,13 +78,25 @@ func (c *chunk) start(r *record.Record) {
 	c.buf = append(c.buf[:0], c.key.flags)
 	c.buf = appendAddr(c.buf, c.key.dst, c.key.flags&chunkV6 != 0)
 	c.buf = binary.LittleEndian.AppendUint16(c.buf, c.key.port)
-	c.buf = binary.LittleEndian.AppendUint64(c.buf, uint64(r.TS))
+	c.buf = binary.AppendVarint(c.buf, r.TS-c.key.sec*int64(time.Second))
 	c.prev = r.TS
+	c.prevSrc = c.key.dst.As16()
 }
 
 // add appends r's entry to c.
 func (c *chunk) add(r *record.Record) {
-	c.buf = appendAddr(c.buf, r.Src, c.key.flags&chunkV6 != 0)
+	if c.key.flags&chunkV6 != 0 {
+		src := r.Src.As16()
+		n := 0
+		for n < 16 && src[n] == c.prevSrc[n] {
+			n++
+		}
+		c.buf = append(c.buf, byte(n))
+		c.buf = append(c.buf, src[n:]...)
+		c.prevSrc = src
+	} else {
+		c.buf = appendAddr(c.buf, r.Src, false)
+	}
 	c.buf = binary.LittleEndian.AppendUint16(c.buf, r.SrcPort)
 	c.buf = binary.AppendVarint(c.buf, r.TS-c.prev)
 	c.prev = r.TS
@@ -104,11 +121,12 @@ func appendAddr(dst []byte, a netip.Addr, v6 bool) []byte {
 	return append(dst, b[:]...)
 }
 
-// DecodeChunk decodes a layout v2 chunk, calling fn for each record. A
+// DecodeChunk decodes a layout v2 chunk of bucket second sec, calling fn
+// for each record. A
 // malformed chunk stops at its first bad entry with an error saying where;
 // the records before it were passed to fn. match, when not nil, is asked
 // first about the chunk's destination: false skips the chunk unread.
-func DecodeChunk(b []byte, match func(dst netip.Addr, port uint16) bool, fn func(*record.Record)) error {
+func DecodeChunk(b []byte, sec int64, match func(dst netip.Addr, port uint16) bool, fn func(*record.Record)) error {
 	if len(b) < 1 {
 		return fmt.Errorf("%w: empty", ErrBadChunk)
 	}
@@ -120,7 +138,7 @@ func DecodeChunk(b []byte, match func(dst netip.Addr, port uint16) bool, fn func
 	if flags&chunkV6 != 0 {
 		alen = 16
 	}
-	if len(b) < 1+alen+2+8 {
+	if len(b) < 1+alen+2+1 {
 		return fmt.Errorf("%w: header of %d bytes", ErrBadChunk, len(b))
 	}
 	var r record.Record
@@ -129,9 +147,14 @@ func DecodeChunk(b []byte, match func(dst netip.Addr, port uint16) bool, fn func
 	if match != nil && !match(r.Dst, r.DstPort) {
 		return nil
 	}
-	ts := int64(binary.LittleEndian.Uint64(b[3+alen:]))
-	for p := 11 + alen; p < len(b); {
-		n, err := decodeChunkEntry(b[p:], flags, alen, &ts, &r)
+	base, n := binary.Varint(b[3+alen:])
+	if n <= 0 {
+		return fmt.Errorf("%w: bad base time", ErrBadChunk)
+	}
+	ts := sec*int64(time.Second) + base
+	prevSrc := r.Dst.As16()
+	for p := 3 + alen + n; p < len(b); {
+		n, err := decodeChunkEntry(b[p:], flags, &prevSrc, &ts, &r)
 		if err != nil {
 			return fmt.Errorf("%w: entry at byte %d: %v", ErrBadChunk, p, err)
 		}
@@ -151,14 +174,28 @@ func addrAt(b []byte, alen int) netip.Addr {
 var errShort = errors.New("cut short")
 
 // decodeChunkEntry decodes one entry into r (whose destination is set)
-// and returns its length.
-func decodeChunkEntry(b []byte, flags byte, alen int, ts *int64, r *record.Record) (int, error) {
-	if len(b) < alen+2 {
+// and returns its length. prevSrc is the previous IPv6 source.
+func decodeChunkEntry(b []byte, flags byte, prevSrc *[16]byte, ts *int64, r *record.Record) (int, error) {
+	p := 4
+	if flags&chunkV6 != 0 {
+		if len(b) < 1 || b[0] > 16 || len(b) < 1+16-int(b[0]) {
+			return 0, errors.New("bad or cut source address")
+		}
+		n := int(b[0])
+		copy(prevSrc[n:], b[1:1+16-n])
+		r.Src = netip.AddrFrom16(*prevSrc).Unmap()
+		p = 1 + 16 - n
+	} else {
+		if len(b) < 4 {
+			return 0, errShort
+		}
+		r.Src = netip.AddrFrom4([4]byte(b[:4]))
+	}
+	if len(b) < p+2 {
 		return 0, errShort
 	}
-	r.Src = addrAt(b, alen)
-	r.SrcPort = binary.LittleEndian.Uint16(b[alen:])
-	p := alen + 2
+	r.SrcPort = binary.LittleEndian.Uint16(b[p:])
+	p += 2
 	d, n := binary.Varint(b[p:])
 	if n <= 0 {
 		return 0, errors.New("bad time delta")

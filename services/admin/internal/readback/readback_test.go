@@ -36,7 +36,7 @@ func write(t *testing.T, pool *redisconn.Pool, layout store.Layout, addr string,
 		b.Add(sec, &recs[i])
 		keys = append(keys, layout.BucketKey(sec))
 	}
-	if err := layout.Write(ctx, pool.Client(addr), b); err != nil {
+	if _, err := layout.Write(ctx, pool.Client(addr), b); err != nil {
 		t.Fatalf("write to %s: %v", addr, err)
 	}
 	t.Cleanup(func() { pool.Client(addr).Del(context.Background(), keys...) })
@@ -224,7 +224,7 @@ func TestFarFutureRecordIsReadBack(t *testing.T) {
 	sec := store.Bucket(r.TS, now.UnixNano(), now.UnixNano())
 	b.Add(sec, &r)
 	ctx := testenv.Context(t, 10*time.Second)
-	if err := layout.Write(ctx, pool.Client(addr), b); err != nil {
+	if _, err := layout.Write(ctx, pool.Client(addr), b); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pool.Client(addr).Del(context.Background(), layout.BucketKey(sec)) })

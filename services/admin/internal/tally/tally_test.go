@@ -69,7 +69,7 @@ func (e *env) store(i int, sec int64, n int) {
 		}
 		b.Add(sec, &r)
 	}
-	if err := e.layout.Write(context.Background(), e.clients[e.backends[i].Addr], b); err != nil {
+	if _, err := e.layout.Write(context.Background(), e.clients[e.backends[i].Addr], b); err != nil {
 		e.t.Fatalf("write: %v", err)
 	}
 	e.keys = append(e.keys, e.layout.BucketKey(sec))
@@ -243,7 +243,7 @@ func BenchmarkRefresh(b *testing.B) {
 				}
 				if perSecond > 0 {
 					for _, c := range clients {
-						if err := layout.Write(context.Background(), c, batch); err != nil {
+						if _, err := layout.Write(context.Background(), c, batch); err != nil {
 							b.Fatal(err)
 						}
 					}

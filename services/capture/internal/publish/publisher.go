@@ -221,15 +221,9 @@ func (r *run) session(ctx context.Context, conn *broker.Conn) error {
 	log.Info("publishing to broker", "exchange", topology.RecordsExchange, "republish", len(r.retry))
 
 	publish := func(b Batch) error {
-		headers := amqp.Table{record.VersionHeader: int32(record.Version)}
-		if b.republished || b.spooled {
-			// It may have reached the broker before: the consumer checks
-			// what of it is stored already.
-			headers[record.ResentHeader] = true
-		}
 		err := ch.PublishWithContext(ctx, topology.RecordsExchange, "", false, false, amqp.Publishing{
 			ContentType:  record.ContentTypeBinary,
-			Headers:      headers,
+			Headers:      amqp.Table{record.VersionHeader: int32(record.Version)},
 			DeliveryMode: amqp.Persistent,
 			Timestamp:    time.Unix(0, b.Ingest),
 			Body:         b.Body,

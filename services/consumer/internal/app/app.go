@@ -93,6 +93,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	}
 	a.sink, err = backends.New(backends.Config{
 		Layout:  store.Layout{Prefix: cfg.RedisPrefix, Retention: cfg.Retention},
+		V1:      cfg.StoreLayout == 1,
 		Timeout: cfg.RedisTimeout, DrainedFallback: cfg.DrainedFallback,
 		Redis:   creds,
 		Logger:  log.With("component", "sink"),

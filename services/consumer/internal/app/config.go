@@ -26,6 +26,7 @@ type Config struct {
 	Weights      string        `envconfig:"WEIGHTS" default:"redis-a=30,redis-b=70" desc:"the starting weights, name=weight (others get 1)"`
 	Retention    time.Duration `envconfig:"RETENTION" default:"5m" desc:"how long records stay readable"`
 	RedisPrefix  string        `envconfig:"REDIS_PREFIX" default:"cp:" desc:"key prefix in Redis"`
+	StoreLayout  int           `envconfig:"STORE_LAYOUT" default:"2" desc:"the Redis layout written: 2, or 1 while an admin older than layout 2 still reads (rolling upgrade)"`
 	RedisTimeout time.Duration `envconfig:"REDIS_TIMEOUT" default:"2s" desc:"per Redis call"`
 	// RedisCAFile holds the PEM certificates trusted for rediss://
 	// backends; empty trusts the system's roots.
@@ -96,6 +97,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HeartbeatInterval <= 0 {
 		return fmt.Errorf("HEARTBEAT_INTERVAL=%s: want a positive duration such as 1s", c.HeartbeatInterval)
+	}
+	if c.StoreLayout != 1 && c.StoreLayout != 2 {
+		return fmt.Errorf("STORE_LAYOUT=%d: want 2 (or 1 during a rolling upgrade)", c.StoreLayout)
 	}
 	if c.RedisPrefix == "" {
 		return fmt.Errorf("REDIS_PREFIX is empty: want a key prefix such as %q", store.DefaultPrefix)

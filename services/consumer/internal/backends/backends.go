@@ -31,15 +31,24 @@
 // can store, Store keeps retrying with backoff: the messages stay unacked on
 // the broker and nothing is dropped.
 //
-// # Delivery is at least once
+// # Exactly once in effect
 //
-// A write that fails may have stored part of its batch before failing (a
-// pipeline is not a transaction, and a timeout does not say what Redis did).
-// Those records are routed and written again, so a failure can store a
-// record twice, on the same or on another instance. Likewise a message
-// whose records are stored but whose ack is lost (the channel died) is
-// redelivered and stored again. Readers must tolerate duplicates; they never
-// miss a record.
+// Delivery is at least once: a batch may come again (a redelivery after a
+// lost ack, a republish after a lost confirm, the spool after a capture
+// restart). A batch that carries its identity (record.ID, every batch
+// capture makes) is stored once all the same: its records are routed by
+// their place in the producer's stream, so a second delivery sends each
+// record to the instance the first sent it to, and the write there (one
+// Lua call, package store) finds the record marked, writes nothing and
+// says what the instance holds; those records count as duplicates skipped
+// (connpipe_consumer_duplicates_skipped_total) and the rest is written.
+// Records without an identity (hand-published JSON, version 1 batches) are
+// stored again if delivered again.
+//
+// Two cases can still store a record twice, and only around a failure: a
+// write that timed out after Redis applied it, whose records then go to
+// another instance; and a second delivery routed while the set of
+// instances in rotation differs from the first's. Nothing is ever lost.
 //
 // # Routing
 //
@@ -83,7 +92,10 @@ import (
 
 // Config configures a Sink.
 type Config struct {
-	Layout  store.Layout
+	Layout store.Layout
+	// V1 writes layout v1 (STORE_LAYOUT=1): for a rolling upgrade while
+	// an admin that reads only v1 is still running.
+	V1      bool
 	Timeout time.Duration // Redis dial, read and write timeout
 	// Redis is the login for backends whose address has none, and the
 	// authority trusted for rediss://.
@@ -118,6 +130,7 @@ type Metrics struct {
 	Stick        *prometheus.CounterVec // keys routed by the stick table, by where the owner came from
 	State        *prometheus.GaugeVec   // 1 for the backend's state in force, by backend and state
 	StateChanges *prometheus.CounterVec // state changes, by backend and new state
+	Duplicates   prometheus.Counter     // records of a second delivery found stored already, not stored again
 }
 
 // Backend states.
@@ -188,9 +201,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		StateChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "connpipe_consumer_backend_state_changes_total", Help: "Changes of a Redis backend's state, by the state entered.",
 		}, []string{"backend", "state"}),
+		Duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "connpipe_consumer_duplicates_skipped_total",
+			Help: "Records of a second delivery of a batch (a redelivery, a republish, the spool after a restart) found stored already and not stored again.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Stored, m.WriteErrors, m.Up, m.Weight, m.Share, m.BatchRecords, m.Stick, m.State, m.StateChanges)
+		reg.MustRegister(m.Stored, m.WriteErrors, m.Up, m.Weight, m.Share, m.BatchRecords, m.Stick, m.State, m.StateChanges, m.Duplicates)
 	}
 	return m
 }
@@ -241,7 +258,8 @@ type Sink struct {
 	batches []*store.Buckets
 	assign  []int32
 	stored  atomic.Uint64
-	byName  sync.Map // backend name → *atomic.Uint64 records stored there
+	skipped atomic.Uint64 // records found stored already
+	byName  sync.Map      // backend name → *atomic.Uint64 records stored there
 	stick   stickCache
 	owner   map[uint64]int // key hash → backend index, for one sticky round
 	hashes  []uint64
@@ -391,6 +409,10 @@ func (s *Sink) Up(name string) bool {
 // Stored is the number of records stored since start.
 func (s *Sink) Stored() uint64 { return s.stored.Load() }
 
+// Skipped is the number of records of second deliveries that were found
+// stored already and not stored again.
+func (s *Sink) Skipped() uint64 { return s.skipped.Load() }
+
 // StoredBy is the number of records stored since start on each backend.
 func (s *Sink) StoredBy() map[string]uint64 {
 	out := map[string]uint64{}
@@ -410,7 +432,9 @@ func (s *Sink) adopt() *route {
 	}
 	s.cur = r
 	for len(s.batches) < len(r.backends) {
-		s.batches = append(s.batches, store.NewBuckets())
+		b := store.NewBuckets()
+		b.V1 = s.cfg.V1
+		s.batches = append(s.batches, b)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -493,22 +517,11 @@ func (s *Sink) Store(ctx context.Context, msgs []*record.Batch) error {
 		if !fallback {
 			s.route(ctx, r, msgs, assign)
 		}
-		failed := s.write(ctx, r)
+		failed, held := s.write(ctx, r)
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		left = 0
-		for k, i := range assign {
-			switch {
-			case i < 0:
-			case failed[i]:
-				assign[k] = pending
-				left++
-			default:
-				assign[k] = done
-			}
-		}
-		if left == 0 {
+		if left = s.settle(msgs, assign, failed, held); left == 0 {
 			return nil
 		}
 	}
@@ -536,13 +549,28 @@ func (s *Sink) routeDrained(r *route, msgs []*record.Batch, assign []int32) bool
 				i := s.drained[s.nextDr%len(s.drained)]
 				s.nextDr++
 				assign[k] = int32(i)
-				rec := &m.Records[j]
-				s.batches[i].Add(store.Bucket(rec.TS, m.Ingest, m.Received), rec)
+				s.add(i, m, j)
 			}
 			k++
 		}
 	}
 	return true
+}
+
+// add adds record j of m to backend i's write, with its batch mark.
+func (s *Sink) add(i int, m *record.Batch, j int) {
+	rec := &m.Records[j]
+	s.batches[i].AddMarked(store.Bucket(rec.TS, m.Ingest, m.Received), rec, m.ID, j, len(m.Records))
+}
+
+// pick is r's choice for record j of m, whose key hash is h: a record of
+// a named batch by its place in its producer's stream, so that a second
+// delivery goes where the first went (routing.Schedule.At).
+func pick(r *route, h uint64, m *record.Batch, j int) int {
+	if m.ID.IsZero() {
+		return r.Pick(h)
+	}
+	return r.PickAt(h, m.First+uint64(j), m.ID.Producer)
 }
 
 func backoff(attempt int) time.Duration {
@@ -571,24 +599,59 @@ func (s *Sink) route(ctx context.Context, r *route, msgs []*record.Batch, assign
 	for _, m := range msgs {
 		for j := range m.Records {
 			if assign[k] == pending {
-				rec := &m.Records[j]
 				var h uint64
 				if r.Hashed() {
-					h = r.Key(rec)
+					h = r.Key(&m.Records[j])
 				}
-				i := r.Pick(h)
+				i := pick(r, h, m, j)
 				assign[k] = int32(i)
-				s.batches[i].Add(store.Bucket(rec.TS, m.Ingest, m.Received), rec)
+				s.add(i, m, j)
 			}
 			k++
 		}
 	}
 }
 
+// settle marks what a write stored as done and returns how many records
+// are left: those of a failed backend, and those of a backend that held
+// part of the write already (it wrote nothing; what it held is done and
+// counted as a duplicate skipped, the rest is written again).
+func (s *Sink) settle(msgs []*record.Batch, assign []int32, failed []bool, held []map[record.ID]store.Held) int {
+	left, skipped, k := 0, 0, 0
+	for _, m := range msgs {
+		for j := range m.Records {
+			switch i := assign[k]; {
+			case i < 0:
+			case failed[i]:
+				assign[k] = pending
+				left++
+			case held[i] != nil:
+				if h, ok := held[i][m.ID]; ok && h.Has(j) {
+					assign[k] = done
+					skipped++
+				} else {
+					assign[k] = pending
+					left++
+				}
+			default:
+				assign[k] = done
+			}
+			k++
+		}
+	}
+	if skipped > 0 {
+		s.m.Duplicates.Add(float64(skipped))
+		s.skipped.Add(uint64(skipped))
+	}
+	return left
+}
+
 // write writes the batches of r's backends in parallel and returns which
-// failed; a failed backend is marked down.
-func (s *Sink) write(ctx context.Context, r *route) []bool {
+// failed (a failed backend is marked down) and, for a backend that held
+// part of its write already and so wrote nothing, what it held.
+func (s *Sink) write(ctx context.Context, r *route) ([]bool, []map[record.ID]store.Held) {
 	failed := make([]bool, len(r.backends))
+	held := make([]map[record.ID]store.Held, len(r.backends))
 	var wg sync.WaitGroup
 	for i, be := range r.backends {
 		b := s.batches[i]
@@ -596,7 +659,14 @@ func (s *Sink) write(ctx context.Context, r *route) []bool {
 			continue
 		}
 		wg.Go(func() {
-			err := s.cfg.Layout.Write(ctx, be.rdb, b)
+			h, err := s.cfg.Layout.Write(ctx, be.rdb, b)
+			if len(h) > 0 {
+				held[i] = make(map[record.ID]store.Held, len(h))
+				for _, x := range h {
+					held[i][x.ID] = x
+				}
+				return
+			}
 			if err != nil {
 				failed[i] = true
 				if ctx.Err() == nil {
@@ -613,7 +683,7 @@ func (s *Sink) write(ctx context.Context, r *route) []bool {
 		})
 	}
 	wg.Wait()
-	return failed
+	return failed, held
 }
 
 // markDown takes b out of rotation in the state err names. A backend

@@ -278,24 +278,42 @@ func TestSetTable(t *testing.T) {
 	}
 }
 
-// storeMany stores n IPv4 records over `buckets` seconds in rounds of
-// `round` records.
-func storeMany(tb testing.TB, s *Sink, n, round, buckets int) {
-	base := time.Now().Truncate(time.Second).UnixNano()
-	per := n / buckets
-	msg := &record.Batch{Ingest: 0}
+// storeMany stores n records spread evenly over `seconds` seconds ending
+// now, from 65,536 sources (IPv6: spread over a /32) to one destination,
+// as capture sends them:
+// named batches of `batch` records, each stored in a round of its own.
+func storeMany(tb testing.TB, s *Sink, n, batch, seconds int, v6 bool) {
+	base := time.Now().Add(-time.Duration(seconds) * time.Second).UnixNano()
+	step := int64(seconds) * int64(time.Second) / int64(n)
+	msg := &record.Batch{ID: record.ID{Producer: 0xc0ffee}}
+	dst := netip.AddrFrom4([4]byte{192, 0, 2, 1})
+	if v6 {
+		dst = netip.MustParseAddr("2001:db8::1")
+	}
 	for done := 0; done < n; {
-		k := min(round, n-done)
+		k := min(batch, n-done)
 		msg.Records = msg.Records[:0]
+		msg.ID.Seq++
+		msg.First = uint64(done)
 		for i := range k {
 			seq := done + i
+			h := uint32(seq) * 2654435761
+			src := netip.AddrFrom4([4]byte{10, 1, byte(h >> 24), byte(h >> 16)})
+			if v6 {
+				// Clients spread over a /32: 12 bytes of each source vary.
+				var a [16]byte
+				a[0], a[1], a[2], a[3] = 0x20, 0x01, 0x0d, 0xb8
+				for b := 4; b < 16; b++ {
+					a[b] = byte((h * uint32(b*7919)) >> 24)
+				}
+				src = netip.AddrFrom16(a)
+			}
 			msg.Records = append(msg.Records, record.Record{
-				TS:      base + int64(seq/per)*int64(time.Second) + int64(seq%per),
-				Src:     netip.AddrFrom4([4]byte{10, byte(seq >> 16), byte(seq >> 8), byte(seq)}),
-				Dst:     netip.AddrFrom4([4]byte{192, 0, 2, 1}),
-				SrcPort: uint16(seq), DstPort: 443, Flags: record.FlagSYN, IPLen: 60,
+				TS: base + int64(seq)*step, Src: src, Dst: dst,
+				SrcPort: uint16(h), DstPort: 443, Flags: record.FlagSYN, IPLen: 60,
 			})
 		}
+		msg.Ingest = msg.Records[0].TS
 		if err := s.Store(context.Background(), []*record.Batch{msg}); err != nil {
 			tb.Fatal(err)
 		}
@@ -303,43 +321,71 @@ func storeMany(tb testing.TB, s *Sink, n, round, buckets int) {
 	}
 }
 
-func bytesPerRecord(tb testing.TB, n int) float64 {
+// bytesPerRecord stores n records of a 5-minute window on a private
+// redis-server and returns MEMORY USAGE of every key under the prefix
+// over n.
+func bytesPerRecord(tb testing.TB, n int, v6 bool) float64 {
 	own := redisproc.Start(tb)
-	layout := store.Layout{Prefix: "m:", Retention: 5 * time.Minute}
+	layout := store.Layout{Prefix: "m:", Retention: 6 * time.Minute}
 	s := newSink(tb, layout, control.Backend{Name: "only", Addr: own.Addr, Weight: 1})
+	storeMany(tb, s, n, 512, 300, v6)
 	ctx := context.Background()
-	// One small write first, so the script cache and client buffers exist
-	// before the baseline.
-	storeMany(tb, s, 1, 1, 1)
-	before, err := own.UsedMemory(ctx)
-	if err != nil {
+	rdb := redis.NewClient(&redis.Options{Addr: own.Addr})
+	defer rdb.Close()
+	var total int64
+	iter := rdb.Scan(ctx, 0, layout.Prefix+"*", 10000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
 		tb.Fatal(err)
 	}
-	storeMany(tb, s, n, 5000, 10)
-	after, err := own.UsedMemory(ctx)
-	if err != nil {
-		tb.Fatal(err)
+	for len(keys) > 0 {
+		part := keys[:min(len(keys), 5000)]
+		keys = keys[len(part):]
+		cmds, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range part {
+				p.MemoryUsage(ctx, k, 0)
+			}
+			return nil
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for _, c := range cmds {
+			total += c.(*redis.IntCmd).Val()
+		}
 	}
-	return float64(after-before) / float64(n)
+	if got := s.Stored(); got != uint64(n) {
+		tb.Fatalf("stored %d of %d records", got, n)
+	}
+	return float64(total) / float64(n)
 }
 
-// Memory per stored record on a private redis-server: 1,000,000 IPv4
-// records over 10 one-second buckets.
+// Memory per stored record, as MEMORY USAGE of every key under the prefix
+// over the records stored: 3,000,000 records of a 5-minute window (10,000
+// a second), IPv4 and IPv6.
 func TestMemoryPerRecord(t *testing.T) {
-	n := 1_000_000
+	n := 3_000_000
 	if testing.Short() {
-		n = 100_000
+		n = 300_000
 	}
-	bpr := bytesPerRecord(t, n)
-	t.Logf("%.1f bytes of Redis memory per stored IPv4 record (%d records, 10 buckets)", bpr, n)
-	if bpr >= 60 || bpr < 25 {
-		t.Fatalf("%.1f bytes per record, want 25 <= x < 60", bpr)
+	for _, c := range []struct {
+		v6   bool
+		most float64
+	}{{false, 15}, {true, 27}} {
+		bpr := bytesPerRecord(t, n, c.v6)
+		t.Logf("%.2f bytes of Redis memory per stored record (IPv6 %v, %d records over 300 s)", bpr, c.v6, n)
+		if bpr > c.most || bpr < 5 {
+			t.Errorf("IPv6 %v: %.2f bytes per record, want 5 <= x <= %v", c.v6, bpr, c.most)
+		}
 	}
 }
 
 func BenchmarkMemoryPerRecord(b *testing.B) {
 	for b.Loop() {
-		b.ReportMetric(bytesPerRecord(b, 1_000_000), "B/record")
+		b.ReportMetric(bytesPerRecord(b, 3_000_000, false), "B/record")
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 
 	"github.com/connpipe/connpipe/shared/record"
 	"github.com/connpipe/connpipe/shared/routing"
-	"github.com/connpipe/connpipe/shared/store"
 )
 
 // stickEntry is a cached owner.
@@ -104,11 +103,10 @@ func (s *Sink) routeSticky(ctx context.Context, r *route, msgs []*record.Batch, 
 				if i < 0 || !r.backends[i].up.Load() {
 					// Owner down (or the stick home unreadable): the mode's
 					// choice for now; the entry stays for its return.
-					i = r.Pick(h)
+					i = pick(r, h, m, j)
 				}
 				assign[k] = int32(i)
-				rec := &m.Records[j]
-				s.batches[i].Add(store.Bucket(rec.TS, m.Ingest, m.Received), rec)
+				s.add(i, m, j)
 			}
 			k++
 		}

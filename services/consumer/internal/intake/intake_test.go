@@ -122,7 +122,7 @@ func TestDeadReason(t *testing.T) {
 		ct, body, want string
 	}{
 		{record.ContentTypeBinary, "XXXXXXXXXXXXXXXXXXXXXXXX", "bad_magic"},
-		{record.ContentTypeBinary, "CPRB\x02\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", "bad_version"},
+		{record.ContentTypeBinary, "CPRB\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00", "bad_version"},
 		{record.ContentTypeBinary, "CPRB", "truncated"},
 		{record.ContentTypeJSON, "{", "bad_json"},
 		{record.ContentTypeJSON, "[]", "no_records"},

@@ -171,11 +171,11 @@ func (e *Env) WriteRecords(t testing.TB, i int, recs ...record.Record) {
 	for j := range recs {
 		sec := store.Bucket(recs[j].TS, 0, 0)
 		b.Add(sec, &recs[j])
-		keys = append(keys, e.Layout.BucketKey(sec))
+		keys = append(keys, e.Layout.ChunkKey(sec, store.Shard(recs[j].Src)), e.Layout.CountKey(sec))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := e.Layout.Write(ctx, rdb, b); err != nil {
+	if _, err := e.Layout.Write(ctx, rdb, b); err != nil {
 		t.Fatalf("write records to %s: %v", e.Backends[i].Name, err)
 	}
 	t.Cleanup(func() { rdb.Del(context.Background(), keys...) })
