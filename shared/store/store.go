@@ -553,8 +553,10 @@ func (l Layout) Count(ctx context.Context, rdb redis.Cmdable, from, to int64) (n
 		return 0, 0, err
 	}
 	for _, c := range per {
-		n += c
-		fetched += int64(len(strconv.FormatInt(c, 10)))
+		if c > 0 {
+			n += c
+			fetched += int64(len(strconv.FormatInt(c, 10)))
+		}
 	}
 	sizes, err := l.Sizes(ctx, rdb, from, to)
 	if err != nil {

@@ -24,6 +24,24 @@ type RecordsResponse struct {
 	// Owner is set when only the instance owning the queried key was
 	// asked (mode hash; see keyOwner); ?all=true asks every instance.
 	Owner string `json:"owner,omitempty"`
+	// BytesFetched is the bytes of records read from Redis to answer.
+	BytesFetched int64 `json:"bytes_fetched"`
+}
+
+// CountResponse is the answer of GET /api/v1/records?count=true: how many
+// records each instance holds for the window and filter, with no limit.
+type CountResponse struct {
+	CountByBackend map[string]int64 `json:"count_by_backend"`
+	Total          int64            `json:"total"`
+	// Source is "counters" when a plain window was answered from the
+	// per-second counters, "scan" when records were read and matched.
+	Source       string            `json:"source"`
+	From         int64             `json:"from"`
+	To           int64             `json:"to"`
+	BytesFetched int64             `json:"bytes_fetched"`
+	Owner        string            `json:"owner,omitempty"`
+	Errors       map[string]string `json:"errors,omitempty"`
+	Error        string            `json:"error,omitempty"`
 }
 
 // RecordItem is a record in its JSON form with the backend that held it.
@@ -80,6 +98,10 @@ func (a *API) records(w http.ResponseWriter, r *http.Request) {
 	} else {
 		byKey = false
 	}
+	if q.Get("count") == "true" {
+		a.count(w, r, rq, t.Backends, asked, owner, byKey)
+		return
+	}
 	res, err := a.cfg.Records.Search(r.Context(), asked, rq)
 	if err == nil && byKey && len(res.Errors) > 0 {
 		// The owner cannot be read: what it stored is out of reach, but
@@ -95,7 +117,7 @@ func (a *API) records(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	out := RecordsResponse{CountByBackend: res.CountByBackend, Truncated: res.Truncated, Errors: res.Errors}
+	out := RecordsResponse{CountByBackend: res.CountByBackend, Truncated: res.Truncated, Errors: res.Errors, BytesFetched: res.Fetched}
 	if byKey {
 		out.Owner = owner.Name
 	}
@@ -106,6 +128,40 @@ func (a *API) records(w http.ResponseWriter, r *http.Request) {
 		out.Error = "no backend could be read"
 	}
 	writeRecords(w, code, out, res.Items)
+}
+
+// count answers a records question with counts: from the owner alone when
+// byKey (falling back to every backend when it cannot be read), else from
+// asked.
+func (a *API) count(w http.ResponseWriter, r *http.Request, rq readback.Query, all, asked []control.Backend, owner control.Backend, byKey bool) {
+	res, err := a.cfg.Records.Count(r.Context(), asked, rq)
+	if err == nil && byKey && len(res.Errors) > 0 {
+		asked, byKey = all, false
+		res, err = a.cfg.Records.Count(r.Context(), asked, rq)
+	}
+	if err != nil {
+		if errors.Is(err, readback.ErrBadQuery) {
+			fail(w, http.StatusBadRequest, "%v", err)
+		} else {
+			fail(w, http.StatusInternalServerError, "%v", err)
+		}
+		return
+	}
+	out := CountResponse{CountByBackend: res.ByBackend, Total: res.Total, Source: "scan",
+		BytesFetched: res.Fetched, Errors: res.Errors}
+	if res.FromCounters {
+		out.Source = "counters"
+	}
+	if byKey {
+		out.Owner = owner.Name
+	}
+	out.From, out.To = a.cfg.Records.Window(rq)
+	code := http.StatusOK
+	if len(res.Errors) > 0 && len(res.Errors) == len(asked) {
+		code = http.StatusServiceUnavailable
+		out.Error = "no backend could be read"
+	}
+	writeJSON(w, code, out)
 }
 
 // writeRecords writes out with items as its records, one record at a time,

@@ -424,7 +424,25 @@ func TestRecordsAcrossInstances(t *testing.T) {
 		res.Records[1].Backend != "redis-b" || *res.Records[1].SrcPort != 3 || res.CountByBackend["redis-a"] != 1 || res.CountByBackend["redis-b"] != 1 || res.Truncated {
 		t.Fatalf("records: %d %s", a.Code, a.Body)
 	}
-	for _, q := range []string{"since=yesterday", "src=10.0.0", "limit=0", "limit=x", "since=1m&until=2m"} {
+	// Counts: a plain window from the counters, a filtered one by reading.
+	for _, c := range []struct {
+		q            string
+		a, b, total  int64
+		fromCounters bool
+	}{
+		{"since=1m&count=true", 2, 1, 3, true},
+		{"since=2m&count=true", 2, 2, 4, true},
+		{"since=1m&src=10.0.0.7&count=true", 1, 1, 2, false},
+	} {
+		a := e.Read(t, "/api/v1/records?"+c.q)
+		var res api.CountResponse
+		a.Decode(t, &res)
+		if a.Code != http.StatusOK || res.CountByBackend["redis-a"] != c.a || res.CountByBackend["redis-b"] != c.b ||
+			res.Total != c.total || (res.Source == "counters") != c.fromCounters {
+			t.Errorf("records?%s: %d %s", c.q, a.Code, a.Body)
+		}
+	}
+	for _, q := range []string{"since=yesterday", "src=10.0.0", "limit=0", "limit=x", "since=1m&until=2m", "since=1m&until=2m&count=true"} {
 		if a := e.Read(t, "/api/v1/records?"+q); a.Code != http.StatusBadRequest {
 			t.Errorf("records?%s: %d %s, want 400", q, a.Code, a.Body)
 		}

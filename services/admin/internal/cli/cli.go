@@ -40,11 +40,13 @@ const Usage = `usage:
                                        consistent hashing on a key; --sticky keeps
                                        a key where it first landed
   admin status                         table, consumers, backends, convergence
-  admin records [--since 1m] [--until T] [--src IP] [--dst IP] [--key K] [--limit N] [--json] [--all]
+  admin records [--since 1m] [--until T] [--src IP] [--dst IP] [--key K] [--limit N] [--json] [--all] [--count]
                                        stored records, one per line, backend first;
                                        a count per backend on stderr; in hash mode a
                                        query naming the key (--key: a record's payload
-                                       key) asks only its owner
+                                       key) asks only its owner; --count prints how
+                                       many each instance holds instead (no limit; a
+                                       window with no filter reads only counters)
   admin help                           this text
 
 exit status: 0 ok; 1 refused or failed; 2 bad usage; 3 applied but not every

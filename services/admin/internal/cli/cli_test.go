@@ -201,6 +201,8 @@ func TestRecords(t *testing.T) {
 		{[]string{"records", "--since", "1m", "--limit", "1"},
 			[]string{"redis-a\t" + a1.String()}, "truncated at the limit"},
 		{[]string{"records", "--src", "192.0.2.1"}, nil, "0 records (redis-a=0 redis-b=0)"},
+		{[]string{"records", "--since", "3m", "--count"}, []string{"redis-a\t2", "redis-b\t3", "total\t5"}, "counted from the per-second counters"},
+		{[]string{"records", "--since", "1m", "--src", "10.1.1.1", "--count"}, []string{"redis-a\t1", "redis-b\t2", "total\t3"}, "counted by reading the records"},
 	}
 	for _, tt := range tests {
 		got := run(t, env, tt.args...)

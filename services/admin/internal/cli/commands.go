@@ -114,6 +114,35 @@ func orDash(s string) string {
 	return s
 }
 
+// count prints the answer of a records question asked with count=true:
+// one line per instance and the total, or the JSON answer.
+func (c *client) count(ctx context.Context, q url.Values, asJSON bool) error {
+	var res api.CountResponse
+	if _, err := c.do(ctx, http.MethodGet, "/api/v1/records?"+q.Encode(), nil, nil, requestTimeout, &res); err != nil {
+		return fmt.Errorf("records: %w", err)
+	}
+	if asJSON {
+		return json.NewEncoder(c.out).Encode(res)
+	}
+	for _, n := range slices.Sorted(maps.Keys(res.CountByBackend)) {
+		fmt.Fprintf(c.out, "%s\t%d\n", n, res.CountByBackend[n])
+	}
+	fmt.Fprintf(c.out, "total\t%d\n", res.Total)
+	how := "from the per-second counters"
+	if res.Source != "counters" {
+		how = "by reading the records"
+	}
+	summary := fmt.Sprintf("buckets %d..%d, counted %s, %d bytes read from Redis", res.From, res.To, how, res.BytesFetched)
+	if res.Owner != "" {
+		summary += ", asked only " + res.Owner + ", the key's owner (--all asks every instance)"
+	}
+	fmt.Fprintln(c.errw, summary)
+	for _, n := range slices.Sorted(maps.Keys(res.Errors)) {
+		fmt.Fprintf(c.errw, "backend %s not read: %s\n", n, res.Errors[n])
+	}
+	return nil
+}
+
 func (c *client) records(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("records", flag.ContinueOnError)
 	since := fs.String("since", "1m", "start of the window: a duration back from now, RFC 3339 or Unix seconds")
@@ -124,6 +153,7 @@ func (c *client) records(ctx context.Context, args []string) error {
 	limit := fs.Int("limit", 0, "at most this many records (default 10000)")
 	asJSON := fs.Bool("json", false, "one JSON object per line")
 	all := fs.Bool("all", false, "in hash mode, ask every instance, not only the key's owner")
+	count := fs.Bool("count", false, "print how many records each instance holds for the window and filter (no limit) instead of the records")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -145,6 +175,10 @@ func (c *client) records(ctx context.Context, args []string) error {
 	}
 	if *all {
 		q.Set("all", "true")
+	}
+	if *count {
+		q.Set("count", "true")
+		return c.count(ctx, q, *asJSON)
 	}
 	var res api.RecordsResponse
 	if _, err := c.do(ctx, http.MethodGet, "/api/v1/records?"+q.Encode(), nil, nil, requestTimeout, &res); err != nil {
@@ -178,7 +212,7 @@ func (c *client) records(ctx context.Context, args []string) error {
 	if len(res.Records) == 1 {
 		noun = "record"
 	}
-	summary := fmt.Sprintf("%d %s (%s), buckets %d..%d", len(res.Records), noun, strings.Join(parts, " "), res.From, res.To)
+	summary := fmt.Sprintf("%d %s (%s), buckets %d..%d, %d bytes read from Redis", len(res.Records), noun, strings.Join(parts, " "), res.From, res.To, res.BytesFetched)
 	if res.Owner != "" {
 		summary += ", asked only " + res.Owner + ", the key's owner (--all asks every instance)"
 	}

@@ -60,6 +60,19 @@ type Result struct {
 	CountByBackend map[string]int // records returned per backend
 	Truncated      bool           // more records matched than Limit
 	Errors         map[string]string
+	// Fetched is the bytes of records read from Redis to answer.
+	Fetched int64
+}
+
+// Counted is what a count found.
+type Counted struct {
+	ByBackend map[string]int64 // records held per backend
+	Total     int64
+	// FromCounters is true when the answer came from the per-second
+	// counters (a plain window), false when records were read and matched.
+	FromCounters bool
+	Fetched      int64 // bytes read from Redis to answer
+	Errors       map[string]string
 }
 
 // Searcher runs queries over the Redis instances of a routing table.
@@ -113,6 +126,64 @@ func (r *Searcher) Window(q Query) (from, to int64) {
 	return max(from, oldest), to
 }
 
+// window checks q's bounds and returns the seconds to read.
+func (r *Searcher) window(q Query) (from, to int64, err error) {
+	if q.Until.Before(q.Since) {
+		return 0, 0, fmt.Errorf("%w: until %s is before since %s", ErrBadQuery, q.Until.Format(time.RFC3339), q.Since.Format(time.RFC3339))
+	}
+	from, to = r.Window(q)
+	if to-from > 7*24*3600 {
+		return 0, 0, fmt.Errorf("%w: window of %d seconds is too long", ErrBadQuery, to-from)
+	}
+	return from, to, nil
+}
+
+// Count counts the records of q's window that pass its filter on every
+// backend, concurrently, with no limit. A plain window (no filter) is
+// answered from the per-second counters, reading no record. A backend that
+// fails is reported in Counted.Errors; the others still answer.
+func (r *Searcher) Count(ctx context.Context, backends []control.Backend, q Query) (Counted, error) {
+	from, to, err := r.window(q)
+	if err != nil {
+		return Counted{}, err
+	}
+	f := store.Filter{Src: q.Src, Dst: q.Dst, Key: q.Key}
+	plain := f == store.Filter{}
+	type part struct {
+		n, fetched int64
+		err        error
+	}
+	parts := make([]part, len(backends))
+	var wg sync.WaitGroup
+	for i, b := range backends {
+		wg.Go(func() {
+			p := &parts[i]
+			rdb := r.Client(b.Addr)
+			if plain {
+				p.n, p.fetched, p.err = r.Layout.Count(ctx, rdb, from, to)
+				return
+			}
+			p.fetched, p.err = r.Layout.Scan(ctx, rdb, from, to, f, func(*record.Record) { p.n++ })
+		})
+	}
+	wg.Wait()
+	res := Counted{ByBackend: make(map[string]int64, len(backends)), FromCounters: plain}
+	for i, p := range parts {
+		name := backends[i].Name
+		if p.err != nil {
+			if res.Errors == nil {
+				res.Errors = map[string]string{}
+			}
+			res.Errors[name] = fmt.Sprintf("%s: %v", backends[i].Addr, p.err)
+			continue
+		}
+		res.ByBackend[name] = p.n
+		res.Total += p.n
+		res.Fetched += p.fetched
+	}
+	return res, nil
+}
+
 func (r *Searcher) now() time.Time {
 	if r.Now != nil {
 		return r.Now()
@@ -131,18 +202,16 @@ func (r *Searcher) Search(ctx context.Context, backends []control.Backend, q Que
 	if limit < 0 || limit > MaxLimit {
 		return Result{}, fmt.Errorf("%w: limit %d out of range 1..%d", ErrBadQuery, q.Limit, MaxLimit)
 	}
-	if q.Until.Before(q.Since) {
-		return Result{}, fmt.Errorf("%w: until %s is before since %s", ErrBadQuery, q.Until.Format(time.RFC3339), q.Since.Format(time.RFC3339))
-	}
-	from, to := r.Window(q)
-	if to-from > 7*24*3600 {
-		return Result{}, fmt.Errorf("%w: window of %d seconds is too long", ErrBadQuery, to-from)
+	from, to, err := r.window(q)
+	if err != nil {
+		return Result{}, err
 	}
 	f := store.Filter{Src: q.Src, Dst: q.Dst, Key: q.Key}
 
 	type part struct {
 		items     []Item
 		truncated bool
+		fetched   int64
 		err       error
 	}
 	parts := make([]part, len(backends))
@@ -155,13 +224,14 @@ func (r *Searcher) Search(ctx context.Context, backends []control.Backend, q Que
 			rdb := r.Client(b.Addr)
 			for lo := from; lo <= to && !p.truncated; lo += chunk {
 				hi := min(lo+chunk-1, to)
-				p.err = r.Layout.Read(ctx, rdb, lo, hi, f, func(rec *record.Record) {
+				n, err := r.Layout.Scan(ctx, rdb, lo, hi, f, func(rec *record.Record) {
 					if len(p.items) == limit {
 						p.truncated = true
 						return
 					}
 					p.items = append(p.items, Item{Backend: b.Name, Record: *rec})
 				})
+				p.fetched, p.err = p.fetched+n, err
 				if p.err != nil {
 					return
 				}
@@ -181,6 +251,7 @@ func (r *Searcher) Search(ctx context.Context, backends []control.Backend, q Que
 		}
 		res.Items = append(res.Items, p.items...)
 		res.Truncated = res.Truncated || p.truncated
+		res.Fetched += p.fetched
 	}
 	slices.SortStableFunc(res.Items, func(a, b Item) int {
 		return cmp.Or(cmp.Compare(a.Record.TS, b.Record.TS), cmp.Compare(a.Backend, b.Backend))

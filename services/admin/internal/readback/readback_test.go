@@ -34,7 +34,7 @@ func write(t *testing.T, pool *redisconn.Pool, layout store.Layout, addr string,
 	for i := range recs {
 		sec := store.Bucket(recs[i].TS, 0, 0)
 		b.Add(sec, &recs[i])
-		keys = append(keys, layout.BucketKey(sec))
+		keys = append(keys, layout.BucketKey(sec), layout.ChunkKey(sec, store.Shard(recs[i].Src)), layout.CountKey(sec))
 	}
 	if _, err := layout.Write(ctx, pool.Client(addr), b); err != nil {
 		t.Fatalf("write to %s: %v", addr, err)
@@ -106,6 +106,21 @@ func TestReadAcrossInstances(t *testing.T) {
 			}
 			if res.Truncated != tt.truncated {
 				t.Errorf("truncated = %v, want %v", res.Truncated, tt.truncated)
+			}
+			// Count finds as many, with no limit; a plain window from
+			// the counters alone.
+			c, err := r.Count(testenv.Context(t, 10*time.Second), backends, tt.q)
+			if err != nil || len(c.Errors) != 0 {
+				t.Fatalf("count: %v %v", err, c.Errors)
+			}
+			plain := tt.q.Src == "" && tt.q.Dst == "" && tt.q.Key == ""
+			for name, n := range tt.counts {
+				if !tt.truncated && c.ByBackend[name] != int64(n) {
+					t.Errorf("Count %s = %d, want %d", name, c.ByBackend[name], n)
+				}
+			}
+			if c.FromCounters != plain || (plain && c.Fetched > 100) {
+				t.Errorf("count from counters %v (fetched %d bytes), want %v", c.FromCounters, c.Fetched, plain)
 			}
 			if len(res.Errors) != 0 {
 				t.Errorf("errors: %v", res.Errors)

@@ -1,19 +1,20 @@
 // Package tally counts the records stored on each Redis instance, per
-// second, by reading the store's buckets — the counts behind the web
-// page's records/s chart and its observed shares.
+// second — the counts behind the web page's records/s chart and its
+// observed shares.
 //
 // The counts come from Redis itself, not from the consumers' reports, so
-// they are what an operator would find by reading the buckets: records a
+// they are what an operator would find by reading the store: records a
 // dead or restarted consumer stored are counted, and the observed share
 // over a window is exact for the records stored by the time of the read.
 //
-// A bucket (package store) only ever grows by APPEND of whole entries until
-// it expires, so a tally remembers, per bucket, how many bytes it has
-// counted and reads only the bytes added since (store.Layout.Sizes, then
-// ReadSpans from the last length). A refresh costs one pipelined STRLEN per second of the
-// window per instance, plus reading each newly stored entry once: the same
-// bytes the consumers wrote, at the rate they wrote them. The first refresh
-// reads the whole window.
+// Layout v2 keeps a counter per second on each instance (package store),
+// written in the same Lua call as the records: a refresh reads the
+// window's counters with one MGET per instance and no record. Seconds of
+// layout v1 (from before an upgrade, until they expire) have no counter;
+// a v1 bucket only ever grows by APPEND of whole entries, so the tally
+// remembers, per bucket, how many bytes it has counted and reads only the
+// bytes added since (store.Layout.Sizes, then ReadSpans from the last
+// length), within MaxRead bytes a refresh.
 //
 // Windows count bucket seconds: the second a record entered the pipeline
 // (max of its capture and ingest time). The second in progress is left
@@ -117,7 +118,8 @@ type Tally struct {
 
 type counts struct {
 	addr    string
-	buckets map[int64]bucket // by second
+	buckets map[int64]bucket // layout v1, by second
+	v2      map[int64]int64  // layout v2 counters, by second, as last read
 	err     string
 	partial bool
 }
@@ -234,7 +236,7 @@ func (t *Tally) refresh(ctx context.Context, backends []control.Backend, now tim
 		c := t.instances[b.Name]
 		in := Instance{Name: b.Name, Addr: b.Addr, Counts: make([]int64, s.To-s.From+1), Share: -1, Error: c.err, Partial: c.partial}
 		for sec := s.From; sec <= s.To; sec++ {
-			n := c.buckets[sec].records
+			n := c.buckets[sec].records + c.v2[sec]
 			in.Counts[sec-s.From] = n
 			if sec >= s.Share.From {
 				in.Records += n
@@ -257,9 +259,25 @@ func (t *Tally) refresh(ctx context.Context, backends []control.Backend, now tim
 	return s
 }
 
-// read brings c's buckets of seconds from..to up to date and forgets
-// older ones. It returns the bytes of entries it read.
+// read brings c's counts of seconds from..to up to date and forgets older
+// ones. It returns the bytes of v1 entries it read.
 func (t *Tally) read(ctx context.Context, rdb redis.Cmdable, c *counts, from, to int64) (int64, error) {
+	per, err := t.cfg.Layout.Counters(ctx, rdb, from, to)
+	if err != nil {
+		return 0, err
+	}
+	c.v2 = make(map[int64]int64, len(per))
+	for i, n := range per {
+		if n > 0 {
+			c.v2[from+int64(i)] = n
+		}
+	}
+	return t.readV1(ctx, rdb, c, from, to)
+}
+
+// readV1 brings c's layout v1 buckets of seconds from..to up to date and
+// forgets older ones. It returns the bytes of entries it read.
+func (t *Tally) readV1(ctx context.Context, rdb redis.Cmdable, c *counts, from, to int64) (int64, error) {
 	for sec := range c.buckets {
 		if sec < from || sec > to {
 			delete(c.buckets, sec)
