@@ -558,6 +558,56 @@
     }
   }
 
+  // LOOKUP_LIMIT is how many records the lookup box lists; the count above
+  // the list is the whole window's, with no limit.
+  const LOOKUP_LIMIT = 200;
+
+  // lookup asks the records API, with the read token like every read,
+  // for the records of one address or key and for their count.
+  async function lookup(ev) {
+    ev.preventDefault();
+    const field = $("#lookup-field").value, value = $("#lookup-value").value.trim();
+    const summary = $("#lookup-summary"), table = $("#lookup-records");
+    if (value === "") {
+      summary.className = "refused";
+      summary.textContent = "Type an address or a key first.";
+      return;
+    }
+    const q = new URLSearchParams({ since: $("#lookup-since").value, [field]: value });
+    const counted = new URLSearchParams(q);
+    counted.set("count", "true");
+    q.set("limit", String(LOOKUP_LIMIT));
+    summary.className = "";
+    summary.textContent = "looking up…";
+    try {
+      const [res, count] = await Promise.all([getJSON("api/v1/records?" + q), getJSON("api/v1/records?" + counted)]);
+      const per = Object.keys(count.count_by_backend).sort().map((n) => n + " " + fmt.int(count.count_by_backend[n])).join(", ");
+      let text = fmt.int(count.total) + (count.total === 1 ? " record" : " records") + " (" + per + ")";
+      if (count.total > res.records.length) text += ", the newest " + fmt.int(res.records.length) + " below";
+      if (count.owner) text += "; asked only " + count.owner + ", the key's owner";
+      const errs = Object.keys(count.errors || {});
+      if (errs.length > 0) text += "; not read: " + errs.join(", ");
+      summary.className = errs.length > 0 ? "refused" : "accepted";
+      summary.dataset.total = String(count.total);
+      summary.textContent = text;
+      const rows = res.records.slice().reverse().map((r) => el("tr", {},
+        el("td", { class: "mono" }, new Date(r.ts_ns / 1e6).toISOString().replace("T", " ").slice(0, 23)),
+        el("td", {}, r.backend),
+        el("td", { class: "mono" }, r.src_ip + ":" + r.src_port),
+        el("td", { class: "mono" }, r.dst_ip + ":" + r.dst_port),
+        el("td", { class: "num mono" }, "0x" + (r.tcp_flags || 0).toString(16).padStart(4, "0")),
+        el("td", { class: "num" }, fmt.int(r.ip_len || 0)),
+        el("td", { class: "mono" }, r.key || "")));
+      table.querySelector("tbody").replaceChildren(...rows);
+      table.hidden = rows.length === 0;
+    } catch (e) {
+      summary.className = "refused";
+      summary.textContent = "Cannot look up: " + e.message;
+      table.querySelector("tbody").replaceChildren();
+      table.hidden = true;
+    }
+  }
+
   function init() {
     $("#token").value = sessionStorage.getItem(TOKEN_KEY) || "";
     $("#token").addEventListener("change", () => sessionStorage.setItem(TOKEN_KEY, $("#token").value.trim()));
@@ -572,6 +622,7 @@
     $("#apply-mode").addEventListener("click", submitMode);
     $("#add-backend").addEventListener("click", addBackend);
     $("#remove-backend").addEventListener("click", removeBackend);
+    $("#lookup-form").addEventListener("submit", lookup);
     for (const id of ["#mode", "#hash-key", "#sticky"]) watch($(id));
     for (const id of ["#new-name", "#new-addr", "#new-weight"]) {
       $(id).addEventListener("keydown", (ev) => {
