@@ -45,6 +45,7 @@ type metrics struct {
 	ringFreezes  *prometheus.CounterVec // by worker
 	decodeErrors [decode.NumStatus]prometheus.Counter
 	ringErrors   [source.NumFaults]prometheus.Counter
+	tunnels      *tunnelCounters
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -71,6 +72,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.ringErrors[f] = ringErrs.WithLabelValues(f.String())
 	}
 	reg.MustRegister(m.packets, m.records, m.filtered, m.kernelDrops, m.ringFreezes, errs, ringErrs)
+	m.tunnels = newTunnelCounters(reg)
 	return m
 }
 
@@ -95,6 +97,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	flt, _ := cfg.filter()
 	listen, _ := cfg.listen()
+	tun, _ := cfg.tunnels()
 	reg := ops.NewRegistry()
 	m := newMetrics(reg)
 	info := Info{Filter: flt.String(), Registry: reg}
@@ -269,9 +272,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	scan, stopScan := startKeyScan(ctx, pubCtx, cfg, out, reg, log)
 	var readErr error
 	if lives != nil {
-		readErr = readRings(ctx, lives, flt, out, scan, m, log)
+		readErr = readRings(ctx, lives, tun, flt, out, scan, m, log)
 	} else {
-		readErr = read(ctx, src, files, flt, out, scan, m, log)
+		readErr = read(ctx, src, files, tun, flt, out, scan, m, log)
 	}
 	scanErr := stopScan()
 	stopPolling() // the last read of the kernel's counters
@@ -289,7 +292,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 }
 
 // read moves frames from src to out until ctx ends or the source does.
-func read(ctx context.Context, src source.Source, files *source.Files, flt *filter.Filter,
+func read(ctx context.Context, src source.Source, files *source.Files, tun decode.Tunnels, flt *filter.Filter,
 	out output, scan *keyscan.Scanner, m *metrics, log *slog.Logger) error {
 	var (
 		rec             record.Record
@@ -301,6 +304,8 @@ func read(ctx context.Context, src source.Source, files *source.Files, flt *filt
 		malformed       [decode.NumStatus]int
 		seg             []byte
 		st              decode.Status
+		via             decode.Tunnel
+		dec             = decode.NewDecoder(tun)
 	)
 	// summary logs where every frame read went: packets = published +
 	// filtered + malformed, the malformed ones by reason.
@@ -340,10 +345,10 @@ func read(ctx context.Context, src source.Source, files *source.Files, flt *filt
 		}
 		packets++
 		m.packets.Inc()
-		if scan == nil {
-			st = decode.DecodeLen(p.Link, p.Data, p.Len, &rec)
-		} else {
-			st, seg = decode.DecodeSegmentLen(p.Link, p.Data, p.Len, &rec)
+		st, seg, via = dec.Decode(p.Link, p.Data, p.Len, &rec)
+		matched := st == decode.StatusOK && flt.Match(&rec)
+		if via != decode.TunnelNone {
+			m.tunnels[via][tunOutcome(st, matched)].Inc()
 		}
 		if st != decode.StatusOK {
 			if st.Malformed() {
@@ -360,7 +365,7 @@ func read(ctx context.Context, src source.Source, files *source.Files, flt *filt
 		}
 		recs++
 		m.records.Inc()
-		if !flt.Match(&rec) {
+		if !matched {
 			filtered++
 			m.filtered.Inc()
 			continue
