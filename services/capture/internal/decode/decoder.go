@@ -86,23 +86,29 @@ func fallback(lt LinkType, frame []byte, cut int, r *record.Record, o *out) Stat
 		return StatusUnsupportedLink
 	}
 	p := gopacket.NewPacket(frame, dec, gopacket.DecodeOptions{NoCopy: true})
-	off := 0
-	for _, l := range p.Layers() {
+	for i, l := range p.Layers() {
+		var ip func([]byte, int, *record.Record, *out) Status
 		switch l.LayerType() {
 		case layers.LayerTypeIPv4:
-			return ipv4(frame[off:], cut, r, o)
+			ip = ipv4
 		case layers.LayerTypeIPv6:
-			return ipv6(frame[off:], cut, r, o)
+			ip = ipv6
 		case gopacket.LayerTypeDecodeFailure:
-			if off == 0 {
+			if i == 0 {
 				return StatusLinkTruncated
 			}
 			return StatusNotIP
+		default:
+			continue
 		}
-		off += len(l.LayerContents())
-		if off > len(frame) {
+		// The layer's bytes alias frame (NoCopy): where they start is
+		// where the IP header is, whatever the layers before it counted
+		// as their own (PPP leaves out its address and control bytes).
+		off := cap(frame) - cap(l.LayerContents())
+		if off < 0 || off > len(frame) {
 			return StatusLinkBadHeader
 		}
+		return ip(frame[off:], cut, r, o)
 	}
 	return StatusNotIP
 }
