@@ -198,6 +198,9 @@ func greHeaderLen(b []byte) int {
 			n += 4
 		}
 	}
+	if b[1]&0x80 != 0 { // acknowledgment number (RFC 2637), which gopacket reads
+		n += 4
+	}
 	if len(b) < n {
 		return 0
 	}
