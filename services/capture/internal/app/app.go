@@ -212,10 +212,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		src = files
 	} else {
-		lives, srcErr = source.OpenLive(source.LiveConfig{
+		lc := source.LiveConfig{
 			Interface: cfg.Interface, Filter: flt, Snaplen: cfg.Snaplen, Workers: cfg.workers(),
 			BlockSize: cfg.RingBlockSize, Blocks: cfg.RingBlocks, BlockTimeout: cfg.RingTimeout,
-		})
+		}
+		if tun.Any() {
+			if lc.Tunnels, srcErr = kernelTunnels(cfg.Interface, tun); srcErr == nil {
+				log.Info("mirror mode", "tunnels", cfg.Decap, "kernel_filter", lc.Tunnels.String(), "inner_filter", info.Filter)
+			}
+		}
+		if srcErr == nil {
+			lives, srcErr = source.OpenLive(lc)
+		}
 		if srcErr != nil {
 			_ = closeFn()
 			return fmt.Errorf("INTERFACE=%q: %w", cfg.Interface, srcErr)

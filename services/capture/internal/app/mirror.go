@@ -2,8 +2,11 @@ package app
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 
 	"github.com/connpipe/connpipe/services/capture/internal/decode"
+	"github.com/connpipe/connpipe/services/capture/internal/filter"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -87,4 +90,38 @@ func (t *tunnelTally) flush(c *tunnelCounters) {
 		}
 	}
 	*t = tunnelTally{}
+}
+
+// kernelTunnels is the kernel program of mirror mode on iface: the
+// configured tunnels, to the addresses of iface (of every interface for
+// any). An interface without an address admits tunnels to any address.
+func kernelTunnels(iface string, t decode.Tunnels) (*filter.Tunnels, error) {
+	var (
+		addrs []net.Addr
+		err   error
+	)
+	if iface == "any" {
+		addrs, err = net.InterfaceAddrs()
+	} else {
+		var ifi *net.Interface
+		if ifi, err = net.InterfaceByName(iface); err == nil {
+			addrs, err = ifi.Addrs()
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("addresses for mirror mode: %w", err)
+	}
+	k := &filter.Tunnels{GRE: t.GRE || t.ERSPAN}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			k.Hosts = append(k.Hosts, p.Addr().Unmap())
+		}
+	}
+	if t.VXLAN {
+		k.UDPPorts = append(k.UDPPorts, t.VXLANPort)
+	}
+	if t.Geneve && (!t.VXLAN || t.GenevePort != t.VXLANPort) {
+		k.UDPPorts = append(k.UDPPorts, t.GenevePort)
+	}
+	return k, nil
 }

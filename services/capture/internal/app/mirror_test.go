@@ -1,6 +1,7 @@
 package app
 
 import (
+	"io"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -122,5 +123,25 @@ func TestMirrorOff(t *testing.T) {
 	checkAccounted(t, reg, len(got))
 	if n := tunnelCount(t, reg, "recorded") + tunnelCount(t, reg, "filtered_inner"); n != 0 {
 		t.Errorf("tunnel frames counted without DECAP: %v", n)
+	}
+}
+
+func TestMirrorConfig(t *testing.T) {
+	path := filepath.Join(mirrorDir, "tunnels.pcap")
+	c, err := LoadConfig([]string{"-r", path, "-decap", "vxlan,erspan", "-listen", mirrorListen}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tun, err := c.tunnels()
+	if err != nil || !tun.VXLAN || !tun.ERSPAN || tun.GRE || tun.Geneve {
+		t.Fatalf("-decap vxlan,erspan: %+v, %v", tun, err)
+	}
+	for env, val := range map[string]string{"DECAP": "vxlan,ipip", "DECAP_VNIS": "16777216", "DECAP_ERSPAN_SESSIONS": "1024", "DECAP_VXLAN_PORT": "0"} {
+		t.Run(env, func(t *testing.T) {
+			t.Setenv(env, val)
+			if _, err := LoadConfig([]string{"-r", path}, io.Discard); err == nil || !strings.Contains(err.Error(), env) {
+				t.Errorf("%s=%s: error %v, want one naming %s", env, val, err, env)
+			}
+		})
 	}
 }
