@@ -420,16 +420,17 @@ func freePort(t *testing.T) int {
 func TestSummaryCountsEveryFrame(t *testing.T) {
 	tcp := filepath.Join(samples.Dir(t), "raw-ipv4-rst.pcap")
 	frames := samples.Frames(t, tcp)
-	// 11 frames of the raw sample's IPv4 packets written as LINKTYPE_PPP
-	// (9), which capture does not decode; then the raw sample itself,
-	// whose packets are recorded.
+	// 11 frames of the raw sample's IPv4 packets written as
+	// LINKTYPE_IEEE802_5 (6, Token Ring), which neither the fast decoder
+	// nor gopacket's decoders read; then the raw sample itself, whose
+	// packets are recorded.
 	var b []byte
 	b = binary.LittleEndian.AppendUint32(b, 0xa1b2c3d4)
 	b = binary.LittleEndian.AppendUint16(b, 2)
 	b = binary.LittleEndian.AppendUint16(b, 4)
 	b = append(b, make([]byte, 8)...)
 	b = binary.LittleEndian.AppendUint32(b, 65535)
-	b = binary.LittleEndian.AppendUint32(b, 9)
+	b = binary.LittleEndian.AppendUint32(b, 6)
 	for i := range 11 {
 		d := frames[i%len(frames)].Data
 		b = binary.LittleEndian.AppendUint32(b, uint32(1700000000+i))
@@ -438,7 +439,7 @@ func TestSummaryCountsEveryFrame(t *testing.T) {
 		b = binary.LittleEndian.AppendUint32(b, uint32(len(d)))
 		b = append(b, d...)
 	}
-	path := filepath.Join(t.TempDir(), "ppp.pcap")
+	path := filepath.Join(t.TempDir(), "token-ring.pcap")
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
