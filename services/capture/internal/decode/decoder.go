@@ -87,12 +87,9 @@ func fallback(lt LinkType, frame []byte, cut int, r *record.Record, o *out) Stat
 	}
 	p := gopacket.NewPacket(frame, dec, gopacket.DecodeOptions{NoCopy: true})
 	for i, l := range p.Layers() {
-		var ip func([]byte, int, *record.Record, *out) Status
-		switch l.LayerType() {
-		case layers.LayerTypeIPv4:
-			ip = ipv4
-		case layers.LayerTypeIPv6:
-			ip = ipv6
+		t := l.LayerType()
+		switch t {
+		case layers.LayerTypeIPv4, layers.LayerTypeIPv6:
 		case gopacket.LayerTypeDecodeFailure:
 			if i == 0 {
 				return StatusLinkTruncated
@@ -108,7 +105,10 @@ func fallback(lt LinkType, frame []byte, cut int, r *record.Record, o *out) Stat
 		if off < 0 || off > len(frame) {
 			return StatusLinkBadHeader
 		}
-		return ip(frame[off:], cut, r, o)
+		if t == layers.LayerTypeIPv4 {
+			return ipv4(frame[off:], cut, r, o)
+		}
+		return ipv6(frame[off:], cut, r, o)
 	}
 	return StatusNotIP
 }

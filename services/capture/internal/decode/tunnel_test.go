@@ -218,3 +218,42 @@ func FuzzDecoder(f *testing.F) {
 	d := decode.NewDecoder(allTunnels())
 	f.Fuzz(func(t *testing.T, frame []byte) { checkTunnel(t, d, frame, false) })
 }
+
+// BenchmarkDecoderTunnels decodes the crafted tunnel frames in mirror
+// mode, beside BenchmarkDecodeEthernetIPv4's plain frames.
+func BenchmarkDecoderTunnels(b *testing.B) {
+	frames := tunnelFrames(b)
+	d := decode.NewDecoder(allTunnels())
+	var r record.Record
+	b.ReportAllocs()
+	ok := 0
+	for i := 0; b.Loop(); i++ {
+		if st, _, _ := d.Decode(decode.LinkEthernet, frames[i%len(frames)], 0, &r); st == decode.StatusOK {
+			ok++
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "packets/s")
+	if ok == 0 {
+		b.Fatal("no frame decoded")
+	}
+}
+
+// BenchmarkDecoderPlain decodes the sample frames through a Decoder with
+// no tunnel, as capture does: BenchmarkDecode's cost and no allocation.
+func BenchmarkDecoderPlain(b *testing.B) {
+	frames := sampleFrames(b)
+	d := decode.NewDecoder(decode.Tunnels{})
+	var r record.Record
+	b.ReportAllocs()
+	ok := 0
+	for i := 0; b.Loop(); i++ {
+		fr := &frames[i%len(frames)]
+		if st, _, _ := d.Decode(decode.LinkType(fr.Link), fr.Data, 0, &r); st == decode.StatusOK {
+			ok++
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "packets/s")
+	if ok == 0 {
+		b.Fatal("no frame decoded")
+	}
+}
