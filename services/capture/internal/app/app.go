@@ -8,7 +8,8 @@
 // exactly one of: decode_errors_total{reason} (malformed), filtered_total
 // (not a TCP packet, or one the filter does not match), or a record handed
 // to the output. records_total counts the TCP packets decoded, before the
-// filter.
+// filter. In mirror mode (DECAP) a tunnel frame counts once more, in
+// tunnel_frames_total{tunnel,outcome}.
 package app
 
 import (

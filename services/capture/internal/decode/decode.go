@@ -11,7 +11,8 @@
 // headers). TCP inside a tunnel (GRE, IP-in-IP, UDP encapsulations, an MPLS
 // pseudowire) or quoted in an ICMP error is not a TCP packet sent to a port,
 // and neither is a non-first IP fragment: those give StatusNotTCP,
-// StatusNotIP or StatusFragment. A frame whose headers are cut or
+// StatusNotIP or StatusFragment (a Decoder in mirror mode opens the
+// tunnels it is given, see Tunnels). A frame whose headers are cut or
 // inconsistent gives one of the malformed statuses; a TCP header is needed
 // only up to its flags (20 bytes), so a packet cut by the snapshot length
 // after the TCP header is still recorded.

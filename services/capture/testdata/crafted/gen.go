@@ -12,6 +12,11 @@
 //	go run ./testdata/crafted/gen.go
 //	testdata/golden.sh testdata/crafted testdata/crafted/golden
 //
+// FDDI and PPP-in-HDLC frames (fddi.pcap, ppp-hdlc.pcap) are for the
+// link types only gopacket's decoders know; mirror/tunnels.pcap holds TCP
+// inside the tunnels of mirror mode (VXLAN, Geneve, GRE, ERSPAN I/II/III),
+// whose truth is made with GOLDEN_INNER=1 (see README.md).
+//
 // It also writes every crafted frame as a seed of the decoder's fuzz target
 // (internal/decode/testdata/fuzz/FuzzDecode/crafted-*). The output is
 // deterministic, so running it again rewrites the same bytes.
