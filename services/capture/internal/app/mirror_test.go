@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // mirrorDir holds the tunnel captures (gen.go) and, in golden/, the TCP
@@ -47,24 +48,11 @@ func mirrorWant(t *testing.T, skip ...string) []goldenLine {
 // tunnelCount is tunnel_frames_total summed over tunnels for one outcome.
 func tunnelCount(t *testing.T, reg *prometheus.Registry, outcome string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	total := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != "connpipe_capture_tunnel_frames_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "outcome" && l.GetValue() == outcome {
-					total += value(m)
-				}
-			}
-		}
-	}
-	return total
+	return counterWhere(t, reg, "connpipe_capture_tunnel_frames_total", func(m *dto.Metric) bool {
+		return slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool {
+			return l.GetName() == "outcome" && l.GetValue() == outcome
+		})
+	})
 }
 
 // TestMirrorGolden replays the tunnel captures in mirror mode: exactly the

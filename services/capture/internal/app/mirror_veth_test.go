@@ -3,7 +3,6 @@
 package app
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -42,20 +41,9 @@ func TestLiveVXLAN(t *testing.T) {
 	var out lockedBuffer
 	cfg.Interface, cfg.ListenAddr = lab.RxIf, fmt.Sprintf("%s:%d", vethlab.DstIP, port)
 	cfg.Output, cfg.Stdout, cfg.MetricsAddr, cfg.CaptureWorkers = OutputStdout, &out, "", 1
-	ready := make(chan Info, 1)
-	cfg.Ready = func(i Info) { ready <- i }
-	ctx, cancel := context.WithCancel(context.Background())
+	// Run opens its sockets in the capture namespace.
+	info, cancel, errc := startWith(t, cfg, testLogger(t), func(run func() error) error { return vethlab.Do(lab.Rx, run) })
 	defer cancel()
-	errc := make(chan error, 1)
-	go func() { errc <- vethlab.Do(lab.Rx, func() error { return Run(ctx, cfg, testLogger(t)) }) }()
-	var info Info
-	select {
-	case info = <-ready:
-	case err := <-errc:
-		t.Fatalf("Run: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("capture not ready after 10s")
-	}
 	for _, dst := range []net.IP{elsewhere, target} {
 		in, err := vethlab.NewInjector(lab.Tx, lab.TxIf, flows, port, 64)
 		if err != nil {

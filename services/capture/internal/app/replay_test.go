@@ -122,11 +122,18 @@ func replay(t *testing.T, files []string, filter, listen string) ([]string, erro
 // ready (within 10s); cancel stops it and runErr then gives Run's result.
 func start(t *testing.T, cfg Config, log *slog.Logger) (info Info, cancel context.CancelFunc, runErr <-chan error) {
 	t.Helper()
+	return startWith(t, cfg, log, func(run func() error) error { return run() })
+}
+
+// startWith is start with Run called through in (to run it in a network
+// namespace, say).
+func startWith(t *testing.T, cfg Config, log *slog.Logger, in func(func() error) error) (info Info, cancel context.CancelFunc, runErr <-chan error) {
+	t.Helper()
 	ready := make(chan Info, 1)
 	cfg.Ready = func(i Info) { ready <- i }
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- Run(ctx, cfg, log) }()
+	go func() { errc <- in(func() error { return Run(ctx, cfg, log) }) }()
 	select {
 	case info = <-ready:
 	case err := <-errc:
@@ -141,6 +148,12 @@ func start(t *testing.T, cfg Config, log *slog.Logger) (info Info, cancel contex
 
 func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
+	return counterWhere(t, reg, name, func(*dto.Metric) bool { return true })
+}
+
+// counterWhere is metric name summed over the series keep selects.
+func counterWhere(t *testing.T, reg *prometheus.Registry, name string, keep func(*dto.Metric) bool) float64 {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +164,9 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			total += value(m)
+			if keep(m) {
+				total += value(m)
+			}
 		}
 		return total
 	}

@@ -2,41 +2,21 @@ package decode_test
 
 import (
 	"encoding/binary"
-	"errors"
-	"io"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"testing"
 
 	"github.com/connpipe/connpipe/services/capture/internal/decode"
 	"github.com/connpipe/connpipe/services/capture/internal/samples"
 	"github.com/connpipe/connpipe/shared/record"
-	"github.com/google/gopacket/pcapgo"
 )
 
 // tunnelFrames are the frames of the crafted tunnel capture (gen.go).
 func tunnelFrames(tb testing.TB) [][]byte {
 	tb.Helper()
-	f, err := os.Open("../../testdata/crafted/mirror/tunnels.pcap")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer f.Close()
-	r, err := pcapgo.NewReader(f)
-	if err != nil {
-		tb.Fatal(err)
-	}
 	var out [][]byte
-	for {
-		data, _, err := r.ReadPacketData()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			tb.Fatal(err)
-		}
-		out = append(out, data)
+	for _, f := range samples.Frames(tb, "../../testdata/crafted/mirror/tunnels.pcap") {
+		out = append(out, f.Data)
 	}
 	if len(out) < 10 {
 		tb.Fatalf("%d tunnel frames: too few to test with", len(out))

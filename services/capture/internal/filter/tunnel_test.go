@@ -1,16 +1,13 @@
 package filter
 
 import (
-	"errors"
-	"io"
 	"net/netip"
-	"os"
 	"slices"
 	"testing"
 
+	"github.com/connpipe/connpipe/services/capture/internal/samples"
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
-	"github.com/google/gopacket/pcapgo"
 	"golang.org/x/net/bpf"
 )
 
@@ -32,25 +29,12 @@ func outerTunnel(frame []byte) (dst netip.Addr, gre bool, port uint16) {
 // tunnel frames and compares its verdicts with gopacket's reading of the
 // outer headers.
 func TestTunnelProgram(t *testing.T) {
-	f, err := os.Open("../../testdata/crafted/mirror/tunnels.pcap")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r, err := pcapgo.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var frames [][]byte
-	for {
-		data, _, err := r.ReadPacketData()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		frames = append(frames, data)
+	for _, f := range samples.Frames(t, "../../testdata/crafted/mirror/tunnels.pcap") {
+		frames = append(frames, f.Data)
+	}
+	if len(frames) < 10 {
+		t.Fatalf("%d tunnel frames: too few to test with", len(frames))
 	}
 	target4, target6 := netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("2001:db8:ff::2")
 	for _, tu := range []Tunnels{
