@@ -237,3 +237,25 @@ func BenchmarkDecoderPlain(b *testing.B) {
 		b.Fatal("no frame decoded")
 	}
 }
+
+// FuzzFallback decodes frames of any link type through a Decoder, so the
+// link types only gopacket knows (FDDI, PPP, 802.11, ...) are fuzzed too.
+func FuzzFallback(f *testing.F) {
+	for _, name := range []string{"fddi.pcap", "ppp-hdlc.pcap"} {
+		for _, fr := range samples.Frames(f, "../../testdata/crafted/"+name) {
+			f.Add(fr.Link, fr.Data)
+		}
+	}
+	f.Add(uint32(105), []byte{0x08, 0x01, 0, 0})
+	d := decode.NewDecoder(allTunnels())
+	f.Fuzz(func(t *testing.T, link uint32, frame []byte) {
+		var r record.Record
+		st, _, _ := d.Decode(decode.LinkType(link), frame, 0, &r)
+		if st >= decode.NumStatus {
+			t.Fatalf("status %d out of range", st)
+		}
+		if st == decode.StatusOK && (!r.Src.IsValid() || r.Src.Is4() != r.Dst.Is4()) {
+			t.Fatalf("addresses %v %v", r.Src, r.Dst)
+		}
+	})
+}
