@@ -5,6 +5,8 @@
 #   make ps | logs | down   (make down VOLUMES=1 also removes the data)
 #   make up CLUSTER=1       with a three-node RabbitMQ cluster and two captures
 #                           (deployments/compose/cluster.yml; give CLUSTER=1 to ps, logs, down too)
+#   make up MIRROR=1        with a mirror source copying capture's traffic in VXLAN to a second
+#                           capture in mirror mode (deployments/compose/mirror.yml; MIRROR=1 to ps, logs, down too)
 #   make e2e                the end-to-end test (its own project, connpipe-e2e)
 #   make e2e-cluster        the cluster's end-to-end test (its own project, connpipe-cluster)
 
@@ -16,7 +18,8 @@ CONSUMERS ?= 1
 COMPOSE_CMD ?= $(shell if docker compose version >/dev/null 2>&1; then echo docker compose; \
 	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; else echo docker compose; fi)
 COMPOSE_RUN = $(COMPOSE_CMD) --env-file $(COMPOSE_ENV) --file $(CURDIR)/docker-compose.yml \
-	$(if $(CLUSTER),--file $(CURDIR)/$(COMPOSE_DIR)/cluster.yml) --project-directory $(CURDIR)
+	$(if $(CLUSTER),--file $(CURDIR)/$(COMPOSE_DIR)/cluster.yml) \
+	$(if $(MIRROR),--file $(CURDIR)/$(COMPOSE_DIR)/mirror.yml) --project-directory $(CURDIR)
 
 # env.sh init is idempotent: it creates the file when absent and links
 # ./.env to it, so plain docker compose commands read the same settings.
@@ -51,7 +54,10 @@ logs: $(COMPOSE_ENV) ## follow the compose stack's logs
 e2e: compose-v2 ## end-to-end test of the compose stack in its own project (CONNPIPE_E2E_FRESH=1: rebuild images from scratch)
 	COMPOSE="$(COMPOSE_CMD)" $(GO) test -tags e2e -count=1 -v -timeout 30m github.com/connpipe/connpipe/deployments/compose/e2e
 
+e2e-mirror: compose-v2 ## end-to-end test of mirror mode: capture and a mirror target's capture record the same packets (project connpipe-mirror)
+	COMPOSE="$(COMPOSE_CMD)" $(GO) test -tags e2e,mirror -run '^TestComposeMirror$$' -count=1 -v -timeout 30m github.com/connpipe/connpipe/deployments/compose/e2e
+
 e2e-cluster: compose-v2 ## end-to-end test of the three-node RabbitMQ cluster and two captures (project connpipe-cluster)
 	COMPOSE="$(COMPOSE_CMD)" $(GO) test -tags e2e,cluster -run '^TestComposeCluster$$' -count=1 -v -timeout 30m github.com/connpipe/connpipe/deployments/compose/e2e
 
-.PHONY: compose-v2 images up down ps logs e2e e2e-cluster
+.PHONY: compose-v2 images up down ps logs e2e e2e-cluster e2e-mirror

@@ -9,6 +9,12 @@
 #
 #   services/capture/testdata/golden.sh testdata/crafted testdata/crafted/golden
 #
+# and the tunnels of mirror mode theirs, with GOLDEN_INNER=1: tshark opens
+# VXLAN, Geneve, GRE and ERSPAN, and a line is the TCP packet of the last IP
+# layer, the one inside the tunnel:
+#
+#   GOLDEN_INNER=1 services/capture/testdata/golden.sh testdata/crafted/mirror testdata/crafted/mirror/golden
+#
 # Each output line is one TCP packet, in file order:
 #
 #   ts_ns src_ip dst_ip src_port dst_port tcp_flags ip_len strict
@@ -31,7 +37,11 @@ mkdir -p "$out"
 protos=frame,eth,ethertype,vlan,ip,ipv6,tcp,sll,null,loop,raw,rawip,rawip4,rawip6
 protos+=,ipv6.hopopts,ipv6.routing,ipv6.fraghdr,ipv6.dstopts,ah
 # Link layers beyond Ethernet, VLAN tags and the cooked/loopback/raw headers.
-protos+=,mpls,pppoes,ppp,llc,nflog,ieee8021ah,ipoib,arcnet
+protos+=,mpls,pppoes,ppp,llc,nflog,ieee8021ah,ipoib,arcnet,fddi
+inner=${GOLDEN_INNER:-0}
+if [ "$inner" = 1 ]; then
+	protos+=,udp,vxlan,geneve,gre,erspan
+fi
 
 shopt -s nullglob
 for f in "$dir"/*.pcap "$dir"/*.pcapng; do
@@ -47,8 +57,8 @@ for f in "$dir"/*.pcap "$dir"/*.pcapng; do
 		-e ip.src -e ip.dst -e ipv6.src -e ipv6.dst \
 		-e tcp.srcport -e tcp.dstport -e tcp.flags -e tcp.hdr_len \
 		-e ip.len -e ipv6.plen 2>/dev/null || true; } |
-	awk -F'\t' '
-	function first(s,  a) { split(s, a, " "); return a[1] }
+	awk -F'\t' -v inner="$inner" '
+	function first(s,  a) { split(s, a, " "); return inner ? a[length(a)] : a[1] }
 	function hex(s,  v, i) {
 		v = 0; s = tolower(s); sub(/^0x/, "", s)
 		for (i = 1; i <= length(s); i++) v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1
@@ -57,7 +67,7 @@ for f in "$dir"/*.pcap "$dir"/*.pcapng; do
 	{
 		n = split($1, p, ":")
 		ipi = 0
-		for (i = 1; i <= n; i++) if (p[i] == "ip" || p[i] == "ipv6") { ipi = i; break }
+		for (i = 1; i <= n; i++) if (p[i] == "ip" || p[i] == "ipv6") { ipi = i; if (!inner) break }
 		if (ipi == 0) next
 		j = ipi + 1
 		if (p[ipi] == "ipv6") while (j <= n && (p[j] ~ /^ipv6\./ || p[j] == "ah")) j++

@@ -8,7 +8,8 @@
 // exactly one of: decode_errors_total{reason} (malformed), filtered_total
 // (not a TCP packet, or one the filter does not match), or a record handed
 // to the output. records_total counts the TCP packets decoded, before the
-// filter.
+// filter. In mirror mode (DECAP) a tunnel frame counts once more, in
+// tunnel_frames_total{tunnel,outcome}.
 package app
 
 import (
@@ -45,6 +46,7 @@ type metrics struct {
 	ringFreezes  *prometheus.CounterVec // by worker
 	decodeErrors [decode.NumStatus]prometheus.Counter
 	ringErrors   [source.NumFaults]prometheus.Counter
+	tunnels      *tunnelCounters
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -71,6 +73,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.ringErrors[f] = ringErrs.WithLabelValues(f.String())
 	}
 	reg.MustRegister(m.packets, m.records, m.filtered, m.kernelDrops, m.ringFreezes, errs, ringErrs)
+	m.tunnels = newTunnelCounters(reg)
 	return m
 }
 
@@ -95,6 +98,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	flt, _ := cfg.filter()
 	listen, _ := cfg.listen()
+	tun, _ := cfg.tunnels()
 	reg := ops.NewRegistry()
 	m := newMetrics(reg)
 	info := Info{Filter: flt.String(), Registry: reg}
@@ -209,10 +213,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		src = files
 	} else {
-		lives, srcErr = source.OpenLive(source.LiveConfig{
+		lc := source.LiveConfig{
 			Interface: cfg.Interface, Filter: flt, Snaplen: cfg.Snaplen, Workers: cfg.workers(),
 			BlockSize: cfg.RingBlockSize, Blocks: cfg.RingBlocks, BlockTimeout: cfg.RingTimeout,
-		})
+		}
+		if tun.Any() {
+			if lc.Tunnels, srcErr = kernelTunnels(cfg.Interface, tun); srcErr == nil {
+				log.Info("mirror mode", "tunnels", cfg.Decap, "kernel_filter", lc.Tunnels.String(), "inner_filter", info.Filter)
+			}
+		}
+		if srcErr == nil {
+			lives, srcErr = source.OpenLive(lc)
+		}
 		if srcErr != nil {
 			_ = closeFn()
 			return fmt.Errorf("INTERFACE=%q: %w", cfg.Interface, srcErr)
@@ -269,9 +281,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	scan, stopScan := startKeyScan(ctx, pubCtx, cfg, out, reg, log)
 	var readErr error
 	if lives != nil {
-		readErr = readRings(ctx, lives, flt, out, scan, m, log)
+		readErr = readRings(ctx, lives, tun, flt, out, scan, m, log)
 	} else {
-		readErr = read(ctx, src, files, flt, out, scan, m, log)
+		readErr = read(ctx, src, files, tun, flt, out, scan, m, log)
 	}
 	scanErr := stopScan()
 	stopPolling() // the last read of the kernel's counters
@@ -289,7 +301,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 }
 
 // read moves frames from src to out until ctx ends or the source does.
-func read(ctx context.Context, src source.Source, files *source.Files, flt *filter.Filter,
+func read(ctx context.Context, src source.Source, files *source.Files, tun decode.Tunnels, flt *filter.Filter,
 	out output, scan *keyscan.Scanner, m *metrics, log *slog.Logger) error {
 	var (
 		rec             record.Record
@@ -301,6 +313,8 @@ func read(ctx context.Context, src source.Source, files *source.Files, flt *filt
 		malformed       [decode.NumStatus]int
 		seg             []byte
 		st              decode.Status
+		via             decode.Tunnel
+		dec             = decode.NewDecoder(tun)
 	)
 	// summary logs where every frame read went: packets = published +
 	// filtered + malformed, the malformed ones by reason.
@@ -340,10 +354,10 @@ func read(ctx context.Context, src source.Source, files *source.Files, flt *filt
 		}
 		packets++
 		m.packets.Inc()
-		if scan == nil {
-			st = decode.DecodeLen(p.Link, p.Data, p.Len, &rec)
-		} else {
-			st, seg = decode.DecodeSegmentLen(p.Link, p.Data, p.Len, &rec)
+		st, seg, via = dec.Decode(p.Link, p.Data, p.Len, &rec)
+		matched := st == decode.StatusOK && flt.Match(&rec)
+		if via != decode.TunnelNone {
+			m.tunnels[via][tunOutcome(st, matched)].Inc()
 		}
 		if st != decode.StatusOK {
 			if st.Malformed() {
@@ -360,7 +374,7 @@ func read(ctx context.Context, src source.Source, files *source.Files, flt *filt
 		}
 		recs++
 		m.records.Inc()
-		if !flt.Match(&rec) {
+		if !matched {
 			filtered++
 			m.filtered.Inc()
 			continue

@@ -25,6 +25,11 @@ type Config struct {
 	Interface       string        `envconfig:"INTERFACE" default:"lo" desc:"interface for live capture; any: every interface (all must be Ethernet or loopback), keeping what arrives"`
 	ListenAddr      string        `envconfig:"LISTEN_ADDR" default:"127.0.0.1:7000" desc:"record packets sent to this IP:port (0.0.0.0 or [::] as host: any address)"`
 	BPFFilter       string        `envconfig:"BPF_FILTER" desc:"filter expression, a tcpdump subset (empty: tcp and dst host and port of LISTEN_ADDR; with PCAP_FILES and no LISTEN_ADDR, every TCP packet)"`
+	Decap           string        `envconfig:"DECAP" desc:"mirror mode: tunnels to open, comma-separated, of vxlan, geneve, gre (transparent Ethernet bridging, IP) and erspan (types I, II, III); the filter applies to the packet inside (empty: none)"`
+	DecapVXLANPort  uint16        `envconfig:"DECAP_VXLAN_PORT" default:"4789" desc:"UDP destination port of VXLAN in mirror mode"`
+	DecapGenevePort uint16        `envconfig:"DECAP_GENEVE_PORT" default:"6081" desc:"UDP destination port of Geneve in mirror mode"`
+	DecapVNIs       string        `envconfig:"DECAP_VNIS" desc:"mirror mode: the only VXLAN and Geneve VNIs accepted, comma-separated (empty: any)"`
+	DecapSessions   string        `envconfig:"DECAP_ERSPAN_SESSIONS" desc:"mirror mode: the only ERSPAN session ids accepted, comma-separated; type I frames carry none and are then refused (empty: any)"`
 	Sink            bool          `envconfig:"SINK" default:"false" desc:"true: accept and discard connections on LISTEN_ADDR, so senders have a peer"`
 	PcapFiles       []string      `envconfig:"PCAP_FILES" desc:"comma-separated pcap/pcapng files to replay (empty: live capture)"`
 	ReplaySpeed     float64       `envconfig:"REPLAY_SPEED" default:"0" desc:"replay at N times the recorded speed; 0 as fast as possible"`
@@ -117,6 +122,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("PCAP_FILES: %s is a directory", p)
 		}
 	}
+	if _, err := c.tunnels(); err != nil {
+		return err
+	}
 	if err := c.validateKey(); err != nil {
 		return err
 	}
@@ -175,6 +183,8 @@ Flags (each overrides its variable for this run):
                  (REPLAY_SPEED)
   -o OUTPUT      amqp or stdout (OUTPUT)
   -metrics ADDR  serve /metrics and /healthz on ADDR (METRICS_ADDR)
+  -decap LIST    mirror mode: open these tunnels (vxlan, geneve, gre, erspan)
+                 and record the TCP packets inside them (DECAP)
 
 Output lines are tab-separated: ts_ns src_ip dst_ip src_port dst_port
 tcp_flags ip_len [key], tcp_flags as 0x%04x.
@@ -212,6 +222,7 @@ func LoadConfig(args []string, stderr io.Writer) (Config, error) {
 	speed := fs.Float64("speed", -1, "replay at `N` times the recorded speed, 0 as fast as possible (REPLAY_SPEED)")
 	out := fs.String("o", "", "amqp or stdout (OUTPUT)")
 	metrics := fs.String("metrics", "", "serve /metrics and /healthz on `ADDR` (METRICS_ADDR)")
+	decap := fs.String("decap", "", "mirror mode: `tunnels` to open, of vxlan, geneve, gre, erspan (DECAP)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -268,6 +279,9 @@ func LoadConfig(args []string, stderr io.Writer) (Config, error) {
 	}
 	if set["metrics"] {
 		c.MetricsAddr = *metrics
+	}
+	if set["decap"] {
+		c.Decap = *decap
 	}
 	return c, c.Validate()
 }

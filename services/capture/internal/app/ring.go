@@ -28,6 +28,7 @@ import (
 type ringReader struct {
 	live  *source.Live
 	link  decode.LinkType
+	dec   *decode.Decoder
 	flt   *filter.Filter
 	out   output
 	scan  *keyscan.Scanner
@@ -35,6 +36,7 @@ type ringReader struct {
 	log   *slog.Logger
 	debug bool
 	t     blockTally
+	tt    tunnelTally
 	rec   record.Record
 	// recs holds records until they go to out together.
 	recs []record.Record
@@ -104,20 +106,17 @@ func (r *ringReader) run(ctx context.Context) error {
 // filter to the output.
 func (r *ringReader) consume(ctx context.Context, blk *source.Block) error {
 	defer r.t.flush(r.m)
+	defer r.tt.flush(r.m.tunnels)
 	for {
 		f, ok := blk.Next()
 		if !ok {
 			break
 		}
 		r.t.packets++
-		var (
-			st  decode.Status
-			seg []byte
-		)
-		if r.scan == nil {
-			st = decode.DecodeLen(r.link, f.Data, int(f.WireLen), &r.rec)
-		} else {
-			st, seg = decode.DecodeSegmentLen(r.link, f.Data, int(f.WireLen), &r.rec)
+		st, seg, via := r.dec.Decode(r.link, f.Data, int(f.WireLen), &r.rec)
+		matched := st == decode.StatusOK && r.flt.Match(&r.rec)
+		if via != decode.TunnelNone {
+			r.tt[via][tunOutcome(st, matched)]++
 		}
 		if st != decode.StatusOK {
 			if st.Malformed() {
@@ -131,7 +130,7 @@ func (r *ringReader) consume(ctx context.Context, blk *source.Block) error {
 			continue
 		}
 		r.t.records++
-		if !r.flt.Match(&r.rec) {
+		if !matched {
 			r.t.filtered++
 			continue
 		}
@@ -172,7 +171,7 @@ func (r *ringReader) handOver(ctx context.Context) error {
 
 // readRings runs one ringReader per reader until ctx ends or one fails,
 // which stops the others.
-func readRings(ctx context.Context, lives []*source.Live, flt *filter.Filter, out output,
+func readRings(ctx context.Context, lives []*source.Live, tun decode.Tunnels, flt *filter.Filter, out output,
 	scan *keyscan.Scanner, m *metrics, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -184,7 +183,7 @@ func readRings(ctx context.Context, lives []*source.Live, flt *filter.Filter, ou
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := &ringReader{live: l, flt: flt, out: readerOutput(out, scan), scan: scan, m: m, log: log}
+			r := &ringReader{live: l, dec: decode.NewDecoder(tun), flt: flt, out: readerOutput(out, scan), scan: scan, m: m, log: log}
 			if errs[i] = r.run(ctx); errs[i] != nil {
 				errs[i] = fmt.Errorf("reader %d: %w", l.Worker(), errs[i])
 				cancel()

@@ -3,7 +3,6 @@
 package app
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"strconv"
@@ -36,21 +35,9 @@ func TestRingVethExact(t *testing.T) {
 			var out lockedBuffer
 			cfg.Interface, cfg.ListenAddr = lab.RxIf, fmt.Sprintf("%s:%d", vethlab.DstIP, port)
 			cfg.Output, cfg.Stdout, cfg.MetricsAddr, cfg.CaptureWorkers = OutputStdout, &out, "", workers
-			ready := make(chan Info, 1)
-			cfg.Ready = func(i Info) { ready <- i }
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			errc := make(chan error, 1)
 			// Run opens its sockets in the capture namespace.
-			go func() { errc <- vethlab.Do(lab.Rx, func() error { return Run(ctx, cfg, testLogger(t)) }) }()
-			var info Info
-			select {
-			case info = <-ready:
-			case err := <-errc:
-				t.Fatalf("Run: %v", err)
-			case <-time.After(10 * time.Second):
-				t.Fatal("capture not ready after 10s")
-			}
+			info, cancel, errc := startWith(t, cfg, testLogger(t), func(run func() error) error { return vethlab.Do(lab.Rx, run) })
+			defer cancel()
 			in, err := vethlab.NewInjector(lab.Tx, lab.TxIf, flows, port, 64)
 			if err != nil {
 				t.Fatal(err)

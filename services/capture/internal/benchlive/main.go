@@ -13,6 +13,11 @@
 // just after the last one was processed), and capture's CPU as a multiple of
 // tcpdump's.
 //
+// With -mirror every frame goes inside VXLAN to the capture interface's
+// address, as a mirror source sends it: tcpdump captures the tunnel frames
+// (udp dst port 4789) and capture runs in mirror mode (DECAP=vxlan),
+// recording the packet inside each.
+//
 // Run it as root through make bench-live. It removes its namespaces when it
 // ends, and its RabbitMQ virtual hosts after each run.
 package main
@@ -70,7 +75,17 @@ type options struct {
 	pin      bool
 	repeat   int
 	env      []string
+	mirror   bool
 }
+
+// Mirror mode's tunnel: from the injector's side to the capture
+// interface's address, VXLAN network id mirrorVNI.
+var (
+	mirrorSrc = net.IPv4(10, 78, 0, 1)
+	mirrorDst = net.IPv4(10, 78, 0, 2)
+)
+
+const mirrorVNI = 4242
 
 func main() {
 	var o options
@@ -90,6 +105,7 @@ func main() {
 	extraEnv := flag.String("env", "", "extra capture settings, comma-separated VAR=value (e.g. BATCH_SIZE=4096)")
 	flag.StringVar(&o.perf, "perf", "", "record a perf profile of each capture run into this directory")
 	flag.BoolVar(&o.pin, "pin", false, "run the injector on CPU 0 and each tool on the other CPUs (taskset), so a tool's figures are its own cores'")
+	flag.BoolVar(&o.mirror, "mirror", false, "send every frame inside VXLAN to the capture interface's address; capture runs with DECAP=vxlan")
 	flag.IntVar(&o.repeat, "repeat", 3, "rounds per rate, each running every tool in turn; a row gives the median CPU and the worst counts")
 	flag.Parse()
 	if o.repeat < 1 {
@@ -207,6 +223,13 @@ func run(ctx context.Context, o options) error {
 		}
 	}()
 	b := &bench{o: o, lab: lab, tcpdump: tcpdump}
+	frameLen := vethlab.FrameLen
+	if o.mirror {
+		if out, err := exec.Command("ip", "-n", lab.Rx, "addr", "add", mirrorDst.String()+"/24", "dev", lab.RxIf).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip addr add: %v: %s", err, out)
+		}
+		frameLen = vethlab.VXLANLen
+	}
 	if o.amqp {
 		if err := b.startProxy(ctx); err != nil {
 			return err
@@ -223,7 +246,10 @@ func run(ctx context.Context, o options) error {
 	}
 
 	fmt.Printf("live capture beside tcpdump: frames of %d bytes in %d flows over a veth pair (%s -> %s), %d CPUs\n",
-		vethlab.FrameLen, flows, lab.TxIf, lab.RxIf, numCPU())
+		frameLen, flows, lab.TxIf, lab.RxIf, numCPU())
+	if o.mirror {
+		fmt.Printf("mirror mode: each frame inside VXLAN (VNI %d) from %s to %s; tcpdump captures the tunnel frames, capture runs with DECAP=vxlan\n", mirrorVNI, mirrorSrc, mirrorDst)
+	}
 	if len(o.env) > 0 {
 		fmt.Printf("capture settings: %s\n", strings.Join(o.env, " "))
 	}
@@ -543,6 +569,9 @@ func (b *bench) runOne(ctx context.Context, t tool, n uint64, rate float64) (res
 	var cmd *exec.Cmd
 	var stderr bytes.Buffer
 	filter := fmt.Sprintf("tcp dst port %d", port)
+	if b.o.mirror {
+		filter = fmt.Sprintf("udp dst port 4789 and dst host %s", mirrorDst)
+	}
 	if t.tcpdump {
 		cmd = exec.Command("ip", append([]string{"netns", "exec", b.lab.Rx}, b.pinned(b.tcpdump, "-i", b.lab.RxIf, "-B", "8192", "-w", "/dev/null", filter)...)...)
 		cmd.Stderr = &stderr
@@ -556,6 +585,9 @@ func (b *bench) runOne(ctx context.Context, t tool, n uint64, rate float64) (res
 			fmt.Sprintf("CAPTURE_WORKERS=%d", t.workers),
 			fmt.Sprintf("METRICS_ADDR=127.0.0.1:%d", metricsPort),
 			"LOG_FORMAT=text", "LOG_LEVEL=error",
+		}
+		if b.o.mirror {
+			cmd.Env = append(cmd.Env, "DECAP=vxlan")
 		}
 		cmd.Env = append(cmd.Env, b.o.env...)
 		if t.output == "amqp" {
@@ -634,6 +666,9 @@ func (b *bench) runOne(ctx context.Context, t tool, n uint64, rate float64) (res
 		return res, 0
 	}
 	defer in.Close()
+	if b.o.mirror {
+		in.WrapVXLAN(mirrorSrc, mirrorDst, mirrorVNI)
+	}
 	cpu0, wake0, err := cpuTime(cmd.Process.Pid)
 	if err != nil {
 		res.err = err

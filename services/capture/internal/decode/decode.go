@@ -11,7 +11,8 @@
 // headers). TCP inside a tunnel (GRE, IP-in-IP, UDP encapsulations, an MPLS
 // pseudowire) or quoted in an ICMP error is not a TCP packet sent to a port,
 // and neither is a non-first IP fragment: those give StatusNotTCP,
-// StatusNotIP or StatusFragment. A frame whose headers are cut or
+// StatusNotIP or StatusFragment (a Decoder in mirror mode opens the
+// tunnels it is given, see Tunnels). A frame whose headers are cut or
 // inconsistent gives one of the malformed statuses; a TCP header is needed
 // only up to its flags (20 bytes), so a packet cut by the snapshot length
 // after the TCP header is still recorded.
@@ -25,12 +26,18 @@
 //     layer's own length field (802.3, PPPoE, an NFLOG payload TLV) says;
 //   - an IPv4 total length or IPv6 payload length larger than the frame is
 //     recorded as it is;
-//   - an IPv6 payload length of 0 (a jumbogram, or IPv6 big TCP) is not
-//     recorded: tshark 4.0 dissects nothing after such a header. It is
-//     counted as StatusIPv6ZeroLength.
+//   - an IPv6 payload length of 0 with a jumbo payload option in a
+//     hop-by-hop header (a jumbogram, RFC 2675, or IPv6 big TCP) takes its
+//     length from the option; tshark 4.0 dissects nothing after such a
+//     header, capture does. Without the option it is counted as
+//     StatusIPv6ZeroLength.
 //
-// The recorded ip_len is 16 bits wide: a length above 65535 (IPv4 big TCP)
-// is recorded as 65535.
+// The recorded ip_len is 32 bits wide: IPv4 big TCP and jumbograms keep
+// their real length (ipLen).
+//
+// A Decoder adds two things to the fast path: tunnels (mirror mode, see
+// Tunnels), and gopacket's decoders for link types the fast path does not
+// know (see fallback).
 //
 // The decoder is written by hand over the bytes: it is several times faster
 // than gopacket's DecodingLayerParser with preallocated layers on the same
@@ -59,6 +66,9 @@ const (
 	StatusNotIP
 	StatusNotTCP
 	StatusFragment
+	// StatusTunnelUnknownID: a tunnel frame of a VNI or ERSPAN session
+	// that is not accepted (mirror mode).
+	StatusTunnelUnknownID
 
 	StatusUnsupportedLink
 	StatusLinkTruncated
@@ -69,6 +79,9 @@ const (
 	StatusTCPBadOffset
 	StatusLinkBadHeader
 	StatusIPv6ZeroLength
+	// StatusTunnelMalformed: a tunnel header (mirror mode) cut short or
+	// inconsistent.
+	StatusTunnelMalformed
 
 	NumStatus
 )
@@ -78,6 +91,7 @@ var statusNames = [NumStatus]string{
 	StatusNotIP:            "not_ip",
 	StatusNotTCP:           "not_tcp",
 	StatusFragment:         "fragment",
+	StatusTunnelUnknownID:  "tunnel_unknown_id",
 	StatusUnsupportedLink:  "unsupported_link",
 	StatusLinkTruncated:    "link_truncated",
 	StatusIPTruncated:      "ip_truncated",
@@ -87,6 +101,7 @@ var statusNames = [NumStatus]string{
 	StatusTCPBadOffset:     "tcp_bad_offset",
 	StatusLinkBadHeader:    "link_bad_header",
 	StatusIPv6ZeroLength:   "ipv6_zero_length",
+	StatusTunnelMalformed:  "tunnel_malformed",
 }
 
 // String is the status's metric label.
@@ -239,6 +254,11 @@ const (
 	protoDestOpts = uint8(layers.IPProtocolIPv6Destination)
 	protoAH       = uint8(layers.IPProtocolAH)
 
+	// optJumbo is the IPv6 jumbo payload option (RFC 2675); maxJumbo
+	// bounds the length taken from it to what an int holds everywhere.
+	optJumbo = 0xc2
+	maxJumbo = 1<<31 - 1
+
 	// maxTags, maxLabels and maxExt bound the loops over VLAN tags (and
 	// other EtherType headers), MPLS labels and IPv6 extension headers, so
 	// a hostile frame cannot make decoding slow.
@@ -274,17 +294,33 @@ func DecodeSegment(lt LinkType, frame []byte, r *record.Record) (Status, []byte)
 // DecodeSegmentLen is DecodeSegment with the frame's wire length, as in
 // DecodeLen.
 func DecodeSegmentLen(lt LinkType, frame []byte, wire int, r *record.Record) (Status, []byte) {
-	var seg []byte
-	st := decodeFrame(lt, frame, max(wire-len(frame), 0), r, &seg)
-	return st, seg
+	var o out
+	st := decodeFrame(lt, frame, max(wire-len(frame), 0), r, &o)
+	return st, o.tcp
 }
+
+// out collects, when a caller asks, what a frame holds beyond its record:
+// the TCP segment of a TCP packet, and for an IP packet that is not TCP its
+// protocol and payload (where a tunnel starts).
+type out struct {
+	tcp []byte
+	// proto and l4 are the IP protocol and payload (cut at the datagram's
+	// length) of a frame whose status is StatusNotTCP.
+	proto uint8
+	l4    []byte
+}
+
+// ipLen is the one place an IP length becomes the record's ip_len, which
+// is 32 bits wide: a big-TCP datagram or an IPv6 jumbogram keeps its
+// length (the jumbo payload length is itself 32 bits).
+func ipLen(n int) uint32 { return uint32(min(n, 0xffffffff)) }
 
 // The functions below take the bytes captured from where their header
 // starts (b) and cut, the number of bytes of the same layer that were on
 // the wire after the end of b but not captured. tshark's "reported length"
 // of a layer is len(b)+cut.
 
-func decodeFrame(lt LinkType, frame []byte, cut int, r *record.Record, seg *[]byte) Status {
+func decodeFrame(lt LinkType, frame []byte, cut int, r *record.Record, seg *out) Status {
 	// Untagged IPv4 over Ethernet first: it is most of the traffic, and
 	// the switches below have grown with the link layers.
 	if lt == LinkEthernet {
@@ -383,7 +419,7 @@ func decodeFrame(lt LinkType, frame []byte, cut int, r *record.Record, seg *[]by
 // rawIP decodes LINKTYPE_RAW: an IP packet, or, as tshark reads it, PPP
 // in HDLC framing (0xff 0x03) at the start or after the 6-byte fake address
 // of Linux's ISDN PPP interfaces.
-func rawIP(b []byte, cut int, r *record.Record, seg *[]byte) Status {
+func rawIP(b []byte, cut int, r *record.Record, seg *out) Status {
 	if len(b) < 1 {
 		return StatusIPTruncated
 	}
@@ -406,7 +442,7 @@ func rawIP(b []byte, cut int, r *record.Record, seg *[]byte) Status {
 // EtherType, or up to 1536 one of Linux's own protocol numbers, of which
 // 802.2 LLC and PPP in HDLC framing can carry IP. A netlink socket's
 // messages (hardware type ARPHRD_NETLINK) are not packets.
-func cooked(hatype, proto uint16, b []byte, cut int, r *record.Record, seg *[]byte) Status {
+func cooked(hatype, proto uint16, b []byte, cut int, r *record.Record, seg *out) Status {
 	switch {
 	case hatype == arphrdNetlink:
 		return StatusNotIP
@@ -429,7 +465,7 @@ func cooked(hatype, proto uint16, b []byte, cut int, r *record.Record, seg *[]by
 
 // ether dispatches on an EtherType, skipping 802.1Q/802.1ad tags and
 // 802.1ah I-tags and descending into MPLS and PPPoE sessions.
-func ether(et uint16, b []byte, cut int, r *record.Record, seg *[]byte) Status {
+func ether(et uint16, b []byte, cut int, r *record.Record, seg *out) Status {
 	for range maxTags {
 		switch et {
 		case etherTypeIPv4:
@@ -475,7 +511,7 @@ func limit(b []byte, cut, n int) ([]byte, int) {
 
 // ieee8023 decodes what follows an 802.3 header whose length field is n:
 // LLC, or Novell's raw 802.3 (0xffff), which is not IP.
-func ieee8023(n uint16, b []byte, cut int, r *record.Record, seg *[]byte) Status {
+func ieee8023(n uint16, b []byte, cut int, r *record.Record, seg *out) Status {
 	b, cut = limit(b, cut, int(n))
 	if len(b) < 2 {
 		return StatusLinkTruncated
@@ -487,7 +523,7 @@ func ieee8023(n uint16, b []byte, cut int, r *record.Record, seg *[]byte) Status
 }
 
 // llc decodes an 802.2 LLC frame: SNAP, or IP directly (SAP 6).
-func llc(b []byte, cut int, r *record.Record, seg *[]byte) Status {
+func llc(b []byte, cut int, r *record.Record, seg *out) Status {
 	if len(b) < 3 {
 		return StatusLinkTruncated
 	}
@@ -521,7 +557,7 @@ func llc(b []byte, cut int, r *record.Record, seg *[]byte) Status {
 
 // mpls skips a label stack and decodes its payload by the first nibble,
 // as tshark does with no pseudowire configured.
-func mpls(b []byte, cut int, r *record.Record, seg *[]byte) Status {
+func mpls(b []byte, cut int, r *record.Record, seg *out) Status {
 	for range maxLabels {
 		if len(b) < 4 {
 			return StatusLinkTruncated
@@ -550,7 +586,7 @@ func mpls(b []byte, cut int, r *record.Record, seg *[]byte) Status {
 
 // pppoe decodes a PPPoE session frame: the 6-byte header, whose length
 // bounds the PPP frame, then PPP.
-func pppoe(b []byte, cut int, r *record.Record, seg *[]byte) Status {
+func pppoe(b []byte, cut int, r *record.Record, seg *out) Status {
 	if len(b) < 6 {
 		return StatusLinkTruncated
 	}
@@ -560,7 +596,7 @@ func pppoe(b []byte, cut int, r *record.Record, seg *[]byte) Status {
 
 // ppp decodes a PPP frame from its protocol field (one byte when
 // compressed).
-func ppp(b []byte, cut int, r *record.Record, seg *[]byte) Status {
+func ppp(b []byte, cut int, r *record.Record, seg *out) Status {
 	if len(b) < 1 {
 		return StatusLinkTruncated
 	}
@@ -588,7 +624,7 @@ func ppp(b []byte, cut int, r *record.Record, seg *[]byte) Status {
 // little-endian; each padded to 4 bytes). The payload TLV holds the packet;
 // its protocol is the hardware protocol of the packet header TLV (an
 // EtherType) when there is one, else the family.
-func nflog(b []byte, cut int, r *record.Record, seg *[]byte) Status {
+func nflog(b []byte, cut int, r *record.Record, seg *out) Status {
 	if len(b) < 4 {
 		return StatusLinkTruncated
 	}
@@ -642,7 +678,7 @@ func nflog(b []byte, cut int, r *record.Record, seg *[]byte) Status {
 // adds a split flag and a sequence number; in BSD headers a split flag of
 // 0xff marks an exception frame, with padding, the protocol id again and
 // the real split flag.
-func arcnet(b []byte, at int, exceptions bool, cut int, r *record.Record, seg *[]byte) Status {
+func arcnet(b []byte, at int, exceptions bool, cut int, r *record.Record, seg *out) Status {
 	if len(b) < at+1 {
 		return StatusLinkTruncated
 	}
@@ -671,7 +707,7 @@ func arcnet(b []byte, at int, exceptions bool, cut int, r *record.Record, seg *[
 	return StatusNotIP
 }
 
-func ipv4(b []byte, cut int, r *record.Record, seg *[]byte) Status {
+func ipv4(b []byte, cut int, r *record.Record, seg *out) Status {
 	if len(b) < 20 {
 		return StatusIPTruncated
 	}
@@ -696,21 +732,24 @@ func ipv4(b []byte, cut int, r *record.Record, seg *[]byte) Status {
 	if binary.BigEndian.Uint16(b[6:])&0x1fff != 0 {
 		return StatusFragment
 	}
-	if b[9] != protoTCP {
-		return StatusNotTCP
-	}
 	// Bytes past the total length (Ethernet padding) are not part of the
 	// datagram.
 	if total < len(b) {
 		b = b[:total]
 	}
+	if b[9] != protoTCP {
+		if seg != nil {
+			seg.proto, seg.l4 = b[9], b[ihl:]
+		}
+		return StatusNotTCP
+	}
 	r.Src = netip.AddrFrom4([4]byte(b[12:16]))
 	r.Dst = netip.AddrFrom4([4]byte(b[16:20]))
-	r.IPLen = uint32(total)
+	r.IPLen = ipLen(total)
 	return tcp(b[ihl:], r, seg)
 }
 
-func ipv6(b []byte, cut int, r *record.Record, seg *[]byte) Status {
+func ipv6(b []byte, cut int, r *record.Record, seg *out) Status {
 	if len(b) < 40 {
 		return StatusIPTruncated
 	}
@@ -719,7 +758,9 @@ func ipv6(b []byte, cut int, r *record.Record, seg *[]byte) Status {
 	}
 	plen := int(binary.BigEndian.Uint16(b[4:]))
 	if plen == 0 {
-		return StatusIPv6ZeroLength
+		if plen = jumboLength(b); plen == 0 {
+			return StatusIPv6ZeroLength
+		}
 	}
 	if 40+plen < len(b) {
 		b = b[:40+plen]
@@ -731,7 +772,7 @@ func ipv6(b []byte, cut int, r *record.Record, seg *[]byte) Status {
 		case protoTCP:
 			r.Src = netip.AddrFrom16([16]byte(b[8:24]))
 			r.Dst = netip.AddrFrom16([16]byte(b[24:40]))
-			r.IPLen = uint32(plen + 40)
+			r.IPLen = ipLen(plen + 40)
 			return tcp(b[off:], r, seg)
 		case protoHopByHop, protoRouting, protoDestOpts:
 			if len(b) < off+2 {
@@ -755,6 +796,9 @@ func ipv6(b []byte, cut int, r *record.Record, seg *[]byte) Status {
 			nh = b[off]
 			off += (int(b[off+1]) + 2) * 4
 		default:
+			if seg != nil {
+				seg.proto, seg.l4 = nh, b[off:]
+			}
 			return StatusNotTCP
 		}
 		if off > len(b) {
@@ -764,7 +808,35 @@ func ipv6(b []byte, cut int, r *record.Record, seg *[]byte) Status {
 	return StatusNotTCP
 }
 
-func tcp(b []byte, r *record.Record, seg *[]byte) Status {
+// jumboLength is the payload length of an IPv6 jumbogram (RFC 2675): a
+// hop-by-hop header right after the fixed header holding a jumbo payload
+// option (type 0xc2, 4 bytes of length above 65535). It is 0 for anything
+// else, which leaves a payload length of 0 unrecorded.
+func jumboLength(b []byte) int {
+	if b[6] != protoHopByHop || len(b) < 48 {
+		return 0
+	}
+	end := min(40+(int(b[41])+1)*8, len(b))
+	for off := 42; off < end; {
+		switch typ := b[off]; {
+		case typ == 0: // Pad1
+			off++
+			continue
+		case off+2 > end:
+			return 0
+		case typ == optJumbo && b[off+1] == 4 && off+6 <= end:
+			n := binary.BigEndian.Uint32(b[off+2:])
+			if n <= 0xffff || uint64(n) > uint64(maxJumbo) {
+				return 0
+			}
+			return int(n)
+		}
+		off += 2 + int(b[off+1])
+	}
+	return 0
+}
+
+func tcp(b []byte, r *record.Record, seg *out) Status {
 	if len(b) < 20 {
 		return StatusTCPTruncated
 	}
@@ -775,7 +847,7 @@ func tcp(b []byte, r *record.Record, seg *[]byte) Status {
 	r.DstPort = binary.BigEndian.Uint16(b[2:])
 	r.Flags = uint16(b[12]&1)<<8 | uint16(b[13])
 	if seg != nil {
-		*seg = b
+		seg.tcp = b
 	}
 	return StatusOK
 }

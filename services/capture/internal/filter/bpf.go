@@ -41,6 +41,13 @@ const (
 // passed to user space (where Match decides) when its addresses match. Later
 // IPv4 fragments are dropped.
 func (f *Filter) Program(fr Framing, opt ProgramOptions) ([]bpf.Instruction, error) {
+	return program(fr, opt, f.ipv4, f.ipv6)
+}
+
+// program is a kernel program for frames of the given framing that finds
+// the IP header (after up to two VLAN tags) and leaves the decision to v4
+// or v6, called with the header's offset; each ends in a jump.
+func program(fr Framing, opt ProgramOptions, v4, v6 func(a *asm, base uint32, accept, reject int)) ([]bpf.Instruction, error) {
 	a := &asm{}
 	accept, reject := a.label(), a.label()
 	if opt.SkipOutgoing {
@@ -50,13 +57,13 @@ func (f *Filter) Program(fr Framing, opt ProgramOptions) ([]bpf.Instruction, err
 	switch fr {
 	case FramingEthernet:
 		// Up to two tags are decoded; deeper stacks go to user space.
-		v4 := [3]int{a.label(), a.label(), a.label()}
-		v6 := [3]int{a.label(), a.label(), a.label()}
+		l4 := [3]int{a.label(), a.label(), a.label()}
+		l6 := [3]int{a.label(), a.label(), a.label()}
 		for depth := range 3 {
 			off := uint32(12 + 4*depth)
 			a.emit(bpf.LoadAbsolute{Off: off, Size: 2})
-			a.jeq(0x0800, v4[depth], next)
-			a.jeq(0x86dd, v6[depth], next)
+			a.jeq(0x0800, l4[depth], next)
+			a.jeq(0x86dd, l6[depth], next)
 			if depth == 2 {
 				a.jeq(0x8100, accept, next)
 				a.jeq(0x88a8, accept, next)
@@ -71,21 +78,21 @@ func (f *Filter) Program(fr Framing, opt ProgramOptions) ([]bpf.Instruction, err
 		}
 		for depth := range 3 {
 			base := uint32(14 + 4*depth)
-			a.mark(v4[depth])
-			f.ipv4(a, base, accept, reject)
-			a.mark(v6[depth])
-			f.ipv6(a, base, accept, reject)
+			a.mark(l4[depth])
+			v4(a, base, accept, reject)
+			a.mark(l6[depth])
+			v6(a, base, accept, reject)
 		}
 	case FramingRawIP:
-		v4, v6 := a.label(), a.label()
+		l4, l6 := a.label(), a.label()
 		a.emit(bpf.LoadAbsolute{Off: 0, Size: 1})
 		a.emit(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf0})
-		a.jeq(0x40, v4, next)
-		a.jeq(0x60, v6, reject)
-		a.mark(v4)
-		f.ipv4(a, 0, accept, reject)
-		a.mark(v6)
-		f.ipv6(a, 0, accept, reject)
+		a.jeq(0x40, l4, next)
+		a.jeq(0x60, l6, reject)
+		a.mark(l4)
+		v4(a, 0, accept, reject)
+		a.mark(l6)
+		v6(a, 0, accept, reject)
 	default:
 		return nil, fmt.Errorf("unknown framing %d", fr)
 	}

@@ -23,7 +23,10 @@ import (
 type LiveConfig struct {
 	Interface string
 	Filter    *filter.Filter // nil: every frame
-	Snaplen   int            // bytes kept of each frame (at most a block's room)
+	// Tunnels, when set (mirror mode), is the kernel program in place of
+	// Filter's: the tunnel packets to this host.
+	Tunnels *filter.Tunnels
+	Snaplen int // bytes kept of each frame (at most a block's room)
 	// Workers is the number of readers, each with its own ring, joined in
 	// one PACKET_FANOUT group that hashes on the flow (0: 1).
 	Workers int
@@ -252,7 +255,15 @@ func openRing(cfg LiveConfig, ifi *net.Interface, worker int, tovMillis uint32) 
 		return fail(fmt.Errorf("interface %s has hardware type %d (ARPHRD), which capture does not decode (Ethernet, loopback and raw IP only)", cfg.Interface, ll.Hatype))
 	}
 	var prog *unix.SockFprog
-	if cfg.Filter != nil {
+	if cfg.Tunnels != nil {
+		ins, err := cfg.Tunnels.Program(framing, filter.ProgramOptions{Snaplen: uint32(cfg.Snaplen), SkipOutgoing: l.skipOutgoing})
+		if err != nil {
+			return fail(fmt.Errorf("compile tunnel filter %s: %w", cfg.Tunnels, err))
+		}
+		if prog, err = assemble(ins); err != nil {
+			return fail(fmt.Errorf("assemble tunnel filter %s: %w", cfg.Tunnels, err))
+		}
+	} else if cfg.Filter != nil {
 		ins, err := cfg.Filter.Program(framing, filter.ProgramOptions{Snaplen: uint32(cfg.Snaplen), SkipOutgoing: l.skipOutgoing})
 		if err != nil {
 			return fail(fmt.Errorf("compile filter %q: %w", cfg.Filter, err))

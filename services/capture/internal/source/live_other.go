@@ -15,6 +15,7 @@ import (
 type LiveConfig struct {
 	Interface    string
 	Filter       *filter.Filter
+	Tunnels      *filter.Tunnels
 	Snaplen      int
 	Workers      int
 	BlockSize    int

@@ -159,6 +159,11 @@ type Injector struct {
 	iovs  []unix.Iovec
 	sent  uint64
 	batch int
+	// size is the length of a frame sent; wrap, when set, puts each
+	// crafted frame (at wrapAt) in a tunnel.
+	size   int
+	wrap   func(b []byte)
+	wrapAt int
 }
 
 type mmsghdr struct {
@@ -193,16 +198,56 @@ func NewInjector(ns, ifname string, flows int, port uint16, batch int) (*Injecto
 		}
 		return nil, err
 	}
-	in.bufs = make([]byte, FrameLen*in.batch)
+	in.buffers(FrameLen)
+	return in, nil
+}
+
+// buffers sizes the send buffers for frames of size bytes.
+func (in *Injector) buffers(size int) {
+	in.size = size
+	in.bufs = make([]byte, size*in.batch)
 	in.hdrs = make([]mmsghdr, in.batch)
 	in.iovs = make([]unix.Iovec, in.batch)
 	for i := range in.batch {
-		in.iovs[i].Base = &in.bufs[i*FrameLen]
-		in.iovs[i].SetLen(FrameLen)
+		in.iovs[i].Base = &in.bufs[i*size]
+		in.iovs[i].SetLen(size)
 		in.hdrs[i].hdr.Iov = &in.iovs[i]
 		in.hdrs[i].hdr.SetIovlen(1)
 	}
-	return in, nil
+}
+
+// VXLANLen is the length of a crafted frame in VXLAN: outer Ethernet,
+// IPv4, UDP and VXLAN headers, then the frame.
+const VXLANLen = 50 + FrameLen
+
+// WrapVXLAN makes the injector send every frame inside VXLAN (RFC 7348),
+// from src to dst, UDP port 4789, network id vni, as a mirror source
+// does. Call it before the first Send.
+func (in *Injector) WrapVXLAN(src, dst net.IP, vni uint32) {
+	in.buffers(VXLANLen)
+	in.wrapAt = VXLANLen - FrameLen
+	in.wrap = func(b []byte) {
+		copy(b[0:6], dstMAC[:])
+		copy(b[6:12], srcMAC[:])
+		binary.BigEndian.PutUint16(b[12:], 0x0800)
+		ip := b[14:34]
+		clear(ip)
+		ip[0] = 0x45
+		binary.BigEndian.PutUint16(ip[2:], uint16(VXLANLen-14))
+		ip[8] = 64
+		ip[9] = 17
+		copy(ip[12:16], src.To4())
+		copy(ip[16:20], dst.To4())
+		binary.BigEndian.PutUint16(ip[10:], ipChecksum(ip))
+		udp := b[34:42]
+		binary.BigEndian.PutUint16(udp[0:], 49152)
+		binary.BigEndian.PutUint16(udp[2:], 4789)
+		binary.BigEndian.PutUint16(udp[4:], uint16(VXLANLen-34))
+		binary.BigEndian.PutUint16(udp[6:], 0) // no checksum (IPv4)
+		vx := b[42:50]
+		binary.BigEndian.PutUint32(vx[0:], 0x08000000)
+		binary.BigEndian.PutUint32(vx[4:], vni<<8)
+	}
 }
 
 // Sent is the number of frames sent so far.
@@ -214,7 +259,11 @@ func (in *Injector) Send(n int) (int, error) {
 	n = min(n, in.batch)
 	for i := range n {
 		k := in.sent + uint64(i)
-		Craft(in.bufs[i*FrameLen:], int(k%uint64(in.flows)), in.port, uint32(k/uint64(in.flows)))
+		b := in.bufs[i*in.size : (i+1)*in.size]
+		Craft(b[in.wrapAt:], int(k%uint64(in.flows)), in.port, uint32(k/uint64(in.flows)))
+		if in.wrap != nil {
+			in.wrap(b)
+		}
 	}
 	done := 0
 	for done < n {

@@ -12,6 +12,11 @@
 //	go run ./testdata/crafted/gen.go
 //	testdata/golden.sh testdata/crafted testdata/crafted/golden
 //
+// FDDI and PPP-in-HDLC frames (fddi.pcap, ppp-hdlc.pcap) are for the
+// link types only gopacket's decoders know; mirror/tunnels.pcap holds TCP
+// inside the tunnels of mirror mode (VXLAN, Geneve, GRE, ERSPAN I/II/III),
+// whose truth is made with GOLDEN_INNER=1 (see README.md).
+//
 // It also writes every crafted frame as a seed of the decoder's fuzz target
 // (internal/decode/testdata/fuzz/FuzzDecode/crafted-*). The output is
 // deterministic, so running it again rewrites the same bytes.
@@ -47,6 +52,8 @@ const (
 	ltLoop        = 108
 	ltSLL         = 113
 	ltSLL2        = 276
+	ltFDDI        = 10
+	ltPPPHDLC     = 50
 )
 
 // base is the capture time of the first frame of every file; each frame is
@@ -102,6 +109,8 @@ func main() {
 		{name: "tcp-odd.pcap", link: ltEthernet, frames: oddTCP()},
 		{name: "ts-micro.pcap", link: ltRaw, frames: timestamps(false)},
 		{name: "ts-nano.pcap", link: ltRaw, nano: true, frames: timestamps(true)},
+		{name: "fddi.pcap", link: ltFDDI, frames: fddi()},
+		{name: "ppp-hdlc.pcap", link: ltPPPHDLC, frames: pppHDLC()},
 	}
 	seeds := "internal/decode/testdata/fuzz/FuzzDecode"
 	if err := os.MkdirAll(seeds, 0o755); err != nil {
@@ -119,6 +128,16 @@ func main() {
 				log.Fatal(err)
 			}
 		}
+	}
+	// The tunnels of mirror mode, in a directory of their own: their truth
+	// is the packet inside (testdata/golden.sh with GOLDEN_INNER=1).
+	mirror := mirrorFrames()
+	stamp(mirror)
+	if err := os.MkdirAll(filepath.Join(dir, "mirror"), 0o755); err != nil {
+		log.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "mirror", "tunnels.pcap"), writePcap(capture{link: ltEthernet, frames: mirror}), 0o644); err != nil {
+		log.Fatal(err)
 	}
 	// The same link layers in one pcapng file, one interface each (but
 	// SLL2: gopacket's pcapng writer keeps a link type in one byte).
@@ -159,7 +178,8 @@ type tcpSpec struct {
 	flags      uint16 // 9 flag bits; bits 9-11 go to the reserved field
 	reserved   uint8
 	payload    int
-	dataOffset uint8 // 0: from the options
+	dataOffset uint8  // 0: from the options
+	src, dst   net.IP // nil: v4a/v6a to v4b/v6b
 }
 
 func tcpL(s tcpSpec) *layers.TCP {
@@ -173,12 +193,19 @@ func tcpL(s tcpSpec) *layers.TCP {
 func ip(s tcpSpec) []byte {
 	t := tcpL(s)
 	var l []gopacket.SerializableLayer
+	src, dst := s.src, s.dst
+	if src == nil {
+		src, dst = v4a, v4b
+		if s.v6 {
+			src, dst = v6a, v6b
+		}
+	}
 	if s.v6 {
-		h := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP, SrcIP: v6a, DstIP: v6b}
+		h := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP, SrcIP: src, DstIP: dst}
 		t.SetNetworkLayerForChecksum(h)
 		l = append(l, h)
 	} else {
-		h := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: v4a, DstIP: v4b, Flags: layers.IPv4DontFragment}
+		h := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: src, DstIP: dst, Flags: layers.IPv4DontFragment}
 		t.SetNetworkLayerForChecksum(h)
 		l = append(l, h)
 	}
@@ -768,4 +795,178 @@ func writePcapngRaw(link uint16, fs []frame) []byte {
 		out = append(out, block(6, epb)...)
 	}
 	return out
+}
+
+// fddi holds FDDI frames (LINKTYPE_FDDI), which only gopacket's decoders
+// know: LLC/SNAP with IPv4 and IPv6, and ARP (not IP).
+func fddi() []frame {
+	hdr := func() []byte {
+		// Frame control 0x50 (LLC, asynchronous), destination, source.
+		return append([]byte{0x50}, append(append([]byte{}, macB...), macA...)...)
+	}
+	snap := func(et layers.EthernetType, b []byte) []byte {
+		h := append(hdr(), 0xaa, 0xaa, 0x03, 0, 0, 0)
+		h = binary.BigEndian.AppendUint16(h, uint16(et))
+		return append(h, b...)
+	}
+	arp := serialize(&layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
+		Operation: 1, SourceHwAddress: macA, SourceProtAddress: v4a, DstHwAddress: make([]byte, 6), DstProtAddress: v4b})
+	return []frame{
+		f(snap(layers.EthernetTypeIPv4, ip(v4(41000, 80)))),
+		f(snap(layers.EthernetTypeIPv6, ip(v6(41001, 443)))),
+		f(snap(layers.EthernetTypeARP, arp)),
+		f(snap(layers.EthernetTypeIPv4, ip(tcpSpec{sport: 41002, dport: 8080, flags: 0x11}))),
+	}
+}
+
+// pppHDLC holds PPP in HDLC-like framing (LINKTYPE_PPP_HDLC, RFC 1662):
+// address and control bytes, then the protocol, with IPv4, IPv6 and LCP
+// (not IP).
+func pppHDLC() []frame {
+	return []frame{
+		f(append([]byte{0xff, 0x03, 0x00, 0x21}, ip(v4(42000, 80))...)),
+		f(append([]byte{0xff, 0x03, 0x00, 0x57}, ip(v6(42001, 443))...)),
+		f([]byte{0xff, 0x03, 0xc0, 0x21, 0x01, 0x01, 0x00, 0x04}),
+		f(append([]byte{0xff, 0x03, 0x00, 0x21}, ip(tcpSpec{sport: 42002, dport: 22, flags: 0x02})...)),
+	}
+}
+
+// Mirror mode's addresses: a mirror source sends tunnels to the target;
+// inside, clients send to the watched address 10.9.0.80:80 and elsewhere.
+var (
+	tunSrc   = net.IP{192, 0, 2, 1}
+	tunDst   = net.IP{192, 0, 2, 2}
+	tunSrc6  = net.ParseIP("2001:db8:ff::1")
+	tunDst6  = net.ParseIP("2001:db8:ff::2")
+	client   = net.IP{10, 9, 0, 5}
+	watched  = net.IP{10, 9, 0, 80}
+	other    = net.IP{10, 9, 0, 81}
+	client6  = net.ParseIP("2001:db8:9::5")
+	watched6 = net.ParseIP("2001:db8:9::80")
+)
+
+// innerEth is the mirrored Ethernet frame of a TCP packet from client.
+func innerEth(dst net.IP, dport uint16, flags uint16) []byte {
+	s := tcpSpec{sport: 50000 + dport%1000, dport: dport, flags: flags, payload: 8, src: client, dst: dst}
+	if dst.To4() == nil {
+		s.v6, s.src = true, client6
+	}
+	return ethRaw(etherType(s), ip(s))
+}
+
+// outer wraps a tunnel's bytes in Ethernet and IPv4 (IPv6 when v6) from
+// the mirror source to the target, over UDP to port when port is set,
+// else over GRE.
+func outer(v6 bool, port uint16, tunnel []byte) []byte {
+	var l []gopacket.SerializableLayer
+	proto := layers.IPProtocolGRE
+	if port != 0 {
+		proto = layers.IPProtocolUDP
+	}
+	var nl gopacket.NetworkLayer
+	if v6 {
+		h := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: proto, SrcIP: tunSrc6, DstIP: tunDst6}
+		nl, l = h, append(l, eth(layers.EthernetTypeIPv6), h)
+	} else {
+		h := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: proto, SrcIP: tunSrc, DstIP: tunDst}
+		nl, l = h, append(l, eth(layers.EthernetTypeIPv4), h)
+	}
+	if port != 0 {
+		u := &layers.UDP{SrcPort: 54321, DstPort: layers.UDPPort(port)}
+		_ = u.SetNetworkLayerForChecksum(nl)
+		l = append(l, u)
+	}
+	return serialize(append(l, gopacket.Payload(tunnel))...)
+}
+
+// vxlanHdr is a VXLAN header (RFC 7348) with the VNI flag.
+func vxlanHdr(vni uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte{0x08, 0, 0, 0}, vni<<8)
+}
+
+// geneveHdr is a Geneve header (RFC 8926) carrying Ethernet, with one
+// 8-byte option when opt is set.
+func geneveHdr(vni uint32, opt bool) []byte {
+	h := []byte{0, 0, 0x65, 0x58}
+	if opt {
+		h[0] = 2 // options length in 4-byte words
+	}
+	h = binary.BigEndian.AppendUint32(h, vni<<8)
+	if opt {
+		h = append(h, 0x01, 0x08, 0x01, 0x01, 0xde, 0xad, 0xbe, 0xef)
+	}
+	return h
+}
+
+// greHdr is a GRE header: the key and sequence number when given (>= 0).
+func greHdr(proto layers.EthernetType, key, seq int64) []byte {
+	g := &layers.GRE{Protocol: proto, KeyPresent: key >= 0, SeqPresent: seq >= 0}
+	if key >= 0 {
+		g.Key = uint32(key)
+	}
+	if seq >= 0 {
+		g.Seq = uint32(seq)
+	}
+	return serialize(g)
+}
+
+// erspan2Hdr is an ERSPAN type II header with gopacket's layer.
+func erspan2Hdr(session uint16) []byte {
+	return serialize(&layers.ERSPANII{Version: layers.ERSPANIIVersion, SessionID: session, Index: 1})
+}
+
+// erspan3Hdr is an ERSPAN type III header (draft-foschiano-erspan-03,
+// section 4.3): version 2, the session, a timestamp, and the O flag with
+// the 8-byte platform-specific subheader when sub is set.
+func erspan3Hdr(session uint16, sub bool) []byte {
+	h := binary.BigEndian.AppendUint16(nil, 2<<12|10)   // version, VLAN
+	h = binary.BigEndian.AppendUint16(h, session&0x3ff) // COS, BSO, T, session
+	h = binary.BigEndian.AppendUint32(h, 123456)        // timestamp
+	h = binary.BigEndian.AppendUint16(h, 0)             // SGT
+	last := uint16(0)
+	if sub {
+		last |= 1
+	}
+	h = binary.BigEndian.AppendUint16(h, last) // P, FT, HW ID, D, Gra, O
+	if sub {
+		h = append(h, 0x08, 0, 0, 0, 0, 0, 0, 0) // platform id 1
+	}
+	return h
+}
+
+// mirrorFrames holds TCP inside VXLAN, Geneve, GRE (transparent Ethernet
+// bridging and IP) and ERSPAN types I, II and III, to the watched address
+// and to others, among plain frames and tunnels that are not whole.
+func mirrorFrames() []frame {
+	cat := func(b ...[]byte) []byte { return bytes.Join(b, nil) }
+	vlan := serialize(eth(layers.EthernetTypeDot1Q), &layers.Dot1Q{VLANIdentifier: 7, Type: layers.EthernetTypeIPv4},
+		gopacket.Payload(ip(tcpSpec{sport: 50123, dport: 80, flags: 0x10, payload: 4, src: client, dst: watched})))
+	arp := ethRaw(layers.EthernetTypeARP, serialize(&layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4,
+		HwAddressSize: 6, ProtAddressSize: 4, Operation: 1, SourceHwAddress: macA, SourceProtAddress: client,
+		DstHwAddress: make([]byte, 6), DstProtAddress: watched}))
+	inner4 := ip(tcpSpec{sport: 50200, dport: 80, flags: 0x02, src: client, dst: watched})
+	return []frame{
+		f(outer(false, 4789, cat(vxlanHdr(100), innerEth(watched, 80, 0x02)))),
+		f(outer(false, 4789, cat(vxlanHdr(100), innerEth(other, 80, 0x02)))),
+		f(outer(false, 4789, cat(vxlanHdr(100), innerEth(watched, 443, 0x02)))),
+		f(outer(false, 4789, cat(vxlanHdr(200), innerEth(watched, 80, 0x10)))),
+		f(outer(false, 4789, cat(vxlanHdr(100), innerEth(watched6, 80, 0x18)))),
+		f(outer(false, 4789, cat(vxlanHdr(100), arp))),
+		f(outer(true, 4789, cat(vxlanHdr(100), innerEth(watched, 80, 0x11)))),
+		f(outer(false, 6081, cat(geneveHdr(300, true), innerEth(watched, 80, 0x02)))),
+		f(outer(false, 6081, cat(geneveHdr(300, false), innerEth(other, 22, 0x02)))),
+		f(outer(false, 0, cat(greHdr(layers.EthernetTypeTransparentEthernetBridging, 42, -1), innerEth(watched, 80, 0x18)))),
+		f(outer(false, 0, cat(greHdr(layers.EthernetTypeTransparentEthernetBridging, -1, -1), innerEth(other, 80, 0x18)))),
+		f(outer(false, 0, cat(greHdr(layers.EthernetTypeIPv4, -1, -1), inner4))),
+		f(outer(false, 0, cat(greHdr(layers.EthernetTypeERSPAN, -1, -1), innerEth(watched, 80, 0x04)))),
+		f(outer(false, 0, cat(greHdr(layers.EthernetTypeERSPAN, -1, 1), erspan2Hdr(5), vlan))),
+		f(outer(false, 0, cat(greHdr(layers.EthernetTypeERSPAN, -1, 2), erspan2Hdr(6), innerEth(other, 80, 0x10)))),
+		f(outer(false, 0, cat(greHdr(0x22eb, -1, 3), erspan3Hdr(7, true), innerEth(watched, 80, 0x10)))),
+		f(outer(false, 0, cat(greHdr(0x22eb, -1, 4), erspan3Hdr(7, false), innerEth(watched, 80, 0x01)))),
+		f(ethRaw(layers.EthernetTypeIPv4, ip(tcpSpec{sport: 50300, dport: 80, flags: 0x02, src: client, dst: watched}))),
+		f(outer(false, 4789, []byte{0x08, 0, 0})),
+		f(outer(false, 53, []byte{0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0})),
+		f(outer(false, 6081, cat([]byte{0x3f, 0, 0x65, 0x58, 0, 0x01, 0x2c, 0}, innerEth(watched, 80, 0x02)))),
+		f(outer(false, 0, cat(greHdr(layers.EthernetTypeERSPAN, -1, 5), []byte{0x10, 0}))),
+	}
 }
