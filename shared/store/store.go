@@ -462,17 +462,24 @@ func (c filter) matchDst(dst netip.Addr, _ uint16) bool {
 // Read calls fn for every record of both layouts in the buckets of seconds
 // from..to (inclusive) that passes f.
 func (l Layout) Read(ctx context.Context, rdb redis.Cmdable, from, to int64, f Filter, fn func(*record.Record)) error {
-	_, err := l.Scan(ctx, rdb, from, to, f, fn)
+	_, err := l.Scan(ctx, rdb, from, to, f, func(r *record.Record) bool { fn(r); return true })
 	return err
 }
 
-// secondsPerCall is how many seconds one pipelined read asks for.
-const secondsPerCall = 16
+// keysPerCall bounds the keys one pipelined read asks for.
+const keysPerCall = 512
 
-// Scan is Read that also returns the bytes of records it fetched from
-// Redis. With a source in f it reads that source's shard alone; a chunk
-// whose destination does not match is skipped undecoded.
-func (l Layout) Scan(ctx context.Context, rdb redis.Cmdable, from, to int64, f Filter, fn func(*record.Record)) (int64, error) {
+// Scan calls fn, oldest second first, for every record of both layouts in
+// seconds from..to that passes f, until fn returns false; it returns the
+// bytes of records it fetched from Redis. It first asks which seconds
+// hold anything (the layout v2 counters and the v1 bucket lengths, one
+// round trip), then reads only those, up to keysPerCall keys a round
+// trip: with a source in f, that source's shard alone (a 32nd of the
+// window); a chunk whose destination does not match is skipped undecoded.
+func (l Layout) Scan(ctx context.Context, rdb redis.Cmdable, from, to int64, f Filter, fn func(*record.Record) bool) (int64, error) {
+	if to < from {
+		return 0, nil
+	}
 	c := f.compile()
 	shards := make([]int, 0, Shards)
 	if c.src.IsValid() {
@@ -482,15 +489,31 @@ func (l Layout) Scan(ctx context.Context, rdb redis.Cmdable, from, to int64, f F
 			shards = append(shards, i)
 		}
 	}
+	v2, v1, err := l.occupied(ctx, rdb, from, to)
+	if err != nil {
+		return 0, err
+	}
+	more := true
 	emit := func(r *record.Record) {
-		if c.match(r) {
-			fn(r)
+		if more && c.match(r) {
+			more = fn(r)
 		}
 	}
 	var fetched int64
-	for lo := from; lo <= to; lo += secondsPerCall {
-		hi := min(lo+secondsPerCall-1, to)
-		n, err := l.scanSeconds(ctx, rdb, lo, hi, shards, c, emit)
+	for len(v2)+len(v1) > 0 && more {
+		// The next seconds in time order, up to keysPerCall keys.
+		var part1, part2 []int64
+		keys := 0
+		for keys < keysPerCall && len(v2)+len(v1) > 0 {
+			if len(v1) > 0 && (len(v2) == 0 || v1[0] <= v2[0]) {
+				part1, v1 = append(part1, v1[0]), v1[1:]
+				keys++
+			} else {
+				part2, v2 = append(part2, v2[0]), v2[1:]
+				keys += len(shards)
+			}
+		}
+		n, err := l.scanSeconds(ctx, rdb, part1, part2, shards, c, emit)
 		fetched += n
 		if err != nil {
 			return fetched, err
@@ -499,13 +522,48 @@ func (l Layout) Scan(ctx context.Context, rdb redis.Cmdable, from, to int64, f F
 	return fetched, nil
 }
 
-// scanSeconds reads seconds lo..hi of both layouts in one pipeline.
-func (l Layout) scanSeconds(ctx context.Context, rdb redis.Cmdable, lo, hi int64, shards []int, c filter, emit func(*record.Record)) (int64, error) {
-	v1 := make([]*redis.StringCmd, 0, hi-lo+1)
-	v2 := make([]*redis.StringSliceCmd, 0, int(hi-lo+1)*len(shards))
+// occupied returns the seconds of from..to that hold records of layout v2
+// (a counter above 0) and of layout v1 (a bucket), in one round trip.
+func (l Layout) occupied(ctx context.Context, rdb redis.Cmdable, from, to int64) (v2, v1 []int64, err error) {
+	keys := make([]string, 0, to-from+1)
+	for sec := from; sec <= to; sec++ {
+		keys = append(keys, l.CountKey(sec))
+	}
+	var counts *redis.SliceCmd
+	lens := make([]*redis.IntCmd, 0, len(keys))
+	_, err = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		counts = p.MGet(ctx, keys...)
+		for sec := from; sec <= to; sec++ {
+			lens = append(lens, p.StrLen(ctx, l.BucketKey(sec)))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("find seconds %d..%d: %w", from, to, err)
+	}
+	for i, v := range counts.Val() {
+		if s, ok := v.(string); ok && s != "0" {
+			v2 = append(v2, from+int64(i))
+		}
+	}
+	for i, c := range lens {
+		if c.Val() > 0 {
+			v1 = append(v1, from+int64(i))
+		}
+	}
+	return v2, v1, nil
+}
+
+// scanSeconds reads the v1 buckets of seconds s1 and the v2 lists of
+// seconds s2 (their shards) in one pipeline, in time order.
+func (l Layout) scanSeconds(ctx context.Context, rdb redis.Cmdable, s1, s2 []int64, shards []int, c filter, emit func(*record.Record)) (int64, error) {
+	v1 := make([]*redis.StringCmd, 0, len(s1))
+	v2 := make([]*redis.StringSliceCmd, 0, len(s2)*len(shards))
 	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for sec := lo; sec <= hi; sec++ {
+		for _, sec := range s1 {
 			v1 = append(v1, p.Get(ctx, l.BucketKey(sec)))
+		}
+		for _, sec := range s2 {
 			for _, sh := range shards {
 				v2 = append(v2, p.LRange(ctx, l.ChunkKey(sec, sh), 0, -1))
 			}
@@ -513,27 +571,27 @@ func (l Layout) scanSeconds(ctx context.Context, rdb redis.Cmdable, lo, hi int64
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return 0, fmt.Errorf("read seconds %d..%d: %w", lo, hi, err)
+		return 0, fmt.Errorf("read records: %w", err)
 	}
 	var fetched int64
 	for i, cmd := range v1 {
 		data, err := cmd.Bytes()
 		if errors.Is(err, redis.Nil) {
-			continue // no v1 bucket for that second
+			continue // expired since occupied looked
 		}
 		if err != nil {
-			return fetched, fmt.Errorf("read %s: %w", l.BucketKey(lo+int64(i)), err)
+			return fetched, fmt.Errorf("read %s: %w", l.BucketKey(s1[i]), err)
 		}
 		fetched += int64(len(data))
 		if err := record.DecodeEntries(data, emit); err != nil {
-			return fetched, fmt.Errorf("bucket %s: %w", l.BucketKey(lo+int64(i)), err)
+			return fetched, fmt.Errorf("bucket %s: %w", l.BucketKey(s1[i]), err)
 		}
 	}
 	for i, cmd := range v2 {
 		if err := cmd.Err(); err != nil {
 			return fetched, fmt.Errorf("read %s: %w", cmd.Args()[1], err)
 		}
-		sec := lo + int64(i/len(shards))
+		sec := s2[i/len(shards)]
 		for _, ch := range cmd.Val() {
 			fetched += int64(len(ch))
 			if err := DecodeChunk([]byte(ch), sec, c.matchDst, emit); err != nil {

@@ -114,7 +114,7 @@ func TestBothLayoutsReadAndCounted(t *testing.T) {
 		}
 	}
 	from, to := now.Unix()-1, now.Unix()+1
-	all, err := l.Scan(ctx, rdb, from, to, store.Filter{}, func(*record.Record) {})
+	all, err := l.Scan(ctx, rdb, from, to, store.Filter{}, func(*record.Record) bool { return true })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,11 +133,12 @@ func TestBothLayoutsReadAndCounted(t *testing.T) {
 	for _, i := range []int{0, 1} { // one record in a v1 bucket, one in v2
 		src := recs[i].Src.String()
 		got := 0
-		fetched, err := l.Scan(ctx, rdb, from, to, store.Filter{Src: src}, func(r *record.Record) {
+		fetched, err := l.Scan(ctx, rdb, from, to, store.Filter{Src: src}, func(r *record.Record) bool {
 			if r.Src.String() != src {
 				t.Fatalf("filter %s passed %s", src, r.Src)
 			}
 			got++
+			return true
 		})
 		if err != nil || got != 1 {
 			t.Fatalf("src %s: %d records (%v), want 1", src, got, err)

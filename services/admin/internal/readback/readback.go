@@ -33,10 +33,6 @@ const DefaultLimit = 10000
 // answer of at most 15 MB, and as many records held per backend.
 const MaxLimit = 100_000
 
-// chunk is how many seconds are read per call to store.Layout.Read, so a
-// query that reaches its limit stops early.
-const chunk = 16
-
 // ErrBadQuery wraps every query error.
 var ErrBadQuery = errors.New("bad query")
 
@@ -163,7 +159,7 @@ func (r *Searcher) Count(ctx context.Context, backends []control.Backend, q Quer
 				p.n, p.fetched, p.err = r.Layout.Count(ctx, rdb, from, to)
 				return
 			}
-			p.fetched, p.err = r.Layout.Scan(ctx, rdb, from, to, f, func(*record.Record) { p.n++ })
+			p.fetched, p.err = r.Layout.Scan(ctx, rdb, from, to, f, func(*record.Record) bool { p.n++; return true })
 		})
 	}
 	wg.Wait()
@@ -222,20 +218,14 @@ func (r *Searcher) Search(ctx context.Context, backends []control.Backend, q Que
 			defer wg.Done()
 			p := &parts[i]
 			rdb := r.Client(b.Addr)
-			for lo := from; lo <= to && !p.truncated; lo += chunk {
-				hi := min(lo+chunk-1, to)
-				n, err := r.Layout.Scan(ctx, rdb, lo, hi, f, func(rec *record.Record) {
-					if len(p.items) == limit {
-						p.truncated = true
-						return
-					}
-					p.items = append(p.items, Item{Backend: b.Name, Record: *rec})
-				})
-				p.fetched, p.err = p.fetched+n, err
-				if p.err != nil {
-					return
+			p.fetched, p.err = r.Layout.Scan(ctx, rdb, from, to, f, func(rec *record.Record) bool {
+				if len(p.items) == limit {
+					p.truncated = true
+					return false
 				}
-			}
+				p.items = append(p.items, Item{Backend: b.Name, Record: *rec})
+				return true
+			})
 		}()
 	}
 	wg.Wait()
