@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -18,6 +19,25 @@ type Proxy struct {
 	mu    sync.Mutex
 	ln    net.Listener
 	conns map[net.Conn]struct{}
+	mute  atomic.Bool // drop what the server sends
+}
+
+// Mute drops everything the server sends from now on, while what clients
+// send still arrives: a broker that takes publishes but whose confirms
+// are lost.
+func (p *Proxy) Mute() { p.mute.Store(true) }
+
+// discardWhile writes to w unless muted says to drop.
+type discardWhile struct {
+	w     io.Writer
+	muted *atomic.Bool
+}
+
+func (d discardWhile) Write(b []byte) (int, error) {
+	if d.muted.Load() {
+		return len(b), nil
+	}
+	return d.w.Write(b)
 }
 
 // NewProxy starts a proxy to target (host:port) on a free loopback port;
@@ -86,7 +106,7 @@ func (p *Proxy) pipe(c net.Conn) {
 	p.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Go(func() { _, _ = io.Copy(s, c); s.Close() })
-	wg.Go(func() { _, _ = io.Copy(c, s); c.Close() })
+	wg.Go(func() { _, _ = io.Copy(discardWhile{c, &p.mute}, s); c.Close() })
 	wg.Wait()
 	p.mu.Lock()
 	delete(p.conns, c)
@@ -108,9 +128,10 @@ func (p *Proxy) Cut() {
 	clear(p.conns)
 }
 
-// Restore accepts again on the same address.
+// Restore accepts again on the same address, unmuted.
 func (p *Proxy) Restore(t testing.TB) {
 	t.Helper()
+	p.mute.Store(false)
 	p.listen(t)
 }
 

@@ -192,6 +192,8 @@ func TestBadInputLeavesWeightsAndConsumersAlone(t *testing.T) {
 	})
 }
 
+// A consumer killed with SIGKILL mid-stream loses nothing, and what it
+// stored without acking is not stored again when redelivered.
 func TestKillNineLosesNoConfirmedRecord(t *testing.T) {
 	s := newSystem(t, nil)
 	k := newKernelCounter(t, s.port)
@@ -222,7 +224,9 @@ func TestKillNineLosesNoConfirmedRecord(t *testing.T) {
 	default:
 	}
 	<-done
-	a, b := s.waitStored(k, true)
+	// Redeliveries of what consumer-1 stored but did not ack are
+	// recognised: Redis ends with exactly the packets seen.
+	a, b := s.waitStored(k, false)
 	want := map[seen]int{}
 	for _, p := range k.snapshot() {
 		want[p]++
@@ -237,8 +241,8 @@ func TestKillNineLosesNoConfirmedRecord(t *testing.T) {
 	if lost > 0 {
 		t.Fatalf("%d of %d packets missing from Redis after kill -9", lost, len(k.snapshot()))
 	}
-	t.Logf("kernel saw %d packets; Redis holds %d records (%d duplicates from redelivery)",
-		len(k.snapshot()), len(a)+len(b), len(a)+len(b)-len(k.snapshot()))
+	t.Logf("kernel saw %d packets; Redis holds %d records; %.0f records of redeliveries skipped as stored already",
+		len(k.snapshot()), len(a)+len(b), s.duplicatesSkipped())
 }
 
 func TestRetentionThroughThePipeline(t *testing.T) {
