@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
+	"github.com/redis/go-redis/v9"
 )
 
 // pcapDir is where the sample capture the replay is made from lives: this
@@ -80,10 +82,17 @@ func bigCapture(tb testing.TB, n int) string {
 // RabbitMQ → two consumers → two Redis instances as fast as it goes and
 // reports end-to-end records/s, capture's own read-and-decode rate, and the
 // Redis ceiling for the same write pattern measured with redis-benchmark.
+// Each round runs the consumers writing store layout v1 and then layout
+// v2 (STORE_LAYOUT), so the two are compared in the same run, alternating;
+// CONNPIPE_BENCH_ROUNDS rounds (default 2), each layout's mean reported.
 func BenchmarkPipelineReplay(b *testing.B) {
 	n := 1_000_000
 	if v, err := strconv.Atoi(os.Getenv("CONNPIPE_BENCH_RECORDS")); err == nil && v > 0 {
 		n = v
+	}
+	rounds := 2
+	if v, err := strconv.Atoi(os.Getenv("CONNPIPE_BENCH_ROUNDS")); err == nil && v > 0 {
+		rounds = v
 	}
 	path := bigCapture(b, n)
 	for b.Loop() {
@@ -98,37 +107,83 @@ func BenchmarkPipelineReplay(b *testing.B) {
 		}
 		decode := float64(n) / time.Since(t0).Seconds()
 
-		s := newSystem(b, map[string]string{"RETENTION": "2m"})
-		s.startConsumer("consumer-1")
-		s.startConsumer("consumer-2")
-		t1 := time.Now()
-		s.capAddr = fmt.Sprintf("127.0.0.1:%d", freePort(b))
-		start(b, "capture", "capture", s.with(map[string]string{"PCAP_FILES": path, "METRICS_ADDR": s.capAddr}))
-		waitFor(b, 5*time.Minute, "all records stored", func() (bool, string) {
-			var total float64
-			for _, c := range s.consumers {
-				a, bb := c.split(b)
-				total += a + bb
+		var sum [2]float64
+		var redisAddr string
+		for r := range rounds {
+			for i, layout := range []string{"1", "2"} {
+				rate, addr := replay(b, path, n, layout)
+				b.Logf("round %d, layout v%s: %.0f records/s", r+1, layout, rate)
+				sum[i] += rate
+				redisAddr = addr
 			}
-			return total >= float64(n), fmt.Sprintf("%.0f stored", total)
-		})
-		e2e := float64(n) / time.Since(t1).Seconds()
-		ceiling := redisCeiling(b, s.redis[1])
-		b.ReportMetric(e2e, "e2e-records/s")
+		}
+		v1, v2 := sum[0]/float64(rounds), sum[1]/float64(rounds)
+		ceiling := redisCeiling(b, redisAddr)
+		b.ReportMetric(v2, "e2e-records/s")
+		b.ReportMetric(v1, "e2e-v1-records/s")
+		b.ReportMetric(v2/v1, "v2/v1")
 		b.ReportMetric(decode, "capture-decode-records/s")
 		b.ReportMetric(ceiling, "redis-ceiling-records/s")
-		b.ReportMetric(e2e/ceiling, "e2e/ceiling")
+		b.ReportMetric(v2/ceiling, "e2e/ceiling")
+	}
+}
+
+// replay runs the pipeline once with consumers writing store layout
+// layout and returns its end-to-end records/s and a Redis address it used.
+func replay(b *testing.B, path string, n int, layout string) (float64, string) {
+	s := newSystem(b, map[string]string{"RETENTION": "2m", "STORE_LAYOUT": layout})
+	s.startConsumer("consumer-1")
+	s.startConsumer("consumer-2")
+	t1 := time.Now()
+	s.capAddr = fmt.Sprintf("127.0.0.1:%d", freePort(b))
+	capture := start(b, "capture", "capture", s.with(map[string]string{"PCAP_FILES": path, "METRICS_ADDR": s.capAddr}))
+	waitFor(b, 5*time.Minute, "all records stored", func() (bool, string) {
+		var total float64
+		for _, c := range s.consumers {
+			a, bb := c.split(b)
+			total += a + bb
+		}
+		return total >= float64(n), fmt.Sprintf("%.0f stored", total)
+	})
+	rate := float64(n) / time.Since(t1).Seconds()
+	capture.stop(10 * time.Second)
+	for _, c := range s.consumers {
+		c.stop(10 * time.Second)
+	}
+	for _, addr := range s.redis {
+		dropKeys(b, addr, s.prefix)
+	}
+	return rate, s.redis[1]
+}
+
+// dropKeys unlinks every key under prefix on the Redis at addr, so rounds
+// do not fill the test servers.
+func dropKeys(b *testing.B, addr, prefix string) {
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	iter := rdb.Scan(ctx, 0, prefix+"*", 10000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		if keys = append(keys, iter.Val()); len(keys) == 5000 {
+			rdb.Unlink(ctx, keys...)
+			keys = keys[:0]
+		}
+	}
+	if len(keys) > 0 {
+		rdb.Unlink(ctx, keys...)
 	}
 }
 
 // redisCeiling measures with redis-benchmark how many records/s one Redis
-// takes in the consumer's write pattern: APPEND of a 512-entry blob (the
-// capture batch size, 25 bytes an IPv4 entry) with PEXPIREAT, in one script
-// call, 4 connections, pipelined by 8.
+// takes in the consumer's write pattern of layout v2: RPUSH of a 512-entry
+// chunk (the capture batch size, about 13 bytes an IPv4 entry) with
+// PEXPIREAT and a counter INCRBY, in one script call, 4 connections,
+// pipelined by 8.
 func redisCeiling(b *testing.B, addr string) float64 {
 	host, port, _ := strings.Cut(addr, ":")
-	blob := strings.Repeat("x", 512*25)
-	script := "redis.call('APPEND',KEYS[1],ARGV[1]) redis.call('PEXPIREAT',KEYS[1],ARGV[2]) return 1"
+	blob := strings.Repeat("x", 512*13)
+	script := "redis.call('RPUSH',KEYS[1],ARGV[1]) redis.call('PEXPIREAT',KEYS[1],ARGV[2]) local n=KEYS[1]..':n' redis.call('INCRBY',n,512) redis.call('PEXPIREAT',n,ARGV[2]) return 1"
 	deadline := strconv.FormatInt(time.Now().Add(time.Minute).UnixMilli(), 10)
 	out, err := exec.Command("redis-benchmark", "-h", host, "-p", port, "-n", "10000", "-r", "1000", "-c", "4", "-P", "8", "-q",
 		"EVAL", script, "1", "cpbench:r:__rand_int__", blob, deadline).CombinedOutput()
