@@ -63,6 +63,7 @@ import (
 	"net/netip"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/connpipe/connpipe/shared/record"
 	"github.com/redis/go-redis/v9"
@@ -479,8 +480,9 @@ const keysPerCall = 512
 // bytes of records it fetched from Redis. It first asks which seconds
 // hold anything (the layout v2 counters and the v1 bucket lengths, one
 // round trip), then reads only those, up to keysPerCall keys a round
-// trip: with a source in f, that source's shard alone (a 32nd of the
-// window); a chunk whose destination does not match is skipped undecoded.
+// trip (growing from one second): with a source in f, that source's shard
+// alone (a 32nd of the window); a chunk whose destination does not match
+// is skipped undecoded.
 func (l Layout) Scan(ctx context.Context, rdb redis.Cmdable, from, to int64, f Filter, fn func(*record.Record) bool) (int64, error) {
 	if to < from {
 		return 0, nil
@@ -505,11 +507,16 @@ func (l Layout) Scan(ctx context.Context, rdb redis.Cmdable, from, to int64, f F
 		}
 	}
 	var fetched int64
+	// The first round trip asks for one second, each next one for twice
+	// as many, up to keysPerCall keys: a question that stops at a small
+	// limit reads little past it, and a whole-window read takes few round
+	// trips.
+	budget := len(shards)
 	for len(v2)+len(v1) > 0 && more {
-		// The next seconds in time order, up to keysPerCall keys.
+		// The next seconds in time order, up to budget keys.
 		var part1, part2 []int64
 		keys := 0
-		for keys < keysPerCall && len(v2)+len(v1) > 0 {
+		for keys < budget && len(v2)+len(v1) > 0 {
 			if len(v1) > 0 && (len(v2) == 0 || v1[0] <= v2[0]) {
 				part1, v1 = append(part1, v1[0]), v1[1:]
 				keys++
@@ -523,6 +530,7 @@ func (l Layout) Scan(ctx context.Context, rdb redis.Cmdable, from, to int64, f F
 		if err != nil {
 			return fetched, err
 		}
+		budget = min(2*budget, max(keysPerCall, len(shards)))
 	}
 	return fetched, nil
 }
@@ -599,7 +607,9 @@ func (l Layout) scanSeconds(ctx context.Context, rdb redis.Cmdable, s1, s2 []int
 		sec := s2[i/len(shards)]
 		for _, ch := range cmd.Val() {
 			fetched += int64(len(ch))
-			if err := DecodeChunk([]byte(ch), sec, c.matchDst, emit); err != nil {
+			// Read in place: the decoder only reads, and keeps nothing.
+			b := unsafe.Slice(unsafe.StringData(ch), len(ch))
+			if err := DecodeChunk(b, sec, c.matchDst, emit); err != nil {
 				return fetched, fmt.Errorf("list %s: %w", cmd.Args()[1], err)
 			}
 		}

@@ -149,3 +149,36 @@ func TestBothLayoutsReadAndCounted(t *testing.T) {
 		}
 	}
 }
+
+// A read that stops early (a limit reached) fetches little past the
+// records it needed: the first round trip asks for one second.
+func TestScanStopsEarly(t *testing.T) {
+	ctx := testenv.Context(t, 30*time.Second)
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t, 1)[0]})
+	defer rdb.Close()
+	l := store.Layout{Prefix: testenv.Prefix(t), Retention: time.Minute}
+	now := time.Now().Add(-20 * time.Second)
+	b := store.NewBuckets()
+	for s := range 10 {
+		recs := batchOf(500, now.Add(time.Duration(s)*time.Second).UnixNano())
+		for i := range recs {
+			b.Add(store.Bucket(recs[i].TS, 0, 0), &recs[i])
+		}
+	}
+	if _, err := l.Write(ctx, rdb, b); err != nil {
+		t.Fatal(err)
+	}
+	from, to := now.Unix()-1, now.Unix()+11
+	all, err := l.Scan(ctx, rdb, from, to, store.Filter{}, func(*record.Record) bool { return true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	some, err := l.Scan(ctx, rdb, from, to, store.Filter{}, func(*record.Record) bool { got++; return got < 3 })
+	if err != nil || got != 3 {
+		t.Fatalf("stopped after %d records (%v), want 3", got, err)
+	}
+	if some*5 > all {
+		t.Fatalf("a read stopped after 3 records fetched %d of the window's %d bytes", some, all)
+	}
+}

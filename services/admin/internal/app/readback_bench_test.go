@@ -22,7 +22,9 @@ import (
 // a window at 10,000 and 100,000 records/s) into the two test Redis
 // instances, 30/70, as consumers write them (rounds of 8 batches of 512,
 // with their marks), and times the questions an operator asks through
-// admin's HTTP API, reporting the bytes each fetched from Redis and, as
+// admin's HTTP API (a source's records over 15 minutes, the first 10 to a
+// destination, how many in all, the last 10 seconds' records), reporting
+// the bytes each fetched from Redis and, as
 // the floor to compare with, the time Redis alone takes to hand over the
 // lists a source question reads (pipelined LRANGE, nothing decoded). It
 // also reports Redis memory per record (MEMORY USAGE of every key under
@@ -43,13 +45,13 @@ func BenchmarkReadBack(b *testing.B) {
 				}
 			})
 			t0 := time.Now()
-			src := fillWindow(b, e.Layout, clients, n)
+			src, end := fillWindow(b, e.Layout, clients, n)
 			b.Logf("filled %d records in %s; %.2f bytes of Redis per record", n, time.Since(t0).Round(time.Millisecond), bytesPerRecord(b, clients, e.Layout.Prefix, n))
 			for _, q := range []struct{ name, query string }{
 				{"src", "since=15m&src=" + src},
 				{"dst-limit-10", "since=15m&dst=192.0.2.1&limit=10"},
 				{"count", "since=15m&count=true"},
-				{"since-10s", "since=10s&limit=100000"},
+				{"last-10s", fmt.Sprintf("since=%d&until=%d&limit=100000", end.Unix()-10, end.Unix())},
 			} {
 				b.Run(q.name, func(b *testing.B) {
 					var fetched int64
@@ -89,8 +91,8 @@ func benchSource(k uint32) netip.Addr {
 
 // fillWindow writes n records over the last 300 s, from 65,536 sources to
 // 192.0.2.1:443, 30/70 over the two instances, and returns a source that
-// the window holds.
-func fillWindow(b *testing.B, l store.Layout, clients []*redis.Client, n int) string {
+// the window holds and the window's end.
+func fillWindow(b *testing.B, l store.Layout, clients []*redis.Client, n int) (string, time.Time) {
 	const batch, round, workers = 512, 8, 4
 	end := time.Now()
 	step := int64(300*time.Second) / int64(n)
@@ -134,7 +136,7 @@ func fillWindow(b *testing.B, l store.Layout, clients []*redis.Client, n int) st
 	if err := <-errs; err != nil {
 		b.Fatalf("fill: %v", err)
 	}
-	return benchSource(uint32(n/2) * 2654435761 >> 16).String()
+	return benchSource(uint32(n/2) * 2654435761 >> 16).String(), end
 }
 
 // rawFetch fetches, without decoding, the lists a question about src
