@@ -96,10 +96,10 @@
 // every instance's records, -1 when there are none), and "rate" is the mean
 // records/s of the last 5 seconds. A second is the one the record entered
 // the pipeline, as in GET /api/v1/records, so the numbers are what reading
-// the buckets gives. Refreshed at most once a second: each refresh costs
-// one STRLEN per second of history per instance (pipelined) and reads only
-// the bytes appended since the last one: for two instances, 0.7 ms at rest
-// and 2.3 ms at 10,000 records/s each (BenchmarkRefresh in package tally).
+// the store gives. Refreshed at most once a second: each refresh reads the
+// per-second counters of the history (one MGET per instance) and no record
+// (seconds of store layout v1, until they expire, are counted from the
+// bytes appended since the last refresh).
 //
 // # The web page
 //
@@ -112,7 +112,12 @@
 //	curl -s -H "Authorization: Bearer $ADMIN_READ_TOKEN" 'http://127.0.0.1:8080/api/v1/records?since=1m&src=10.0.0.7&limit=100'
 //	{"records":[{"backend":"redis-b","ts_ns":1700000000123456789,"src_ip":"10.0.0.7",
 //	  "dst_ip":"10.0.0.1","src_port":51234,"dst_port":8080,"tcp_flags":2,"ip_len":60}],
-//	 "count_by_backend":{"redis-a":0,"redis-b":1},"truncated":false,"from":1700000000,"to":1700000065}
+//	 "count_by_backend":{"redis-a":0,"redis-b":1},"truncated":false,"from":1700000000,"to":1700000065,
+//	 "bytes_fetched":36880}
+//
+//	curl -s -H "Authorization: Bearer $ADMIN_READ_TOKEN" 'http://127.0.0.1:8080/api/v1/records?since=15m&count=true'
+//	{"count_by_backend":{"redis-a":1571,"redis-b":3664},"total":5235,"source":"counters",
+//	 "from":1699999166,"to":1700000065,"bytes_fetched":8}
 //
 // since and until are a duration back from now (90s, 5m), an RFC 3339 time
 // or Unix seconds; since defaults to 1m, until to now (plus 5 s for clock
@@ -120,7 +125,14 @@
 // pipeline (see package readback). src and dst filter on IP; limit
 // (default 10000, at most 100000: more is a 400 naming the cap) bounds the
 // answer and "truncated" says there was more. The answer is written record
-// by record as it is encoded, never built whole in memory.
+// by record as it is encoded, never built whole in memory. "bytes_fetched"
+// is what the question read from Redis: with src, one shard of each second
+// (a 32nd of the window, package store).
+//
+// count=true answers with how many records each instance holds for the
+// window and filter, with no limit: from the per-second counters when
+// there is no filter ("source":"counters"), else by reading and matching
+// ("source":"scan").
 // A backend that cannot be read is named in "errors"; if none can, 503.
 //
 // In mode hash, a query that names the whole hash key (src for "src", dst
