@@ -94,6 +94,11 @@
     }
     try {
       const [status, stats] = await Promise.all([getJSON("api/v1/status"), getJSON("api/v1/stats")]);
+      // A poll sent before a change this page made may answer after it:
+      // versions only grow, so an older table never replaces a newer one.
+      if (st.status && st.status.table && status.table && status.table.version < st.status.table.version) {
+        status.table = st.status.table;
+      }
       st.status = status;
       st.stats = stats;
       st.polls++;
