@@ -16,7 +16,8 @@ CONSUMERS ?= 1
 COMPOSE_CMD ?= $(shell if docker compose version >/dev/null 2>&1; then echo docker compose; \
 	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; else echo docker compose; fi)
 COMPOSE_RUN = $(COMPOSE_CMD) --env-file $(COMPOSE_ENV) --file $(CURDIR)/docker-compose.yml \
-	$(if $(CLUSTER),--file $(CURDIR)/$(COMPOSE_DIR)/cluster.yml) --project-directory $(CURDIR)
+	$(if $(CLUSTER),--file $(CURDIR)/$(COMPOSE_DIR)/cluster.yml) \
+	$(if $(OBSERVE),--file $(CURDIR)/deployments/observability/compose.yml) --project-directory $(CURDIR)
 
 # env.sh init is idempotent: it creates the file when absent and links
 # ./.env to it, so plain docker compose commands read the same settings.
@@ -28,7 +29,7 @@ compose-v2: ## make `docker compose` (v2) answer: builds the CLI plugin from the
 
 images: compose-v2 ## build every image of the compose stack without a registry (debootstrap base, cached)
 	@$(COMPOSE_DIR)/env.sh init $(COMPOSE_ENV)
-	@$(COMPOSE_DIR)/images.sh $(COMPOSE_ENV) >/dev/null
+	@OBSERVE=$(OBSERVE) $(COMPOSE_DIR)/images.sh $(COMPOSE_ENV) >/dev/null
 
 up: images ## start the compose stack (CONSUMERS=3 for three consumers, CLUSTER=1 for three RabbitMQ nodes and two captures); URLs are printed
 	$(COMPOSE_RUN) up -d --scale consumer=$(CONSUMERS)

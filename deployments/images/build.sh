@@ -9,6 +9,8 @@
 #   redis     base + Debian's redis-server
 #   rabbitmq  base + Debian's rabbitmq-server (management plugin enabled)
 #             + amqp-tools, configured by deployments/images/rabbitmq/
+#   observe   base + Debian's prometheus and prometheus-alertmanager, for
+#             make up OBSERVE=1 (not part of all)
 #   gobuild   base + this machine's Go toolchain (GOROOT) + a read-only
 #             module proxy holding every module the workspace needs, so
 #             `docker build` compiles the services with no network at all
@@ -19,7 +21,7 @@
 # (FORCE=1 rebuilds); gobuild is tagged with a hash of the Go version and
 # the workspace's go.mod/go.sum files, so a new dependency makes a new one.
 #
-#   deployments/images/build.sh [base|redis|rabbitmq|gobuild|all]...
+#   deployments/images/build.sh [base|redis|rabbitmq|observe|gobuild|all]...
 #
 # Prints the image names as KEY=VALUE lines on stdout (progress goes to
 # stderr), e.g. REDIS_IMAGE=connpipe/redis:bookworm.
@@ -32,6 +34,7 @@ REPO=${IMAGE_REPO:-connpipe}
 BASE_IMAGE=$REPO/base:$SUITE
 REDIS_IMAGE=$REPO/redis:$SUITE
 RABBITMQ_IMAGE=$REPO/rabbitmq:$SUITE
+OBSERVE_IMAGE=$REPO/observe:$SUITE
 GOROOT_HOST=${GOROOT_HOST:-/usr/local/go}
 GO=$GOROOT_HOST/bin/go
 export DOCKER_BUILDKIT=0
@@ -218,6 +221,27 @@ build_rabbitmq() {
 	log "built $RABBITMQ_IMAGE"
 }
 
+build_observe() {
+	# The root filesystem (Debian's packages) is kept; the image on top is
+	# built every time, from the layer cache when nothing changed.
+	local rootfs=$REPO/observe-rootfs:$SUITE
+	if have_image "$rootfs"; then
+		log "$rootfs exists"
+	else
+		build_base
+		workdir
+		local r=$WORK/observe
+		rootfs_from_base "$r"
+		log "installing prometheus and prometheus-alertmanager"
+		install_pkgs "$r" prometheus prometheus-alertmanager
+		import_rootfs "$r" "$rootfs"
+	fi
+	workdir
+	docker build -q --build-arg ROOTFS="$rootfs" -t "$OBSERVE_IMAGE" "$HERE/observe" >/dev/null 2>"$WORK/build.log" ||
+		{ cat "$WORK/build.log" >&2; die "building $OBSERVE_IMAGE failed"; }
+	log "built $OBSERVE_IMAGE"
+}
+
 # image_modules lists the modules the Dockerfiles build (GOWORK=off), as
 # folders relative to the repository root.
 image_modules() {
@@ -289,6 +313,7 @@ emit() {
 	base) echo "BASE_IMAGE=$BASE_IMAGE" ;;
 	redis) echo "REDIS_IMAGE=$REDIS_IMAGE" ;;
 	rabbitmq) echo "RABBITMQ_IMAGE=$RABBITMQ_IMAGE" ;;
+	observe) echo "OBSERVE_IMAGE=$OBSERVE_IMAGE" ;;
 	gobuild) echo "GO_IMAGE=$GOBUILD_IMAGE" ;;
 	esac
 }
@@ -298,7 +323,7 @@ targets=("$@")
 for t in "${targets[@]}"; do
 	case $t in
 	all) for x in base redis rabbitmq gobuild; do "build_$x"; emit "$x"; done ;;
-	base | redis | rabbitmq | gobuild) "build_$t"; emit "$t" ;;
-	*) die "unknown image $t (base, redis, rabbitmq, gobuild, all)" ;;
+	base | redis | rabbitmq | observe | gobuild) "build_$t"; emit "$t" ;;
+	*) die "unknown image $t (base, redis, rabbitmq, observe, gobuild, all)" ;;
 	esac
 done
