@@ -6,9 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -368,19 +366,4 @@ func (s *stack) checkNotRestarted(ctx context.Context, before map[string]contain
 		s.t.Errorf("%d client containers, %d before", len(now), len(before))
 	}
 	s.logf("none of the %d client containers was restarted (same containers, start times and restart counts)", len(before))
-}
-
-// freePorts are n loopback ports no one listens on now, from the kernel's
-// ephemeral range.
-func freePorts(t *testing.T, n int) []string {
-	var ports []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close() // held until all are chosen, so they differ
-		ports = append(ports, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
-	}
-	return ports
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -679,4 +680,19 @@ func (s *stack) checkNetworks(ctx context.Context) {
 	reach("trafficgen", "rabbitmq", "5672", false)
 	reach("trafficgen", "redis-b", "6379", false)
 
+}
+
+// freePorts are n loopback ports no one listens on now, from the kernel's
+// ephemeral range.
+func freePorts(t *testing.T, n int) []string {
+	var ports []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close() // held until all are chosen, so they differ
+		ports = append(ports, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+	}
+	return ports
 }
