@@ -1,10 +1,8 @@
 package pipeline
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -330,29 +328,18 @@ func unexported(used map[string]string, recorded, exported map[string]bool) []st
 	return out
 }
 
-// scrapeNames reads the series names of a Prometheus text exposition: a
+// scrapeNames adds the series names of addr's /metrics to into: a
 // histogram shows as its _bucket, _sum and _count series, as PromQL sees it.
-func scrapeNames(url string, into map[string]bool) error {
-	resp, err := http.Get(url)
+func scrapeNames(addr string, into map[string]bool) error {
+	m, err := metrics(addr)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", url, resp.Status)
+	for series := range m {
+		name, _, _ := strings.Cut(series, "{")
+		into[name] = true
 	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		if i := strings.IndexAny(line, "{ "); i > 0 {
-			into[line[:i]] = true
-		}
-	}
-	return sc.Err()
+	return nil
 }
 
 // observePorts: a private RabbitMQ node with the rabbitmq_prometheus
@@ -457,13 +444,13 @@ func exportedNames(t *testing.T) map[string]bool {
 
 	exported := map[string]bool{}
 	for _, addr := range []string{s.capAddr, c.addr, adminMetrics} {
-		if err := scrapeNames("http://"+addr+"/metrics", exported); err != nil {
+		if err := scrapeNames(addr, exported); err != nil {
 			t.Fatalf("scrape %s: %v", addr, err)
 		}
 	}
-	pluginURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", observePluginsPort)
+	plugin := fmt.Sprintf("127.0.0.1:%d", observePluginsPort)
 	waitFor(t, 30*time.Second, "rabbitmq_prometheus answers with per-queue series", func() (bool, string) {
-		if err := scrapeNames(pluginURL, exported); err != nil {
+		if err := scrapeNames(plugin, exported); err != nil {
 			return false, err.Error()
 		}
 		return exported["rabbitmq_queue_messages_ready"], "no rabbitmq_queue_messages_ready"
