@@ -199,48 +199,35 @@ build_redis() {
 	log "built $REDIS_IMAGE"
 }
 
-build_rabbitmq() {
-	# The root filesystem (Debian's packages) is kept and reused; the image
-	# on top (configuration, entrypoint, roles) is built every time, from
-	# the layer cache when nothing changed, so an edited file takes effect.
-	local rootfs=$REPO/rabbitmq-rootfs:$SUITE
+# build_layered NAME IMAGE PKG... builds IMAGE from deployments/images/NAME
+# on a root filesystem holding Debian's PKGs. The root filesystem is kept
+# and reused; the image on top (configuration, entrypoint) is built every
+# time, from the layer cache when nothing changed, so an edited file takes
+# effect.
+build_layered() {
+	local name=$1 image=$2
+	shift 2
+	local rootfs=$REPO/$name-rootfs:$SUITE
 	if have_image "$rootfs"; then
 		log "$rootfs exists"
 	else
 		build_base
 		workdir
-		local r=$WORK/rabbitmq
+		local r=$WORK/$name
 		rootfs_from_base "$r"
-		log "installing rabbitmq-server and amqp-tools"
-		install_pkgs "$r" rabbitmq-server amqp-tools
+		log "installing $*"
+		install_pkgs "$r" "$@"
 		import_rootfs "$r" "$rootfs"
 	fi
 	workdir
-	docker build -q --build-arg ROOTFS="$rootfs" -t "$RABBITMQ_IMAGE" "$HERE/rabbitmq" >/dev/null 2>"$WORK/build.log" ||
-		{ cat "$WORK/build.log" >&2; die "building $RABBITMQ_IMAGE failed"; }
-	log "built $RABBITMQ_IMAGE"
+	docker build -q --build-arg ROOTFS="$rootfs" -t "$image" "$HERE/$name" >/dev/null 2>"$WORK/build.log" ||
+		{ cat "$WORK/build.log" >&2; die "building $image failed"; }
+	log "built $image"
 }
 
-build_observe() {
-	# The root filesystem (Debian's packages) is kept; the image on top is
-	# built every time, from the layer cache when nothing changed.
-	local rootfs=$REPO/observe-rootfs:$SUITE
-	if have_image "$rootfs"; then
-		log "$rootfs exists"
-	else
-		build_base
-		workdir
-		local r=$WORK/observe
-		rootfs_from_base "$r"
-		log "installing prometheus and prometheus-alertmanager"
-		install_pkgs "$r" prometheus prometheus-alertmanager
-		import_rootfs "$r" "$rootfs"
-	fi
-	workdir
-	docker build -q --build-arg ROOTFS="$rootfs" -t "$OBSERVE_IMAGE" "$HERE/observe" >/dev/null 2>"$WORK/build.log" ||
-		{ cat "$WORK/build.log" >&2; die "building $OBSERVE_IMAGE failed"; }
-	log "built $OBSERVE_IMAGE"
-}
+build_rabbitmq() { build_layered rabbitmq "$RABBITMQ_IMAGE" rabbitmq-server amqp-tools; }
+
+build_observe() { build_layered observe "$OBSERVE_IMAGE" prometheus prometheus-alertmanager; }
 
 # image_modules lists the modules the Dockerfiles build (GOWORK=off), as
 # folders relative to the repository root.
