@@ -18,15 +18,11 @@ import (
 // the link to Prometheus from it.
 func TestAlertsFromPrometheus(t *testing.T) {
 	var hits atomic.Int64
-	prom := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/api/v1/alerts" {
-			http.NotFound(w, r)
-			return
-		}
-		hits.Add(1)
-		fmt.Fprint(w, `{"status":"success","data":{"alerts":[{"labels":{"alertname":"ConnpipeBrokerDown","severity":"critical"},`+
-			`"annotations":{"summary":"broker down","runbook":"docs/operations.md#connpipebrokerdown"},"state":"firing","activeAt":"2026-01-02T03:04:05Z"}]}}`)
-	}))
+	const firing = `{"status":"success","data":{"alerts":[{"labels":{"alertname":"ConnpipeBrokerDown","severity":"critical"},` +
+		`"annotations":{"summary":"broker down","runbook":"docs/operations.md#connpipebrokerdown"},"state":"firing","activeAt":"2026-01-02T03:04:05Z"}]}}`
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/alerts", func(w http.ResponseWriter, _ *http.Request) { hits.Add(1); fmt.Fprint(w, firing) })
+	prom := httptest.NewServer(mux)
 	t.Cleanup(prom.Close)
 	e := apptest.Start(t, func(c *app.Config) {
 		c.PrometheusURL = prom.URL
