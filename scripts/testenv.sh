@@ -13,7 +13,8 @@
 # something to borrow. Idempotent: what it started and still answers is left
 # alone.
 #
-#   scripts/testenv.sh up      install what is missing, start what is not running
+#   scripts/testenv.sh up      install what is missing (also Debian's prometheus, for
+#                              promtool; its daemon is not started), start what is not running
 #                              (CONNPIPE_BROWSER=1 also installs chromium for the
 #                              admin page's browser test; CONNPIPE_TCPDUMP=1
 #                              installs tcpdump for make bench-live)
@@ -68,6 +69,8 @@ install_missing() {
 	command -v curl >/dev/null || pkgs+=(curl)
 	command -v ip >/dev/null || pkgs+=(iproute2)
 	command -v openssl >/dev/null || pkgs+=(openssl)
+	# promtool checks and unit-tests the alerting rules (deployments/observability).
+	command -v promtool >/dev/null || pkgs+=(prometheus)
 	[ ${#pkgs[@]} -gt 0 ] || return 0
 	log "installing ${pkgs[*]} from Debian's packages"
 	apt_install "${pkgs[@]}"

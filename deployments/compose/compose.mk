@@ -9,6 +9,9 @@
 #                           capture in mirror mode (deployments/compose/mirror.yml; MIRROR=1 to ps, logs, down too)
 #   make e2e                the end-to-end test (its own project, connpipe-e2e)
 #   make e2e-cluster        the cluster's end-to-end test (its own project, connpipe-cluster)
+#   make up OBSERVE=1       with Prometheus and Alertmanager (deployments/observability;
+#                           give OBSERVE=1 to ps, logs, down too)
+#   make e2e-observe        alerts fire and resolve on a stack with OBSERVE=1 (project connpipe-observe)
 
 COMPOSE_DIR := deployments/compose
 COMPOSE_ENV ?= $(CURDIR)/$(COMPOSE_DIR)/.env
@@ -19,7 +22,8 @@ COMPOSE_CMD ?= $(shell if docker compose version >/dev/null 2>&1; then echo dock
 	elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; else echo docker compose; fi)
 COMPOSE_RUN = $(COMPOSE_CMD) --env-file $(COMPOSE_ENV) --file $(CURDIR)/docker-compose.yml \
 	$(if $(CLUSTER),--file $(CURDIR)/$(COMPOSE_DIR)/cluster.yml) \
-	$(if $(MIRROR),--file $(CURDIR)/$(COMPOSE_DIR)/mirror.yml) --project-directory $(CURDIR)
+	$(if $(MIRROR),--file $(CURDIR)/$(COMPOSE_DIR)/mirror.yml) \
+	$(if $(OBSERVE),--file $(CURDIR)/deployments/observability/compose.yml) --project-directory $(CURDIR)
 
 # env.sh init is idempotent: it creates the file when absent and links
 # ./.env to it, so plain docker compose commands read the same settings.
@@ -31,15 +35,18 @@ compose-v2: ## make `docker compose` (v2) answer: builds the CLI plugin from the
 
 images: compose-v2 ## build every image of the compose stack without a registry (debootstrap base, cached)
 	@$(COMPOSE_DIR)/env.sh init $(COMPOSE_ENV)
-	@$(COMPOSE_DIR)/images.sh $(COMPOSE_ENV) >/dev/null
+	@OBSERVE=$(OBSERVE) $(COMPOSE_DIR)/images.sh $(COMPOSE_ENV) >/dev/null
 
-up: images ## start the compose stack (CONSUMERS=3 for three consumers, CLUSTER=1 for three RabbitMQ nodes and two captures); URLs are printed
+up: images ## start the compose stack (CONSUMERS=3 for three consumers, CLUSTER=1 for three RabbitMQ nodes and two captures, OBSERVE=1 with Prometheus and Alertmanager); URLs are printed
 	$(COMPOSE_RUN) up -d --scale consumer=$(CONSUMERS)
 	@. $(COMPOSE_ENV); \
 	echo; \
 	echo "admin API   http://127.0.0.1:$$ADMIN_PORT/api/v1/status   (token: ADMIN_TOKEN in $(COMPOSE_DIR)/.env)"; \
 	echo "RabbitMQ    http://127.0.0.1:$$RABBITMQ_MGMT_PORT/   (user $$RABBITMQ_USER, password RABBITMQ_PASSWORD in $(COMPOSE_DIR)/.env)"; \
-	echo "status      $(COMPOSE_CMD) exec admin admin status"
+	echo "status      $(COMPOSE_CMD) exec admin admin status"; \
+	if [ -n "$(OBSERVE)" ]; then \
+	echo "Prometheus  http://127.0.0.1:$${PROMETHEUS_PORT:-9090}/alerts"; \
+	echo "Alertmanager http://127.0.0.1:$${ALERTMANAGER_PORT:-9093}/"; fi
 
 down: ## stop the compose stack (VOLUMES=1 also removes its data)
 	@if [ -f $(COMPOSE_ENV) ]; then $(COMPOSE_RUN) down --remove-orphans $(if $(VOLUMES),-v); \
@@ -60,4 +67,7 @@ e2e-mirror: compose-v2 ## end-to-end test of mirror mode: capture and a mirror t
 e2e-cluster: compose-v2 ## end-to-end test of the three-node RabbitMQ cluster and two captures (project connpipe-cluster)
 	COMPOSE="$(COMPOSE_CMD)" $(GO) test -tags e2e,cluster -run '^TestComposeCluster$$' -count=1 -v -timeout 30m github.com/connpipe/connpipe/deployments/compose/e2e
 
-.PHONY: compose-v2 images up down ps logs e2e e2e-cluster e2e-mirror
+e2e-observe: compose-v2 ## end-to-end test of the alerts with OBSERVE=1: RabbitMQ stopped and started, a Redis at maxmemory (project connpipe-observe)
+	COMPOSE="$(COMPOSE_CMD)" $(GO) test -tags e2e,observe -run '^TestComposeObserve$$' -count=1 -v -timeout 30m github.com/connpipe/connpipe/deployments/compose/e2e
+
+.PHONY: compose-v2 images up down ps logs e2e e2e-cluster e2e-mirror e2e-observe

@@ -67,6 +67,9 @@ link_root() {
 # gets the ones it lacks on the next init.
 SECRETS="RABBITMQ_PASSWORD RABBITMQ_ADMIN_PASSWORD RABBITMQ_CONSUMER_PASSWORD RABBITMQ_CAPTURE_PASSWORD RABBITMQ_OPERATOR_PASSWORD REDIS_CONSUMER_PASSWORD REDIS_ADMIN_PASSWORD ADMIN_TOKEN RABBITMQ_ERLANG_COOKIE"
 
+# LATER_PORTS are host ports a file written by an older release may lack.
+LATER_PORTS="PROMETHEUS_PORT ALERTMANAGER_PORT"
+
 init() {
 	local file=${1:-$DEFAULT}
 	[ "$file" != "$DEFAULT" ] || link_root
@@ -78,6 +81,13 @@ init() {
 				echo "added $k to $file" >&2
 			fi
 		done
+		# Ports added by a later release (make up OBSERVE=1).
+		for k in $LATER_PORTS; do
+			if [ -z "$(get "$file" "$k")" ]; then
+				set_keys "$file" "$k=$(free_port "$(get "$HERE/connpipe.env.example" "$k")")"
+				echo "added $k to $file" >&2
+			fi
+		done
 		return
 	fi
 	install -m 600 "$HERE/connpipe.env.example" "$file"
@@ -85,7 +95,7 @@ init() {
 		[ -n "$(get "$file" "$k")" ] || set_keys "$file" "$k=$(secret)"
 	done
 	local want got
-	for k in ADMIN_PORT AMQP_PORT RABBITMQ_MGMT_PORT; do
+	for k in ADMIN_PORT AMQP_PORT RABBITMQ_MGMT_PORT $LATER_PORTS; do
 		want=$(get "$file" "$k")
 		got=$(free_port "$want")
 		if [ "$got" != "$want" ]; then

@@ -7,7 +7,7 @@
 # Base, Redis, RabbitMQ and the Go builder come from deployments/images/build.sh
 # (debootstrap; cached: an existing image is kept); the services and the
 # traffic generator are built from their Dockerfiles with that builder and
-# base, with no network.
+# base, with no network. OBSERVE=1 also builds Prometheus and Alertmanager.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -23,6 +23,10 @@ step() { printf '[images %s +%ss] %s\n' "$(date +%H:%M:%S)" "$(($(date +%s) - t0
 step "base images (debootstrap, Redis, RabbitMQ, Go builder)"
 vars=$("$ROOT/deployments/images/build.sh" all)
 eval "$vars" # BASE_IMAGE, REDIS_IMAGE, RABBITMQ_IMAGE, GO_IMAGE
+if [ -n "${OBSERVE:-}" ]; then
+	step "Prometheus and Alertmanager (OBSERVE=1)"
+	vars+=$'\n'"$("$ROOT/deployments/images/build.sh" observe)"
+fi
 
 build() { # NAME DOCKERFILE
 	local name=$1 dockerfile=$2 image=$REPO/$1:$TAG log

@@ -9,6 +9,8 @@
 #   redis     base + Debian's redis-server
 #   rabbitmq  base + Debian's rabbitmq-server (management plugin enabled)
 #             + amqp-tools, configured by deployments/images/rabbitmq/
+#   observe   base + Debian's prometheus and prometheus-alertmanager, for
+#             make up OBSERVE=1 (not part of all)
 #   gobuild   base + this machine's Go toolchain (GOROOT) + a read-only
 #             module proxy holding every module the workspace needs, so
 #             `docker build` compiles the services with no network at all
@@ -19,7 +21,7 @@
 # (FORCE=1 rebuilds); gobuild is tagged with a hash of the Go version and
 # the workspace's go.mod/go.sum files, so a new dependency makes a new one.
 #
-#   deployments/images/build.sh [base|redis|rabbitmq|gobuild|all]...
+#   deployments/images/build.sh [base|redis|rabbitmq|observe|gobuild|all]...
 #
 # Prints the image names as KEY=VALUE lines on stdout (progress goes to
 # stderr), e.g. REDIS_IMAGE=connpipe/redis:bookworm.
@@ -32,6 +34,7 @@ REPO=${IMAGE_REPO:-connpipe}
 BASE_IMAGE=$REPO/base:$SUITE
 REDIS_IMAGE=$REPO/redis:$SUITE
 RABBITMQ_IMAGE=$REPO/rabbitmq:$SUITE
+OBSERVE_IMAGE=$REPO/observe:$SUITE
 GOROOT_HOST=${GOROOT_HOST:-/usr/local/go}
 GO=$GOROOT_HOST/bin/go
 export DOCKER_BUILDKIT=0
@@ -196,27 +199,35 @@ build_redis() {
 	log "built $REDIS_IMAGE"
 }
 
-build_rabbitmq() {
-	# The root filesystem (Debian's packages) is kept and reused; the image
-	# on top (configuration, entrypoint, roles) is built every time, from
-	# the layer cache when nothing changed, so an edited file takes effect.
-	local rootfs=$REPO/rabbitmq-rootfs:$SUITE
+# build_layered NAME IMAGE PKG... builds IMAGE from deployments/images/NAME
+# on a root filesystem holding Debian's PKGs. The root filesystem is kept
+# and reused; the image on top (configuration, entrypoint) is built every
+# time, from the layer cache when nothing changed, so an edited file takes
+# effect.
+build_layered() {
+	local name=$1 image=$2
+	shift 2
+	local rootfs=$REPO/$name-rootfs:$SUITE
 	if have_image "$rootfs"; then
 		log "$rootfs exists"
 	else
 		build_base
 		workdir
-		local r=$WORK/rabbitmq
+		local r=$WORK/$name
 		rootfs_from_base "$r"
-		log "installing rabbitmq-server and amqp-tools"
-		install_pkgs "$r" rabbitmq-server amqp-tools
+		log "installing $*"
+		install_pkgs "$r" "$@"
 		import_rootfs "$r" "$rootfs"
 	fi
 	workdir
-	docker build -q --build-arg ROOTFS="$rootfs" -t "$RABBITMQ_IMAGE" "$HERE/rabbitmq" >/dev/null 2>"$WORK/build.log" ||
-		{ cat "$WORK/build.log" >&2; die "building $RABBITMQ_IMAGE failed"; }
-	log "built $RABBITMQ_IMAGE"
+	docker build -q --build-arg ROOTFS="$rootfs" -t "$image" "$HERE/$name" >/dev/null 2>"$WORK/build.log" ||
+		{ cat "$WORK/build.log" >&2; die "building $image failed"; }
+	log "built $image"
 }
+
+build_rabbitmq() { build_layered rabbitmq "$RABBITMQ_IMAGE" rabbitmq-server amqp-tools; }
+
+build_observe() { build_layered observe "$OBSERVE_IMAGE" prometheus prometheus-alertmanager; }
 
 # image_modules lists the modules the Dockerfiles build (GOWORK=off), as
 # folders relative to the repository root.
@@ -289,6 +300,7 @@ emit() {
 	base) echo "BASE_IMAGE=$BASE_IMAGE" ;;
 	redis) echo "REDIS_IMAGE=$REDIS_IMAGE" ;;
 	rabbitmq) echo "RABBITMQ_IMAGE=$RABBITMQ_IMAGE" ;;
+	observe) echo "OBSERVE_IMAGE=$OBSERVE_IMAGE" ;;
 	gobuild) echo "GO_IMAGE=$GOBUILD_IMAGE" ;;
 	esac
 }
@@ -298,7 +310,7 @@ targets=("$@")
 for t in "${targets[@]}"; do
 	case $t in
 	all) for x in base redis rabbitmq gobuild; do "build_$x"; emit "$x"; done ;;
-	base | redis | rabbitmq | gobuild) "build_$t"; emit "$t" ;;
-	*) die "unknown image $t (base, redis, rabbitmq, gobuild, all)" ;;
+	base | redis | rabbitmq | observe | gobuild) "build_$t"; emit "$t" ;;
+	*) die "unknown image $t (base, redis, rabbitmq, observe, gobuild, all)" ;;
 	esac
 done

@@ -30,6 +30,10 @@ user connpipe-admin on #$(hash "$REDIS_ADMIN_PASSWORD") resetkeys ~${prefix}* re
 ACL
 unset REDIS_CONSUMER_PASSWORD
 
+# REDIS_MAXMEMORY, when set, is Redis's maxmemory (the observability
+# end-to-end test puts a backend at it).
+if [ -n "${REDIS_MAXMEMORY:-}" ]; then set -- --maxmemory "$REDIS_MAXMEMORY" "$@"; fi
+
 # appendonly + everysec: a write is in the kernel before Redis replies, so
 # a killed (not crashed-machine) Redis keeps every record it acknowledged.
 exec redis-server --aclfile "$acl" --bind 0.0.0.0 --protected-mode yes --dir /data \

@@ -80,6 +80,22 @@
 // records_confirmed, kernel_drops, decode_errors (and by reason). Both are
 // read at most once a second, however many clients ask.
 //
+// # Alerts: what fires in Prometheus
+//
+//	curl -s -H "Authorization: Bearer $ADMIN_READ_TOKEN" http://127.0.0.1:8080/api/v1/alerts
+//	{"configured":true,"link":"http://127.0.0.1:9090","at":"2026-01-02T03:04:05Z",
+//	 "firing":[{"name":"ConnpipeBrokerDown","severity":"critical","summary":"…",
+//	            "runbook":"docs/operations.md#connpipebrokerdown",
+//	            "labels":{"instance":"rabbitmq:15692","job":"rabbitmq"},"active_at":"…"}]}
+//
+// The alerts firing in the Prometheus at PROMETHEUS_URL (pending ones left
+// out), critical first, at most 100 ("truncated" counts the rest); admin
+// asks Prometheus at most every 10 s whoever asks here. "error" says why
+// Prometheus could not be read (counted in
+// connpipe_admin_prometheus_errors_total); without PROMETHEUS_URL the
+// answer is {"configured":false,"firing":[]}. The page shows them with a
+// link to PROMETHEUS_LINK_URL.
+//
 // # Stats: records per instance and second
 //
 //	curl -s -H "Authorization: Bearer $ADMIN_READ_TOKEN" http://127.0.0.1:8080/api/v1/stats

@@ -76,6 +76,10 @@ type Config struct {
 	// that resolves to several addresses (a scaled service) is every one
 	// of them. Empty shows none.
 	CaptureMetricsURL string `envconfig:"CAPTURE_METRICS_URL" desc:"the captures' /metrics, comma-separated, for status and the page (a name resolving to several addresses is each of them)"`
+	// PrometheusURL: the page shows the alerts firing there and links to
+	// PrometheusLinkURL (a browser's view of it; default PrometheusURL).
+	PrometheusURL     string `envconfig:"PROMETHEUS_URL" desc:"Prometheus, whose firing alerts the page shows (read by admin, cached 10 s) and links to; empty: none"`
+	PrometheusLinkURL string `envconfig:"PROMETHEUS_LINK_URL" desc:"Prometheus as a browser reaches it, for the page's link (empty: PROMETHEUS_URL)"`
 	LogLevel          string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat         string `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else json), text or json"`
 }
@@ -107,6 +111,9 @@ func (c Config) Validate() (*control.Table, error) {
 	}
 	if c.HTTPAddr == "" {
 		return nil, errors.New("HTTP_ADDR is empty")
+	}
+	if err := c.checkPrometheus(); err != nil {
+		return nil, err
 	}
 	if c.MetricsAddr == "" {
 		return nil, errors.New("METRICS_ADDR is empty")
@@ -276,7 +283,9 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	if urls, _ := capturestats.ParseURLs(cfg.CaptureMetricsURL); len(urls) > 0 {
 		apiCfg.Capture = &capturestats.Set{URLs: urls}
 	}
-	api.New(apiCfg).Register(s.http.Mux)
+	ap := api.New(apiCfg)
+	ap.Register(s.http.Mux)
+	ap.RegisterAlerts(s.http.Mux, prometheusAlerts(cfg, reg))
 	web.Register(s.http.Mux)
 	return s, nil
 }

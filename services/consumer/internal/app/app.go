@@ -111,6 +111,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	a.reader = controllog.New(controllog.Config{
 		URL: cfg.AMQPURL, Name: "consumer " + cfg.ConsumerID + " control", Initial: initial, Logger: log,
 	})
+	registerControlSessions(a.reg, a.reader)
 	a.applied.Store(initial)
 	a.intake = intake.New(intake.Config{
 		URL: cfg.AMQPURL, ConsumerID: cfg.ConsumerID, Prefetch: cfg.Prefetch, Store: a.sink,

@@ -459,6 +459,9 @@ func TestReconnects(t *testing.T) {
 	addr := c.MetricsAddr()
 	e.publishBinary(recs(100, 6), 10)
 	e.waitStored(6, 100)
+	if n := metric(t, addr, "connpipe_consumer_control_sessions_total"); n != 1 {
+		t.Fatalf("control log sessions %v before any reconnect, want 1", n)
+	}
 
 	// The management API lists a connection a few seconds after it opens.
 	e.eventually(20*time.Second, "the consumer's connections closed by the broker", func() bool {
@@ -467,6 +470,10 @@ func TestReconnects(t *testing.T) {
 	e.eventually(20*time.Second, "a reconnect", func() bool {
 		return metric(t, addr, "connpipe_consumer_amqp_reconnects_total") >= 1 &&
 			metric(t, addr, "connpipe_consumer_amqp_connected") == 1
+	})
+	// The control log's connection was closed too: a second session.
+	e.eventually(20*time.Second, "a second control log session", func() bool {
+		return metric(t, addr, "connpipe_consumer_control_sessions_total") >= 2
 	})
 	e.publishBinary(recs(100, 7), 10)
 	e.waitStored(7, 100)
