@@ -166,11 +166,21 @@ type Buckets struct {
 	free    [][]byte         // emptied buffers kept by Reset for reuse
 	chunks  []chunk
 	index   map[chunkKey]int
-	counts  map[int64]int64
+	counts  []secCount // records per second, a few seconds a write
 	marks   []mark
 	markIdx map[record.ID]int
 	records int
+
+	// The chunks of the last second and destination seen, by shard
+	// (index+1, 0 for none), and the last batch's mark: most records of a
+	// write share them, and these spare a map lookup per record.
+	hot     chunkKey
+	hotIdx  [Shards]int32
+	lastID  record.ID
+	lastMrk int
 }
+
+type secCount struct{ sec, n int64 }
 
 type mark struct {
 	id   record.ID
@@ -179,7 +189,7 @@ type mark struct {
 
 // NewBuckets returns an empty set of buckets.
 func NewBuckets() *Buckets {
-	return &Buckets{v1: map[int64][]byte{}, index: map[chunkKey]int{}, counts: map[int64]int64{}, markIdx: map[record.ID]int{}}
+	return &Buckets{v1: map[int64][]byte{}, index: map[chunkKey]int{}, markIdx: map[record.ID]int{}, lastMrk: -1}
 }
 
 // Add adds r, of bucket second sec, to the write.
@@ -194,6 +204,31 @@ func (b *Buckets) Add(sec int64, r *record.Record) {
 		return
 	}
 	k := chunkKeyOf(sec, r)
+	b.chunks[b.chunkFor(k, r)].add(r)
+	if n := len(b.counts); n > 0 && b.counts[n-1].sec == sec {
+		b.counts[n-1].n++
+		return
+	}
+	for j := range b.counts {
+		if b.counts[j].sec == sec {
+			b.counts[j].n++
+			return
+		}
+	}
+	b.counts = append(b.counts, secCount{sec, 1})
+}
+
+// chunkFor returns the index of the chunk of key k, starting it with r
+// when there is none.
+func (b *Buckets) chunkFor(k chunkKey, r *record.Record) int {
+	shard := k.shard
+	k.shard = 0
+	if k != b.hot {
+		b.hot, b.hotIdx = k, [Shards]int32{}
+	} else if i := b.hotIdx[shard]; i > 0 {
+		return int(i - 1)
+	}
+	k.shard = shard
 	i, ok := b.index[k]
 	if !ok {
 		i = len(b.chunks)
@@ -201,8 +236,8 @@ func (b *Buckets) Add(sec int64, r *record.Record) {
 		b.chunks = append(b.chunks, chunk{key: k, buf: b.buffer()})
 		b.chunks[i].start(r)
 	}
-	b.chunks[i].add(r)
-	b.counts[sec]++
+	b.hotIdx[shard] = int32(i + 1)
+	return i
 }
 
 // AddMarked adds r, record i of the n records of batch id, to the write and
@@ -212,11 +247,15 @@ func (b *Buckets) AddMarked(sec int64, r *record.Record, id record.ID, i, n int)
 	if b.V1 || id.IsZero() {
 		return
 	}
-	m, ok := b.markIdx[id]
-	if !ok {
-		m = len(b.marks)
-		b.markIdx[id] = m
-		b.marks = append(b.marks, mark{id: id, bits: make([]byte, (n+7)/8)})
+	m := b.lastMrk
+	if m < 0 || id != b.lastID {
+		var ok bool
+		if m, ok = b.markIdx[id]; !ok {
+			m = len(b.marks)
+			b.markIdx[id] = m
+			b.marks = append(b.marks, mark{id: id, bits: make([]byte, (n+7)/8)})
+		}
+		b.lastID, b.lastMrk = id, m
 	}
 	if i < len(b.marks[m].bits)*8 {
 		b.marks[m].bits[i/8] |= 0x80 >> (i % 8)
@@ -250,9 +289,9 @@ func (b *Buckets) Reset() {
 	}
 	clear(b.v1)
 	clear(b.index)
-	clear(b.counts)
 	clear(b.markIdx)
-	b.chunks, b.marks = b.chunks[:0], b.marks[:0]
+	b.chunks, b.marks, b.counts = b.chunks[:0], b.marks[:0], b.counts[:0]
+	b.hot, b.hotIdx, b.lastMrk = chunkKey{}, [Shards]int32{}, -1
 	b.records = 0
 }
 
@@ -358,9 +397,9 @@ func (l Layout) writeV2(ctx context.Context, rdb redis.UniversalClient, b *Bucke
 		keys = append(keys, l.ChunkKey(c.key.sec, c.key.shard))
 		args = append(args, l.DeadlineMS(c.key.sec), c.buf)
 	}
-	for sec, n := range b.counts {
-		keys = append(keys, l.CountKey(sec))
-		args = append(args, l.DeadlineMS(sec), n)
+	for _, c := range b.counts {
+		keys = append(keys, l.CountKey(c.sec))
+		args = append(args, l.DeadlineMS(c.sec), c.n)
 	}
 	for _, m := range b.marks {
 		keys = append(keys, l.MarkKey(m.id))

@@ -391,27 +391,49 @@ func BenchmarkMemoryPerRecord(b *testing.B) {
 
 // BenchmarkStore measures records/s through the real write path: rounds of
 // 4096 IPv4 records routed 30/70 over two private redis-servers.
+// BenchmarkStore stores rounds of 8 capture batches of 512 records (4096
+// records) on two private Redis servers, 30/70, in store layout v1 and v2.
 func BenchmarkStore(b *testing.B) {
-	a, c := redisproc.Start(b), redisproc.Start(b)
-	layout := store.Layout{Prefix: "b:", Retention: 5 * time.Second}
-	s := newSink(b, layout,
-		control.Backend{Name: "redis-a", Addr: a.Addr, Weight: 30},
-		control.Backend{Name: "redis-b", Addr: c.Addr, Weight: 70})
-	const round = 4096
-	now := time.Now().UnixNano()
-	msgs := []*record.Batch{{Ingest: now, Records: gen(0, round, now, 443)}}
-	ctx := context.Background()
-	b.ReportAllocs()
-	start := time.Now()
-	n := 0
-	for b.Loop() {
-		if err := s.Store(ctx, msgs); err != nil {
-			b.Fatal(err)
+	for _, v1 := range []bool{true, false} {
+		name := "layout=v2"
+		if v1 {
+			name = "layout=v1"
 		}
-		n += round
+		b.Run(name, func(b *testing.B) {
+			a, c := redisproc.Start(b), redisproc.Start(b)
+			layout := store.Layout{Prefix: "b:", Retention: 5 * time.Second}
+			tbl, err := control.NewTable([]control.Backend{{Name: "redis-a", Addr: a.Addr, Weight: 30}, {Name: "redis-b", Addr: c.Addr, Weight: 70}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			s, err := New(Config{Layout: layout, V1: v1, Timeout: time.Second}, tbl)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			const batch, batches = 512, 8
+			now := time.Now().UnixNano()
+			msgs := make([]*record.Batch, batches)
+			for i := range msgs {
+				msgs[i] = &record.Batch{Ingest: now, Records: gen(i*batch, batch, now, 443), ID: record.ID{Producer: 7}}
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			start := time.Now()
+			n, seq := 0, uint64(0)
+			for b.Loop() {
+				for _, m := range msgs {
+					seq++
+					m.ID.Seq, m.First = seq, seq*batch
+				}
+				if err := s.Store(ctx, msgs); err != nil {
+					b.Fatal(err)
+				}
+				n += batch * batches
+			}
+			b.ReportMetric(float64(n)/time.Since(start).Seconds(), "records/s")
+		})
 	}
-	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "records/s")
-	b.ReportMetric(float64(round), "records/round")
 }
 
 func TestBackoff(t *testing.T) {
