@@ -146,6 +146,9 @@ func replay(b *testing.B, path string, n int, layout string) (float64, string) {
 		return total >= float64(n), fmt.Sprintf("%.0f stored", total)
 	})
 	rate := float64(n) / time.Since(t1).Seconds()
+	if d := s.duplicatesSkipped(); d != 0 {
+		b.Fatalf("layout v%s: %.0f records skipped as duplicates in a replay that sends each once", layout, d)
+	}
 	capture.stop(10 * time.Second)
 	for _, c := range s.consumers {
 		c.stop(10 * time.Second)
@@ -204,8 +207,12 @@ func capInfo(ts time.Time, n int) gopacket.CaptureInfo {
 
 // layoutOrder is the order of the layouts in round r: v1 first in even
 // rounds, v2 first in odd ones, so neither always runs on a broker still
-// busy with the run before.
+// busy with the run before. CONNPIPE_BENCH_LAYOUT=2 runs one layout only
+// (for profiling).
 func layoutOrder(r int) []string {
+	if only := os.Getenv("CONNPIPE_BENCH_LAYOUT"); only != "" {
+		return []string{only}
+	}
 	if r%2 == 1 {
 		return []string{"2", "1"}
 	}
