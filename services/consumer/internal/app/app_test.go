@@ -65,7 +65,10 @@ type running struct {
 }
 
 // run starts a consumer and waits until it consumes.
-func (e *env) run(id string) *running {
+func (e *env) run(id string) *running { return e.runWith(id, nil) }
+
+// runWith is run with the configuration changed by edit first.
+func (e *env) runWith(id string, edit func(*app.Config)) *running {
 	e.t.Helper()
 	cfg := app.Defaults()
 	cfg.AMQPURL = e.url
@@ -75,6 +78,9 @@ func (e *env) run(id string) *running {
 	cfg.MetricsAddr = "127.0.0.1:0"
 	cfg.HeartbeatInterval = 200 * time.Millisecond
 	cfg.ConsumerID = id
+	if edit != nil {
+		edit(&cfg)
+	}
 	a, err := app.New(cfg, logger(e.t).With("test", e.t.Name()))
 	if err != nil {
 		e.t.Fatal(err)
@@ -537,30 +543,36 @@ func TestHealthzNotReady(t *testing.T) {
 // BenchmarkConsume measures records/s end to end through one consumer:
 // binary batches of 1000 records published to conn.records, decoded,
 // routed 30/70 and stored on two Redis instances, then acked.
+// BenchmarkConsume publishes capture batches (named, 1000 records each)
+// and waits until one consumer has stored and acked them, in store layout
+// v1 and v2.
 func BenchmarkConsume(b *testing.B) {
+	for _, layout := range []int{1, 2} {
+		b.Run(fmt.Sprintf("layout=v%d", layout), func(b *testing.B) { benchConsume(b, layout) })
+	}
+}
+
+func benchConsume(b *testing.B, layout int) {
 	e := newEnv(b)
-	c := e.run("bench")
+	c := e.runWith("bench", func(cfg *app.Config) { cfg.StoreLayout = layout })
 	const per, msgs = 1000, 40
 	rs := recs(per*msgs, 8)
 	var enc record.Encoder
-	bodies := make([][]byte, msgs)
-	for i := range bodies {
-		enc.Reset(time.Now().UnixNano())
-		for j := range per {
-			enc.Add(&rs[i*per+j])
-		}
-		bodies[i] = append([]byte(nil), enc.Bytes()...)
-	}
 	addr := c.MetricsAddr()
 	acked := 0.0
 	b.ReportAllocs()
 	start := time.Now()
-	n := 0
+	n, seq := 0, uint64(0)
 	for b.Loop() {
 		dcs := make([]*amqp.DeferredConfirmation, 0, msgs)
-		for _, body := range bodies {
+		for i := range msgs {
+			seq++
+			enc.ResetID(time.Now().UnixNano(), record.ID{Producer: 42, Seq: seq}, (seq-1)*per)
+			for j := range per {
+				enc.Add(&rs[i*per+j])
+			}
 			dc, err := e.pub.PublishWithDeferredConfirm(topology.RecordsExchange, "", false, false,
-				amqp.Publishing{ContentType: record.ContentTypeBinary, Body: body})
+				amqp.Publishing{ContentType: record.ContentTypeBinary, Body: enc.Bytes()})
 			if err != nil {
 				b.Fatal(err)
 			}
