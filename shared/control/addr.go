@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -92,6 +93,21 @@ func RedactAddr(addr string) string {
 		return scheme + "://" + rest
 	}
 	return rest
+}
+
+// userinfo matches the user and password of any URL inside a text: a
+// scheme, "//", an optional user, ":", the password and "@".
+var userinfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://[^\s/@:"'<>]*):[^\s/@"'<>]*@`)
+
+// RedactText is s with the password of every URL in it replaced by
+// "xxxxx": the one place errors, log lines and answers that may quote an
+// address (a go-redis or url error, a message built elsewhere) are made
+// fit to show. Addresses alone go through RedactAddr.
+func RedactText(s string) string {
+	if !strings.Contains(s, "@") || !strings.Contains(s, "://") {
+		return s
+	}
+	return userinfo.ReplaceAllString(s, "${1}:xxxxx@")
 }
 
 // Redacted is a copy of t with every backend address redacted, for

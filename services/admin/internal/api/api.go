@@ -132,11 +132,17 @@ type apiError struct {
 	Version *int64 `json:"version,omitempty"` // the version in force, on 409
 }
 
+// writeJSON answers v. Whatever an answer quotes (an address, a library's
+// error), no URL password in it leaves: fields are redacted where they are
+// made, and the encoded answer once more here.
 func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code, b = http.StatusInternalServerError, []byte(`{"error":"encode answer"}`)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	_ = enc.Encode(v)
+	_, _ = w.Write(append([]byte(control.RedactText(string(b))), '\n'))
 }
 
 func fail(w http.ResponseWriter, code int, format string, args ...any) {

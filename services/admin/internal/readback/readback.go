@@ -177,7 +177,8 @@ func (r *Searcher) Search(ctx context.Context, backends []control.Backend, q Que
 			if res.Errors == nil {
 				res.Errors = map[string]string{}
 			}
-			res.Errors[name] = fmt.Sprintf("%s: %v", backends[i].Addr, p.err)
+			// Answers and the CLI show it: never the address's password.
+			res.Errors[name] = control.RedactText(fmt.Sprintf("%s: %v", control.RedactAddr(backends[i].Addr), p.err))
 		}
 		res.Items = append(res.Items, p.items...)
 		res.Truncated = res.Truncated || p.truncated

@@ -287,7 +287,7 @@ func (a *App) out() map[string]string {
 		if m == nil {
 			m = map[string]string{}
 		}
-		m[name] = st.State + ": " + st.Reason
+		m[name] = st.State + ": " + control.RedactText(st.Reason)
 	}
 	return m
 }
