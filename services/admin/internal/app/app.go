@@ -234,7 +234,7 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 		func() int64 { return s.reader.Table().Version }, s.reader.IsReady)
 	s.listener = &members.Listener{
 		URL: cfg.AMQPURL, Name: name + "/heartbeats", Set: s.members, Log: log.With("component", "heartbeats"),
-		Counters: members.Counters{Received: metrics.HeartbeatOK, Invalid: metrics.HeartbeatInvalid},
+		Counters: members.Counters{Received: metrics.HeartbeatOK, Refused: metrics.HeartbeatRefused},
 		Bound:    func() { s.once.Do(func() { close(s.bound) }) },
 	}
 	health := func() error {
