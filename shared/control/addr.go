@@ -72,6 +72,31 @@ func AddrHost(addr string) (string, error) {
 	return u.Hostname(), nil
 }
 
+// DefaultPort is the port of a redis:// or rediss:// address that names
+// none.
+const DefaultPort = 6379
+
+// AddrHostPort checks addr and returns its host (without brackets) and
+// port (DefaultPort when a URL names none).
+func AddrHostPort(addr string) (string, int, error) {
+	host, err := AddrHost(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	var port string
+	if IsURL(addr) {
+		u, _ := url.Parse(addr) // AddrHost parsed it
+		port = u.Port()
+	} else {
+		_, port, _ = net.SplitHostPort(addr)
+	}
+	if port == "" {
+		return host, DefaultPort, nil
+	}
+	p, _ := strconv.Atoi(port) // AddrHost checked it
+	return host, p, nil
+}
+
 // RedactAddr is addr with any password replaced by "xxxxx", fit to show.
 // An address that does not parse as a URL loses everything before its
 // last '@'.

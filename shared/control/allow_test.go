@@ -87,8 +87,12 @@ func TestAllow(t *testing.T) {
 		ok    []string
 		no    []string
 	}{
-		{"", []string{"redis-a:1", "REDIS-A:6379", "10.1.2.3:9", "rediss://10.1.2.3:6379"},
-			[]string{"redis-c:6379", "10.1.2.4:6379", "127.0.0.1:6379", "redis-a.evil.example:6379"}},
+		// Empty: exactly the host:port pairs of BACKENDS.
+		{"", []string{"redis-a:6379", "REDIS-A:6379", "redis://redis-a", "10.1.2.3:6380", "rediss://10.1.2.3:6380"},
+			[]string{"redis-a:1", "redis-a:6380", "10.1.2.3:9", "rediss://10.1.2.3:6379", "redis-c:6379", "10.1.2.4:6379", "127.0.0.1:6379", "redis-a.evil.example:6379"}},
+		{"redis-c:6381, 10.0.0.0/8:6379 [fd00::/64]:6390", []string{"redis-c:6381", "10.2.3.4:6379", "redis://10.2.3.4", "[fd00::9]:6390"},
+			[]string{"redis-c:6379", "10.2.3.4:6380", "[fd00::9]:6379", "[fd01::9]:6390"}},
+		{"127.0.0.1:*, redis-c:*, [::1]:*", []string{"127.0.0.1:1", "127.0.0.1:6398", "redis-c:7", "[::1]:9"}, []string{"127.0.0.2:6379", "redis-d:6379"}},
 		{"10.0.0.0/8, redis-c.internal", []string{"10.9.9.9:6379", "redis-c.internal:1", "redis://u:p@redis-c.internal.:6379"},
 			[]string{"11.0.0.1:6379", "redis-a:6379", "[::1]:6379", "evil-10.0.0.1.example:6379"}},
 		{"::1 127.0.0.1", []string{"[::1]:6379", "127.0.0.1:1", "[::ffff:127.0.0.1]:6379"}, []string{"127.0.0.2:6379", "localhost:6379"}},
@@ -109,7 +113,7 @@ func TestAllow(t *testing.T) {
 			}
 		}
 	}
-	for _, bad := range []string{"10.0.0.0/33", "user@host", "host:6379"} {
+	for _, bad := range []string{"10.0.0.0/33", "user@host", "host:0", "host:x", "[::1", "[::1]6379", "10.0.0.0/8:70000", ":6379"} {
 		if _, err := control.ParseAllow(bad, initial); err == nil {
 			t.Errorf("BACKEND_ALLOW=%q: no error", bad)
 		}

@@ -52,7 +52,7 @@ func (s *system) readCLI(args ...string) (string, error) {
 // it redacted.
 func TestPasswordsNeverShown(t *testing.T) {
 	const secret = "secpass"
-	s := newSystem(t, map[string]string{"LOG_LEVEL": "debug", "ADMIN_READ_TOKEN": readToken, "BACKEND_ALLOW": "127.0.0.1"})
+	s := newSystem(t, map[string]string{"LOG_LEVEL": "debug", "ADMIN_READ_TOKEN": readToken, "BACKEND_ALLOW": "127.0.0.1:*"})
 	s.startAdmin()
 	c := s.startConsumer("consumer-1")
 	s.startCapture()

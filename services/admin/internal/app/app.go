@@ -62,7 +62,7 @@ type Config struct {
 	Backends     string        `envconfig:"BACKENDS" default:"redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380" desc:"the starting Redis instances, name=host:port or name=redis://user:password@host:port/db or rediss://, until the control log has a table (admin seeds it with these)"`
 	// BackendAllow: the hosts admin dials as backends and accepts in
 	// add_backend (control.Allow); empty: the hosts of BACKENDS.
-	BackendAllow string `envconfig:"BACKEND_ALLOW" desc:"hosts admin dials as backends and accepts in add_backend: names, IPs, CIDRs, or * (empty: the hosts of BACKENDS)"`
+	BackendAllow string `envconfig:"BACKEND_ALLOW" desc:"addresses admin dials as backends and accepts in add_backend: host:port, CIDR:port, port * for any, or * (empty: the host:port pairs of BACKENDS)"`
 	// RedisCAFile: PEM certificates trusted for rediss:// backends.
 	RedisCAFile     string        `envconfig:"REDIS_CA_FILE" desc:"PEM certificates trusted for rediss:// backends (empty: the system's roots)"`
 	RedisUsername   string        `envconfig:"REDIS_USERNAME" desc:"ACL user for every backend whose address names no password (admin needs read commands and INFO only)"`
@@ -214,7 +214,7 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	s.reader = controllog.New(controllog.Config{URL: cfg.AMQPURL, Name: name, Initial: initial, Logger: log,
 		Seed: true, SnapshotEvery: controllog.DefaultSnapshotEvery})
 	s.members = members.New(cfg.ConsumerTimeout, time.Now)
-	creds, err := redisconn.LoadCredentials(cfg.RedisCAFile, cfg.RedisUsername, cfg.RedisPassword)
+	creds, err := redisconn.LoadCredentials(cfg.RedisCAFile, cfg.RedisUsername, cfg.RedisPassword, initial.Backends)
 	if err != nil {
 		return nil, err
 	}

@@ -87,7 +87,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		gate: make(chan struct{}), kick: make(chan struct{}, 1)}
 	a.m = newMetrics(a.reg)
 	backends.SetClientLogger(log)
-	creds, err := redisconn.LoadCredentials(cfg.RedisCAFile, cfg.RedisUsername, cfg.RedisPassword)
+	creds, err := redisconn.LoadCredentials(cfg.RedisCAFile, cfg.RedisUsername, cfg.RedisPassword, initial.Backends)
 	if err != nil {
 		return nil, err
 	}

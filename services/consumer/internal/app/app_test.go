@@ -37,6 +37,7 @@ type env struct {
 	layout store.Layout
 	start  time.Time
 	pub    *amqp.Channel
+	allow  string // BACKEND_ALLOW of the consumers run; "" the default
 }
 
 func newEnv(t testing.TB) *env {
@@ -75,6 +76,7 @@ func (e *env) run(id string) *running {
 	cfg.MetricsAddr = "127.0.0.1:0"
 	cfg.HeartbeatInterval = 200 * time.Millisecond
 	cfg.ConsumerID = id
+	cfg.BackendAllow = e.allow
 	a, err := app.New(cfg, logger(e.t).With("test", e.t.Name()))
 	if err != nil {
 		e.t.Fatal(err)

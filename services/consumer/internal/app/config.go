@@ -22,7 +22,7 @@ type Config struct {
 	Backends   string `envconfig:"BACKENDS" default:"redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380" desc:"the starting Redis instances, name=host:port or name=redis://user:password@host:port/db or rediss://, until the control log has a table"`
 	// BackendAllow lists the hosts this consumer may connect to as
 	// backends (control.Allow); empty: the hosts of BACKENDS only.
-	BackendAllow string        `envconfig:"BACKEND_ALLOW" desc:"hosts records may be sent to: names, IPs, CIDRs, or * (empty: the hosts of BACKENDS)"`
+	BackendAllow string        `envconfig:"BACKEND_ALLOW" desc:"addresses records may be sent to: host:port, CIDR:port, port * for any, or * (empty: the host:port pairs of BACKENDS)"`
 	Weights      string        `envconfig:"WEIGHTS" default:"redis-a=30,redis-b=70" desc:"the starting weights, name=weight (others get 1)"`
 	Retention    time.Duration `envconfig:"RETENTION" default:"5m" desc:"how long records stay readable"`
 	RedisPrefix  string        `envconfig:"REDIS_PREFIX" default:"cp:" desc:"key prefix in Redis"`
