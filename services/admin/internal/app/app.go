@@ -49,7 +49,8 @@ type Config struct {
 	AMQPURL      string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ; several nodes of a cluster comma-separated; amqps:// for TLS"`
 	AMQPCAFile   string        `envconfig:"AMQP_CA_FILE" desc:"PEM CA certificates trusted for amqps:// (empty: the system's roots)"`
 	HTTPAddr     string        `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080" desc:"the API, the page and /healthz"`
-	MetricsAddr  string        `envconfig:"METRICS_ADDR" default:":9103" desc:"/metrics and /healthz, without a token (not served on HTTP_ADDR)"`
+	MetricsAddr  string        `envconfig:"METRICS_ADDR" default:":9103" desc:"/metrics and /healthz (not served on HTTP_ADDR); one address such as 10.0.1.5:9103 binds that interface only"`
+	MetricsToken string        `envconfig:"METRICS_TOKEN" desc:"when set, /metrics answers only Authorization: Bearer TOKEN (/healthz stays open)"`
 	Token        string        `envconfig:"ADMIN_TOKEN" desc:"bearer token for writes (and reads); admin refuses to start without one unless ADMIN_INSECURE"`
 	ReadToken    string        `envconfig:"ADMIN_READ_TOKEN" desc:"bearer token for reads only (weights, status, stats, records); empty: reads need ADMIN_TOKEN"`
 	Insecure     bool          `envconfig:"ADMIN_INSECURE" default:"false" desc:"true: anyone who reaches HTTP_ADDR may write (only on a loopback address of your own)"`
@@ -75,9 +76,10 @@ type Config struct {
 	// scraped for status and the web page's capture panel; a host name
 	// that resolves to several addresses (a scaled service) is every one
 	// of them. Empty shows none.
-	CaptureMetricsURL string `envconfig:"CAPTURE_METRICS_URL" desc:"the captures' /metrics, comma-separated, for status and the page (a name resolving to several addresses is each of them)"`
-	LogLevel          string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
-	LogFormat         string `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else json), text or json"`
+	CaptureMetricsURL   string `envconfig:"CAPTURE_METRICS_URL" desc:"the captures' /metrics, comma-separated, for status and the page (a name resolving to several addresses is each of them)"`
+	CaptureMetricsToken string `envconfig:"CAPTURE_METRICS_TOKEN" desc:"bearer token sent to CAPTURE_METRICS_URL (the captures' METRICS_TOKEN)"`
+	LogLevel            string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	LogFormat           string `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else json), text or json"`
 }
 
 // Load reads the configuration from the environment and checks it.
@@ -243,7 +245,7 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		return nil
 	}
-	s.ops, err = ops.Listen(cfg.MetricsAddr, reg, health)
+	s.ops, err = ops.Listen(cfg.MetricsAddr, cfg.MetricsToken, reg, health)
 	if err != nil {
 		return nil, fmt.Errorf("METRICS_ADDR=%s: %w", cfg.MetricsAddr, err)
 	}
@@ -274,7 +276,7 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 		Metrics: metrics, Log: log,
 	}
 	if urls, _ := capturestats.ParseURLs(cfg.CaptureMetricsURL); len(urls) > 0 {
-		apiCfg.Capture = &capturestats.Set{URLs: urls}
+		apiCfg.Capture = &capturestats.Set{URLs: urls, Token: cfg.CaptureMetricsToken}
 	}
 	api.New(apiCfg).Register(s.http.Mux)
 	web.Register(s.http.Mux)

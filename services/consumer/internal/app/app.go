@@ -122,7 +122,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		Beat: a.heartbeat, Interval: cfg.HeartbeatInterval, Kick: a.kick,
 		Logger: log.With("component", "heartbeat"),
 	})
-	a.srv, err = ops.Listen(cfg.MetricsAddr, a.reg, a.health)
+	a.srv, err = ops.Listen(cfg.MetricsAddr, cfg.MetricsToken, a.reg, a.health)
 	if err != nil {
 		_ = a.sink.Close()
 		return nil, fmt.Errorf("METRICS_ADDR=%q: %w", cfg.MetricsAddr, err)
