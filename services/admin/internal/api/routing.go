@@ -66,7 +66,8 @@ func decodeStrict(r *http.Request, v any) error {
 }
 
 func (a *API) addBackend(w http.ResponseWriter, r *http.Request) {
-	if !a.authorize(w, r) {
+	by, ok := a.authorize(w, r)
+	if !ok {
 		return
 	}
 	var req BackendRequest
@@ -86,18 +87,20 @@ func (a *API) addBackend(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	a.change(w, r, "add backend", control.Message{Op: control.OpAddBackend, Backend: &b})
+	a.change(w, r, by, "add backend", control.Message{Op: control.OpAddBackend, Backend: &b})
 }
 
 func (a *API) removeBackend(w http.ResponseWriter, r *http.Request) {
-	if !a.authorize(w, r) {
+	by, ok := a.authorize(w, r)
+	if !ok {
 		return
 	}
-	a.change(w, r, "remove backend", control.Message{Op: control.OpRemoveBackend, Name: r.PathValue("name")})
+	a.change(w, r, by, "remove backend", control.Message{Op: control.OpRemoveBackend, Name: r.PathValue("name")})
 }
 
 func (a *API) putMode(w http.ResponseWriter, r *http.Request) {
-	if !a.authorize(w, r) {
+	by, ok := a.authorize(w, r)
+	if !ok {
 		return
 	}
 	var req ModeRequest
@@ -105,7 +108,7 @@ func (a *API) putMode(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	a.change(w, r, "set mode", control.Message{Op: control.OpSetMode, Mode: req.Mode, HashKey: req.HashKey, Sticky: req.Sticky})
+	a.change(w, r, by, "set mode", control.Message{Op: control.OpSetMode, Mode: req.Mode, HashKey: req.HashKey, Sticky: req.Sticky})
 }
 
 // change checks m against the table in force, publishes it with the
@@ -113,7 +116,7 @@ func (a *API) putMode(w http.ResponseWriter, r *http.Request) {
 // for every live consumer to apply it. The caller has authorized r. A
 // version the caller read from the body (m.ExpectVersion) must agree with
 // If-Match when both are given.
-func (a *API) change(w http.ResponseWriter, r *http.Request, what string, m control.Message) {
+func (a *API) change(w http.ResponseWriter, r *http.Request, by, what string, m control.Message) {
 	ifMatch, err := parseIfMatch(r.Header.Get("If-Match"))
 	if err != nil {
 		fail(w, http.StatusBadRequest, "%v", err)
@@ -154,7 +157,8 @@ func (a *API) change(w http.ResponseWriter, r *http.Request, what string, m cont
 		fail(w, http.StatusBadRequest, "%s: %v", what, res.Err)
 		return
 	}
-	m.ExpectVersion, m.ID, m.By = expect, newID(), "admin"
+	// by is the authenticated operator, never a field of the request.
+	m.ExpectVersion, m.ID, m.By = expect, newID(), by
 	pctx, cancel := context.WithTimeout(r.Context(), a.cfg.PublishTimeout)
 	res, t, err := a.cfg.Control.Publish(pctx, m)
 	cancel()
@@ -174,7 +178,7 @@ func (a *API) change(w http.ResponseWriter, r *http.Request, what string, m cont
 		return
 	}
 	a.cfg.Metrics.published("applied")
-	a.cfg.Log.Info("routing changed", "id", m.ID, "op", m.Op, "version", t.Version, "position", res.Position, "table", t.Describe())
+	a.cfg.Log.Info("routing changed", "id", m.ID, "by", m.By, "op", m.Op, "version", t.Version, "position", res.Position, "table", t.Describe())
 
 	pending := a.cfg.Members.Behind(res.Position)
 	if wait > 0 && len(pending) > 0 {

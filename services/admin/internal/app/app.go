@@ -17,6 +17,7 @@ import (
 	"github.com/connpipe/connpipe/services/admin/internal/api"
 	"github.com/connpipe/connpipe/services/admin/internal/capturestats"
 	"github.com/connpipe/connpipe/services/admin/internal/members"
+	"github.com/connpipe/connpipe/services/admin/internal/operators"
 	"github.com/connpipe/connpipe/services/admin/internal/queues"
 	"github.com/connpipe/connpipe/services/admin/internal/readback"
 	"github.com/connpipe/connpipe/services/admin/internal/tally"
@@ -46,13 +47,16 @@ import (
 // ADMIN_ALLOWED_HOSTS (default localhost, 127.0.0.1, ::1 and the host of
 // HTTP_ADDR). With TLS_CERT and TLS_KEY (PEM files) it serves https.
 type Config struct {
-	AMQPURL      string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ; several nodes of a cluster comma-separated; amqps:// for TLS"`
-	AMQPCAFile   string        `envconfig:"AMQP_CA_FILE" desc:"PEM CA certificates trusted for amqps:// (empty: the system's roots)"`
-	HTTPAddr     string        `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080" desc:"the API, the page and /healthz"`
-	MetricsAddr  string        `envconfig:"METRICS_ADDR" default:":9103" desc:"/metrics and /healthz (not served on HTTP_ADDR); one address such as 10.0.1.5:9103 binds that interface only"`
-	MetricsToken string        `envconfig:"METRICS_TOKEN" desc:"when set, /metrics answers only Authorization: Bearer TOKEN (/healthz stays open)"`
-	Token        string        `envconfig:"ADMIN_TOKEN" desc:"bearer token for writes (and reads); admin refuses to start without one unless ADMIN_INSECURE"`
-	ReadToken    string        `envconfig:"ADMIN_READ_TOKEN" desc:"bearer token for reads only (weights, status, stats, records); empty: reads need ADMIN_TOKEN"`
+	AMQPURL      string `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ; several nodes of a cluster comma-separated; amqps:// for TLS"`
+	AMQPCAFile   string `envconfig:"AMQP_CA_FILE" desc:"PEM CA certificates trusted for amqps:// (empty: the system's roots)"`
+	HTTPAddr     string `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080" desc:"the API, the page and /healthz"`
+	MetricsAddr  string `envconfig:"METRICS_ADDR" default:":9103" desc:"/metrics and /healthz (not served on HTTP_ADDR); one address such as 10.0.1.5:9103 binds that interface only"`
+	MetricsToken string `envconfig:"METRICS_TOKEN" desc:"when set, /metrics answers only Authorization: Bearer TOKEN (/healthz stays open)"`
+	Token        string `envconfig:"ADMIN_TOKEN" desc:"bearer token for writes (and reads); admin refuses to start without one unless ADMIN_INSECURE"`
+	ReadToken    string `envconfig:"ADMIN_READ_TOKEN" desc:"bearer token for reads only (weights, status, stats, records, history); empty: reads need ADMIN_TOKEN"`
+	// Tokens and TokensFile list named operators (package operators).
+	Tokens       string        `envconfig:"ADMIN_TOKENS" desc:"named operators, name:role:sha256-hex-of-token items (role read or write), comma-separated"`
+	TokensFile   string        `envconfig:"ADMIN_TOKENS_FILE" desc:"file of name:role:sha256-hex items, one a line; read again when it changes"`
 	Insecure     bool          `envconfig:"ADMIN_INSECURE" default:"false" desc:"true: anyone who reaches HTTP_ADDR may write (only on a loopback address of your own)"`
 	AllowedHosts string        `envconfig:"ADMIN_ALLOWED_HOSTS" desc:"names clients may send as Host, comma-separated; others get 421 (empty: localhost, 127.0.0.1, ::1 and HTTP_ADDR's host)"`
 	TLSCert      string        `envconfig:"TLS_CERT" desc:"PEM certificate: serve the API over https (with TLS_KEY)"`
@@ -92,11 +96,28 @@ func Load() (Config, error) {
 	return c, err
 }
 
+// operators is the list of ADMIN_TOKEN, ADMIN_READ_TOKEN, ADMIN_TOKENS and
+// ADMIN_TOKENS_FILE.
+func (c Config) operators(log *slog.Logger) (*operators.List, error) {
+	fixed := api.FixedOperators(c.Token, c.ReadToken)
+	listed, err := operators.Parse(c.Tokens)
+	if err != nil {
+		return nil, fmt.Errorf("ADMIN_TOKENS: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return operators.New(append(fixed, listed...), strings.TrimSpace(c.TokensFile), log.With("component", "operators"))
+}
+
 // Validate checks the configuration and builds the initial routing table.
 func (c Config) Validate() (*control.Table, error) {
-	c.Token = strings.TrimSpace(c.Token)
-	if c.Token == "" && !c.Insecure {
-		return nil, errors.New("ADMIN_TOKEN is empty: set a token for writes, or ADMIN_INSECURE=true to accept writes without one")
+	ops, err := c.operators(nil)
+	if err != nil {
+		return nil, err
+	}
+	if !ops.HasWriter() && !c.Insecure {
+		return nil, errors.New("ADMIN_TOKEN is empty and ADMIN_TOKENS/ADMIN_TOKENS_FILE list no write operator: set a token for writes, or ADMIN_INSECURE=true to accept writes without one")
 	}
 	if c.Retention <= 0 {
 		return nil, fmt.Errorf("RETENTION=%s: must be positive", c.Retention)
@@ -175,9 +196,13 @@ type Server struct {
 	pool     *redisconn.Pool
 	queues   *queues.Prober
 	members  *members.Set
+	opers    *operators.List
 	bound    chan struct{}
 	once     sync.Once
 }
+
+// OperatorsPoll is how often ADMIN_TOKENS_FILE is checked for a change.
+const OperatorsPoll = 2 * time.Second
 
 // Listen builds admin and binds HTTP_ADDR; Serve runs it.
 func Listen(cfg Config, log *slog.Logger) (*Server, error) {
@@ -189,10 +214,14 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Token == "" {
-		log.Warn("ADMIN_INSECURE=true and no ADMIN_TOKEN: writes are accepted without a token", "addr", cfg.HTTPAddr)
-		if cfg.ReadToken == "" {
-			log.Warn("ADMIN_INSECURE=true and no ADMIN_READ_TOKEN: records and status are readable without a token", "addr", cfg.HTTPAddr)
+	opers, err := cfg.operators(log)
+	if err != nil {
+		return nil, err
+	}
+	if !opers.HasWriter() {
+		log.Warn("ADMIN_INSECURE=true and no write operator: writes are accepted without a token", "addr", cfg.HTTPAddr)
+		if opers.Len() == 0 {
+			log.Warn("ADMIN_INSECURE=true and no operator: records and status are readable without a token", "addr", cfg.HTTPAddr)
 		}
 	}
 	var tlsConf *tls.Config
@@ -212,7 +241,7 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	// unreachable backend, so its own lines go to Debug.
 	// The setting is process-wide: the first server's logger keeps it.
 	redisLogOnce.Do(func() { redis.SetLogger(redisLog{log.With("component", "redis")}) })
-	s := &Server{cfg: cfg, log: log, bound: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, bound: make(chan struct{}), opers: opers}
 	s.reader = controllog.New(controllog.Config{URL: cfg.AMQPURL, Name: name, Initial: initial, Logger: log,
 		Seed: true, SnapshotEvery: controllog.DefaultSnapshotEvery})
 	s.members = members.New(cfg.ConsumerTimeout, time.Now)
@@ -266,7 +295,7 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	layout := store.Layout{Prefix: cfg.RedisPrefix, Retention: cfg.Retention}
 	s.queues = &queues.Prober{URL: cfg.AMQPURL, Name: name + "/queues"}
 	apiCfg := api.Config{
-		Token: strings.TrimSpace(cfg.Token), ReadToken: strings.TrimSpace(cfg.ReadToken),
+		Operators: opers, History: s.reader.History,
 		MaxWait: maxWait(cfg.WriteTimeout), Control: s.reader, Members: s.members, Allow: allow,
 		Records: &readback.Searcher{Layout: layout, Client: s.pool.Cmdable},
 		Redis:   s.pool.Cmdable,
@@ -317,7 +346,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer s.queues.Close()
 	s.log.Info("admin serving", "addr", s.URL(), "metrics", s.MetricsAddr(), "amqp", broker.Redact(s.cfg.AMQPURL), "weights", s.reader.Table().String())
 	var wg sync.WaitGroup
-	for _, run := range []func(context.Context) error{s.reader.Run, s.listener.Run, s.ops.Serve} {
+	watch := func(ctx context.Context) error { s.opers.Watch(ctx, OperatorsPoll); return nil }
+	for _, run := range []func(context.Context) error{s.reader.Run, s.listener.Run, s.ops.Serve, watch} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

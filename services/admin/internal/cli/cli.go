@@ -45,6 +45,8 @@ const Usage = `usage:
                                        a count per backend on stderr; in hash mode a
                                        query naming the key (--key: a record's payload
                                        key) asks only its owner
+  admin history [--since D]            the control log's changes, oldest first: when,
+                                       who, version, what (default: all admin holds)
   admin help                           this text
 
 exit status: 0 ok; 1 refused or failed; 2 bad usage; 3 applied but not every
@@ -170,6 +172,8 @@ func (c *client) dispatch(ctx context.Context, args []string) error {
 		return c.status(ctx)
 	case "records":
 		return c.records(ctx, args[1:])
+	case "history":
+		return c.history(ctx, args[1:])
 	case "backends":
 		return c.backends(ctx, args[1:])
 	case "mode":
