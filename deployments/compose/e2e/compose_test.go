@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -98,6 +99,17 @@ func TestCompose(t *testing.T) {
 		from := time.Now().Unix() + 1
 		s.waitForRecords(ctx, from, minSample)
 		s.checkSplit(s.count(ctx, from, time.Now().Unix()-1), 20, tolerance, minSample)
+	})
+
+	stage("admin history: each change, in order, under the operator that made it", func() {
+		out := s.dc(ctx, "exec", "-T", "admin", "admin", "history", "--since", "1h")
+		s.logf("%s", strings.ReplaceAll(strings.TrimSpace(out), "\n", "\n    "))
+		// The CLI's change under ADMIN_TOKEN's operator "admin", then the
+		// hand-published one, which names nobody.
+		want := regexp.MustCompile(`(?s)\sadmin +v(\d+) +\d+ +weights redis-a=50 redis-b=50\n.*\s- +v\d+ +\d+ +weights redis-a=20 redis-b=80\n`)
+		if !want.MatchString(out) {
+			t.Errorf("admin history does not list the e2e's changes in order under their operators:\n%s", out)
+		}
 	})
 
 	stage("scale to three consumers", func() {
