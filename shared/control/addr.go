@@ -72,6 +72,19 @@ func AddrHost(addr string) (string, error) {
 	return u.Hostname(), nil
 }
 
+// HasPassword reports whether addr is a URL that carries a password.
+func HasPassword(addr string) bool {
+	if !IsURL(addr) {
+		return false
+	}
+	u, err := url.Parse(addr)
+	if err != nil {
+		return strings.Contains(addr, "@") // unparsable: assume the worst
+	}
+	_, ok := u.User.Password()
+	return ok
+}
+
 // DefaultPort is the port of a redis:// or rediss:// address that names
 // none.
 const DefaultPort = 6379

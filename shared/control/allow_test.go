@@ -125,3 +125,26 @@ func TestAllow(t *testing.T) {
 		t.Errorf("Filter: %+v left out %+v", f, out)
 	}
 }
+
+// TestCredential: a backend may name a credential, not together with a
+// password in its address; HasPassword tells such an address.
+func TestCredential(t *testing.T) {
+	for _, tt := range []struct {
+		b  control.Backend
+		ok bool
+	}{
+		{control.Backend{Name: "c", Addr: "h:1", Weight: 1, Credential: "pool-c"}, true},
+		{control.Backend{Name: "c", Addr: "redis://u@h:1", Weight: 1, Credential: "pool-c"}, true},
+		{control.Backend{Name: "c", Addr: "redis://u:pw@h:1", Weight: 1, Credential: "pool-c"}, false},
+		{control.Backend{Name: "c", Addr: "h:1", Weight: 1, Credential: "a b"}, false},
+	} {
+		if err := control.CheckBackend(tt.b); (err == nil) != tt.ok {
+			t.Errorf("%+v: %v, want ok %v", tt.b, err, tt.ok)
+		}
+	}
+	for addr, want := range map[string]bool{"h:1": false, "redis://u@h:1": false, "redis://u:pw@h:1": true, "rediss://:pw@h": true, "redis://u:%zz@h:1": true} {
+		if control.HasPassword(addr) != want {
+			t.Errorf("HasPassword(%q) = %v", addr, !want)
+		}
+	}
+}

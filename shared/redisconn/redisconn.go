@@ -35,6 +35,9 @@ import (
 type Credentials struct {
 	Username, Password string
 	CA                 *x509.CertPool
+	// Named are the logins a backend may name as its credential
+	// (REDIS_CREDENTIALS, see ParseNamed).
+	Named map[string]Login
 	// Home is where Username and Password may be sent: the scheme class
 	// and host:port of each starting backend (see homeKey). nil sends
 	// them everywhere (tests); LoadCredentials always sets it.
@@ -56,6 +59,54 @@ func LoadCredentials(caFile, username, password string, home []control.Backend) 
 		}
 	}
 	return c, err
+}
+
+// Login is an ACL user (empty: the default user) and its password.
+type Login struct{ Username, Password string }
+
+// ParseNamed reads REDIS_CREDENTIALS: NAME=USER:PASSWORD items separated
+// by commas (NAME=:PASSWORD for the default user). envconfig cannot hold
+// such a map, so it is parsed here. Errors never show a password.
+func ParseNamed(s string) (map[string]Login, error) {
+	out := map[string]Login{}
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		name, login, ok := strings.Cut(item, "=")
+		user, pass, ok2 := strings.Cut(login, ":")
+		if !ok || !ok2 || pass == "" {
+			return nil, fmt.Errorf("REDIS_CREDENTIALS item %d: want NAME=USER:PASSWORD", len(out)+1)
+		}
+		if err := control.CheckName(name); err != nil {
+			return nil, fmt.Errorf("REDIS_CREDENTIALS: %w", err)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("REDIS_CREDENTIALS: %q listed twice", name)
+		}
+		out[name] = Login{Username: user, Password: pass}
+	}
+	return out, nil
+}
+
+// ErrUnknownCredential is a backend naming a credential this process was
+// not given.
+var ErrUnknownCredential = errors.New("credential not in REDIS_CREDENTIALS")
+
+// OptionsFor returns the options for b: Options for its address, logging
+// in with the login its Credential names when it names one.
+func OptionsFor(b control.Backend, c Credentials) (*redis.Options, error) {
+	o, err := Options(b.Addr, c)
+	if err != nil || b.Credential == "" {
+		return o, err
+	}
+	login, ok := c.Named[b.Credential]
+	if !ok {
+		return nil, fmt.Errorf("backend %q: %w: %q", b.Name, ErrUnknownCredential, b.Credential)
+	}
+	o.Username, o.Password = login.Username, login.Password
+	return o, nil
 }
 
 // Serves reports whether c's own login may be sent to addr.

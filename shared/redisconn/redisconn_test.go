@@ -191,3 +191,26 @@ func TestOwnLoginStaysHome(t *testing.T) {
 		t.Errorf("the listener read the login: %q", b)
 	}
 }
+
+// TestNamedLogins: REDIS_CREDENTIALS parses into named logins, a backend
+// naming one logs in with it, and one naming none this process has is an
+// error that shows no password.
+func TestNamedLogins(t *testing.T) {
+	named, err := redisconn.ParseNamed("pool-c=consumer:pw:with:colons, def=:pw2")
+	if err != nil || named["pool-c"] != (redisconn.Login{Username: "consumer", Password: "pw:with:colons"}) || named["def"].Password != "pw2" {
+		t.Fatalf("%+v %v", named, err)
+	}
+	for _, bad := range []string{"pool-c=consumer", "pool-c=consumer:", "=u:p", "a=u:p,a=u:q"} {
+		if _, err := redisconn.ParseNamed(bad); err == nil || strings.Contains(err.Error(), "p,") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+	c := redisconn.Credentials{Username: "own", Password: "own-pw", Named: named}
+	o, err := redisconn.OptionsFor(control.Backend{Name: "c", Addr: "127.0.0.1:1", Credential: "pool-c"}, c)
+	if err != nil || o.Username != "consumer" || o.Password != "pw:with:colons" {
+		t.Fatalf("options %+v %v", o, err)
+	}
+	if _, err := redisconn.OptionsFor(control.Backend{Name: "c", Addr: "127.0.0.1:1", Credential: "other"}, c); !errors.Is(err, redisconn.ErrUnknownCredential) {
+		t.Fatalf("unknown credential: %v", err)
+	}
+}

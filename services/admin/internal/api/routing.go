@@ -5,7 +5,7 @@ package api
 // and answered by the fold's verdict, like PUT /api/v1/weights; each takes
 // If-Match and ?wait the same way and answers with the same body.
 //
-//	POST   /api/v1/backends          {"name":"redis-c","addr":"127.0.0.1:6381","weight":50}
+//	POST   /api/v1/backends          {"name":"redis-c","addr":"127.0.0.1:6381","weight":50,"credential":"pool-b"}
 //	DELETE /api/v1/backends/{name}
 //	PUT    /api/v1/mode              {"mode":"hash","hash_key":"src","sticky":true}
 
@@ -29,6 +29,9 @@ type BackendRequest struct {
 	Name   string `json:"name"`
 	Addr   string `json:"addr"`
 	Weight *int   `json:"weight,omitempty"` // 1 if left out
+	// Credential names the login each reader finds in its own
+	// REDIS_CREDENTIALS; a password in Addr is refused.
+	Credential string `json:"credential,omitempty"`
 }
 
 // ModeRequest is the body of PUT /api/v1/mode; fields left out keep their value.
@@ -75,7 +78,15 @@ func (a *API) addBackend(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	b := control.Backend{Name: req.Name, Addr: req.Addr, Weight: 1}
+	if control.HasPassword(req.Addr) {
+		// The control log is read by every consumer and kept: no password
+		// goes into it.
+		fail(w, http.StatusBadRequest, "add backend %s: the address carries a password, which would be stored in clear in the control log: "+
+			"give each consumer and admin the login as REDIS_CREDENTIALS=NAME=USER:PASSWORD and send \"credential\":\"NAME\" "+
+			"(admin backends add %s %s --credential NAME)", req.Name, req.Name, control.RedactAddr(req.Addr))
+		return
+	}
+	b := control.Backend{Name: req.Name, Addr: req.Addr, Weight: 1, Credential: req.Credential}
 	if req.Weight != nil {
 		b.Weight = *req.Weight
 	}

@@ -69,13 +69,14 @@ type Config struct {
 	// add_backend (control.Allow); empty: the hosts of BACKENDS.
 	BackendAllow string `envconfig:"BACKEND_ALLOW" desc:"addresses admin dials as backends and accepts in add_backend: host:port, CIDR:port, port * for any, or * (empty: the host:port pairs of BACKENDS)"`
 	// RedisCAFile: PEM certificates trusted for rediss:// backends.
-	RedisCAFile     string        `envconfig:"REDIS_CA_FILE" desc:"PEM certificates trusted for rediss:// backends (empty: the system's roots)"`
-	RedisUsername   string        `envconfig:"REDIS_USERNAME" desc:"ACL user for every backend whose address names no password (admin needs read commands and INFO only)"`
-	RedisPassword   string        `envconfig:"REDIS_PASSWORD" desc:"password for REDIS_USERNAME (or for the default user) on every backend whose address names none"`
-	Weights         string        `envconfig:"WEIGHTS" default:"redis-a=30,redis-b=70" desc:"the starting weights, name=weight (others get 1)"`
-	RedisPrefix     string        `envconfig:"REDIS_PREFIX" default:"cp:" desc:"key prefix in Redis"`
-	Retention       time.Duration `envconfig:"RETENTION" default:"5m" desc:"how long records stay readable"`
-	ConsumerTimeout time.Duration `envconfig:"CONSUMER_TIMEOUT" default:"5s" desc:"a consumer silent this long is dead and leaves the membership"`
+	RedisCAFile      string        `envconfig:"REDIS_CA_FILE" desc:"PEM certificates trusted for rediss:// backends (empty: the system's roots)"`
+	RedisUsername    string        `envconfig:"REDIS_USERNAME" desc:"ACL user for every backend whose address names no password (admin needs read commands and INFO only)"`
+	RedisPassword    string        `envconfig:"REDIS_PASSWORD" desc:"password for REDIS_USERNAME (or for the default user) on every backend whose address names none"`
+	RedisCredentials string        `envconfig:"REDIS_CREDENTIALS" desc:"logins a backend may name as its credential: NAME=USER:PASSWORD, comma-separated"`
+	Weights          string        `envconfig:"WEIGHTS" default:"redis-a=30,redis-b=70" desc:"the starting weights, name=weight (others get 1)"`
+	RedisPrefix      string        `envconfig:"REDIS_PREFIX" default:"cp:" desc:"key prefix in Redis"`
+	Retention        time.Duration `envconfig:"RETENTION" default:"5m" desc:"how long records stay readable"`
+	ConsumerTimeout  time.Duration `envconfig:"CONSUMER_TIMEOUT" default:"5s" desc:"a consumer silent this long is dead and leaves the membership"`
 	// CaptureMetricsURL lists the captures' /metrics (comma-separated),
 	// scraped for status and the web page's capture panel; a host name
 	// that resolves to several addresses (a scaled service) is every one
@@ -249,8 +250,18 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if creds.Named, err = redisconn.ParseNamed(cfg.RedisCredentials); err != nil {
+		return nil, err
+	}
 	s.pool = &redisconn.Pool{Options: func(addr string) *redis.Options {
-		o, err := redisconn.Options(addr, creds)
+		// The backend of the table in force at addr, for its credential.
+		b := control.Backend{Name: addr, Addr: addr}
+		for _, tb := range s.reader.Table().Backends {
+			if tb.Addr == addr {
+				b = tb
+			}
+		}
+		o, err := redisconn.OptionsFor(b, creds)
 		if err != nil {
 			// The fold checked the address; should one still not parse,
 			// every command on it fails with the reason.

@@ -29,9 +29,12 @@ const Usage = `usage:
                                        change weights (0..256, 0 drains); names not
                                        given keep theirs; --wait waits until every
                                        live consumer applied the change
-  admin backends add NAME HOST:PORT|redis://USER:PASS@HOST:PORT/DB|rediss://… [--weight N] [--expect-version N] [--wait DURATION]
+  admin backends add NAME HOST:PORT|redis://HOST:PORT/DB|rediss://… [--weight N] [--credential C]
+                 [--expect-version N] [--wait DURATION]
                                        add a Redis instance (weight 1 if not given);
-                                       consumers use it without a restart
+                                       consumers use it without a restart; --credential
+                                       names the login in each reader's REDIS_CREDENTIALS
+                                       (a password in the address is refused)
   admin backends remove NAME [--expect-version N] [--wait DURATION]
                                        take an instance out of the table
   admin mode set weighted|hash [--key src|dst|pair|flow] [--sticky[=false]]

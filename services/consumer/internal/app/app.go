@@ -91,6 +91,9 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	if creds.Named, err = redisconn.ParseNamed(cfg.RedisCredentials); err != nil {
+		return nil, err
+	}
 	a.sink, err = backends.New(backends.Config{
 		Layout:  store.Layout{Prefix: cfg.RedisPrefix, Retention: cfg.Retention},
 		Timeout: cfg.RedisTimeout, DrainedFallback: cfg.DrainedFallback,

@@ -38,6 +38,7 @@ type env struct {
 	start  time.Time
 	pub    *amqp.Channel
 	allow  string // BACKEND_ALLOW of the consumers run; "" the default
+	creds  string // REDIS_CREDENTIALS of the consumers run
 }
 
 func newEnv(t testing.TB) *env {
@@ -77,6 +78,7 @@ func (e *env) run(id string) *running {
 	cfg.HeartbeatInterval = 200 * time.Millisecond
 	cfg.ConsumerID = id
 	cfg.BackendAllow = e.allow
+	cfg.RedisCredentials = e.creds
 	a, err := app.New(cfg, logger(e.t).With("test", e.t.Name()))
 	if err != nil {
 		e.t.Fatal(err)
