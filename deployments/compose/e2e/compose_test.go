@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/connpipe/connpipe/shared/topology"
 )
 
 // Shares are checked from Redis, within this many percentage points.
@@ -159,7 +161,7 @@ func (s *stack) waitForRecords(ctx context.Context, from int64, n int) {
 // amqp-tools on the host, the same command inside the RabbitMQ container.
 func (s *stack) publishControl(ctx context.Context, body string) {
 	s.t.Helper()
-	args := []string{"-e", "conn.control", "-C", "application/json", "-b", body}
+	args := []string{"-e", topology.ControlExchange, "-C", "application/json", "-b", body}
 	// The operator user, which may append to the control log and do
 	// nothing else. No trailing slash: amqp-tools read "/" as the vhost
 	// named "".
