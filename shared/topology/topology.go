@@ -100,6 +100,27 @@ const (
 	DeadMaxBytes  = 256 << 20
 )
 
+// The bound of conn.records, deployed as a policy so that a queue declared
+// before it takes it too: beyond MaxBytes the broker refuses (nacks) new
+// publishes rather than run into its memory or disk alarm, which would
+// block every publisher, admin's control writes included. A nacked batch
+// is kept by capture (published again, and spooled while the queue stays
+// full) until consumers make room. The compose image sets it at every
+// start from RECORDS_MAX_BYTES:
+//
+//	rabbitmqctl set_policy --apply-to queues connpipe-records '^conn\.records$' \
+//	  '{"max-length-bytes":1073741824,"overflow":"reject-publish"}'
+const (
+	RecordsPolicyName      = "connpipe-records"
+	RecordsPolicyPattern   = `^conn\.records$`
+	DefaultRecordsMaxBytes = 1 << 30
+)
+
+// RecordsPolicy is the policy's definition for a bound of maxBytes.
+func RecordsPolicy(maxBytes int64) string {
+	return fmt.Sprintf(`{"max-length-bytes":%d,"overflow":"reject-publish"}`, maxBytes)
+}
+
 // LegacyExchanges are the exchanges of older releases that had a queue's
 // name; Declare deletes them (see the package doc).
 var LegacyExchanges = []string{"conn.records", "conn.control", "conn.control.snapshots"}
