@@ -140,11 +140,7 @@ func TestRolesLeastPrivilege(t *testing.T) {
 	}
 	addBackend := `{"op":"add_backend","backend":{"name":"evil","addr":"203.0.113.9:6379"}}`
 	stream := amqp.Table{"x-stream-offset": "first"}
-	cases := []struct {
-		role, what string
-		op         func(ch *amqp.Channel) error
-		allowed    bool
-	}{
+	cases := []roleCase{
 		{"capture", "publish records", publish(topology.RecordsExchange, "", "x"), true},
 		{"capture", "append add_backend to the control log", publish(topology.ControlExchange, "", addBackend), false},
 		{"capture", "append add_backend through the default exchange", publish("", topology.ControlStream, addBackend), false},
@@ -192,43 +188,33 @@ func gone(err error) bool {
 // route what another publishes into an exchange it does not own (the
 // consumer binding conn.records into conn.heartbeat, to forge heartbeats
 // out of capture's records).
-func binds() []struct {
-	role, what string
-	op         func(ch *amqp.Channel) error
-	allowed    bool
-} {
+func binds() []roleCase {
 	exchanges := append([]string{topology.RecordsExchange, topology.DeadExchange, topology.ControlExchange,
 		topology.SnapshotsExchange, topology.HeartbeatExchange}, topology.LegacyExchanges...)
 	queues := []string{topology.RecordsQueue, topology.DeadQueue, topology.ControlStream, topology.ControlSnapshots}
-	var out []struct {
-		role, what string
-		op         func(ch *amqp.Channel) error
-		allowed    bool
-	}
+	var out []roleCase
 	for _, role := range []string{"consumer", "capture", "operator"} {
 		for _, src := range exchanges {
 			for _, dst := range exchanges {
-				if src == dst {
-					continue
+				if src != dst {
+					out = append(out, roleCase{role, "bind exchange " + src + " into " + dst, func(ch *amqp.Channel) error {
+						return ch.ExchangeBind(dst, "", src, false, nil)
+					}, false})
 				}
-				out = append(out, struct {
-					role, what string
-					op         func(ch *amqp.Channel) error
-					allowed    bool
-				}{role, "bind exchange " + src + " into " + dst, func(ch *amqp.Channel) error {
-					return ch.ExchangeBind(dst, "", src, false, nil)
-				}, false})
 			}
 			for _, q := range queues {
-				out = append(out, struct {
-					role, what string
-					op         func(ch *amqp.Channel) error
-					allowed    bool
-				}{role, "bind queue " + q + " to " + src, func(ch *amqp.Channel) error {
+				out = append(out, roleCase{role, "bind queue " + q + " to " + src, func(ch *amqp.Channel) error {
 					return ch.QueueBind(q, "", src, false, nil)
 				}, false})
 			}
 		}
 	}
 	return out
+}
+
+// roleCase is one thing a role tries, and whether the broker must allow it.
+type roleCase struct {
+	role, what string
+	op         func(ch *amqp.Channel) error
+	allowed    bool
 }

@@ -1,8 +1,6 @@
 package cli_test
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,12 +13,8 @@ import (
 	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/services/admin/internal/cli"
+	"github.com/connpipe/connpipe/services/admin/internal/operators"
 )
-
-func sha(tok string) string {
-	s := sha256.Sum256([]byte(tok))
-	return hex.EncodeToString(s[:])
-}
 
 // TestNamedOperatorsAndHistory: operators listed by name in
 // ADMIN_TOKENS_FILE (token hashes only). Each change carries the name of
@@ -36,7 +30,7 @@ func TestNamedOperatorsAndHistory(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	writeFile("alice:write:" + sha("tok-alice") + "\nbob:read:" + sha("tok-bob") + "\n")
+	writeFile("alice:write:" + operators.HashToken("tok-alice") + "\nbob:read:" + operators.HashToken("tok-bob") + "\n")
 	e := apptest.Start(t, func(c *app.Config) { c.TokensFile = file })
 	start := time.Now()
 
@@ -56,7 +50,7 @@ func TestNamedOperatorsAndHistory(t *testing.T) {
 		t.Fatalf("ADMIN_TOKEN removes redis-b: %d %s", got.code, got.stderr)
 	}
 
-	writeFile("carol:write:" + sha("tok-carol") + "\n") // alice and bob revoked
+	writeFile("carol:write:" + operators.HashToken("tok-carol") + "\n") // alice and bob revoked
 	deadline := time.Now().Add(3*app.OperatorsPoll + 5*time.Second)
 	for {
 		got := run(t, cli.Env{URL: e.URL, Token: "tok-carol"}, "weights", "set", "redis-a=50")

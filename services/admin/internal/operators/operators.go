@@ -8,7 +8,9 @@
 // write (those and every change). hash is the SHA-256 of the token in hex
 // (`printf %s "$TOKEN" | sha256sum`): the token itself is written nowhere.
 // The file is read again when its modification time changes, so an
-// operator is added or revoked without a restart. ADMIN_TOKEN stays a
+// operator is added or revoked without a restart. Replace it whole (write
+// a new file, then rename it over the old one): a file caught half written
+// may be read as it is, revoking whom it does not list yet. ADMIN_TOKEN stays a
 // write operator named "admin", and ADMIN_READ_TOKEN a read operator named
 // "reader".
 package operators
@@ -115,6 +117,13 @@ func parseItem(item string) (Operator, error) {
 		copy(op.hash[:], b)
 	}
 	return op, nil
+}
+
+// HashToken is the hash an operator list holds for token: SHA-256, in hex,
+// as `printf %s "$TOKEN" | sha256sum` prints it.
+func HashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
 }
 
 // FromToken is an operator for a token given in clear (ADMIN_TOKEN,

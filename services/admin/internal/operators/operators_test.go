@@ -2,8 +2,6 @@ package operators_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -14,19 +12,14 @@ import (
 	"github.com/connpipe/connpipe/services/admin/internal/operators"
 )
 
-func hash(tok string) string {
-	s := sha256.Sum256([]byte(tok))
-	return hex.EncodeToString(s[:])
-}
-
 func TestParse(t *testing.T) {
-	ops, err := operators.Parse("alice:write:" + hash("a") + ", bob:read:" + strings.ToUpper(hash("b")) + " # the on-call\n\n# none\n")
+	ops, err := operators.Parse("alice:write:" + operators.HashToken("a") + ", bob:read:" + strings.ToUpper(operators.HashToken("b")) + " # the on-call\n\n# none\n")
 	if err != nil || len(ops) != 2 || ops[0].Name != "alice" || ops[0].Role != operators.RoleWrite || ops[1].Role != operators.RoleRead {
 		t.Fatalf("ops %+v err %v", ops, err)
 	}
 	for _, bad := range []string{
-		"alice:write:tok-in-clear", "alice:admin:" + hash("a"), "alice:write", "a b:read:" + hash("a"),
-		"alice:write:" + hash("a") + ",alice:read:" + hash("b"),
+		"alice:write:tok-in-clear", "alice:admin:" + operators.HashToken("a"), "alice:write", "a b:read:" + operators.HashToken("a"),
+		"alice:write:" + operators.HashToken("a") + ",alice:read:" + operators.HashToken("b"),
 	} {
 		if _, err := operators.Parse(bad); err == nil {
 			t.Errorf("%q: no error", bad)
@@ -42,11 +35,15 @@ func TestFileReloaded(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "operators")
 	write := func(s string) {
 		t.Helper()
-		if err := os.WriteFile(file, []byte(s), 0o600); err != nil {
+		// Whole, as documented: a new file renamed over the old one.
+		if err := os.WriteFile(file+".new", []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(file+".new", file); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write("alice:write:" + hash("tok-a") + "\n")
+	write("alice:write:" + operators.HashToken("tok-a") + "\n")
 	l, err := operators.New([]operators.Operator{operators.FromToken("admin", operators.RoleWrite, "tok-admin")}, file, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +61,7 @@ func TestFileReloaded(t *testing.T) {
 	if who("tok-a") != "alice:write" || who("tok-admin") != "admin:write" || who("tok-c") != "" {
 		t.Fatalf("before: %q %q %q", who("tok-a"), who("tok-admin"), who("tok-c"))
 	}
-	write("carol:read:" + hash("tok-c") + "\n# alice revoked\n")
+	write("carol:read:" + operators.HashToken("tok-c") + "\n# alice revoked\n")
 	eventually(t, func() bool { return who("tok-a") == "" && who("tok-c") == "carol:read" })
 	if who("tok-admin") != "admin:write" {
 		t.Errorf("ADMIN_TOKEN's operator lost on reload")
