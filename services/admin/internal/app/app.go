@@ -202,6 +202,50 @@ type Server struct {
 	once     sync.Once
 }
 
+// loadOperators is the operator list, with a warning for what is open.
+func loadOperators(cfg Config, log *slog.Logger) (*operators.List, error) {
+	opers, err := cfg.operators(log)
+	if err != nil {
+		return nil, err
+	}
+	if !opers.HasWriter() {
+		log.Warn("ADMIN_INSECURE=true and no write operator: writes are accepted without a token", "addr", cfg.HTTPAddr)
+		if opers.Len() == 0 {
+			log.Warn("ADMIN_INSECURE=true and no operator: records and status are readable without a token", "addr", cfg.HTTPAddr)
+		}
+	}
+	return opers, nil
+}
+
+// newPool is admin's Redis clients: its own login for the addresses of
+// initial, a backend's named credential (from table, the one in force)
+// where it names one.
+func newPool(cfg Config, initial *control.Table, table func() *control.Table) (*redisconn.Pool, error) {
+	creds, err := redisconn.LoadCredentials(cfg.RedisCAFile, cfg.RedisUsername, cfg.RedisPassword, initial.Backends)
+	if err != nil {
+		return nil, err
+	}
+	if creds.Named, err = redisconn.ParseNamed(cfg.RedisCredentials); err != nil {
+		return nil, err
+	}
+	return &redisconn.Pool{Options: func(addr string) *redis.Options {
+		b := control.Backend{Name: addr, Addr: addr}
+		for _, tb := range table().Backends {
+			if tb.Addr == addr {
+				b = tb
+			}
+		}
+		o, err := redisconn.OptionsFor(b, creds)
+		if err != nil {
+			// The fold checked the address; should one still not parse,
+			// every command on it fails with the reason.
+			o = &redis.Options{Dialer: func(context.Context, string, string) (net.Conn, error) { return nil, err }}
+		}
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.MaxRetries = time.Second, 3*time.Second, 3*time.Second, 1
+		return o
+	}}, nil
+}
+
 // OperatorsPoll is how often ADMIN_TOKENS_FILE is checked for a change.
 const OperatorsPoll = 2 * time.Second
 
@@ -215,15 +259,9 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	opers, err := cfg.operators(log)
+	opers, err := loadOperators(cfg, log)
 	if err != nil {
 		return nil, err
-	}
-	if !opers.HasWriter() {
-		log.Warn("ADMIN_INSECURE=true and no write operator: writes are accepted without a token", "addr", cfg.HTTPAddr)
-		if opers.Len() == 0 {
-			log.Warn("ADMIN_INSECURE=true and no operator: records and status are readable without a token", "addr", cfg.HTTPAddr)
-		}
 	}
 	var tlsConf *tls.Config
 	if cfg.TLSCert != "" {
@@ -246,30 +284,9 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	s.reader = controllog.New(controllog.Config{URL: cfg.AMQPURL, Name: name, Initial: initial, Logger: log,
 		Seed: true, SnapshotEvery: controllog.DefaultSnapshotEvery})
 	s.members = members.New(cfg.ConsumerTimeout, time.Now)
-	creds, err := redisconn.LoadCredentials(cfg.RedisCAFile, cfg.RedisUsername, cfg.RedisPassword, initial.Backends)
-	if err != nil {
+	if s.pool, err = newPool(cfg, initial, s.reader.Table); err != nil {
 		return nil, err
 	}
-	if creds.Named, err = redisconn.ParseNamed(cfg.RedisCredentials); err != nil {
-		return nil, err
-	}
-	s.pool = &redisconn.Pool{Options: func(addr string) *redis.Options {
-		// The backend of the table in force at addr, for its credential.
-		b := control.Backend{Name: addr, Addr: addr}
-		for _, tb := range s.reader.Table().Backends {
-			if tb.Addr == addr {
-				b = tb
-			}
-		}
-		o, err := redisconn.OptionsFor(b, creds)
-		if err != nil {
-			// The fold checked the address; should one still not parse,
-			// every command on it fails with the reason.
-			o = &redis.Options{Dialer: func(context.Context, string, string) (net.Conn, error) { return nil, err }}
-		}
-		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.MaxRetries = time.Second, 3*time.Second, 3*time.Second, 1
-		return o
-	}}
 
 	reg := ops.NewRegistry()
 	metrics := api.NewMetrics(reg, s.members.Alive,
