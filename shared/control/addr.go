@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -71,6 +72,44 @@ func AddrHost(addr string) (string, error) {
 	return u.Hostname(), nil
 }
 
+// HasPassword reports whether addr is a URL that carries a password.
+func HasPassword(addr string) bool {
+	if !IsURL(addr) {
+		return false
+	}
+	u, err := url.Parse(addr)
+	if err != nil {
+		return strings.Contains(addr, "@") // unparsable: assume the worst
+	}
+	_, ok := u.User.Password()
+	return ok
+}
+
+// DefaultPort is the port of a redis:// or rediss:// address that names
+// none.
+const DefaultPort = 6379
+
+// AddrHostPort checks addr and returns its host (without brackets) and
+// port (DefaultPort when a URL names none).
+func AddrHostPort(addr string) (string, int, error) {
+	host, err := AddrHost(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	var port string
+	if IsURL(addr) {
+		u, _ := url.Parse(addr) // AddrHost parsed it
+		port = u.Port()
+	} else {
+		_, port, _ = net.SplitHostPort(addr)
+	}
+	if port == "" {
+		return host, DefaultPort, nil
+	}
+	p, _ := strconv.Atoi(port) // AddrHost checked it
+	return host, p, nil
+}
+
 // RedactAddr is addr with any password replaced by "xxxxx", fit to show.
 // An address that does not parse as a URL loses everything before its
 // last '@'.
@@ -92,6 +131,21 @@ func RedactAddr(addr string) string {
 		return scheme + "://" + rest
 	}
 	return rest
+}
+
+// userinfo matches the user and password of any URL inside a text: a
+// scheme, "//", an optional user, ":", the password and "@".
+var userinfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://[^\s/@:"'<>]*):[^\s/@"'<>]*@`)
+
+// RedactText is s with the password of every URL in it replaced by
+// "xxxxx": the one place errors, log lines and answers that may quote an
+// address (a go-redis or url error, a message built elsewhere) are made
+// fit to show. Addresses alone go through RedactAddr.
+func RedactText(s string) string {
+	if !strings.Contains(s, "@") || !strings.Contains(s, "://") {
+		return s
+	}
+	return userinfo.ReplaceAllString(s, "${1}:xxxxx@")
 }
 
 // Redacted is a copy of t with every backend address redacted, for

@@ -3,16 +3,20 @@ package control
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
-// ErrNotAllowed is a backend whose host is outside a reader's allow-list.
+// ErrNotAllowed is a backend whose host and port are outside a reader's
+// allow-list.
 // It is never a verdict of Apply: see Allow.
-var ErrNotAllowed = errors.New("backend host not in BACKEND_ALLOW")
+var ErrNotAllowed = errors.New("backend address not in BACKEND_ALLOW")
 
-// Allow is the list of hosts a reader may connect to as backends
-// (BACKEND_ALLOW): host names, IP addresses and CIDR prefixes.
+// Allow is the list of addresses a reader may connect to as backends
+// (BACKEND_ALLOW): host names, IP addresses and CIDR prefixes, each with a
+// port or "*" for any port.
 //
 // It is a reader's own policy, not part of the fold. Apply must reach the
 // same table on every reader, but readers may be given different lists
@@ -23,58 +27,107 @@ var ErrNotAllowed = errors.New("backend host not in BACKEND_ALLOW")
 // (Allow.Filter): a backend outside its list is never dialled, gets no
 // records, and its refusal is counted and logged by the reader.
 //
-// Matching: a name entry matches that name only (case-insensitive, no DNS
-// lookup, so a name that later resolves elsewhere is still the name the
-// operator allowed); an IP or CIDR entry matches addresses given as IPs.
-// "*" allows every host.
+// Entries:
+//
+//	redis-c:6379  10.0.0.7:6380  [fd00::7]:6379   that host, that port
+//	10.0.0.0/8:6379  [fd00::/64]:6379             any IP of the prefix, that port
+//	redis-c:*  10.0.0.0/8:*                       any port
+//	redis-c  10.0.0.0/8                           any port, as host:*
+//	*                                             any host, any port
+//
+// A name entry matches that name only (case-insensitive, no DNS lookup, so
+// a name that later resolves elsewhere is still the name the operator
+// allowed); an IP or CIDR entry matches addresses given as IPs. A backend
+// address without a port (redis://host) is at 6379.
 type Allow struct {
-	any      bool
-	names    map[string]bool
-	prefixes []netip.Prefix
-	desc     string
+	any   bool
+	rules []allowRule
+	desc  string
+}
+
+// allowRule is one entry: a name or a prefix, and a port (0: any).
+type allowRule struct {
+	name   string
+	prefix netip.Prefix
+	port   int
 }
 
 // ParseAllow reads a BACKEND_ALLOW value: entries separated by commas or
-// spaces. Empty allows the hosts of initial (the starting BACKENDS) and
-// nothing else.
+// spaces. Empty allows exactly the host:port pairs of initial (the
+// starting BACKENDS) and nothing else.
 func ParseAllow(s string, initial []Backend) (*Allow, error) {
-	a := &Allow{names: map[string]bool{}}
+	a := &Allow{}
 	entries := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' })
 	if len(entries) == 0 {
 		for _, b := range initial {
-			h, err := AddrHost(b.Addr)
+			h, port, err := AddrHostPort(b.Addr)
 			if err != nil {
 				return nil, fmt.Errorf("backend %q: %w", b.Name, err)
 			}
-			entries = append(entries, h)
+			entries = append(entries, net.JoinHostPort(h, strconv.Itoa(port)))
 		}
-		a.desc = "the hosts of BACKENDS: "
+		a.desc = "the host:port pairs of BACKENDS: "
 	}
 	for _, e := range entries {
 		e = strings.ToLower(strings.TrimSpace(e))
-		switch {
-		case e == "*":
+		if e == "*" {
 			a.any = true
-		case strings.Contains(e, "/"):
-			p, err := netip.ParsePrefix(e)
-			if err != nil {
-				return nil, fmt.Errorf("BACKEND_ALLOW entry %q: not a CIDR prefix such as 10.0.0.0/8", e)
-			}
-			a.prefixes = append(a.prefixes, p.Masked())
-		default:
-			e = strings.TrimSuffix(strings.Trim(e, "[]"), ".")
-			if ip, err := netip.ParseAddr(e); err == nil {
-				a.prefixes = append(a.prefixes, netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen()))
-				continue
-			}
-			if e == "" || strings.ContainsAny(e, ":@") {
-				return nil, fmt.Errorf("BACKEND_ALLOW entry %q: want a host name, an IP address or a CIDR prefix", e)
-			}
-			a.names[e] = true
+			continue
 		}
+		r, err := parseAllowEntry(e)
+		if err != nil {
+			return nil, err
+		}
+		a.rules = append(a.rules, r)
 	}
 	a.desc += strings.Join(entries, ",")
 	return a, nil
+}
+
+// parseAllowEntry reads one entry other than "*".
+func parseAllowEntry(e string) (allowRule, error) {
+	bad := fmt.Errorf("BACKEND_ALLOW entry %q: want host:port, CIDR:port or IP:port (port * for any), such as redis-c:6379, 10.0.0.0/8:6379 or [fd00::7]:*", e)
+	host, port := e, ""
+	switch {
+	case strings.HasPrefix(e, "["):
+		i := strings.Index(e, "]")
+		if i < 0 {
+			return allowRule{}, bad
+		}
+		host, port = e[1:i], e[i+1:]
+		if port != "" && !strings.HasPrefix(port, ":") {
+			return allowRule{}, bad
+		}
+		port = strings.TrimPrefix(port, ":")
+	case strings.Count(e, ":") == 1:
+		host, port, _ = strings.Cut(e, ":")
+	}
+	var r allowRule
+	if port != "" && port != "*" {
+		p, err := strconv.Atoi(port)
+		if err != nil || p < 1 || p > 65535 {
+			return allowRule{}, bad
+		}
+		r.port = p
+	}
+	host = strings.TrimSuffix(host, ".")
+	if strings.Contains(host, "/") {
+		p, err := netip.ParsePrefix(host)
+		if err != nil {
+			return allowRule{}, fmt.Errorf("BACKEND_ALLOW entry %q: not a CIDR prefix such as 10.0.0.0/8", e)
+		}
+		r.prefix = p.Masked()
+		return r, nil
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		r.prefix = netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen())
+		return r, nil
+	}
+	if host == "" || strings.ContainsAny(host, ":@/") {
+		return allowRule{}, bad
+	}
+	r.name = host
+	return r, nil
 }
 
 // Any reports whether every host is allowed ("*").
@@ -83,26 +136,28 @@ func (a *Allow) Any() bool { return a.any }
 // String lists the entries, for logs.
 func (a *Allow) String() string { return a.desc }
 
-// Check returns nil if b's host is allowed, else an error wrapping
-// ErrNotAllowed that names the backend (its address redacted).
+// Check returns nil if b's host and port are allowed, else an error
+// wrapping ErrNotAllowed that names the backend (its address redacted).
 func (a *Allow) Check(b Backend) error {
 	if a == nil || a.any {
 		return nil
 	}
-	h, err := AddrHost(b.Addr)
+	h, port, err := AddrHostPort(b.Addr)
 	if err != nil {
 		return fmt.Errorf("backend %q: %w", b.Name, err)
 	}
 	h = strings.TrimSuffix(strings.ToLower(h), ".")
-	if ip, err := netip.ParseAddr(h); err == nil {
+	ip, ipErr := netip.ParseAddr(h)
+	if ipErr == nil {
 		ip = ip.Unmap().WithZone("")
-		for _, p := range a.prefixes {
-			if p.Contains(ip) {
-				return nil
-			}
+	}
+	for _, r := range a.rules {
+		if r.port != 0 && r.port != port {
+			continue
 		}
-	} else if a.names[h] {
-		return nil
+		if r.name != "" && r.name == h || r.name == "" && ipErr == nil && r.prefix.Contains(ip) {
+			return nil
+		}
 	}
 	return fmt.Errorf("backend %q at %s: %w (%s)", b.Name, RedactAddr(b.Addr), ErrNotAllowed, a.desc)
 }

@@ -59,6 +59,17 @@ func TestRedactAddr(t *testing.T) {
 			t.Errorf("RedactAddr(%q) = %q, want %q", in, got, want)
 		}
 	}
+	for in, want := range map[string]string{
+		"no address here":                                  "no address here",
+		"redis://u:secret@h:6379/0: mget: refused":         "redis://u:xxxxx@h:6379/0: mget: refused",
+		`x "rediss://:secret@h:1" and amqp://g:pw@b:5672/`: `x "rediss://:xxxxx@h:1" and amqp://g:xxxxx@b:5672/`,
+		"mail me@example.org at http://h/x":                "mail me@example.org at http://h/x",
+		"redis://u@h:1 user only":                          "redis://u@h:1 user only",
+	} {
+		if got := control.RedactText(in); got != want {
+			t.Errorf("RedactText(%q) = %q, want %q", in, got, want)
+		}
+	}
 	tb := &control.Table{Backends: []control.Backend{{Name: "a", Addr: "redis://u:secret@h:1", Weight: 1}}}
 	if d := tb.Describe() + tb.Redacted().Backends[0].Addr; strings.Contains(d, "secret") {
 		t.Errorf("Describe/Redacted show the password: %s", d)
@@ -76,8 +87,12 @@ func TestAllow(t *testing.T) {
 		ok    []string
 		no    []string
 	}{
-		{"", []string{"redis-a:1", "REDIS-A:6379", "10.1.2.3:9", "rediss://10.1.2.3:6379"},
-			[]string{"redis-c:6379", "10.1.2.4:6379", "127.0.0.1:6379", "redis-a.evil.example:6379"}},
+		// Empty: exactly the host:port pairs of BACKENDS.
+		{"", []string{"redis-a:6379", "REDIS-A:6379", "redis://redis-a", "10.1.2.3:6380", "rediss://10.1.2.3:6380"},
+			[]string{"redis-a:1", "redis-a:6380", "10.1.2.3:9", "rediss://10.1.2.3:6379", "redis-c:6379", "10.1.2.4:6379", "127.0.0.1:6379", "redis-a.evil.example:6379"}},
+		{"redis-c:6381, 10.0.0.0/8:6379 [fd00::/64]:6390", []string{"redis-c:6381", "10.2.3.4:6379", "redis://10.2.3.4", "[fd00::9]:6390"},
+			[]string{"redis-c:6379", "10.2.3.4:6380", "[fd00::9]:6379", "[fd01::9]:6390"}},
+		{"127.0.0.1:*, redis-c:*, [::1]:*", []string{"127.0.0.1:1", "127.0.0.1:6398", "redis-c:7", "[::1]:9"}, []string{"127.0.0.2:6379", "redis-d:6379"}},
 		{"10.0.0.0/8, redis-c.internal", []string{"10.9.9.9:6379", "redis-c.internal:1", "redis://u:p@redis-c.internal.:6379"},
 			[]string{"11.0.0.1:6379", "redis-a:6379", "[::1]:6379", "evil-10.0.0.1.example:6379"}},
 		{"::1 127.0.0.1", []string{"[::1]:6379", "127.0.0.1:1", "[::ffff:127.0.0.1]:6379"}, []string{"127.0.0.2:6379", "localhost:6379"}},
@@ -98,7 +113,7 @@ func TestAllow(t *testing.T) {
 			}
 		}
 	}
-	for _, bad := range []string{"10.0.0.0/33", "user@host", "host:6379"} {
+	for _, bad := range []string{"10.0.0.0/33", "user@host", "host:0", "host:x", "[::1", "[::1]6379", "10.0.0.0/8:70000", ":6379"} {
 		if _, err := control.ParseAllow(bad, initial); err == nil {
 			t.Errorf("BACKEND_ALLOW=%q: no error", bad)
 		}
@@ -108,5 +123,28 @@ func TestAllow(t *testing.T) {
 	f, out := a.Filter(tb)
 	if len(f.Backends) != 1 || f.Backends[0].Name != "a" || f.Version != 3 || len(out) != 1 || out[0].Name != "evil" || len(tb.Backends) != 2 {
 		t.Errorf("Filter: %+v left out %+v", f, out)
+	}
+}
+
+// TestCredential: a backend may name a credential, not together with a
+// password in its address; HasPassword tells such an address.
+func TestCredential(t *testing.T) {
+	for _, tt := range []struct {
+		b  control.Backend
+		ok bool
+	}{
+		{control.Backend{Name: "c", Addr: "h:1", Weight: 1, Credential: "pool-c"}, true},
+		{control.Backend{Name: "c", Addr: "redis://u@h:1", Weight: 1, Credential: "pool-c"}, true},
+		{control.Backend{Name: "c", Addr: "redis://u:pw@h:1", Weight: 1, Credential: "pool-c"}, false},
+		{control.Backend{Name: "c", Addr: "h:1", Weight: 1, Credential: "a b"}, false},
+	} {
+		if err := control.CheckBackend(tt.b); (err == nil) != tt.ok {
+			t.Errorf("%+v: %v, want ok %v", tt.b, err, tt.ok)
+		}
+	}
+	for addr, want := range map[string]bool{"h:1": false, "redis://u@h:1": false, "redis://u:pw@h:1": true, "rediss://:pw@h": true, "redis://u:%zz@h:1": true} {
+		if control.HasPassword(addr) != want {
+			t.Errorf("HasPassword(%q) = %v", addr, !want)
+		}
 	}
 }

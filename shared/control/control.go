@@ -144,6 +144,10 @@ type Backend struct {
 	Name   string `json:"name"`
 	Addr   string `json:"addr"`
 	Weight int    `json:"weight"`
+	// Credential names the login each reader presents to this backend,
+	// resolved from its own environment (REDIS_CREDENTIALS), so no
+	// password is written into the control log.
+	Credential string `json:"credential,omitempty"`
 }
 
 // Table is the routing table in force. A Table is never modified after it
@@ -245,6 +249,9 @@ func (t *Table) Describe() string {
 	fmt.Fprintf(&sb, " sticky=%t", t.Sticky)
 	for _, b := range t.Backends {
 		fmt.Fprintf(&sb, " %s=%d@%s", b.Name, b.Weight, RedactAddr(b.Addr))
+		if b.Credential != "" {
+			fmt.Fprintf(&sb, "[%s]", b.Credential)
+		}
 	}
 	return sb.String()
 }
@@ -276,6 +283,14 @@ func CheckBackend(b Backend) error {
 	}
 	if b.Weight < 0 || b.Weight > MaxWeight {
 		return fmt.Errorf("backend %q: %w: %d", b.Name, ErrBadWeight, b.Weight)
+	}
+	if b.Credential != "" {
+		if err := CheckName(b.Credential); err != nil {
+			return fmt.Errorf("backend %q: credential: %w", b.Name, err)
+		}
+		if HasPassword(b.Addr) {
+			return fmt.Errorf("backend %q: %w: name a credential or put a password in the address, not both", b.Name, ErrBadBackend)
+		}
 	}
 	return nil
 }

@@ -28,8 +28,8 @@ func newTable(t *testing.T, spec ...Backend) *Table {
 // TestSeedMakesEveryReaderFoldTheLogsTable: two readers started with
 // different environments fold one log to the same routing.
 func TestSeedMakesEveryReaderFoldTheLogsTable(t *testing.T) {
-	adminEnv := newTable(t, Backend{"redis-a", "a:6379", 30}, Backend{"redis-b", "b:6379", 70})
-	otherEnv := newTable(t, Backend{"redis-a", "a:6379", 50}, Backend{"redis-x", "x:6379", 50})
+	adminEnv := newTable(t, Backend{Name: "redis-a", Addr: "a:6379", Weight: 30}, Backend{Name: "redis-b", Addr: "b:6379", Weight: 70})
+	otherEnv := newTable(t, Backend{Name: "redis-a", Addr: "a:6379", Weight: 50}, Backend{Name: "redis-x", Addr: "x:6379", Weight: 50})
 	log := [][]byte{
 		marshal(t, Seed(adminEnv, "admin")),
 		marshal(t, Seed(otherEnv, "late admin")), // loses: the log has its table
@@ -65,7 +65,7 @@ func TestSeedMakesEveryReaderFoldTheLogsTable(t *testing.T) {
 }
 
 func TestBackendsAreCapped(t *testing.T) {
-	tb := newTable(t, Backend{"redis-a", "a:6379", 1})
+	tb := newTable(t, Backend{Name: "redis-a", Addr: "a:6379", Weight: 1})
 	for i := 1; i < MaxBackends; i++ {
 		var r Result
 		tb, r = Apply(tb, int64(i), []byte(fmt.Sprintf(`{"op":"add_backend","backend":{"name":"r%d","addr":"h:%d"}}`, i, 1000+i)))
@@ -79,10 +79,10 @@ func TestBackendsAreCapped(t *testing.T) {
 	}
 	var many []Backend
 	for i := range MaxBackends + 1 {
-		many = append(many, Backend{fmt.Sprintf("r%d", i), fmt.Sprintf("h:%d", 1000+i), 1})
+		many = append(many, Backend{Name: fmt.Sprintf("r%d", i), Addr: fmt.Sprintf("h:%d", 1000+i), Weight: 1})
 	}
 	seed := Message{Op: OpSeed, Table: &Table{Backends: many}}
-	_, r = Apply(newTable(t, Backend{"redis-a", "a:6379", 1}), 0, marshal(t, seed))
+	_, r = Apply(newTable(t, Backend{Name: "redis-a", Addr: "a:6379", Weight: 1}), 0, marshal(t, seed))
 	if !errors.Is(r.Err, ErrTooMany) {
 		t.Fatalf("seed with %d backends: %v, want ErrTooMany", len(many), r.Err)
 	}

@@ -87,6 +87,8 @@ type Reader struct {
 	waiters map[string]chan verdict
 	pub     *amqp.Channel // confirm-mode channel of the live session, nil between sessions
 
+	history []Entry // the last HistoryLimit messages folded, oldest first; under mu
+
 	lastSnap  atomic.Int64 // position of the latest snapshot known, -1 for none
 	stats     Stats
 	warnedEnv bool
@@ -277,6 +279,7 @@ func (r *Reader) session(ctx context.Context, conn *broker.Conn) error {
 			if err := d.Ack(false); err != nil {
 				return fmt.Errorf("ack control message at %d: %w", pos, err)
 			}
+			r.remember(d.Timestamp, res, t)
 			r.stats.Folded.Add(1)
 			if !r.IsReady() {
 				r.stats.CatchUp.Add(1)
@@ -439,6 +442,53 @@ func (r *Reader) Publish(ctx context.Context, m control.Message) (control.Result
 	case <-ctx.Done():
 		return control.Result{}, nil, fmt.Errorf("published %s but saw no verdict: %w", m.ID, ctx.Err())
 	}
+}
+
+// HistoryLimit bounds the entries a reader keeps for History.
+const HistoryLimit = 10000
+
+// Entry is one message of the log as this reader folded it: the audit
+// trail of who changed what, and when.
+type Entry struct {
+	Position int64           `json:"position"`
+	Time     time.Time       `json:"time"` // the message's timestamp (when it was published); zero if it carried none
+	Message  control.Message `json:"-"`
+	Version  int64           `json:"version"` // of the table once the message was folded
+	Applied  bool            `json:"applied"` // it changed the routing
+	Refused  string          `json:"refused,omitempty"`
+}
+
+// remember adds a folded message to the history.
+func (r *Reader) remember(at time.Time, res control.Result, t *control.Table) {
+	e := Entry{Position: res.Position, Time: at, Message: res.Message, Version: t.Version, Applied: res.Changed && res.Err == nil}
+	if res.Err != nil {
+		e.Refused = control.RedactText(res.Err.Error())
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n := len(r.history); n > 0 && r.history[n-1].Position >= e.Position {
+		return // folded again after a reconnect
+	}
+	if len(r.history) == HistoryLimit {
+		r.history = append(r.history[:0], r.history[1:]...)
+	}
+	r.history = append(r.history, e)
+}
+
+// History returns the messages folded since the reader started (from the
+// snapshot it started at, at most HistoryLimit), oldest first, those
+// published at or after since (all when since is zero). A message without
+// a timestamp is always included.
+func (r *Reader) History(since time.Time) []Entry {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := []Entry{}
+	for _, e := range r.history {
+		if since.IsZero() || e.Time.IsZero() || !e.Time.Before(since) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func randomID() string {

@@ -7,11 +7,13 @@ package heartbeat
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/connpipe/connpipe/shared/broker"
+	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/topology"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -54,16 +56,53 @@ func Publishing(m Message) (amqp.Publishing, error) {
 	}, nil
 }
 
-// Decode decodes a heartbeat message. It must name the consumer.
+// Bounds of a heartbeat a reader accepts. A real one is a few hundred
+// bytes: one map entry per backend of the table, an id and a host name.
+const (
+	MaxBytes   = 64 << 10            // body size
+	MaxEntries = control.MaxBackends // entries of Stored and of Out
+	MaxIDLen   = 256                 // bytes of Consumer and of Host
+)
+
+// Why Decode refuses a heartbeat; each error wraps one of these.
+var (
+	ErrInvalid        = errors.New("invalid heartbeat")
+	ErrTooLarge       = errors.New("heartbeat too large")
+	ErrTooManyEntries = errors.New("heartbeat map has too many entries")
+)
+
+// Decode decodes a heartbeat message. It must name the consumer and stay
+// within MaxBytes, MaxEntries and MaxIDLen; a body over MaxBytes is
+// refused before it is parsed.
 func Decode(body []byte) (Message, error) {
 	var m Message
-	if err := json.Unmarshal(body, &m); err != nil {
-		return m, fmt.Errorf("heartbeat %.80q: %w", body, err)
+	if len(body) > MaxBytes {
+		return m, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(body), MaxBytes)
 	}
-	if m.Consumer == "" {
-		return m, fmt.Errorf("heartbeat %.80q: no \"consumer\" id", body)
+	if err := json.Unmarshal(body, &m); err != nil {
+		return m, fmt.Errorf("%w %.80q: %w", ErrInvalid, body, err)
+	}
+	switch {
+	case m.Consumer == "":
+		return m, fmt.Errorf("%w %.80q: no \"consumer\" id", ErrInvalid, body)
+	case len(m.Consumer) > MaxIDLen || len(m.Host) > MaxIDLen:
+		return m, fmt.Errorf("%w: consumer id or host over %d bytes", ErrTooLarge, MaxIDLen)
+	case len(m.Stored) > MaxEntries || len(m.Out) > MaxEntries:
+		return m, fmt.Errorf("%w: %d stored and %d out, at most %d each", ErrTooManyEntries, len(m.Stored), len(m.Out), MaxEntries)
 	}
 	return m, nil
+}
+
+// Reason names err from Decode for a counter: invalid, too_large or
+// too_many_entries.
+func Reason(err error) string {
+	switch {
+	case errors.Is(err, ErrTooLarge):
+		return "too_large"
+	case errors.Is(err, ErrTooManyEntries):
+		return "too_many_entries"
+	}
+	return "invalid"
 }
 
 // Config configures a Publisher.

@@ -2,7 +2,10 @@ package heartbeat_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,6 +34,30 @@ func TestDecode(t *testing.T) {
 		}
 		if err == nil && (m.Consumer != "c1" || m.Position != 10 || !m.Ready) {
 			t.Errorf("Decode(%q) = %+v", tt.body, m)
+		}
+	}
+}
+
+// TestDecodeBounds: a heartbeat over a bound is refused with the reason
+// counted, and a body over MaxBytes is refused whatever it holds.
+func TestDecodeBounds(t *testing.T) {
+	many := map[string]uint64{}
+	for i := range heartbeat.MaxEntries + 1 {
+		many[fmt.Sprintf("b%d", i)] = 1
+	}
+	wide, _ := json.Marshal(heartbeat.Message{Consumer: "c1", Stored: many})
+	long, _ := json.Marshal(heartbeat.Message{Consumer: strings.Repeat("x", heartbeat.MaxIDLen+1)})
+	big := []byte(`{"consumer":"c1","host":"` + strings.Repeat("h", heartbeat.MaxBytes) + `"}`)
+	fit, _ := json.Marshal(heartbeat.Message{Consumer: "c1", Stored: map[string]uint64{"redis-a": 1}, Out: map[string]string{"redis-b": "down"}})
+	for _, tt := range []struct {
+		name   string
+		body   []byte
+		reason string
+	}{{"map over MaxEntries", wide, "too_many_entries"}, {"id over MaxIDLen", long, "too_large"},
+		{"body over MaxBytes", big, "too_large"}, {"not json", []byte("{"), "invalid"}, {"fits", fit, ""}} {
+		_, err := heartbeat.Decode(tt.body)
+		if (err == nil) != (tt.reason == "") || (err != nil && heartbeat.Reason(err) != tt.reason) {
+			t.Errorf("%s: err %v, want reason %q", tt.name, err, tt.reason)
 		}
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/connpipe/connpipe/shared/control"
 )
 
 // New returns a logger writing to w. level is debug, info, warn or error;
@@ -17,7 +19,7 @@ func New(w io.Writer, level, format string) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", level)
 	}
-	opts := &slog.HandlerOptions{Level: lv}
+	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: Redact}
 	switch strings.ToLower(format) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
@@ -35,4 +37,32 @@ func New(w io.Writer, level, format string) (*slog.Logger, error) {
 func isTerminal(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// Redact is the services' slog ReplaceAttr: the message and every string,
+// error or Stringer value lose the password of any URL they quote
+// (control.RedactText), so no log line shows a secret even when an error
+// from a library quotes an address whole.
+func Redact(_ []string, a slog.Attr) slog.Attr {
+	v := a.Value
+	switch v.Kind() {
+	case slog.KindString:
+		if s := v.String(); strings.Contains(s, "@") {
+			a.Value = slog.StringValue(control.RedactText(s))
+		}
+	case slog.KindAny:
+		var s string
+		switch x := v.Any().(type) {
+		case error:
+			s = x.Error()
+		case fmt.Stringer:
+			s = x.String()
+		default:
+			return a
+		}
+		if strings.Contains(s, "@") {
+			a.Value = slog.StringValue(control.RedactText(s))
+		}
+	}
+	return a
 }

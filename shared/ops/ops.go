@@ -5,10 +5,14 @@ package ops
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,18 +52,75 @@ type Server struct {
 	tls  bool
 }
 
-// Listen binds addr (use "127.0.0.1:0" in tests; Addr tells the port) and
-// serves /healthz and /metrics with DefaultTimeouts. health returns nil
-// while the service is healthy; its error text is the body of a 503
-// otherwise.
-func Listen(addr string, reg *prometheus.Registry, health func() error) (*Server, error) {
-	s, err := ListenMux(addr, DefaultTimeouts, nil)
+// Listen binds addr (METRICS_ADDR: one address such as 10.0.1.5:9100, or
+// "127.0.0.1:0" in tests; Addr tells the port) and serves /healthz and
+// /metrics with DefaultTimeouts. When token (METRICS_TOKEN) is not empty,
+// /metrics answers only a request that carries "Authorization: Bearer
+// token"; /healthz stays open for health checks. health returns nil while
+// the service is healthy; its error text is the body of a 503 otherwise.
+//
+// A host name in addr binds the one address of this host that the name
+// resolves to: in compose, a network alias of the service on one network
+// binds /metrics to that network only, each replica to its own address.
+func Listen(addr, token string, reg *prometheus.Registry, health func() error) (*Server, error) {
+	bind, err := LocalAddr(addr)
 	if err != nil {
 		return nil, err
 	}
-	s.Mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	s, err := ListenMux(bind, DefaultTimeouts, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.Mux.Handle("GET /metrics", Bearer(token, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	s.HandleHealth(health)
 	return s, nil
+}
+
+// LocalAddr is addr with a host name replaced by the first address it
+// resolves to that belongs to this host; an IP or an empty host is kept.
+func LocalAddr(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" || net.ParseIP(host) != nil {
+		return addr, nil // net.Listen tells what is wrong
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+	if err != nil {
+		return "", fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	local, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", fmt.Errorf("listen on %s: this host's addresses: %w", addr, err)
+	}
+	for _, ip := range ips {
+		for _, a := range local {
+			if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip.IP) {
+				return net.JoinHostPort(ip.IP.String(), port), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("listen on %s: %s resolves to %v, none of them an address of this host", addr, host, ips)
+}
+
+// Bearer wraps h so that it answers only requests that carry
+// "Authorization: Bearer token" (compared in constant time); others get
+// 401. An empty token leaves h open.
+func Bearer(token string, h http.Handler) http.Handler {
+	if token == "" {
+		return h
+	}
+	want := sha256.Sum256([]byte(token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		sum := sha256.Sum256([]byte(got))
+		if !ok || subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="metrics"`)
+			http.Error(w, "metrics need a bearer token (METRICS_TOKEN)", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // ListenMux binds addr for a server of the caller's own routes, with the

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,5 +71,51 @@ func TestIdleConnectionClosed(t *testing.T) {
 func TestTimeoutsCheck(t *testing.T) {
 	if _, err := ops.ListenMux("127.0.0.1:0", ops.Timeouts{ReadHeader: time.Second}, nil); err == nil {
 		t.Fatal("ListenMux with zero timeouts: no error")
+	}
+}
+
+// TestMetricsTokenAndAddress: with a token, /metrics answers 401 without
+// it or with another, 200 with it; /healthz needs none. A host name binds
+// the address of this host it resolves to.
+func TestMetricsTokenAndAddress(t *testing.T) {
+	const token = "metrics-tok-5e1"
+	reg := ops.NewRegistry()
+	s, err := ops.Listen("localhost:0", token, reg, func() error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _, _ := net.SplitHostPort(s.Addr()); h != "127.0.0.1" && h != "::1" {
+		t.Errorf("localhost bound %s, want a loopback address", s.Addr())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	for _, tt := range []struct {
+		path, auth string
+		code       int
+	}{
+		{"/metrics", "", http.StatusUnauthorized},
+		{"/metrics", "Bearer wrong", http.StatusUnauthorized},
+		{"/metrics", token, http.StatusUnauthorized}, // no "Bearer "
+		{"/metrics", "Bearer " + token, http.StatusOK},
+		{"/healthz", "", http.StatusOK},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+s.Addr()+tt.path, nil)
+		if tt.auth != "" {
+			req.Header.Set("Authorization", tt.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.code {
+			t.Errorf("GET %s with %q: %d, want %d", tt.path, tt.auth, resp.StatusCode, tt.code)
+		}
+		if tt.code == http.StatusOK && tt.path == "/metrics" && !strings.Contains(string(b), "go_goroutines") {
+			t.Errorf("/metrics with the token: %.200s", b)
+		}
 	}
 }

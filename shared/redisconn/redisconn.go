@@ -4,6 +4,12 @@
 // control.CheckAddr for the forms). It also tells a refused login or an
 // untrusted certificate — a configuration error that no retry mends —
 // from an instance that is down.
+//
+// A process's own login (REDIS_USERNAME, REDIS_PASSWORD) is presented only
+// to the addresses it was started with (BACKENDS), never to one that
+// arrives later through the control log: an operator, or anyone who can
+// write the log, cannot point the process at a listener of theirs and read
+// its password off the wire.
 package redisconn
 
 import (
@@ -11,7 +17,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/connpipe/connpipe/shared/control"
@@ -27,20 +35,107 @@ import (
 type Credentials struct {
 	Username, Password string
 	CA                 *x509.CertPool
+	// Named are the logins a backend may name as its credential
+	// (REDIS_CREDENTIALS, see ParseNamed).
+	Named map[string]Login
+	// Home is where Username and Password may be sent: the scheme class
+	// and host:port of each starting backend (see homeKey). nil sends
+	// them everywhere (tests); LoadCredentials always sets it.
+	Home map[string]bool
 }
 
-// LoadCredentials reads the CA file (see LoadCA) and checks that a user
-// comes with a password.
-func LoadCredentials(caFile, username, password string) (Credentials, error) {
+// LoadCredentials reads the CA file (see LoadCA), checks that a user comes
+// with a password, and keeps the login for the addresses of home (the
+// starting BACKENDS).
+func LoadCredentials(caFile, username, password string, home []control.Backend) (Credentials, error) {
 	if username != "" && password == "" {
 		return Credentials{}, fmt.Errorf("REDIS_USERNAME=%s: REDIS_PASSWORD is not set", username)
 	}
 	ca, err := LoadCA(caFile)
-	return Credentials{Username: username, Password: password, CA: ca}, err
+	c := Credentials{Username: username, Password: password, CA: ca, Home: map[string]bool{}}
+	for _, b := range home {
+		if k, ok := homeKey(b.Addr); ok {
+			c.Home[k] = true
+		}
+	}
+	return c, err
+}
+
+// Login is an ACL user (empty: the default user) and its password.
+type Login struct{ Username, Password string }
+
+// ParseNamed reads REDIS_CREDENTIALS: NAME=USER:PASSWORD items separated
+// by commas (NAME=:PASSWORD for the default user). envconfig cannot hold
+// such a map, so it is parsed here. Errors never show a password.
+func ParseNamed(s string) (map[string]Login, error) {
+	out := map[string]Login{}
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		name, login, ok := strings.Cut(item, "=")
+		user, pass, ok2 := strings.Cut(login, ":")
+		if !ok || !ok2 || pass == "" {
+			return nil, fmt.Errorf("REDIS_CREDENTIALS item %d: want NAME=USER:PASSWORD", len(out)+1)
+		}
+		if err := control.CheckName(name); err != nil {
+			return nil, fmt.Errorf("REDIS_CREDENTIALS: %w", err)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("REDIS_CREDENTIALS: %q listed twice", name)
+		}
+		out[name] = Login{Username: user, Password: pass}
+	}
+	return out, nil
+}
+
+// ErrUnknownCredential is a backend naming a credential this process was
+// not given.
+var ErrUnknownCredential = errors.New("credential not in REDIS_CREDENTIALS")
+
+// OptionsFor returns the options for b: Options for its address, logging
+// in with the login its Credential names when it names one.
+func OptionsFor(b control.Backend, c Credentials) (*redis.Options, error) {
+	o, err := Options(b.Addr, c)
+	if err != nil || b.Credential == "" {
+		return o, err
+	}
+	login, ok := c.Named[b.Credential]
+	if !ok {
+		return nil, fmt.Errorf("backend %q: %w: %q", b.Name, ErrUnknownCredential, b.Credential)
+	}
+	o.Username, o.Password = login.Username, login.Password
+	return o, nil
+}
+
+// Serves reports whether c's own login may be sent to addr.
+func (c Credentials) Serves(addr string) bool {
+	if c.Home == nil {
+		return true
+	}
+	k, ok := homeKey(addr)
+	return ok && c.Home[k]
+}
+
+// homeKey is addr as Home knows it: "tls " or "plain ", then host:port
+// (lower-case host, port 6379 when a URL names none). A password never
+// goes in clear to where it was configured to go over TLS.
+func homeKey(addr string) (string, bool) {
+	h, port, err := control.AddrHostPort(addr)
+	if err != nil {
+		return "", false
+	}
+	class := "plain "
+	if strings.HasPrefix(addr, "rediss://") {
+		class = "tls "
+	}
+	return class + net.JoinHostPort(strings.ToLower(h), strconv.Itoa(port)), true
 }
 
 // Options returns the options for addr, logging in with c unless addr
-// carries a password itself. Errors never show a password.
+// carries a password itself or is not one of c.Home. Errors never show a
+// password.
 func Options(addr string, c Credentials) (*redis.Options, error) {
 	if err := control.CheckAddr(addr); err != nil {
 		return nil, err
@@ -53,7 +148,7 @@ func Options(addr string, c Credentials) (*redis.Options, error) {
 			return nil, fmt.Errorf("%w: addr %s: not a redis URL", control.ErrBadBackend, control.RedactAddr(addr))
 		}
 	}
-	if o.Password == "" {
+	if o.Password == "" && c.Serves(addr) {
 		o.Username, o.Password = c.Username, c.Password
 	}
 	if o.TLSConfig != nil {

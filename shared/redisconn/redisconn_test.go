@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/redisconn"
 	"github.com/connpipe/connpipe/shared/redisconn/redisconntest"
 	"github.com/redis/go-redis/v9"
@@ -40,7 +42,7 @@ func TestOptions(t *testing.T) {
 	if _, err := redisconn.LoadCA(filepath.Join(t.TempDir(), "none.pem")); err == nil || !strings.Contains(err.Error(), "REDIS_CA_FILE") {
 		t.Errorf("missing CA file: %v", err)
 	}
-	if _, err := redisconn.LoadCredentials("", "consumer", ""); err == nil || !strings.Contains(err.Error(), "REDIS_PASSWORD") {
+	if _, err := redisconn.LoadCredentials("", "consumer", "", nil); err == nil || !strings.Contains(err.Error(), "REDIS_PASSWORD") {
 		t.Errorf("user without a password: %v", err)
 	}
 }
@@ -133,5 +135,82 @@ func TestIsConfigError(t *testing.T) {
 	}
 	if redisconn.IsConfigError(errors.New("dial tcp: connection refused")) {
 		t.Error("connection refused is a configuration error")
+	}
+}
+
+// TestOwnLoginStaysHome: the process's login goes to the addresses it was
+// started with and nowhere else, even an allowed port on the same host; a
+// listener there reads no password off the wire.
+func TestOwnLoginStaysHome(t *testing.T) {
+	const secret = "own-Pa55-71c"
+	spy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spy.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := spy.Accept()
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		b := make([]byte, 4096)
+		n, _ := c.Read(b)
+		got <- b[:n]
+	}()
+	home := []control.Backend{{Name: "redis-a", Addr: "127.0.0.1:6389"}, {Name: "redis-t", Addr: "rediss://10.0.0.9:6380"}}
+	c, err := redisconn.LoadCredentials("", "consumer", secret, home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for addr, want := range map[string]bool{
+		"127.0.0.1:6389": true, "redis://127.0.0.1:6389/2": true, "rediss://10.0.0.9:6380": true,
+		"redis://10.0.0.9:6380": false, "127.0.0.1:6390": false, spy.Addr().String(): false,
+	} {
+		o, err := redisconn.Options(addr, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (o.Password == secret) != want {
+			t.Errorf("%s: password sent %v, want %v", addr, o.Password == secret, want)
+		}
+	}
+	o, _ := redisconn.Options(spy.Addr().String(), c)
+	o.MaxRetries, o.ReadTimeout = -1, 500*time.Millisecond
+	rdb := redis.NewClient(o)
+	defer rdb.Close()
+	_ = rdb.Ping(context.Background()).Err()
+	b := <-got
+	if len(b) == 0 {
+		t.Fatal("the client sent nothing: the test would not see a password")
+	}
+	if strings.Contains(string(b), secret) || strings.Contains(string(b), "consumer") {
+		t.Errorf("the listener read the login: %q", b)
+	}
+}
+
+// TestNamedLogins: REDIS_CREDENTIALS parses into named logins, a backend
+// naming one logs in with it, and one naming none this process has is an
+// error that shows no password.
+func TestNamedLogins(t *testing.T) {
+	named, err := redisconn.ParseNamed("pool-c=consumer:pw:with:colons, def=:pw2")
+	if err != nil || named["pool-c"] != (redisconn.Login{Username: "consumer", Password: "pw:with:colons"}) || named["def"].Password != "pw2" {
+		t.Fatalf("%+v %v", named, err)
+	}
+	for _, bad := range []string{"pool-c=consumer", "pool-c=consumer:", "=u:p", "a=u:p,a=u:q"} {
+		if _, err := redisconn.ParseNamed(bad); err == nil || strings.Contains(err.Error(), "p,") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+	c := redisconn.Credentials{Username: "own", Password: "own-pw", Named: named}
+	o, err := redisconn.OptionsFor(control.Backend{Name: "c", Addr: "127.0.0.1:1", Credential: "pool-c"}, c)
+	if err != nil || o.Username != "consumer" || o.Password != "pw:with:colons" {
+		t.Fatalf("options %+v %v", o, err)
+	}
+	if _, err := redisconn.OptionsFor(control.Backend{Name: "c", Addr: "127.0.0.1:1", Credential: "other"}, c); !errors.Is(err, redisconn.ErrUnknownCredential) {
+		t.Fatalf("unknown credential: %v", err)
 	}
 }

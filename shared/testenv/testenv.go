@@ -181,6 +181,21 @@ func User(t testing.TB, amqpURL, role, configure, write, read string) string {
 	return u.String()
 }
 
+// Policy sets a queue policy on amqpURL's virtual host (the test's own),
+// as rabbitmqctl set_policy --apply-to queues would.
+func Policy(t testing.TB, amqpURL, name, pattern, definition string) {
+	t.Helper()
+	u, err := url.Parse(amqpURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vh := url.PathEscape(strings.TrimPrefix(u.Path, "/"))
+	body := fmt.Sprintf(`{"pattern":%q,"definition":%s,"apply-to":"queues","priority":10}`, pattern, definition)
+	if err := mgmtCall(t, http.MethodPut, "/api/policies/"+vh+"/"+url.PathEscape(name), body); err != nil {
+		t.Fatalf("set policy %s: %v", name, err)
+	}
+}
+
 // Management returns the management API base URL (with credentials).
 func Management(t testing.TB) string {
 	t.Helper()

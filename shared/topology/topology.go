@@ -1,18 +1,33 @@
 // Package topology names connpipe's RabbitMQ objects and declares them.
 //
-//	exchange conn.records        fanout, durable  ← capture (and anyone) publishes records here
+//	exchange conn.records.in     fanout, durable  ← capture (and anyone) publishes records here
 //	queue    conn.records        quorum, durable  ← consumers compete on it; dead-letters to conn.records.dlx
 //	exchange conn.records.dlx    fanout, durable
 //	queue    conn.records.dead   quorum, durable  ← undecodable messages, with header x-connpipe-error;
 //	                                                 at most DeadMaxLength messages / DeadMaxBytes, oldest dropped
-//	exchange conn.control        fanout, durable  ← routing changes are published here (admin, operators)
+//	exchange conn.control.in     fanout, durable  ← routing changes are published here (admin, operators)
 //	queue    conn.control        stream, durable  ← the control log: routing changes, in order
-//	exchange conn.control.snapshots fanout        ← admin's snapshots are published here
+//	exchange conn.control.snapshots.in fanout     ← admin's snapshots are published here
 //	queue    conn.control.snapshots stream       ← admin's snapshots of the folded table; readers start
 //	                                                 from the latest and fold only what follows it
-//	exchange conn.heartbeat      fanout           ← consumers report the control position they applied
+//	exchange conn.heartbeat      fanout           ← consumers report the control position they applied;
+//	                                                 only the consumer role (and admin) may write it
 //
 // Declare is idempotent and is run again after every reconnect.
+//
+// # Names and permissions
+//
+// No exchange has the name of a queue. RabbitMQ grants a permission by
+// name, whatever the object: binding exchange to exchange needs write on
+// the destination and read on the source, so a role that may read a queue
+// could read an exchange of the same name too and bind it into one it may
+// write (the consumer bound conn.records into conn.heartbeat, and what
+// capture published appeared as heartbeats). With distinct names every
+// role's patterns (deployments/images/rabbitmq/roles) are anchored on
+// exactly the objects it uses, and no role may read any exchange but
+// admin. Releases before this used the queues' names for their exchanges;
+// Declare deletes those exchanges (LegacyExchanges), since they would
+// still be readable under the queues' names.
 //
 // # Dead letters
 //
@@ -59,7 +74,7 @@ import (
 
 // Names of the AMQP objects.
 const (
-	RecordsExchange  = "conn.records"
+	RecordsExchange  = "conn.records.in"
 	RecordsQueue     = "conn.records"
 	DeadExchange     = "conn.records.dlx"
 	DeadQueue        = "conn.records.dead"
@@ -69,8 +84,8 @@ const (
 	// the snapshots: publishing through an exchange of its own needs write
 	// permission on that exchange alone, where the default exchange would
 	// let a writer reach every queue.
-	ControlExchange   = "conn.control"
-	SnapshotsExchange = "conn.control.snapshots"
+	ControlExchange   = "conn.control.in"
+	SnapshotsExchange = "conn.control.snapshots.in"
 	HeartbeatExchange = "conn.heartbeat"
 
 	// ErrorHeader carries the reason a message was dead-lettered.
@@ -84,6 +99,31 @@ const (
 	DeadMaxLength = 100000
 	DeadMaxBytes  = 256 << 20
 )
+
+// The bound of conn.records, deployed as a policy so that a queue declared
+// before it takes it too: beyond MaxBytes the broker refuses (nacks) new
+// publishes rather than run into its memory or disk alarm, which would
+// block every publisher, admin's control writes included. A nacked batch
+// is kept by capture (published again, and spooled while the queue stays
+// full) until consumers make room. The compose image sets it at every
+// start from RECORDS_MAX_BYTES:
+//
+//	rabbitmqctl set_policy --apply-to queues connpipe-records '^conn\.records$' \
+//	  '{"max-length-bytes":1073741824,"overflow":"reject-publish"}'
+const (
+	RecordsPolicyName      = "connpipe-records"
+	RecordsPolicyPattern   = `^conn\.records$`
+	DefaultRecordsMaxBytes = 1 << 30
+)
+
+// RecordsPolicy is the policy's definition for a bound of maxBytes.
+func RecordsPolicy(maxBytes int64) string {
+	return fmt.Sprintf(`{"max-length-bytes":%d,"overflow":"reject-publish"}`, maxBytes)
+}
+
+// LegacyExchanges are the exchanges of older releases that had a queue's
+// name; Declare deletes them (see the package doc).
+var LegacyExchanges = []string{"conn.records", "conn.control", "conn.control.snapshots"}
 
 // StreamLimits bound a stream: beyond MaxBytes RabbitMQ drops its oldest
 // segments of SegmentBytes each.
@@ -132,6 +172,12 @@ func Declare(ch *amqp.Channel) error { return DeclareKeeping(ch) }
 // passive declare): those that an *OlderQueueError reported. A refused
 // declare closes the channel, so each retry needs a new one.
 func DeclareKeeping(ch *amqp.Channel, keep ...string) error {
+	for _, name := range LegacyExchanges {
+		// Deleting an exchange that does not exist succeeds.
+		if err := ch.ExchangeDelete(name, false, false); err != nil {
+			return fmt.Errorf("delete the older release's exchange %q: %w", name, err)
+		}
+	}
 	for _, ex := range []struct{ name, kind string }{
 		{RecordsExchange, amqp.ExchangeFanout},
 		{DeadExchange, amqp.ExchangeFanout},

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -36,6 +37,8 @@ func TestOwnerIsWhereStored(t *testing.T) {
 	s := newSystem(t, map[string]string{
 		"BACKENDS": fmt.Sprintf("redis-b=%s,redis-c=%s", addrs[1], addrs[2]),
 		"WEIGHTS":  "redis-b=50,redis-c=50",
+		// redis-a is added later: allowed by its host:port.
+		"BACKEND_ALLOW": strings.Join(addrs, ","),
 	})
 	ctx := testenv.Context(t, 5*time.Minute)
 	byName := map[string]string{"redis-a": addrs[0], "redis-b": addrs[1], "redis-c": addrs[2]}

@@ -26,7 +26,9 @@ type system struct {
 	capture   *proc
 	capAddr   string
 	consumers []*consumer
+	admin     *proc
 	adminAddr string
+	adminOps  string // admin's METRICS_ADDR
 }
 
 type consumer struct {
@@ -89,8 +91,9 @@ func (s *system) startConsumer(name string) *consumer {
 func (s *system) startAdmin() {
 	s.t.Helper()
 	s.adminAddr = fmt.Sprintf("127.0.0.1:%d", freePort(s.t))
-	start(s.t, "admin", "admin", s.with(map[string]string{
-		"HTTP_ADDR": s.adminAddr, "METRICS_ADDR": "127.0.0.1:0", "ADMIN_TOKEN": token, "CONSUMER_TIMEOUT": "2s",
+	s.adminOps = fmt.Sprintf("127.0.0.1:%d", freePort(s.t))
+	s.admin = start(s.t, "admin", "admin", s.with(map[string]string{
+		"HTTP_ADDR": s.adminAddr, "METRICS_ADDR": s.adminOps, "ADMIN_TOKEN": token, "CONSUMER_TIMEOUT": "2s",
 	}), "serve")
 	waitFor(s.t, 20*time.Second, "admin healthy", func() (bool, string) {
 		return healthy(s.adminAddr), "healthz not ok"

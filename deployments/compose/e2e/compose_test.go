@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/topology"
 )
 
 // Shares are checked from Redis, within this many percentage points.
@@ -102,6 +104,17 @@ func TestCompose(t *testing.T) {
 		s.checkSplit(s.count(ctx, from, time.Now().Unix()-1), 20, tolerance, minSample)
 	})
 
+	stage("admin history: each change, in order, under the operator that made it", func() {
+		out := s.dc(ctx, "exec", "-T", "admin", "admin", "history", "--since", "1h")
+		s.logf("%s", strings.ReplaceAll(strings.TrimSpace(out), "\n", "\n    "))
+		// The CLI's change under ADMIN_TOKEN's operator "admin", then the
+		// hand-published one, which names nobody.
+		want := regexp.MustCompile(`(?s)\sadmin +v(\d+) +\d+ +weights redis-a=50 redis-b=50\n.*\s- +v\d+ +\d+ +weights redis-a=20 redis-b=80\n`)
+		if !want.MatchString(out) {
+			t.Errorf("admin history does not list the e2e's changes in order under their operators:\n%s", out)
+		}
+	})
+
 	stage("scale to three consumers", func() {
 		s.dc(ctx, "up", "-d", "--scale", "consumer=3")
 		want["consumer"] = 3
@@ -149,7 +162,7 @@ func (s *stack) waitForRecords(ctx context.Context, from int64, n int) {
 // amqp-tools on the host, the same command inside the RabbitMQ container.
 func (s *stack) publishControl(ctx context.Context, body string) {
 	s.t.Helper()
-	args := []string{"-e", "conn.control", "-C", "application/json", "-b", body}
+	args := []string{"-e", topology.ControlExchange, "-C", "application/json", "-b", body}
 	// The operator user, which may append to the control log and do
 	// nothing else. No trailing slash: amqp-tools read "/" as the vhost
 	// named "".

@@ -334,7 +334,13 @@ func (s *stack) waitHealthy(ctx context.Context, timeout time.Duration, want map
 // the value of each labelled series.
 func (s *stack) metrics(ctx context.Context, c container, port int) map[string]float64 {
 	s.t.Helper()
-	script := fmt.Sprintf(`exec 3<>/dev/tcp/127.0.0.1/%d && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && cat <&3`, port)
+	// Capture's /metrics is on its capture-network address only: try each
+	// of the container's addresses.
+	auth := ""
+	if tok := s.env["METRICS_TOKEN"]; tok != "" {
+		auth = `Authorization: Bearer ` + tok + `\r\n`
+	}
+	script := fmt.Sprintf(`for a in $(hostname -I); do (exec 3<>/dev/tcp/$a/%d && printf 'GET /metrics HTTP/1.0\r\n%s\r\n' >&3 && cat <&3) 2>/dev/null && exit 0; done; exit 1`, port, auth)
 	var out string
 	var err error
 	for i := 0; i < 5; i++ {
@@ -664,7 +670,8 @@ func (s *stack) checkRedisLogins(ctx context.Context) {
 }
 
 // checkNetworks: capture reaches the broker but no Redis; the generator
-// reaches capture's port but not the broker.
+// reaches capture's port but not the broker, nor capture's /metrics, which
+// admin reaches.
 func (s *stack) checkNetworks(ctx context.Context) {
 	s.t.Helper()
 	reach := func(service, host, port string, want bool) {
@@ -679,6 +686,10 @@ func (s *stack) checkNetworks(ctx context.Context) {
 	reach("trafficgen", "capture", "7000", true)
 	reach("trafficgen", "rabbitmq", "5672", false)
 	reach("trafficgen", "redis-b", "6379", false)
+	// Capture's /metrics: from admin's side (the broker's network), not
+	// from the traffic network.
+	reach("admin", "capture", "9100", true)
+	reach("trafficgen", "capture", "9100", false)
 
 }
 

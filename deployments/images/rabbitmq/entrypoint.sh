@@ -66,6 +66,14 @@ roles() {
 			{ echo "rabbitmq: could not set the permissions of $user" >&2; return 1; }
 		echo "rabbitmq: user $user: configure $configure write $write read $read" >&2
 	done </etc/rabbitmq/roles
+	# The bound of conn.records (shared/topology: RecordsPolicy), as a
+	# policy so a queue declared before it takes it too: past it the broker
+	# nacks new records (capture keeps them) instead of raising an alarm.
+	local max=${RECORDS_MAX_BYTES:-1073741824}
+	case "$max" in '' | *[!0-9]*) echo "rabbitmq: RECORDS_MAX_BYTES=$max: want a number of bytes" >&2; return 1 ;; esac
+	ctl set_policy --apply-to queues connpipe-records '^conn\.records$' "{\"max-length-bytes\":$max,\"overflow\":\"reject-publish\"}" ||
+		{ echo "rabbitmq: could not set the policy connpipe-records" >&2; return 1; }
+	echo "rabbitmq: policy connpipe-records: conn.records holds at most $max bytes, then rejects publishes" >&2
 	touch /tmp/connpipe-users-ready
 }
 if ! roles; then

@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -16,11 +15,13 @@ import (
 
 	"github.com/connpipe/connpipe/services/admin/internal/capturestats"
 	"github.com/connpipe/connpipe/services/admin/internal/members"
+	"github.com/connpipe/connpipe/services/admin/internal/operators"
 	"github.com/connpipe/connpipe/services/admin/internal/queues"
 	"github.com/connpipe/connpipe/services/admin/internal/readback"
 	"github.com/connpipe/connpipe/services/admin/internal/tally"
 	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/controllog"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -44,13 +45,15 @@ const (
 
 // Config wires the API to the rest of admin.
 type Config struct {
-	// Token guards writes. Empty means writes need no token; app refuses
-	// that unless ADMIN_INSECURE=true.
-	Token string
-	// ReadToken guards reads of the weights, status, stats and records;
-	// Token is accepted for them too. With both empty reads are open.
-	ReadToken string
-	Control   Control
+	// Operators may read (role read) or read and write (role write). With
+	// no operator that may write when the API is made, writes need no
+	// token (app refuses that unless ADMIN_INSECURE=true); with none at
+	// all, reads are open too. nil: the list of Token and ReadToken.
+	Operators *operators.List
+	// Token and ReadToken, when Operators is nil, are its only operators:
+	// "admin" who writes, "reader" who reads.
+	Token, ReadToken string
+	Control          Control
 	// Allow is BACKEND_ALLOW: admin neither dials a backend outside it (for
 	// status, stats or records) nor publishes an add_backend to one. nil
 	// allows every host.
@@ -74,6 +77,9 @@ type Config struct {
 	// it under the server's write timeout, or the answer cannot be sent.
 	MaxWait  time.Duration
 	WaitPoll time.Duration // how often ?wait re-checks expiry; default 250ms
+	// History gives the control log's messages published since a time
+	// (controllog.Reader.History); nil answers 404 on /api/v1/history.
+	History func(since time.Time) []controllog.Entry
 }
 
 // Queues reads the depth of the records queues (a *queues.Prober).
@@ -87,7 +93,10 @@ type CaptureStats interface {
 }
 
 // API serves the HTTP endpoints.
-type API struct{ cfg Config }
+type API struct {
+	cfg                   Config
+	openWrites, openReads bool // no operator may write / none at all
+}
 
 // New returns the API; Register adds its routes to a mux.
 func New(cfg Config) *API {
@@ -106,7 +115,25 @@ func New(cfg Config) *API {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &API{cfg: cfg}
+	if cfg.Operators == nil {
+		cfg.Operators, _ = operators.New(FixedOperators(cfg.Token, cfg.ReadToken), "", cfg.Log)
+	}
+	// Decided once: an operators file edited to list no writer later
+	// closes writes rather than opening them.
+	return &API{cfg: cfg, openWrites: !cfg.Operators.HasWriter(), openReads: cfg.Operators.Len() == 0}
+}
+
+// FixedOperators are the operators of ADMIN_TOKEN ("admin", write) and
+// ADMIN_READ_TOKEN ("reader", read), those set.
+func FixedOperators(token, readToken string) []operators.Operator {
+	var out []operators.Operator
+	if token = strings.TrimSpace(token); token != "" {
+		out = append(out, operators.FromToken(operators.AdminName, operators.RoleWrite, token))
+	}
+	if readToken = strings.TrimSpace(readToken); readToken != "" {
+		out = append(out, operators.FromToken(operators.ReaderName, operators.RoleRead, readToken))
+	}
+	return out
 }
 
 // Register adds the API routes to mux.
@@ -120,6 +147,7 @@ func (a *API) Register(mux *http.ServeMux) {
 		{"GET /api/v1/status", a.reads(a.status)},
 		{"GET /api/v1/records", a.reads(a.records)},
 		{"GET /api/v1/stats", a.reads(a.stats)},
+		{"GET /api/v1/history", a.reads(a.history)},
 	} {
 		mux.Handle(r.pattern, a.cfg.Metrics.instrument(r.pattern, r.h))
 	}
@@ -132,11 +160,17 @@ type apiError struct {
 	Version *int64 `json:"version,omitempty"` // the version in force, on 409
 }
 
+// writeJSON answers v. Whatever an answer quotes (an address, a library's
+// error), no URL password in it leaves: fields are redacted where they are
+// made, and the encoded answer once more here.
 func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code, b = http.StatusInternalServerError, []byte(`{"error":"encode answer"}`)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	_ = enc.Encode(v)
+	_, _ = w.Write(append([]byte(control.RedactText(string(b))), '\n'))
 }
 
 func fail(w http.ResponseWriter, code int, format string, args ...any) {
@@ -182,51 +216,54 @@ type WeightsResponse struct {
 	ConsumersAlive int      `json:"consumers_alive"`
 }
 
-// authorize answers 401/403 and returns false unless r may write.
-func (a *API) authorize(w http.ResponseWriter, r *http.Request) bool {
-	if a.cfg.Token == "" {
-		return true
+// authorize answers 401/403 and returns false unless r may write; by is
+// the name of the operator whose token r carries, for the change's "by".
+func (a *API) authorize(w http.ResponseWriter, r *http.Request) (by string, ok bool) {
+	if a.openWrites {
+		return "anonymous", true
 	}
-	return a.check(w, r, "ADMIN_TOKEN", a.cfg.Token)
+	op, ok := a.check(w, r, "ADMIN_TOKEN")
+	if !ok {
+		return "", false
+	}
+	if op.Role != operators.RoleWrite {
+		fail(w, http.StatusForbidden, "operator %s may only read", op.Name)
+		return "", false
+	}
+	return op.Name, true
 }
 
-// reads lets h answer only a request that may read: one with the read
-// token or the write token.
+// reads lets h answer only a request that may read: one with the token of
+// any operator.
 func (a *API) reads(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if a.cfg.Token == "" && a.cfg.ReadToken == "" {
+		if a.openReads {
 			h(w, r)
 			return
 		}
-		if a.check(w, r, "ADMIN_READ_TOKEN", a.cfg.ReadToken, a.cfg.Token) {
+		if _, ok := a.check(w, r, "ADMIN_READ_TOKEN"); ok {
 			h(w, r)
 		}
 	}
 }
 
-// check answers 401 without a bearer token and 403 with one that is none
-// of tokens (empty ones never match), naming the variable that holds the
-// token wanted.
-func (a *API) check(w http.ResponseWriter, r *http.Request, variable string, tokens ...string) bool {
+// check answers 401 without a bearer token and 403 with one that is no
+// operator's, naming the variable that holds the token wanted.
+func (a *API) check(w http.ResponseWriter, r *http.Request, variable string) (operators.Operator, bool) {
 	h := r.Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(h, " ")
 	tok = strings.TrimSpace(tok)
 	if h == "" || !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="connpipe-admin"`)
 		fail(w, http.StatusUnauthorized, "missing token: send Authorization: Bearer $%s", variable)
-		return false
+		return operators.Operator{}, false
 	}
-	match := 0
-	for _, want := range tokens {
-		if want != "" {
-			match |= subtle.ConstantTimeCompare([]byte(tok), []byte(want))
-		}
-	}
-	if match != 1 {
+	op, ok := a.cfg.Operators.Lookup(tok)
+	if !ok {
 		fail(w, http.StatusForbidden, "wrong token")
-		return false
+		return operators.Operator{}, false
 	}
-	return true
+	return op, true
 }
 
 // parseIfMatch reads If-Match: "N" (or W/"N", or N). "*" and absent give nil.
@@ -272,7 +309,8 @@ func decodeWeights(r *http.Request) (WeightsRequest, error) {
 }
 
 func (a *API) putWeights(w http.ResponseWriter, r *http.Request) {
-	if !a.authorize(w, r) {
+	by, ok := a.authorize(w, r)
+	if !ok {
 		return
 	}
 	req, err := decodeWeights(r)
@@ -280,7 +318,7 @@ func (a *API) putWeights(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	a.change(w, r, "weights", control.Message{Op: control.OpSetWeights, Weights: req.Weights, ExpectVersion: req.ExpectVersion})
+	a.change(w, r, by, "weights", control.Message{Op: control.OpSetWeights, Weights: req.Weights, ExpectVersion: req.ExpectVersion})
 }
 
 func (a *API) stale(w http.ResponseWriter, err error, t *control.Table) {

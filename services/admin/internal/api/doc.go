@@ -16,6 +16,21 @@
 // and TLS_KEY the API is https. Passwords in URLs (CAPTURE_METRICS_URL,
 // backend addresses) are never shown.
 //
+// The tokens are those of named operators (ADMIN_TOKENS,
+// ADMIN_TOKENS_FILE; ADMIN_TOKEN is "admin", ADMIN_READ_TOKEN "reader"):
+// a read operator may read, a write operator may read and write, and the
+// operator's name is the "by" of each change it makes.
+//
+// # History of changes
+//
+//	curl -s -H "Authorization: Bearer $ADMIN_READ_TOKEN" 'http://127.0.0.1:8080/api/v1/history?since=1h'
+//	{"entries":[{"position":7,"time":"2026-12-06T16:21:19Z","version":3,"applied":true,
+//	             "by":"alice","id":"admin-1f…","op":"set_weights","what":"weights redis-a=40 redis-b=60"}]}
+//
+// Every control-log message admin folded since it started (from its
+// snapshot), oldest first; since is a duration back from now, an RFC 3339
+// time or Unix seconds. A refused message has "refused" with the reason.
+//
 // # Read the weights
 //
 //	curl -s -H "Authorization: Bearer $ADMIN_READ_TOKEN" http://127.0.0.1:8080/api/v1/weights

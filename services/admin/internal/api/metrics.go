@@ -12,7 +12,8 @@ import (
 //	connpipe_admin_http_requests_total{route,code}   API requests answered
 //	connpipe_admin_control_published_total{result}   weight changes sent to the control log:
 //	                                                 applied, refused (by the fold) or failed (not published)
-//	connpipe_admin_heartbeats_total{result}          consumer heartbeats received: ok or invalid
+//	connpipe_admin_heartbeats_total{result}          consumer heartbeats received: ok, or refused as
+//	                                                 invalid, too_large, too_many_entries or too_many_members
 //	connpipe_admin_consumers_alive                   consumers heard from within CONSUMER_TIMEOUT
 //	connpipe_admin_control_version                   version of the table in force
 //	connpipe_admin_control_ready                     1 once the control log has been read
@@ -33,14 +34,15 @@ func NewMetrics(reg prometheus.Registerer, alive func() int, version func() int6
 			Name: "connpipe_admin_control_published_total", Help: "Weight changes sent to the control log, by result: applied, refused by the fold, or failed to publish.",
 		}, []string{"result"}),
 		heartbeats: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "connpipe_admin_heartbeats_total", Help: "Consumer heartbeats received, by result: ok or invalid.",
+			Name: "connpipe_admin_heartbeats_total", Help: "Consumer heartbeats received, by result: ok, or refused as invalid, too_large, too_many_entries or too_many_members.",
 		}, []string{"result"}),
 	}
 	for _, r := range []string{"applied", "refused", "failed"} {
 		m.publishes.WithLabelValues(r)
 	}
-	m.heartbeats.WithLabelValues("ok")
-	m.heartbeats.WithLabelValues("invalid")
+	for _, r := range []string{"ok", "invalid", "too_large", "too_many_entries", "too_many_members"} {
+		m.heartbeats.WithLabelValues(r)
+	}
 	reg.MustRegister(m.requests, m.publishes, m.heartbeats,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "connpipe_admin_consumers_alive", Help: "Consumers heard from within CONSUMER_TIMEOUT.",
@@ -63,8 +65,9 @@ func NewMetrics(reg prometheus.Registerer, alive func() int, version func() int6
 // HeartbeatOK counts a heartbeat folded into the membership.
 func (m *Metrics) HeartbeatOK() { m.heartbeats.WithLabelValues("ok").Inc() }
 
-// HeartbeatInvalid counts a message on the heartbeat exchange that did not parse.
-func (m *Metrics) HeartbeatInvalid() { m.heartbeats.WithLabelValues("invalid").Inc() }
+// HeartbeatRefused counts a message on the heartbeat exchange that was not
+// folded, by reason (members.Counters.Refused).
+func (m *Metrics) HeartbeatRefused(reason string) { m.heartbeats.WithLabelValues(reason).Inc() }
 
 func (m *Metrics) published(result string) { m.publishes.WithLabelValues(result).Inc() }
 

@@ -188,7 +188,7 @@ func writeRecords(w http.ResponseWriter, code int, out RecordsResponse, items []
 		}
 	}
 	bw.WriteString("],")
-	bw.Write(rest[1:]) // rest without its opening brace
+	bw.WriteString(control.RedactText(string(rest[1:]))) // rest without its opening brace
 	bw.WriteByte('\n')
 	_ = bw.Flush()
 }

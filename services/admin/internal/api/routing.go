@@ -5,7 +5,7 @@ package api
 // and answered by the fold's verdict, like PUT /api/v1/weights; each takes
 // If-Match and ?wait the same way and answers with the same body.
 //
-//	POST   /api/v1/backends          {"name":"redis-c","addr":"127.0.0.1:6381","weight":50}
+//	POST   /api/v1/backends          {"name":"redis-c","addr":"127.0.0.1:6381","weight":50,"credential":"pool-b"}
 //	DELETE /api/v1/backends/{name}
 //	PUT    /api/v1/mode              {"mode":"hash","hash_key":"src","sticky":true}
 
@@ -29,6 +29,9 @@ type BackendRequest struct {
 	Name   string `json:"name"`
 	Addr   string `json:"addr"`
 	Weight *int   `json:"weight,omitempty"` // 1 if left out
+	// Credential names the login each reader finds in its own
+	// REDIS_CREDENTIALS; a password in Addr is refused.
+	Credential string `json:"credential,omitempty"`
 }
 
 // ModeRequest is the body of PUT /api/v1/mode; fields left out keep their value.
@@ -66,7 +69,8 @@ func decodeStrict(r *http.Request, v any) error {
 }
 
 func (a *API) addBackend(w http.ResponseWriter, r *http.Request) {
-	if !a.authorize(w, r) {
+	by, ok := a.authorize(w, r)
+	if !ok {
 		return
 	}
 	var req BackendRequest
@@ -74,7 +78,15 @@ func (a *API) addBackend(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	b := control.Backend{Name: req.Name, Addr: req.Addr, Weight: 1}
+	if control.HasPassword(req.Addr) {
+		// The control log is read by every consumer and kept: no password
+		// goes into it.
+		fail(w, http.StatusBadRequest, "add backend %s: the address carries a password, which would be stored in clear in the control log: "+
+			"give each consumer and admin the login as REDIS_CREDENTIALS=NAME=USER:PASSWORD and send \"credential\":\"NAME\" "+
+			"(admin backends add %s %s --credential NAME)", req.Name, req.Name, control.RedactAddr(req.Addr))
+		return
+	}
+	b := control.Backend{Name: req.Name, Addr: req.Addr, Weight: 1, Credential: req.Credential}
 	if req.Weight != nil {
 		b.Weight = *req.Weight
 	}
@@ -86,18 +98,20 @@ func (a *API) addBackend(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	a.change(w, r, "add backend", control.Message{Op: control.OpAddBackend, Backend: &b})
+	a.change(w, r, by, "add backend", control.Message{Op: control.OpAddBackend, Backend: &b})
 }
 
 func (a *API) removeBackend(w http.ResponseWriter, r *http.Request) {
-	if !a.authorize(w, r) {
+	by, ok := a.authorize(w, r)
+	if !ok {
 		return
 	}
-	a.change(w, r, "remove backend", control.Message{Op: control.OpRemoveBackend, Name: r.PathValue("name")})
+	a.change(w, r, by, "remove backend", control.Message{Op: control.OpRemoveBackend, Name: r.PathValue("name")})
 }
 
 func (a *API) putMode(w http.ResponseWriter, r *http.Request) {
-	if !a.authorize(w, r) {
+	by, ok := a.authorize(w, r)
+	if !ok {
 		return
 	}
 	var req ModeRequest
@@ -105,7 +119,7 @@ func (a *API) putMode(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	a.change(w, r, "set mode", control.Message{Op: control.OpSetMode, Mode: req.Mode, HashKey: req.HashKey, Sticky: req.Sticky})
+	a.change(w, r, by, "set mode", control.Message{Op: control.OpSetMode, Mode: req.Mode, HashKey: req.HashKey, Sticky: req.Sticky})
 }
 
 // change checks m against the table in force, publishes it with the
@@ -113,7 +127,7 @@ func (a *API) putMode(w http.ResponseWriter, r *http.Request) {
 // for every live consumer to apply it. The caller has authorized r. A
 // version the caller read from the body (m.ExpectVersion) must agree with
 // If-Match when both are given.
-func (a *API) change(w http.ResponseWriter, r *http.Request, what string, m control.Message) {
+func (a *API) change(w http.ResponseWriter, r *http.Request, by, what string, m control.Message) {
 	ifMatch, err := parseIfMatch(r.Header.Get("If-Match"))
 	if err != nil {
 		fail(w, http.StatusBadRequest, "%v", err)
@@ -154,7 +168,8 @@ func (a *API) change(w http.ResponseWriter, r *http.Request, what string, m cont
 		fail(w, http.StatusBadRequest, "%s: %v", what, res.Err)
 		return
 	}
-	m.ExpectVersion, m.ID, m.By = expect, newID(), "admin"
+	// by is the authenticated operator, never a field of the request.
+	m.ExpectVersion, m.ID, m.By = expect, newID(), by
 	pctx, cancel := context.WithTimeout(r.Context(), a.cfg.PublishTimeout)
 	res, t, err := a.cfg.Control.Publish(pctx, m)
 	cancel()
@@ -174,7 +189,7 @@ func (a *API) change(w http.ResponseWriter, r *http.Request, what string, m cont
 		return
 	}
 	a.cfg.Metrics.published("applied")
-	a.cfg.Log.Info("routing changed", "id", m.ID, "op", m.Op, "version", t.Version, "position", res.Position, "table", t.Describe())
+	a.cfg.Log.Info("routing changed", "id", m.ID, "by", m.By, "op", m.Op, "version", t.Version, "position", res.Position, "table", t.Describe())
 
 	pending := a.cfg.Members.Behind(res.Position)
 	if wait > 0 && len(pending) > 0 {

@@ -58,6 +58,14 @@ func TestRoutingEndpoints(t *testing.T) {
 			400, "already exists", false, ""},
 		{"add bad addr", "POST", "/api/v1/backends", `{"name":"redis-d","addr":"localhost"}`, "tok", nil,
 			400, "want host:port", false, ""},
+		// A password would be kept in the control log: refused, nothing
+		// published, the way out named, the password not echoed.
+		{"add inline password", "POST", "/api/v1/backends", `{"name":"redis-d","addr":"redis://u:inline-Pa55@h:1/0"}`, "tok", nil,
+			400, `send \"credential\":\"NAME\" (admin backends add redis-d redis://u:xxxxx@h:1/0 --credential NAME)`, false, ""},
+		{"add password and credential", "POST", "/api/v1/backends", `{"name":"redis-d","addr":"redis://:inline-Pa55@h:1","credential":"pool"}`, "tok", nil,
+			400, "REDIS_CREDENTIALS", false, ""},
+		{"add bad credential name", "POST", "/api/v1/backends", `{"name":"redis-d","addr":"h:1","credential":"a b"}`, "tok", nil,
+			400, "credential", false, ""},
 		{"add unknown field", "POST", "/api/v1/backends", `{"name":"redis-d","address":"h:1"}`, "tok", nil,
 			400, "unknown field", false, ""},
 		{"add stale", "POST", "/api/v1/backends", `{"name":"redis-d","addr":"h:1"}`, "tok", map[string]string{"If-Match": `"0"`},
@@ -80,7 +88,7 @@ func TestRoutingEndpoints(t *testing.T) {
 	for _, s := range steps {
 		before := len(fc.published)
 		w := send(h, s.method, s.path, s.body, s.token, s.header)
-		if w.Code != s.code || !strings.Contains(w.Body.String(), s.want) {
+		if w.Code != s.code || !strings.Contains(w.Body.String(), s.want) || strings.Contains(w.Body.String(), "inline-Pa55") {
 			t.Fatalf("%s: %d %s, want %d with %q", s.name, w.Code, w.Body, s.code, s.want)
 		}
 		if got := len(fc.published) > before; got != s.published {

@@ -17,6 +17,7 @@ import (
 	"github.com/connpipe/connpipe/services/admin/internal/api"
 	"github.com/connpipe/connpipe/services/admin/internal/capturestats"
 	"github.com/connpipe/connpipe/services/admin/internal/members"
+	"github.com/connpipe/connpipe/services/admin/internal/operators"
 	"github.com/connpipe/connpipe/services/admin/internal/queues"
 	"github.com/connpipe/connpipe/services/admin/internal/readback"
 	"github.com/connpipe/connpipe/services/admin/internal/tally"
@@ -46,12 +47,16 @@ import (
 // ADMIN_ALLOWED_HOSTS (default localhost, 127.0.0.1, ::1 and the host of
 // HTTP_ADDR). With TLS_CERT and TLS_KEY (PEM files) it serves https.
 type Config struct {
-	AMQPURL      string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ; several nodes of a cluster comma-separated; amqps:// for TLS"`
-	AMQPCAFile   string        `envconfig:"AMQP_CA_FILE" desc:"PEM CA certificates trusted for amqps:// (empty: the system's roots)"`
-	HTTPAddr     string        `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080" desc:"the API, the page and /healthz"`
-	MetricsAddr  string        `envconfig:"METRICS_ADDR" default:":9103" desc:"/metrics and /healthz, without a token (not served on HTTP_ADDR)"`
-	Token        string        `envconfig:"ADMIN_TOKEN" desc:"bearer token for writes (and reads); admin refuses to start without one unless ADMIN_INSECURE"`
-	ReadToken    string        `envconfig:"ADMIN_READ_TOKEN" desc:"bearer token for reads only (weights, status, stats, records); empty: reads need ADMIN_TOKEN"`
+	AMQPURL      string `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ; several nodes of a cluster comma-separated; amqps:// for TLS"`
+	AMQPCAFile   string `envconfig:"AMQP_CA_FILE" desc:"PEM CA certificates trusted for amqps:// (empty: the system's roots)"`
+	HTTPAddr     string `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080" desc:"the API, the page and /healthz"`
+	MetricsAddr  string `envconfig:"METRICS_ADDR" default:":9103" desc:"/metrics and /healthz (not served on HTTP_ADDR); one address such as 10.0.1.5:9103 binds that interface only"`
+	MetricsToken string `envconfig:"METRICS_TOKEN" desc:"when set, /metrics answers only Authorization: Bearer TOKEN (/healthz stays open)"`
+	Token        string `envconfig:"ADMIN_TOKEN" desc:"bearer token for writes (and reads); admin refuses to start without one unless ADMIN_INSECURE"`
+	ReadToken    string `envconfig:"ADMIN_READ_TOKEN" desc:"bearer token for reads only (weights, status, stats, records, history); empty: reads need ADMIN_TOKEN"`
+	// Tokens and TokensFile list named operators (package operators).
+	Tokens       string        `envconfig:"ADMIN_TOKENS" desc:"named operators, name:role:sha256-hex-of-token items (role read or write), comma-separated"`
+	TokensFile   string        `envconfig:"ADMIN_TOKENS_FILE" desc:"file of name:role:sha256-hex items, one a line; read again when it changes"`
 	Insecure     bool          `envconfig:"ADMIN_INSECURE" default:"false" desc:"true: anyone who reaches HTTP_ADDR may write (only on a loopback address of your own)"`
 	AllowedHosts string        `envconfig:"ADMIN_ALLOWED_HOSTS" desc:"names clients may send as Host, comma-separated; others get 421 (empty: localhost, 127.0.0.1, ::1 and HTTP_ADDR's host)"`
 	TLSCert      string        `envconfig:"TLS_CERT" desc:"PEM certificate: serve the API over https (with TLS_KEY)"`
@@ -62,20 +67,22 @@ type Config struct {
 	Backends     string        `envconfig:"BACKENDS" default:"redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380" desc:"the starting Redis instances, name=host:port or name=redis://user:password@host:port/db or rediss://, until the control log has a table (admin seeds it with these)"`
 	// BackendAllow: the hosts admin dials as backends and accepts in
 	// add_backend (control.Allow); empty: the hosts of BACKENDS.
-	BackendAllow string `envconfig:"BACKEND_ALLOW" desc:"hosts admin dials as backends and accepts in add_backend: names, IPs, CIDRs, or * (empty: the hosts of BACKENDS)"`
+	BackendAllow string `envconfig:"BACKEND_ALLOW" desc:"addresses admin dials as backends and accepts in add_backend: host:port, CIDR:port, port * for any, or * (empty: the host:port pairs of BACKENDS)"`
 	// RedisCAFile: PEM certificates trusted for rediss:// backends.
-	RedisCAFile     string        `envconfig:"REDIS_CA_FILE" desc:"PEM certificates trusted for rediss:// backends (empty: the system's roots)"`
-	RedisUsername   string        `envconfig:"REDIS_USERNAME" desc:"ACL user for every backend whose address names no password (admin needs read commands and INFO only)"`
-	RedisPassword   string        `envconfig:"REDIS_PASSWORD" desc:"password for REDIS_USERNAME (or for the default user) on every backend whose address names none"`
-	Weights         string        `envconfig:"WEIGHTS" default:"redis-a=30,redis-b=70" desc:"the starting weights, name=weight (others get 1)"`
-	RedisPrefix     string        `envconfig:"REDIS_PREFIX" default:"cp:" desc:"key prefix in Redis"`
-	Retention       time.Duration `envconfig:"RETENTION" default:"5m" desc:"how long records stay readable"`
-	ConsumerTimeout time.Duration `envconfig:"CONSUMER_TIMEOUT" default:"5s" desc:"a consumer silent this long is dead and leaves the membership"`
+	RedisCAFile      string        `envconfig:"REDIS_CA_FILE" desc:"PEM certificates trusted for rediss:// backends (empty: the system's roots)"`
+	RedisUsername    string        `envconfig:"REDIS_USERNAME" desc:"ACL user for every backend whose address names no password (admin needs read commands and INFO only)"`
+	RedisPassword    string        `envconfig:"REDIS_PASSWORD" desc:"password for REDIS_USERNAME (or for the default user) on every backend whose address names none"`
+	RedisCredentials string        `envconfig:"REDIS_CREDENTIALS" desc:"logins a backend may name as its credential: NAME=USER:PASSWORD, comma-separated"`
+	Weights          string        `envconfig:"WEIGHTS" default:"redis-a=30,redis-b=70" desc:"the starting weights, name=weight (others get 1)"`
+	RedisPrefix      string        `envconfig:"REDIS_PREFIX" default:"cp:" desc:"key prefix in Redis"`
+	Retention        time.Duration `envconfig:"RETENTION" default:"5m" desc:"how long records stay readable"`
+	ConsumerTimeout  time.Duration `envconfig:"CONSUMER_TIMEOUT" default:"5s" desc:"a consumer silent this long is dead and leaves the membership"`
 	// CaptureMetricsURL lists the captures' /metrics (comma-separated),
 	// scraped for status and the web page's capture panel; a host name
 	// that resolves to several addresses (a scaled service) is every one
 	// of them. Empty shows none.
-	CaptureMetricsURL string `envconfig:"CAPTURE_METRICS_URL" desc:"the captures' /metrics, comma-separated, for status and the page (a name resolving to several addresses is each of them)"`
+	CaptureMetricsURL   string `envconfig:"CAPTURE_METRICS_URL" desc:"the captures' /metrics, comma-separated, for status and the page (a name resolving to several addresses is each of them)"`
+	CaptureMetricsToken string `envconfig:"CAPTURE_METRICS_TOKEN" desc:"bearer token sent to CAPTURE_METRICS_URL (the captures' METRICS_TOKEN)"`
 	// PrometheusURL: the page shows the alerts firing there and links to
 	// PrometheusLinkURL (a browser's view of it; default PrometheusURL).
 	PrometheusURL     string `envconfig:"PROMETHEUS_URL" desc:"Prometheus, whose firing alerts the page shows (read by admin, cached 10 s) and links to; empty: none"`
@@ -94,11 +101,28 @@ func Load() (Config, error) {
 	return c, err
 }
 
+// operators is the list of ADMIN_TOKEN, ADMIN_READ_TOKEN, ADMIN_TOKENS and
+// ADMIN_TOKENS_FILE.
+func (c Config) operators(log *slog.Logger) (*operators.List, error) {
+	fixed := api.FixedOperators(c.Token, c.ReadToken)
+	listed, err := operators.Parse(c.Tokens)
+	if err != nil {
+		return nil, fmt.Errorf("ADMIN_TOKENS: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return operators.New(append(fixed, listed...), strings.TrimSpace(c.TokensFile), log.With("component", "operators"))
+}
+
 // Validate checks the configuration and builds the initial routing table.
 func (c Config) Validate() (*control.Table, error) {
-	c.Token = strings.TrimSpace(c.Token)
-	if c.Token == "" && !c.Insecure {
-		return nil, errors.New("ADMIN_TOKEN is empty: set a token for writes, or ADMIN_INSECURE=true to accept writes without one")
+	ops, err := c.operators(nil)
+	if err != nil {
+		return nil, err
+	}
+	if !ops.HasWriter() && !c.Insecure {
+		return nil, errors.New("ADMIN_TOKEN is empty and ADMIN_TOKENS/ADMIN_TOKENS_FILE list no write operator: set a token for writes, or ADMIN_INSECURE=true to accept writes without one")
 	}
 	if c.Retention <= 0 {
 		return nil, fmt.Errorf("RETENTION=%s: must be positive", c.Retention)
@@ -180,9 +204,57 @@ type Server struct {
 	pool     *redisconn.Pool
 	queues   *queues.Prober
 	members  *members.Set
+	opers    *operators.List
 	bound    chan struct{}
 	once     sync.Once
 }
+
+// loadOperators is the operator list, with a warning for what is open.
+func loadOperators(cfg Config, log *slog.Logger) (*operators.List, error) {
+	opers, err := cfg.operators(log)
+	if err != nil {
+		return nil, err
+	}
+	if !opers.HasWriter() {
+		log.Warn("ADMIN_INSECURE=true and no write operator: writes are accepted without a token", "addr", cfg.HTTPAddr)
+		if opers.Len() == 0 {
+			log.Warn("ADMIN_INSECURE=true and no operator: records and status are readable without a token", "addr", cfg.HTTPAddr)
+		}
+	}
+	return opers, nil
+}
+
+// newPool is admin's Redis clients: its own login for the addresses of
+// initial, a backend's named credential (from table, the one in force)
+// where it names one.
+func newPool(cfg Config, initial *control.Table, table func() *control.Table) (*redisconn.Pool, error) {
+	creds, err := redisconn.LoadCredentials(cfg.RedisCAFile, cfg.RedisUsername, cfg.RedisPassword, initial.Backends)
+	if err != nil {
+		return nil, err
+	}
+	if creds.Named, err = redisconn.ParseNamed(cfg.RedisCredentials); err != nil {
+		return nil, err
+	}
+	return &redisconn.Pool{Options: func(addr string) *redis.Options {
+		b := control.Backend{Name: addr, Addr: addr}
+		for _, tb := range table().Backends {
+			if tb.Addr == addr {
+				b = tb
+			}
+		}
+		o, err := redisconn.OptionsFor(b, creds)
+		if err != nil {
+			// The fold checked the address; should one still not parse,
+			// every command on it fails with the reason.
+			o = &redis.Options{Dialer: func(context.Context, string, string) (net.Conn, error) { return nil, err }}
+		}
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.MaxRetries = time.Second, 3*time.Second, 3*time.Second, 1
+		return o
+	}}, nil
+}
+
+// OperatorsPoll is how often ADMIN_TOKENS_FILE is checked for a change.
+const OperatorsPoll = 2 * time.Second
 
 // Listen builds admin and binds HTTP_ADDR; Serve runs it.
 func Listen(cfg Config, log *slog.Logger) (*Server, error) {
@@ -194,11 +266,9 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Token == "" {
-		log.Warn("ADMIN_INSECURE=true and no ADMIN_TOKEN: writes are accepted without a token", "addr", cfg.HTTPAddr)
-		if cfg.ReadToken == "" {
-			log.Warn("ADMIN_INSECURE=true and no ADMIN_READ_TOKEN: records and status are readable without a token", "addr", cfg.HTTPAddr)
-		}
+	opers, err := loadOperators(cfg, log)
+	if err != nil {
+		return nil, err
 	}
 	var tlsConf *tls.Config
 	if cfg.TLSCert != "" {
@@ -217,31 +287,20 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	// unreachable backend, so its own lines go to Debug.
 	// The setting is process-wide: the first server's logger keeps it.
 	redisLogOnce.Do(func() { redis.SetLogger(redisLog{log.With("component", "redis")}) })
-	s := &Server{cfg: cfg, log: log, bound: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, bound: make(chan struct{}), opers: opers}
 	s.reader = controllog.New(controllog.Config{URL: cfg.AMQPURL, Name: name, Initial: initial, Logger: log,
 		Seed: true, SnapshotEvery: controllog.DefaultSnapshotEvery})
 	s.members = members.New(cfg.ConsumerTimeout, time.Now)
-	creds, err := redisconn.LoadCredentials(cfg.RedisCAFile, cfg.RedisUsername, cfg.RedisPassword)
-	if err != nil {
+	if s.pool, err = newPool(cfg, initial, s.reader.Table); err != nil {
 		return nil, err
 	}
-	s.pool = &redisconn.Pool{Options: func(addr string) *redis.Options {
-		o, err := redisconn.Options(addr, creds)
-		if err != nil {
-			// The fold checked the address; should one still not parse,
-			// every command on it fails with the reason.
-			o = &redis.Options{Dialer: func(context.Context, string, string) (net.Conn, error) { return nil, err }}
-		}
-		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.MaxRetries = time.Second, 3*time.Second, 3*time.Second, 1
-		return o
-	}}
 
 	reg := ops.NewRegistry()
 	metrics := api.NewMetrics(reg, s.members.Alive,
 		func() int64 { return s.reader.Table().Version }, s.reader.IsReady)
 	s.listener = &members.Listener{
 		URL: cfg.AMQPURL, Name: name + "/heartbeats", Set: s.members, Log: log.With("component", "heartbeats"),
-		Counters: members.Counters{Received: metrics.HeartbeatOK, Invalid: metrics.HeartbeatInvalid},
+		Counters: members.Counters{Received: metrics.HeartbeatOK, Refused: metrics.HeartbeatRefused},
 		Bound:    func() { s.once.Do(func() { close(s.bound) }) },
 	}
 	health := func() error {
@@ -250,7 +309,7 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		return nil
 	}
-	s.ops, err = ops.Listen(cfg.MetricsAddr, reg, health)
+	s.ops, err = ops.Listen(cfg.MetricsAddr, cfg.MetricsToken, reg, health)
 	if err != nil {
 		return nil, fmt.Errorf("METRICS_ADDR=%s: %w", cfg.MetricsAddr, err)
 	}
@@ -271,7 +330,7 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	layout := store.Layout{Prefix: cfg.RedisPrefix, Retention: cfg.Retention}
 	s.queues = &queues.Prober{URL: cfg.AMQPURL, Name: name + "/queues"}
 	apiCfg := api.Config{
-		Token: strings.TrimSpace(cfg.Token), ReadToken: strings.TrimSpace(cfg.ReadToken),
+		Operators: opers, History: s.reader.History,
 		MaxWait: maxWait(cfg.WriteTimeout), Control: s.reader, Members: s.members, Allow: allow,
 		Records: &readback.Searcher{Layout: layout, Client: s.pool.Cmdable},
 		Redis:   s.pool.Cmdable,
@@ -281,7 +340,7 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 		Metrics: metrics, Log: log,
 	}
 	if urls, _ := capturestats.ParseURLs(cfg.CaptureMetricsURL); len(urls) > 0 {
-		apiCfg.Capture = &capturestats.Set{URLs: urls}
+		apiCfg.Capture = &capturestats.Set{URLs: urls, Token: cfg.CaptureMetricsToken}
 	}
 	ap := api.New(apiCfg)
 	ap.Register(s.http.Mux)
@@ -324,7 +383,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer s.queues.Close()
 	s.log.Info("admin serving", "addr", s.URL(), "metrics", s.MetricsAddr(), "amqp", broker.Redact(s.cfg.AMQPURL), "weights", s.reader.Table().String())
 	var wg sync.WaitGroup
-	for _, run := range []func(context.Context) error{s.reader.Run, s.listener.Run, s.ops.Serve} {
+	watch := func(ctx context.Context) error { s.opers.Watch(ctx, OperatorsPoll); return nil }
+	for _, run := range []func(context.Context) error{s.reader.Run, s.listener.Run, s.ops.Serve, watch} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

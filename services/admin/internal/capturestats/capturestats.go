@@ -72,6 +72,7 @@ type Stats struct {
 // within it share the answer. Safe for concurrent use.
 type Scraper struct {
 	URL      string
+	Token    string        // sent as a bearer token when set (capture's METRICS_TOKEN)
 	Client   *http.Client  // default: a client with Timeout
 	Interval time.Duration // default DefaultInterval
 	Timeout  time.Duration // default 2s
@@ -119,6 +120,9 @@ func (s *Scraper) scrape(ctx context.Context) (Stats, error) {
 		return Stats{}, fmt.Errorf("CAPTURE_METRICS_URL: %w", err)
 	}
 	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+	if s.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.Token)
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return Stats{}, fmt.Errorf("scrape capture: %w", err)

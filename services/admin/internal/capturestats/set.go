@@ -34,6 +34,7 @@ type Resolver interface {
 // without being told how many there are.
 type Set struct {
 	URLs     []*url.URL
+	Token    string   // bearer token for each scrape (CAPTURE_METRICS_TOKEN)
 	Resolver Resolver // default net.DefaultResolver
 
 	mu       sync.Mutex
@@ -138,7 +139,7 @@ func (s *Set) scraper(u *url.URL) *Scraper {
 		if len(s.scrapers) >= 256 {
 			clear(s.scrapers)
 		}
-		sc = &Scraper{URL: key}
+		sc = &Scraper{URL: key, Token: s.Token}
 		s.scrapers[key] = sc
 	}
 	return sc

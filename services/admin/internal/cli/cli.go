@@ -29,9 +29,12 @@ const Usage = `usage:
                                        change weights (0..256, 0 drains); names not
                                        given keep theirs; --wait waits until every
                                        live consumer applied the change
-  admin backends add NAME HOST:PORT|redis://USER:PASS@HOST:PORT/DB|rediss://… [--weight N] [--expect-version N] [--wait DURATION]
+  admin backends add NAME HOST:PORT|redis://HOST:PORT/DB|rediss://… [--weight N] [--credential C]
+                 [--expect-version N] [--wait DURATION]
                                        add a Redis instance (weight 1 if not given);
-                                       consumers use it without a restart
+                                       consumers use it without a restart; --credential
+                                       names the login in each reader's REDIS_CREDENTIALS
+                                       (a password in the address is refused)
   admin backends remove NAME [--expect-version N] [--wait DURATION]
                                        take an instance out of the table
   admin mode set weighted|hash [--key src|dst|pair|flow] [--sticky[=false]]
@@ -47,6 +50,8 @@ const Usage = `usage:
                                        key) asks only its owner; --count prints how
                                        many each instance holds instead (no limit; a
                                        window with no filter reads only counters)
+  admin history [--since D]            the control log's changes, oldest first: when,
+                                       who, version, what (default: all admin holds)
   admin help                           this text
 
 exit status: 0 ok; 1 refused or failed; 2 bad usage; 3 applied but not every
@@ -172,6 +177,8 @@ func (c *client) dispatch(ctx context.Context, args []string) error {
 		return c.status(ctx)
 	case "records":
 		return c.records(ctx, args[1:])
+	case "history":
+		return c.history(ctx, args[1:])
 	case "backends":
 		return c.backends(ctx, args[1:])
 	case "mode":

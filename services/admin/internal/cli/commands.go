@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -224,4 +225,40 @@ func (c *client) records(ctx context.Context, args []string) error {
 		fmt.Fprintf(c.errw, "backend %s not read: %s\n", n, res.Errors[n])
 	}
 	return nil
+}
+
+// history prints the control log's changes: time, operator, version, what.
+func (c *client) history(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("history", flag.ContinueOnError)
+	since := fs.String("since", "", "changes published since: a duration back from now, RFC 3339 or Unix seconds")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("history: unexpected argument %q", pos[0])
+	}
+	path := "/api/v1/history"
+	if *since != "" {
+		path += "?since=" + url.QueryEscape(*since)
+	}
+	var h api.History
+	if _, err := c.do(ctx, http.MethodGet, path, nil, nil, requestTimeout, &h); err != nil {
+		return fmt.Errorf("history: %w", err)
+	}
+	tw := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tBY\tVERSION\tPOSITION\tCHANGE")
+	for _, e := range h.Entries {
+		when := "-"
+		if !e.Time.IsZero() {
+			when = e.Time.UTC().Format(time.RFC3339)
+		}
+		by := cmp.Or(e.By, "-")
+		what := e.What
+		if e.Refused != "" {
+			what += " (refused: " + e.Refused + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\tv%d\t%d\t%s\n", when, by, e.Version, e.Position, what)
+	}
+	return tw.Flush()
 }

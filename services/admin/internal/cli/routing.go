@@ -93,6 +93,7 @@ func (c *client) backends(ctx context.Context, args []string) error {
 	case "add":
 		fs := flag.NewFlagSet("backends add", flag.ContinueOnError)
 		weight := fs.Int("weight", 1, "weight of the new backend, 0..256")
+		cred := fs.String("credential", "", "the login to use, by its name in each reader's REDIS_CREDENTIALS")
 		f := addChangeFlags(fs)
 		pos, err := parse(fs, args[1:])
 		if err != nil {
@@ -105,7 +106,7 @@ func (c *client) backends(ctx context.Context, args []string) error {
 			return usagef("backends add: --weight %d: want 0..%d", *weight, control.MaxWeight)
 		}
 		return c.sendChange(ctx, "backends add", http.MethodPost, "/api/v1/backends",
-			api.BackendRequest{Name: pos[0], Addr: pos[1], Weight: weight}, f)
+			api.BackendRequest{Name: pos[0], Addr: pos[1], Weight: weight, Credential: *cred}, f)
 	case "remove":
 		fs := flag.NewFlagSet("backends remove", flag.ContinueOnError)
 		f := addChangeFlags(fs)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/connpipe/connpipe/services/admin/internal/api"
+	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/services/admin/internal/cli"
 	"github.com/connpipe/connpipe/shared/control"
@@ -19,7 +20,7 @@ import (
 )
 
 func TestBackendsAndMode(t *testing.T) {
-	e := apptest.Start(t, nil)
+	e := apptest.Start(t, func(c *app.Config) { c.BackendAllow = "127.0.0.1:*" })
 	env := cli.Env{URL: e.URL, Token: e.Token}
 	steps := []struct {
 		args []string

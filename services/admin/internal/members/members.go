@@ -11,6 +11,8 @@ package members
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -20,6 +22,16 @@ import (
 
 // ForgetFactor times the timeout is how long a dead consumer stays listed.
 const ForgetFactor = 12
+
+// MaxMembers caps the consumers admin keeps, alive or not. A heartbeat
+// from a new id when the set is full takes the place of the consumer
+// silent for longest if that one is dead, and is refused
+// (ErrTooManyMembers) if every kept consumer is alive.
+const MaxMembers = 512
+
+// ErrTooManyMembers is a heartbeat from a new id refused because
+// MaxMembers live consumers are kept.
+var ErrTooManyMembers = errors.New("too many consumers")
 
 // RateWindow is the span of heartbeats a consumer's records/s is
 // measured over.
@@ -71,13 +83,17 @@ func New(timeout time.Duration, now func() time.Time) *Set {
 // Timeout is the silence after which a consumer is dead.
 func (s *Set) Timeout() time.Duration { return s.timeout }
 
-// Observe records a heartbeat received now.
-func (s *Set) Observe(hb heartbeat.Message) {
+// Observe records a heartbeat received now. It refuses a new consumer
+// when MaxMembers live ones are kept.
+func (s *Set) Observe(hb heartbeat.Message) error {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	m, ok := s.members[hb.Consumer]
 	if !ok {
+		if len(s.members) >= MaxMembers && !s.evictDead(now) {
+			return fmt.Errorf("%w: %d alive, at most %d kept", ErrTooManyMembers, len(s.members), MaxMembers)
+		}
 		m = &Member{}
 		s.members[hb.Consumer] = m
 	}
@@ -86,6 +102,23 @@ func (s *Set) Observe(hb heartbeat.Message) {
 	m.samples, m.Rate = addSample(m.samples, hb, now)
 	close(s.changed)
 	s.changed = make(chan struct{})
+	return nil
+}
+
+// evictDead drops the member silent for longest if it is dead, and reports
+// whether it did. s.mu is held.
+func (s *Set) evictDead(now time.Time) bool {
+	oldest := ""
+	for id, m := range s.members {
+		if oldest == "" || m.LastSeen.Before(s.members[oldest].LastSeen) {
+			oldest = id
+		}
+	}
+	if oldest == "" || now.Sub(s.members[oldest].LastSeen) <= s.timeout {
+		return false
+	}
+	delete(s.members, oldest)
+	return true
 }
 
 // Changed returns a channel that is closed at the next heartbeat.

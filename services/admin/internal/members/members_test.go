@@ -2,7 +2,9 @@ package members
 
 import (
 	"context"
+	"errors"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -147,5 +149,44 @@ func TestRate(t *testing.T) {
 		if got != st.want {
 			t.Errorf("step %d: rate %v, want %v", i, got, st.want)
 		}
+	}
+}
+
+// TestMembersCapped: once MaxMembers live consumers are kept, a heartbeat
+// from a new id is refused and nothing is kept for it; once the oldest is
+// dead, a new id takes its place.
+func TestMembersCapped(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	s := New(2*time.Second, clk.Now)
+	for i := range MaxMembers {
+		if err := s.Observe(heartbeat.Message{Consumer: "c" + strconv.Itoa(i)}); err != nil {
+			t.Fatalf("member %d: %v", i, err)
+		}
+		clk.Advance(time.Millisecond)
+	}
+	for i := range 100 {
+		if err := s.Observe(heartbeat.Message{Consumer: "flood" + strconv.Itoa(i)}); !errors.Is(err, ErrTooManyMembers) {
+			t.Fatalf("new id past the cap: err %v, want ErrTooManyMembers", err)
+		}
+	}
+	if n := len(s.Snapshot()); n != MaxMembers {
+		t.Fatalf("%d members kept, want %d", n, MaxMembers)
+	}
+	if err := s.Observe(heartbeat.Message{Consumer: "c5", Position: 9}); err != nil {
+		t.Fatalf("a known id past the cap: %v", err)
+	}
+	clk.Advance(1500 * time.Millisecond) // c0 is now silent for over 2s
+	for i := 1; i < MaxMembers; i++ {
+		s.Observe(heartbeat.Message{Consumer: "c" + strconv.Itoa(i)})
+	}
+	if err := s.Observe(heartbeat.Message{Consumer: "new"}); err != nil {
+		t.Fatalf("new id with a dead member to replace: %v", err)
+	}
+	ids := map[string]bool{}
+	for _, m := range s.Snapshot() {
+		ids[m.Consumer] = true
+	}
+	if len(ids) != MaxMembers || ids["c0"] || !ids["new"] {
+		t.Errorf("%d members, c0 kept %v, new kept %v: want c0 replaced by new", len(ids), ids["c0"], ids["new"])
 	}
 }

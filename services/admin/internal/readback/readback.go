@@ -165,19 +165,26 @@ func (r *Searcher) Count(ctx context.Context, backends []control.Backend, q Quer
 	wg.Wait()
 	res := Counted{ByBackend: make(map[string]int64, len(backends)), FromCounters: plain}
 	for i, p := range parts {
-		name := backends[i].Name
 		if p.err != nil {
-			if res.Errors == nil {
-				res.Errors = map[string]string{}
-			}
-			res.Errors[name] = fmt.Sprintf("%s: %v", backends[i].Addr, p.err)
+			res.Errors = noteError(res.Errors, backends[i], p.err)
 			continue
 		}
-		res.ByBackend[name] = p.n
+		res.ByBackend[backends[i].Name] = p.n
 		res.Total += p.n
 		res.Fetched += p.fetched
 	}
 	return res, nil
+}
+
+// noteError adds why backend b could not be read to errs (made when nil),
+// its address and the error with every password masked: answers and the
+// CLI show it.
+func noteError(errs map[string]string, b control.Backend, err error) map[string]string {
+	if errs == nil {
+		errs = map[string]string{}
+	}
+	errs[b.Name] = control.RedactText(fmt.Sprintf("%s: %v", control.RedactAddr(b.Addr), err))
+	return errs
 }
 
 func (r *Searcher) now() time.Time {
@@ -232,12 +239,8 @@ func (r *Searcher) Search(ctx context.Context, backends []control.Backend, q Que
 
 	res := Result{CountByBackend: make(map[string]int, len(backends))}
 	for i, p := range parts {
-		name := backends[i].Name
 		if p.err != nil {
-			if res.Errors == nil {
-				res.Errors = map[string]string{}
-			}
-			res.Errors[name] = fmt.Sprintf("%s: %v", backends[i].Addr, p.err)
+			res.Errors = noteError(res.Errors, backends[i], p.err)
 		}
 		res.Items = append(res.Items, p.items...)
 		res.Truncated = res.Truncated || p.truncated

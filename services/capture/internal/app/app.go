@@ -186,7 +186,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	srvCtx, stopSrv := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSrv()
 	if cfg.MetricsAddr != "" {
-		srv, err := ops.Listen(cfg.MetricsAddr, reg, health)
+		srv, err := ops.Listen(cfg.MetricsAddr, cfg.MetricsToken, reg, health)
 		if err != nil {
 			_ = closeFn()
 			return fmt.Errorf("METRICS_ADDR=%q: %w", cfg.MetricsAddr, err)

@@ -43,6 +43,7 @@ type Config struct {
 	RingBlocks      int           `envconfig:"RING_BLOCKS" default:"8" desc:"blocks per reader's ring: each reader maps RING_BLOCKS x RING_BLOCK_SIZE"`
 	RingTimeout     time.Duration `envconfig:"RING_TIMEOUT" default:"200ms" desc:"a block that is not full is handed over after this"`
 	MetricsAddr     string        `envconfig:"METRICS_ADDR" default:":9100" desc:"serve /metrics and /healthz here (empty: no server)"`
+	MetricsToken    string        `envconfig:"METRICS_TOKEN" desc:"when set, /metrics answers only Authorization: Bearer TOKEN (/healthz stays open)"`
 	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat       string        `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else json), text or json"`
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"10s" desc:"how long a stop waits for the broker's confirms"`

@@ -9,6 +9,7 @@ import (
 
 	"github.com/connpipe/connpipe/services/capture/internal/publish"
 	"github.com/connpipe/connpipe/services/capture/internal/spool"
+	"github.com/connpipe/connpipe/shared/topology"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -43,6 +44,10 @@ func brokerHealth(pub *publish.Publisher, sp *spool.Spool) error {
 	}
 	if blocked, why := pub.Blocked(); blocked {
 		return fmt.Errorf("broker blocked publishing (connection.blocked: %s), batches go to the spool%s", why, spooled)
+	}
+	if rejecting, since := pub.Rejecting(); rejecting {
+		return fmt.Errorf("broker rejects publishing since %s (the records queue is at its length limit, policy %s): batches are published again until it has room%s",
+			since.UTC().Format(time.RFC3339), topology.RecordsPolicyName, spooled)
 	}
 	if !pub.Connected() {
 		if sp != nil {

@@ -66,6 +66,9 @@ type Publisher struct {
 	cfg     PublisherConfig
 	sess    broker.Session
 	blocked atomic.Pointer[string] // the broker's reason while blocked, else nil
+	// rejecting is when the broker began to nack every publish (Unix ns;
+	// 0 once one is confirmed again): the records queue is full.
+	rejecting atomic.Int64
 	// confirmed, when set, is called (on Run's goroutine) for every batch
 	// the broker confirms.
 	confirmed func(Batch)
@@ -108,6 +111,16 @@ func (p *Publisher) Blocked() (bool, string) {
 		return true, *r
 	}
 	return false, ""
+}
+
+// Rejecting reports whether the broker nacks what is published (the
+// records queue at its length limit, whose overflow is reject-publish),
+// and since when; it ends at the next confirm.
+func (p *Publisher) Rejecting() (bool, time.Time) {
+	if ns := p.rejecting.Load(); ns != 0 {
+		return true, time.Unix(0, ns)
+	}
+	return false, time.Time{}
 }
 
 func (p *Publisher) setBlocked(b amqp.Blocking) {
@@ -322,6 +335,7 @@ func (r *run) confirm(c amqp.Confirmation) {
 	if c.Ack {
 		m.Confirmed.Add(float64(b.Records))
 		r.nacksInRow = 0
+		r.p.rejecting.Store(0)
 		if r.p.confirmed != nil {
 			r.p.confirmed(b)
 		}
@@ -330,6 +344,7 @@ func (r *run) confirm(c amqp.Confirmation) {
 		r.nacksInRow++
 		if r.nacksInRow == 1 {
 			r.nackingSince = time.Now()
+			r.p.rejecting.CompareAndSwap(0, r.nackingSince.UnixNano())
 		}
 		r.holdUntil = time.Now().Add(min(nackHoldMin<<min(r.nacksInRow-1, 10), nackHoldMax))
 		if time.Since(r.nackLogged) >= nackLogEvery {

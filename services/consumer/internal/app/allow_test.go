@@ -11,18 +11,27 @@ import (
 	"github.com/connpipe/connpipe/services/consumer/internal/app"
 )
 
-// Must-show 2 of "who may do what": an operator publishes add_backend to a
-// host outside BACKEND_ALLOW (here 127.0.0.2, where the test listens as an
-// attacker's Redis would). Every consumer folds the change like any reader
-// (the log's version moves on) but refuses to connect: the refusal is
-// counted, the table it routes by keeps its backends and weights, no
-// connection reaches the attacker's port and every record lands on the
-// allowed instances.
+// Must-show 2 of "who may do what": an operator publishes add_backend to
+// an address outside BACKEND_ALLOW, where the test listens as an
+// attacker's Redis would: another host (127.0.0.2), or another port of a
+// host of BACKENDS (127.0.0.1, whose Redis servers are at other ports; the
+// default list is their host:port pairs). Every consumer folds the change
+// like any reader (the log's version moves on) but refuses to connect: the
+// refusal is counted, the table it routes by keeps its backends and
+// weights, no connection reaches the attacker's port (so it never sees a
+// HELLO with the consumer's login) and every record lands on the allowed
+// instances.
 func TestAddBackendOutsideAllowRefused(t *testing.T) {
+	for _, listen := range []string{"127.0.0.2:0", "127.0.0.1:0"} {
+		t.Run(listen, func(t *testing.T) { addBackendOutsideAllow(t, listen) })
+	}
+}
+
+func addBackendOutsideAllow(t *testing.T, listen string) {
 	e := newEnv(t)
-	evil, err := net.Listen("tcp", "127.0.0.2:0")
+	evil, err := net.Listen("tcp", listen)
 	if err != nil {
-		t.Fatalf("listen on 127.0.0.2 (the host outside BACKEND_ALLOW): %v", err)
+		t.Fatalf("listen on %s (outside BACKEND_ALLOW): %v", listen, err)
 	}
 	defer evil.Close()
 	var dialled atomic.Int64
@@ -88,7 +97,7 @@ func TestBackendAllowConfig(t *testing.T) {
 		backends, allow, want string
 	}{
 		{"redis-a=127.0.0.1:6379,redis-b=redis-b:6379", "", ""},
-		{"redis-a=127.0.0.1:6379", "10.0.0.0/8", `backend "redis-a" at 127.0.0.1:6379: backend host not in BACKEND_ALLOW`},
+		{"redis-a=127.0.0.1:6379", "10.0.0.0/8", `backend "redis-a" at 127.0.0.1:6379: backend address not in BACKEND_ALLOW`},
 		{"redis-a=redis://u:secret@10.0.0.1:6379", "10.0.0.0/8", ""},
 		{"redis-a=redis://u:secret@10.0.0.1:6379", "redis-a", `backend "redis-a" at redis://u:xxxxx@10.0.0.1:6379`},
 		{"redis-a=127.0.0.1:6379", "10.0.0.0/99", "BACKEND_ALLOW entry"},

@@ -87,8 +87,11 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		gate: make(chan struct{}), kick: make(chan struct{}, 1)}
 	a.m = newMetrics(a.reg)
 	backends.SetClientLogger(log)
-	creds, err := redisconn.LoadCredentials(cfg.RedisCAFile, cfg.RedisUsername, cfg.RedisPassword)
+	creds, err := redisconn.LoadCredentials(cfg.RedisCAFile, cfg.RedisUsername, cfg.RedisPassword, initial.Backends)
 	if err != nil {
+		return nil, err
+	}
+	if creds.Named, err = redisconn.ParseNamed(cfg.RedisCredentials); err != nil {
 		return nil, err
 	}
 	a.sink, err = backends.New(backends.Config{
@@ -124,7 +127,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		Beat: a.heartbeat, Interval: cfg.HeartbeatInterval, Kick: a.kick,
 		Logger: log.With("component", "heartbeat"),
 	})
-	a.srv, err = ops.Listen(cfg.MetricsAddr, a.reg, a.health)
+	a.srv, err = ops.Listen(cfg.MetricsAddr, cfg.MetricsToken, a.reg, a.health)
 	if err != nil {
 		_ = a.sink.Close()
 		return nil, fmt.Errorf("METRICS_ADDR=%q: %w", cfg.MetricsAddr, err)
@@ -289,7 +292,7 @@ func (a *App) out() map[string]string {
 		if m == nil {
 			m = map[string]string{}
 		}
-		m[name] = st.State + ": " + st.Reason
+		m[name] = st.State + ": " + control.RedactText(st.Reason)
 	}
 	return m
 }

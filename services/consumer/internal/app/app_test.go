@@ -37,6 +37,8 @@ type env struct {
 	layout store.Layout
 	start  time.Time
 	pub    *amqp.Channel
+	allow  string // BACKEND_ALLOW of the consumers run; "" the default
+	creds  string // REDIS_CREDENTIALS of the consumers run
 }
 
 func newEnv(t testing.TB) *env {
@@ -81,6 +83,8 @@ func (e *env) runWith(id string, edit func(*app.Config)) *running {
 	if edit != nil {
 		edit(&cfg)
 	}
+	cfg.BackendAllow = e.allow
+	cfg.RedisCredentials = e.creds
 	a, err := app.New(cfg, logger(e.t).With("test", e.t.Name()))
 	if err != nil {
 		e.t.Fatal(err)

@@ -22,7 +22,7 @@ type Config struct {
 	Backends   string `envconfig:"BACKENDS" default:"redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380" desc:"the starting Redis instances, name=host:port or name=redis://user:password@host:port/db or rediss://, until the control log has a table"`
 	// BackendAllow lists the hosts this consumer may connect to as
 	// backends (control.Allow); empty: the hosts of BACKENDS only.
-	BackendAllow string        `envconfig:"BACKEND_ALLOW" desc:"hosts records may be sent to: names, IPs, CIDRs, or * (empty: the hosts of BACKENDS)"`
+	BackendAllow string        `envconfig:"BACKEND_ALLOW" desc:"addresses records may be sent to: host:port, CIDR:port, port * for any, or * (empty: the host:port pairs of BACKENDS)"`
 	Weights      string        `envconfig:"WEIGHTS" default:"redis-a=30,redis-b=70" desc:"the starting weights, name=weight (others get 1)"`
 	Retention    time.Duration `envconfig:"RETENTION" default:"5m" desc:"how long records stay readable"`
 	RedisPrefix  string        `envconfig:"REDIS_PREFIX" default:"cp:" desc:"key prefix in Redis"`
@@ -33,12 +33,14 @@ type Config struct {
 	RedisCAFile       string        `envconfig:"REDIS_CA_FILE" desc:"PEM certificates trusted for rediss:// backends (empty: the system's roots)"`
 	RedisUsername     string        `envconfig:"REDIS_USERNAME" desc:"ACL user for every backend whose address names no password"`
 	RedisPassword     string        `envconfig:"REDIS_PASSWORD" desc:"password for REDIS_USERNAME (or for the default user) on every backend whose address names none"`
+	RedisCredentials  string        `envconfig:"REDIS_CREDENTIALS" desc:"logins a backend may name as its credential: NAME=USER:PASSWORD, comma-separated"`
 	Prefetch          int           `envconfig:"PREFETCH" default:"64" desc:"unacked messages the broker may send ahead"`
 	MaxMessageBytes   int           `envconfig:"MAX_MESSAGE_BYTES" default:"1048576" desc:"a records message larger than this is dead-lettered too_large without being decoded"`
 	DrainedFallback   bool          `envconfig:"DRAINED_FALLBACK" default:"false" desc:"true: store on weight-0 instances while no weighted one can"`
 	ConsumerID        string        `envconfig:"CONSUMER_ID" desc:"name in heartbeats, metrics and the management UI (empty: hostname and a random suffix)"`
 	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"1s" desc:"heartbeats on conn.heartbeat (also sent right after each change)"`
 	MetricsAddr       string        `envconfig:"METRICS_ADDR" default:":9101" desc:"serve /metrics and /healthz here (empty: no server)"`
+	MetricsToken      string        `envconfig:"METRICS_TOKEN" desc:"when set, /metrics answers only Authorization: Bearer TOKEN (/healthz stays open)"`
 	LogLevel          string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat         string        `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else json), text or json"`
 }

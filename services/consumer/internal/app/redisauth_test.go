@@ -167,3 +167,41 @@ func mustCA(t *testing.T, file string) *x509.CertPool {
 	}
 	return ca
 }
+
+// TestNamedCredential: add_backend names a credential, not a password.
+// The control log holds only the name; each consumer logs in with the
+// login its own REDIS_CREDENTIALS gives that name, and stores records
+// there. A table naming a credential the consumer lacks is refused with
+// the reason, and no password is in its log.
+func TestNamedCredential(t *testing.T) {
+	const pass = "named-Pa55-3c8"
+	e := newEnv(t)
+	port := redisconntest.Start(t, t.TempDir(), "named", 26, "user default off", "user pool on >"+pass+" ~* &* +@all")
+	e.allow, e.creds = "127.0.0.1:*", "pool-c=pool:"+pass
+	c := e.run("cred-1")
+	stop := e.traffic(9)
+	e.control(fmt.Sprintf(`{"op":"add_backend","backend":{"name":"redis-c","addr":"127.0.0.1:%d","weight":250,"credential":"pool-c"}}`, port))
+	e.control(`{"op":"set_weights","weights":{"redis-a":0,"redis-b":0}}`)
+	e.eventually(10*time.Second, "the consumer at version 2", func() bool { return c.Routing().Version == 2 })
+	time.Sleep(time.Second)
+	sent := stop()
+	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), Username: "pool", Password: pass})
+	defer rdb.Close()
+	e.eventually(20*time.Second, "records on redis-c, stored with the named login", func() bool {
+		n := 0
+		err := e.layout.Read(context.Background(), rdb, e.start.Unix()-2, time.Now().Unix()+2, store.Filter{}, func(r *record.Record) {
+			if r.DstPort == 9 {
+				n++
+			}
+		})
+		return err == nil && n > 0 && n+e.countOn(e.addrs[0], 9)+e.countOn(e.addrs[1], 9) >= sent
+	})
+
+	cfg := app.Defaults()
+	cfg.AMQPURL, cfg.Backends, cfg.BackendAllow = e.url, fmt.Sprintf("redis-c=127.0.0.1:%d", port), "*"
+	cfg.MetricsAddr, cfg.RedisPrefix = "127.0.0.1:0", e.layout.Prefix
+	cfg.Weights, cfg.RedisCredentials = "", "pool-c=pool" // no password
+	if _, err := app.New(cfg, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "REDIS_CREDENTIALS") {
+		t.Errorf("REDIS_CREDENTIALS without a password: %v", err)
+	}
+}

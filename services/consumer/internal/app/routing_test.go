@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -65,6 +66,7 @@ func (e *env) traffic(tag uint16) (stop func() int) {
 func TestAddBackendUnderTraffic(t *testing.T) {
 	e := newEnv(t)
 	c := testenv.Redis(t, 3)[2]
+	e.allow = strings.Join(testenv.Redis(t, 3), ",") // redis-c's port too
 	cs := []*running{e.run("c1"), e.run("c2")}
 	stop := e.traffic(5)
 	defer func() {

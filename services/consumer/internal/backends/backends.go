@@ -327,14 +327,14 @@ func (s *Sink) SetTable(t *control.Table) error {
 	}
 	opts := make([]*redis.Options, len(t.Backends))
 	for i, b := range t.Backends {
-		if opts[i], err = s.options(b.Addr); err != nil {
+		if opts[i], err = s.options(b); err != nil {
 			return fmt.Errorf("routing table version %d: backend %q: %w", tableVersion(t), b.Name, err)
 		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, b := range t.Backends {
-		key := b.Name + "=" + b.Addr
+		key := b.Name + "=" + b.Addr + "[" + b.Credential + "]"
 		be := s.pool[key]
 		if be == nil {
 			// addr is for logs: never the password.
@@ -359,8 +359,8 @@ func tableVersion(t *control.Table) int64 {
 	return t.Version
 }
 
-func (s *Sink) options(addr string) (*redis.Options, error) {
-	o, err := redisconn.Options(addr, s.cfg.Redis)
+func (s *Sink) options(b control.Backend) (*redis.Options, error) {
+	o, err := redisconn.OptionsFor(b, s.cfg.Redis)
 	if err != nil {
 		return nil, err
 	}

@@ -93,7 +93,7 @@
       return;
     }
     try {
-      const [status, stats] = await Promise.all([getJSON("api/v1/status"), getJSON("api/v1/stats")]);
+      const [status, stats, history] = await Promise.all([getJSON("api/v1/status"), getJSON("api/v1/stats"), getJSON("api/v1/history")]);
       // A poll sent before a change this page made may answer after it:
       // versions only grow, so an older table never replaces a newer one.
       if (st.status && st.status.table && status.table && status.table.version < st.status.table.version) {
@@ -101,6 +101,7 @@
       }
       st.status = status;
       st.stats = stats;
+      st.history = history;
       st.polls++;
       render();
       banner("");
@@ -133,6 +134,7 @@
     conn.title = s.session || "";
     $("#updated").textContent = "updated " + fmt.clock(new Date());
     renderInstances();
+    renderHistory();
     renderChart();
     renderForm();
     renderConsumers();
@@ -273,6 +275,19 @@
     });
     if (rows.length === 0) rows.push(el("tr", {}, el("td", { colspan: 12, class: "muted" }, "no consumer has sent a heartbeat")));
     $("#consumers").tBodies[0].replaceChildren(...rows);
+  }
+
+  // The control log's changes, newest first; text only (a hand-published
+  // message may say anything).
+  function renderHistory() {
+    const entries = (st.history && st.history.entries) || [];
+    const rows = entries.slice(-50).reverse().map((e) => el("tr", { "data-position": e.position, class: e.refused ? "muted" : "" },
+      el("td", { class: "mono" }, e.time && !e.time.startsWith("0001") ? fmt.clock(new Date(e.time)) : "–"),
+      el("td", { class: "by" }, e.by || "–"),
+      el("td", { class: "num" }, e.version),
+      el("td", { class: "what" }, e.refused ? e.what + " (refused: " + e.refused + ")" : e.what)));
+    if (rows.length === 0) rows.push(el("tr", {}, el("td", { colspan: 4, class: "muted" }, "no change since admin started")));
+    $("#history").tBodies[0].replaceChildren(...rows);
   }
 
   function kvRows(tbody, rows) {
