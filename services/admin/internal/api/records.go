@@ -122,12 +122,18 @@ func (a *API) records(w http.ResponseWriter, r *http.Request) {
 		out.Owner = owner.Name
 	}
 	out.From, out.To = a.cfg.Records.Window(rq)
-	code := http.StatusOK
-	if len(res.Errors) > 0 && len(res.Errors) == len(asked) {
-		code = http.StatusServiceUnavailable
-		out.Error = "no backend could be read"
-	}
+	code, why := answerCode(res.Errors, asked)
+	out.Error = why
 	writeRecords(w, code, out, res.Items)
+}
+
+// answerCode is the status of a records answer: 503, and why, when no
+// backend asked could be read; else 200.
+func answerCode(errs map[string]string, asked []control.Backend) (int, string) {
+	if len(errs) > 0 && len(errs) == len(asked) {
+		return http.StatusServiceUnavailable, "no backend could be read"
+	}
+	return http.StatusOK, ""
 }
 
 // count answers a records question with counts: from the owner alone when
@@ -156,11 +162,8 @@ func (a *API) count(w http.ResponseWriter, r *http.Request, rq readback.Query, a
 		out.Owner = owner.Name
 	}
 	out.From, out.To = a.cfg.Records.Window(rq)
-	code := http.StatusOK
-	if len(res.Errors) > 0 && len(res.Errors) == len(asked) {
-		code = http.StatusServiceUnavailable
-		out.Error = "no backend could be read"
-	}
+	code, why := answerCode(res.Errors, asked)
+	out.Error = why
 	writeJSON(w, code, out)
 }
 
