@@ -3,36 +3,23 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/connpipe/connpipe/services/capture/internal/app"
 	"github.com/connpipe/connpipe/services/capture/internal/vethlab"
+	"github.com/connpipe/connpipe/shared/testenv"
 )
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *lockedBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *lockedBuffer) lines() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return strings.Split(strings.TrimSpace(w.b.String()), "\n")
+// lines are the lines written to b so far.
+func lines(b *testenv.Buffer) []string {
+	return strings.Split(strings.TrimSpace(b.String()), "\n")
 }
 
 // TestMirrorToCapture is the compose stack's MIRROR=1 path on one host:
@@ -64,7 +51,7 @@ func TestMirrorToCapture(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out lockedBuffer
+	var out testenv.Buffer
 	cfg.Stdout = &out
 	capReady, mirReady := make(chan struct{}), make(chan struct{})
 	cfg.Ready = func(app.Info) { close(capReady) }
@@ -91,7 +78,7 @@ func TestMirrorToCapture(t *testing.T) {
 	if _, err := in.Run(n, 20000); err != nil {
 		t.Fatal(err)
 	}
-	for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && len(out.lines()) < n; {
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && len(lines(&out)) < n; {
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(500 * time.Millisecond) // an extra record would show now
@@ -101,13 +88,13 @@ func TestMirrorToCapture(t *testing.T) {
 			t.Fatalf("run: %v", err)
 		}
 	}
-	lines := out.lines()
-	for _, l := range lines {
+	got := lines(&out)
+	for _, l := range got {
 		if f := strings.Split(l, "\t"); len(f) != 7 || f[2] != vethlab.DstIP.String() || f[4] != fmt.Sprint(port) {
 			t.Fatalf("record %q: want the packet inside, to %s", l, listen)
 		}
 	}
-	if len(lines) != n {
-		t.Fatalf("%d records, want %d", len(lines), n)
+	if len(got) != n {
+		t.Fatalf("%d records, want %d", len(got), n)
 	}
 }
