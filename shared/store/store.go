@@ -455,9 +455,6 @@ type Filter struct {
 	Key      string
 }
 
-// Match reports whether r passes f.
-func (f Filter) Match(r *record.Record) bool { return f.compile().match(r) }
-
 // filter is a Filter with its addresses parsed, so matching a record
 // compares addresses rather than formatting them.
 type filter struct {
