@@ -48,7 +48,8 @@ var ErrBadChunk = errors.New("malformed record chunk")
 // chunkKey is what the records of one chunk share.
 type chunkKey struct {
 	sec   int64
-	shard int
+	shard int // of 1 << bits
+	bits  int
 	dst   netip.Addr
 	port  uint16
 	flags byte
@@ -62,8 +63,8 @@ type chunk struct {
 	prevSrc [16]byte // IPv6: the last entry's source (first: the destination)
 }
 
-func chunkKeyOf(sec int64, r *record.Record) chunkKey {
-	k := chunkKey{sec: sec, shard: Shard(r.Src), dst: r.Dst, port: r.DstPort, flags: chunkFormat}
+func chunkKeyOf(sec int64, r *record.Record, bits int) chunkKey {
+	k := chunkKey{sec: sec, shard: Shard(r.Src, bits), bits: bits, dst: r.Dst, port: r.DstPort, flags: chunkFormat}
 	if r.Src.Is6() || r.Dst.Is6() {
 		k.flags |= chunkV6
 	}

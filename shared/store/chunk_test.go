@@ -40,11 +40,11 @@ func TestChunkRoundTrip(t *testing.T) {
 			want = append(want, randomRecord(rng, ts, tc.v6, tc.key))
 		}
 		want[3].IPLen = 70040
-		c := chunk{key: chunkKeyOf(1, &want[0])}
+		c := chunk{key: chunkKeyOf(1, &want[0], 5)}
 		c.start(&want[0])
 		for i := range want {
 			want[i].Dst = want[0].Dst
-			if chunkKeyOf(1, &want[i]).flags != c.key.flags {
+			if chunkKeyOf(1, &want[i], 5).flags != c.key.flags {
 				t.Fatalf("record %d would go to another chunk", i)
 			}
 			c.add(&want[i])
@@ -70,7 +70,7 @@ func TestChunkEntrySize(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	ts := int64(1_700_000_000_000_000_000)
 	r := randomRecord(rng, ts, false, false)
-	c := chunk{key: chunkKeyOf(1, &r)}
+	c := chunk{key: chunkKeyOf(1, &r, 5)}
 	c.start(&r)
 	const n = 1000
 	for range n {
@@ -86,7 +86,7 @@ func TestChunkEntrySize(t *testing.T) {
 // A chunk whose destination does not match is skipped unread.
 func TestChunkSkippedByDestination(t *testing.T) {
 	r := randomRecord(rand.New(rand.NewPCG(3, 4)), 5, false, false)
-	c := chunk{key: chunkKeyOf(1, &r)}
+	c := chunk{key: chunkKeyOf(1, &r, 5)}
 	c.start(&r)
 	c.add(&r)
 	n := 0
@@ -99,7 +99,7 @@ func TestChunkSkippedByDestination(t *testing.T) {
 // Hostile chunks give an error naming the problem, never a panic.
 func TestChunkRejectsBadInput(t *testing.T) {
 	r := randomRecord(rand.New(rand.NewPCG(5, 6)), 5, false, true)
-	c := chunk{key: chunkKeyOf(1, &r)}
+	c := chunk{key: chunkKeyOf(1, &r, 5)}
 	c.start(&r)
 	c.add(&r)
 	good := c.buf
@@ -119,7 +119,7 @@ func TestChunkRejectsBadInput(t *testing.T) {
 
 func FuzzDecodeChunk(f *testing.F) {
 	r := randomRecord(rand.New(rand.NewPCG(7, 8)), 5, true, true)
-	c := chunk{key: chunkKeyOf(1, &r)}
+	c := chunk{key: chunkKeyOf(1, &r, 5)}
 	c.start(&r)
 	c.add(&r)
 	f.Add(c.buf)

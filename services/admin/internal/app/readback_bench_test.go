@@ -146,9 +146,14 @@ func rawFetch(b *testing.B, clients []*redis.Client, l store.Layout, src netip.A
 	var wg sync.WaitGroup
 	for _, c := range clients {
 		wg.Go(func() {
-			_, err := c.Pipelined(context.Background(), func(p redis.Pipeliner) error {
-				for sec := now - 15*60; sec <= now; sec++ {
-					p.LRange(context.Background(), l.ChunkKey(sec, store.Shard(src)), 0, -1)
+			keys, err := l.ListKeys(context.Background(), c, now-15*60, now, store.Filter{Src: src.String()})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, err = c.Pipelined(context.Background(), func(p redis.Pipeliner) error {
+				for _, k := range keys {
+					p.LRange(context.Background(), k, 0, -1)
 				}
 				return nil
 			})

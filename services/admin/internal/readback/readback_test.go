@@ -3,6 +3,7 @@ package readback
 import (
 	"context"
 	"errors"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
@@ -30,16 +31,16 @@ func write(t *testing.T, pool *redisconn.Pool, layout store.Layout, addr string,
 	t.Helper()
 	ctx := testenv.Context(t, 10*time.Second)
 	b := store.NewBuckets()
-	var keys []string
+	from, to := int64(math.MaxInt64), int64(0)
 	for i := range recs {
 		sec := store.Bucket(recs[i].TS, 0, 0)
 		b.Add(sec, &recs[i])
-		keys = append(keys, layout.BucketKey(sec), layout.ChunkKey(sec, store.Shard(recs[i].Src)), layout.CountKey(sec))
+		from, to = min(from, sec), max(to, sec)
 	}
 	if _, err := layout.Write(ctx, pool.Client(addr), b); err != nil {
 		t.Fatalf("write to %s: %v", addr, err)
 	}
-	t.Cleanup(func() { pool.Client(addr).Del(context.Background(), keys...) })
+	t.Cleanup(func() { _ = layout.Purge(context.Background(), pool.Client(addr), from, to) })
 }
 
 func TestReadAcrossInstances(t *testing.T) {

@@ -34,8 +34,8 @@ type env struct {
 	layout   store.Layout
 	clients  map[string]*redis.Client
 	backends []control.Backend
-	keys     []string
-	v1       bool // write layout v1 buckets (no counters)
+	secs     []int64 // seconds written, deleted at the end
+	v1       bool    // write layout v1 buckets (no counters)
 }
 
 func newEnv(t *testing.T) *env {
@@ -47,8 +47,8 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(func() {
 		for _, c := range e.clients {
-			if len(e.keys) > 0 {
-				c.Del(context.Background(), e.keys...)
+			for _, sec := range e.secs {
+				_ = e.layout.Purge(context.Background(), c, sec, sec)
 			}
 			c.Close()
 		}
@@ -74,10 +74,7 @@ func (e *env) store(i int, sec int64, n int) {
 	if _, err := e.layout.Write(context.Background(), e.clients[e.backends[i].Addr], b); err != nil {
 		e.t.Fatalf("write: %v", err)
 	}
-	e.keys = append(e.keys, e.layout.BucketKey(sec), e.layout.CountKey(sec))
-	for sh := range store.Shards {
-		e.keys = append(e.keys, e.layout.ChunkKey(sec, sh))
-	}
+	e.secs = append(e.secs, sec)
 }
 
 func TestCountsSharesAndRates(t *testing.T) {

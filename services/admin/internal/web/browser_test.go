@@ -771,15 +771,8 @@ func cleanBuckets(t *testing.T, e *apptest.Env, from time.Time) {
 // cleanup deletes the test's buckets from the instance at addr at the end.
 func cleanup(t *testing.T, e *apptest.Env, addr string, from time.Time) {
 	t.Cleanup(func() {
-		var keys []string
-		for s := from.Unix() - 5; s <= time.Now().Unix()+5; s++ {
-			keys = append(keys, e.Layout.BucketKey(s), e.Layout.CountKey(s))
-			for sh := range store.Shards {
-				keys = append(keys, e.Layout.ChunkKey(s, sh))
-			}
-		}
 		rdb := redis.NewClient(&redis.Options{Addr: addr})
-		rdb.Del(context.Background(), keys...)
+		_ = e.Layout.Purge(context.Background(), rdb, from.Unix()-5, time.Now().Unix()+5)
 		rdb.Close()
 	})
 }

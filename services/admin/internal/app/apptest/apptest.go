@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
@@ -167,18 +168,18 @@ func (e *Env) WriteRecords(t testing.TB, i int, recs ...record.Record) {
 	rdb := redis.NewClient(&redis.Options{Addr: e.Backends[i].Addr})
 	t.Cleanup(func() { rdb.Close() })
 	b := store.NewBuckets()
-	var keys []string
+	from, to := int64(math.MaxInt64), int64(0)
 	for j := range recs {
 		sec := store.Bucket(recs[j].TS, 0, 0)
 		b.Add(sec, &recs[j])
-		keys = append(keys, e.Layout.ChunkKey(sec, store.Shard(recs[j].Src)), e.Layout.CountKey(sec))
+		from, to = min(from, sec), max(to, sec)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := e.Layout.Write(ctx, rdb, b); err != nil {
 		t.Fatalf("write records to %s: %v", e.Backends[i].Name, err)
 	}
-	t.Cleanup(func() { rdb.Del(context.Background(), keys...) })
+	t.Cleanup(func() { _ = e.Layout.Purge(context.Background(), rdb, from, to) })
 }
 
 // Answer is an HTTP answer, its body read whole.
