@@ -23,35 +23,40 @@ import (
 // decoded record batches of version 1 only.
 const lastV1 = "799df35"
 
-// buildOldConsumer builds the consumer of commit lastV1 from this
+// lastFixedSplit is the last commit whose consumer split every second of
+// layout v2 into 32 lists, counted in n: keys.
+const lastFixedSplit = "8f1ceee"
+
+// buildOldConsumer builds the consumer of commit rev from this
 // repository's history into the test's binary directory.
-func buildOldConsumer(t *testing.T) string {
+func buildOldConsumer(t *testing.T, rev string) string {
 	t.Helper()
 	top, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
 	if err != nil {
-		t.Fatalf("the upgrade test builds the consumer of %s from git history: %v", lastV1, err)
+		t.Fatalf("the upgrade test builds the consumer of %s from git history: %v", rev, err)
 	}
 	root := strings.TrimSpace(string(top))
 	src := t.TempDir()
-	archive := exec.Command("git", "-C", root, "archive", "--format=tar", lastV1)
+	archive := exec.Command("git", "-C", root, "archive", "--format=tar", rev)
 	var tarball, stderr bytes.Buffer
 	archive.Stdout, archive.Stderr = &tarball, &stderr
 	if err := archive.Run(); err != nil {
-		t.Fatalf("git archive %s (a clone with history is needed): %v\n%s", lastV1, err, stderr.String())
+		t.Fatalf("git archive %s (a clone with history is needed): %v\n%s", rev, err, stderr.String())
 	}
 	untar := exec.Command("tar", "-x", "-C", src)
 	untar.Stdin = &tarball
 	if out, err := untar.CombinedOutput(); err != nil {
-		t.Fatalf("untar %s: %v\n%s", lastV1, err, out)
+		t.Fatalf("untar %s: %v\n%s", rev, err, out)
 	}
-	bin := filepath.Join(binDir, "consumer-v1")
+	name := "consumer-" + rev
+	bin := filepath.Join(binDir, name)
 	build := exec.Command("go", "build", "-o", bin, "github.com/connpipe/connpipe/services/consumer")
 	build.Dir = src
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the consumer of %s: %v\n%s", lastV1, err, out)
+		t.Fatalf("build the consumer of %s: %v\n%s", rev, err, out)
 	}
-	return "consumer-v1"
+	return name
 }
 
 // A rolling upgrade, in the README's order (admin first, then consumers,
@@ -59,8 +64,15 @@ func buildOldConsumer(t *testing.T) string {
 // consume one queue side by side while captures still publish version 1
 // batches, then the old consumer stops. Admin returns every record of the
 // window exactly once, from both layouts.
-func TestRollingUpgradeReadsBothLayouts(t *testing.T) {
-	old := buildOldConsumer(t)
+func TestRollingUpgradeReadsBothLayouts(t *testing.T) { rollingUpgrade(t, lastV1) }
+
+// The same from the release that split every second into 32 lists: in a
+// second that both consumers wrote, split otherwise, admin reads every
+// record once, by source too.
+func TestRollingUpgradeFromFixedSplit(t *testing.T) { rollingUpgrade(t, lastFixedSplit) }
+
+func rollingUpgrade(t *testing.T, rev string) {
+	old := buildOldConsumer(t, rev)
 	s := newSystem(t, nil)
 	s.startAdmin()
 	oldAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -110,9 +122,38 @@ func TestRollingUpgradeReadsBothLayouts(t *testing.T) {
 		n := oldN + storedBy(newC.addr)
 		return n == float64(len(want)), fmt.Sprintf("%.0f of %d", n, len(want))
 	})
-	t.Logf("old consumer stored %.0f records (layout v1), new one %.0f (layout v2)", oldN, storedBy(newC.addr))
+	t.Logf("old consumer (%s) stored %.0f records, new one %.0f", rev, oldN, storedBy(newC.addr))
 
-	req, _ := http.NewRequest(http.MethodGet, "http://"+s.adminAddr+"/api/v1/records?since=5m&limit=100000", nil)
+	got := readRecords(t, s, "since=5m&limit=100000")
+	seen := map[string]int{}
+	for _, r := range got {
+		seen[r.String()]++
+	}
+	for _, r := range want {
+		if n := seen[r.String()]; n != 1 {
+			t.Fatalf("record %s read back %d times, want once", r, n)
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("read back %d records, published %d", len(got), len(want))
+	}
+	// A source question finds its record whichever consumer stored it.
+	for _, r := range []record.Record{want[0], want[len(want)/2], want[len(want)-1]} {
+		bySrc := readRecords(t, s, "since=5m&src="+r.Src.String())
+		if len(bySrc) != 1 || bySrc[0].String() != r.String() {
+			t.Fatalf("src %s: read %v, want %s", r.Src, bySrc, r)
+		}
+	}
+	out, err := s.cli("records", "--since", "5m", "--count")
+	if err != nil || !strings.Contains(out, fmt.Sprintf("total\t%d", len(want))) {
+		t.Fatalf("admin records --count: %v\n%s", err, out)
+	}
+}
+
+// readRecords asks admin's API for records with query q.
+func readRecords(t *testing.T, s *system, q string) []record.Record {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+s.adminAddr+"/api/v1/records?"+q, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -123,26 +164,13 @@ func TestRollingUpgradeReadsBothLayouts(t *testing.T) {
 		Records []record.JSON `json:"records"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
-		t.Fatal(err)
+		t.Fatalf("records?%s: %v", q, err)
 	}
-	seen := map[string]int{}
+	out := make([]record.Record, len(res.Records))
 	for i := range res.Records {
-		r, err := res.Records[i].Record()
-		if err != nil {
+		if out[i], err = res.Records[i].Record(); err != nil {
 			t.Fatal(err)
 		}
-		seen[r.String()]++
 	}
-	for _, r := range want {
-		if n := seen[r.String()]; n != 1 {
-			t.Fatalf("record %s read back %d times, want once", r, n)
-		}
-	}
-	if len(res.Records) != len(want) {
-		t.Fatalf("read back %d records, published %d", len(res.Records), len(want))
-	}
-	out, err := s.cli("records", "--since", "5m", "--count")
-	if err != nil || !strings.Contains(out, fmt.Sprintf("total\t%d", len(want))) {
-		t.Fatalf("admin records --count: %v\n%s", err, out)
-	}
+	return out
 }
