@@ -62,31 +62,32 @@ func TestSplitGrowsWithTheRate(t *testing.T) {
 	l := store.Layout{Prefix: testenv.Prefix(t), Retention: time.Minute}
 	sec := time.Now().Unix() - 10
 	b := store.NewBuckets()
-	rates := []int{3000, 100, 20_000, 20_000}
+	rates := []int{3000, 100, 20_000, 20_000, 100, 100, 100, 100}
 	for i, n := range rates {
 		write(t, l, rdb, b, spread(sec+int64(i), n, i))
 	}
-	// The first second knows nothing before it: 32 lists. Each next one
-	// is split by the most of the two seconds before it.
-	want := []int64{5, int64(store.ShardBits(3000)), int64(store.ShardBits(3000)), int64(store.ShardBits(20_000))}
+	// The first second has nothing before it: one list. Each next one is
+	// split by the busiest of the three seconds before it.
+	k3, k20 := int64(store.ShardBits(3000)), int64(store.ShardBits(20_000))
+	want := []int64{0, k3, k3, k20, k20, k20, k20, 0}
 	for i := range rates {
 		if got := splitOf(t, l, rdb, sec+int64(i)); got != want[i] {
 			t.Errorf("second %d (+%d): split %d, want %d", sec+int64(i), i, got, want[i])
 		}
 	}
-	n, _, err := l.Count(ctx, rdb, sec, sec+3)
-	if err != nil || n != 43_100 {
-		t.Fatalf("count %d (%v), want 43100", n, err)
+	n, _, err := l.Count(ctx, rdb, sec, sec+7)
+	if err != nil || n != 43_500 {
+		t.Fatalf("count %d (%v), want 43500", n, err)
 	}
 	for i, n := range rates {
 		recs := spread(sec+int64(i), n, i)
 		src := recs[n/2].Src
-		keys, err := l.ListKeys(ctx, rdb, sec, sec+3, store.Filter{Src: src.String()})
+		keys, err := l.ListKeys(ctx, rdb, sec, sec+7, store.Filter{Src: src.String()})
 		if err != nil || len(keys) != len(rates) {
 			t.Fatalf("source %s: lists %v (%v), want one a second", src, keys, err)
 		}
 		var got []record.Record
-		if err := l.Read(ctx, rdb, sec, sec+3, store.Filter{Src: src.String()}, func(r *record.Record) { got = append(got, *r) }); err != nil {
+		if err := l.Read(ctx, rdb, sec, sec+7, store.Filter{Src: src.String()}, func(r *record.Record) { got = append(got, *r) }); err != nil {
 			t.Fatal(err)
 		}
 		if len(got) != 1 || got[0] != recs[n/2] {
@@ -95,9 +96,10 @@ func TestSplitGrowsWithTheRate(t *testing.T) {
 	}
 }
 
-// Two consumers that guess a second's split differently write it alike:
-// the one that comes second learns the split from the instance and makes
-// its write again, so one list per second holds each source.
+// Two consumers write a second alike although one of them knows nothing
+// of the seconds before: the instance splits it, the one that guessed
+// wrong learns the split in the answer and makes its write again, so one
+// list per second holds each source.
 func TestWritersAgreeOnASplit(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
 	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t, 1)[0]})
@@ -105,12 +107,12 @@ func TestWritersAgreeOnASplit(t *testing.T) {
 	l := store.Layout{Prefix: testenv.Prefix(t), Retention: time.Minute}
 	sec := time.Now().Unix() - 10
 	a, b := store.NewBuckets(), store.NewBuckets()
-	write(t, l, rdb, a, spread(sec-1, 5000, 1)) // a guesses 32 lists for sec-1, then 16 for sec
+	write(t, l, rdb, a, spread(sec-1, 5000, 1)) // a learns that sec-1 holds 5000
 	second := spread(sec, 2000, 2)
-	write(t, l, rdb, b, second[:1000]) // b knows nothing: 32 lists
-	write(t, l, rdb, a, second[1000:]) // a guessed 16, learns 32, writes again
-	if got := splitOf(t, l, rdb, sec); got != 5 {
-		t.Fatalf("split of the second %d, want 5", got)
+	write(t, l, rdb, b, second[:1000]) // b knows nothing, guesses one list, learns 16
+	write(t, l, rdb, a, second[1000:]) // a guesses 16 lists
+	if got, want := splitOf(t, l, rdb, sec), int64(store.ShardBits(5000)); got != want || want == 0 {
+		t.Fatalf("split of the second %d, want %d", got, want)
 	}
 	seen := map[netip.Addr]int{}
 	if err := l.Read(ctx, rdb, sec, sec, store.Filter{}, func(r *record.Record) { seen[r.Src]++ }); err != nil {

@@ -14,8 +14,8 @@
 // A question about one source reads one list per second per instance. A
 // second is split into 1 to 1024 lists (a power of two), so that a list
 // holds about shardTarget/2 to shardTarget records: the first write of a
-// second decides it from the records the instance stored in the seconds
-// before (ShardBits), and the second's counter keeps it, so every consumer
+// second decides it from the records the instance stored in the three
+// seconds before (ShardBits of the busiest), and the second's counter keeps it, so every consumer
 // writes that second alike. A source question therefore reads about the
 // same few hundred records a second per instance whatever the rate, and
 // chunks stay big enough to cost little memory. A chunk writes what its
@@ -27,8 +27,8 @@
 // (writeScript): it checks the batch marks and the seconds' shard counts
 // first, and when some record of the write is already marked on the
 // instance it writes nothing and returns the marks, so the consumer drops
-// those records and writes the rest; when another consumer split a second
-// otherwise, it writes nothing and returns the split, and the write is
+// those records and writes the rest; when the write guessed the split of a
+// second wrong, it writes nothing and returns the split, and the write is
 // made again by it. Otherwise it pushes the chunks, adds to the counters
 // and marks the records, every key with its expiry, atomically. Since a
 // batch's records are routed by their place in the producer's stream

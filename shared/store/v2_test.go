@@ -97,10 +97,14 @@ func TestBothLayoutsReadAndCounted(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t, 1)[0]})
 	defer rdb.Close()
 	l := store.Layout{Prefix: testenv.Prefix(t), Retention: time.Minute}
-	now := time.Now()
+	now := time.Unix(time.Now().Unix(), 5e8)
 	recs := batchOf(1000, now.UnixNano())
 	v1, v2 := store.NewBuckets(), store.NewBuckets()
 	v1.V1 = true
+	// A busy second before the window makes the instance split the next
+	// ones into 64 lists.
+	write(t, l, rdb, v2, spread(now.Unix()-2, 20_000, 3))
+	v2.Reset()
 	for i := range recs {
 		b := v2
 		if i%4 == 0 {

@@ -104,19 +104,24 @@ func (b *Buckets) add(sec int64, r *record.Record, id record.ID, i, n int) {
 }
 
 // bitsOf is the split of second sec: the instance's when a write learnt
-// it, else guessed from the two seconds before (the one before may not be
-// complete yet), else the previous release's.
+// it, else a guess made as the write script decides, from what the
+// instance held in the seconds before at the last writes to them.
 func (b *Buckets) bitsOf(sec int64) int {
 	if s, ok := b.split[sec]; ok {
 		return s.bits
 	}
-	prev, ok1 := b.split[sec-1]
-	prev2, ok2 := b.split[sec-2]
-	if !ok1 && !ok2 {
-		return legacyShardBits
+	var n int64
+	for d := range int64(splitHistory) {
+		n = max(n, b.split[sec-1-d].n)
 	}
-	return ShardBits(max(prev.n, prev2.n))
+	return ShardBits(n)
 }
+
+// splitHistory is how many seconds before a new second its split is
+// judged from: the busiest of them. The second just before may still be
+// filling (capture batches, consumers' rounds in flight); three seconds
+// back, the last of them is complete.
+const splitHistory = 3
 
 func (b *Buckets) count(sec int64) {
 	if n := len(b.counts); n > 0 && b.counts[n-1].sec == sec {
@@ -253,18 +258,21 @@ type Held struct {
 func (h Held) Has(i int) bool { return i/8 < len(h.Bits) && h.Bits[i/8]&(0x80>>(i%8)) != 0 }
 
 // writeScript writes a round's records to an instance (layout v2). KEYS:
-// the chunks' lists, the counters, the marks. ARGV: the three counts, the
-// marks' lifetime in ms, then (deadline, chunk) per list, (deadline,
-// records, split) per counter, and a bitmap per mark.
+// the chunks' lists, per second its counter and those of the splitHistory
+// seconds before, the marks. ARGV: the three counts, the marks' lifetime in
+// ms, shardTarget, MaxShardBits, splitHistory, then (deadline, chunk) per
+// list, (deadline, records, split) per second, and a bitmap per mark.
 //
 // It answers {1, index of a mark, its value, …} and writes nothing if a
-// mark already has a bit of its bitmap; {2, index of a counter, the
-// second's split, …} and writes nothing if a second is split otherwise
-// than the write says; else it writes and answers {0, the counters' new
-// values…}. A key gets its expiry when the write creates it.
+// mark already has a bit of its bitmap; {2, index of a second, its
+// counter, …} and writes nothing if a second is split otherwise than the
+// write says. A second that has no counter yet is split as ShardBits says
+// of the busiest of the splitHistory seconds before it. Else it writes and answers {0, the seconds'
+// counters…}. A key gets its expiry when the write creates it.
 var writeScript = redis.NewScript(`
 local nc, nn, nm, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local ka, ac = nc + nn, 5 + 2 * nc
+local target, maxbits, hist = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local ka, ac = nc + (1 + hist) * nn, 8 + 2 * nc
 local am = ac + 3 * nn
 local out = {1}
 for m = 1, nm do
@@ -282,20 +290,30 @@ for m = 1, nm do
 end
 if #out > 1 then return out end
 out[1] = 2
-local cur = {}
+local cur, split = {}, {}
 for j = 1, nn do
-  local v = redis.call('GET', KEYS[nc + j])
+  local kc = nc + (1 + hist) * (j - 1) + 1
+  local v = redis.call('GET', KEYS[kc])
   if v then
-    v = tonumber(v)
-    if v % 16 ~= tonumber(ARGV[ac + 3 * j - 1]) then
-      out[#out + 1] = j - 1
-      out[#out + 1] = v
+    cur[j] = tonumber(v)
+    split[j] = cur[j] % 16
+  else
+    local n = 0
+    for d = 1, hist do
+      local p = redis.call('GET', KEYS[kc + d])
+      if p then n = math.max(n, math.floor(tonumber(p) / 16)) end
     end
+    local k = 0
+    while k < maxbits and n > target * 2 ^ k do k = k + 1 end
+    split[j] = k
   end
-  cur[j] = v
+  if split[j] ~= tonumber(ARGV[ac + 3 * j - 1]) then
+    out[#out + 1] = j - 1
+    out[#out + 1] = cur[j] or split[j]
+  end
 end
 if #out > 1 then return out end
-local a = 5
+local a = 8
 for i = 1, nc do
   if redis.call('RPUSH', KEYS[i], ARGV[a + 1]) == 1 then
     redis.call('PEXPIREAT', KEYS[i], ARGV[a])
@@ -304,10 +322,10 @@ for i = 1, nc do
 end
 out = {0}
 for j = 1, nn do
-  local d = 16 * tonumber(ARGV[a + 1])
-  if not cur[j] then d = d + tonumber(ARGV[a + 2]) end
-  out[j + 1] = redis.call('INCRBY', KEYS[nc + j], d)
-  if not cur[j] then redis.call('PEXPIREAT', KEYS[nc + j], ARGV[a]) end
+  local kc, d = KEYS[nc + (1 + hist) * (j - 1) + 1], 16 * tonumber(ARGV[a + 1])
+  if not cur[j] then d = d + split[j] end
+  out[j + 1] = redis.call('INCRBY', kc, d)
+  if not cur[j] then redis.call('PEXPIREAT', kc, ARGV[a]) end
   a = a + 3
 end
 for m = 1, nm do
@@ -331,10 +349,10 @@ redis.call('APPEND', KEYS[1], ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 return 1`)
 
-// maxResplits bounds how often one write is made again because other
-// consumers split its seconds otherwise: each time, b learns the split of
-// every second the write named, so a second try only meets a second that
-// another consumer split in the meantime.
+// maxResplits bounds how often one write is made again because it guessed
+// the split of a second wrong: each time, b learns the split of every
+// second the write named, so a second try only meets a second that another
+// consumer started in the meantime.
 const maxResplits = 3
 
 // Write writes b to rdb in one round trip. It returns nil, nil only when
@@ -385,16 +403,19 @@ func withScript(ctx context.Context, rdb redis.UniversalClient, script *redis.Sc
 // (b has learnt how, and must be rebuilt).
 func (l Layout) writeV2(ctx context.Context, rdb redis.UniversalClient, b *Buckets) (held []Held, resplit bool, err error) {
 	nc, nn, nm := len(b.chunks), len(b.counts), len(b.marks)
-	keys := make([]string, 0, nc+nn+nm)
-	args := make([]any, 4, 4+2*nc+3*nn+nm)
+	keys := make([]string, 0, nc+(1+splitHistory)*nn+nm)
+	args := make([]any, 7, 7+2*nc+3*nn+nm)
 	args[0], args[1], args[2], args[3] = nc, nn, nm, l.Retention.Milliseconds()
+	args[4], args[5], args[6] = shardTarget, MaxShardBits, splitHistory
 	for i := range b.chunks {
 		c := &b.chunks[i]
 		keys = append(keys, l.ChunkKey(c.key.sec, c.key.shard, c.key.bits))
 		args = append(args, l.DeadlineMS(c.key.sec), c.buf)
 	}
 	for _, c := range b.counts {
-		keys = append(keys, l.CountKey(c.sec))
+		for d := range int64(1 + splitHistory) {
+			keys = append(keys, l.CountKey(c.sec-d))
+		}
 		args = append(args, l.DeadlineMS(c.sec), c.n, c.bits)
 	}
 	for _, m := range b.marks {
