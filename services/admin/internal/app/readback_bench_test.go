@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,18 +93,21 @@ func benchSource(k uint32) netip.Addr {
 // fillWindow writes n records over the last 300 s, from 65,536 sources to
 // 192.0.2.1:443, 30/70 over the two instances, and returns a source that
 // the window holds and the window's end.
-func fillWindow(b *testing.B, l store.Layout, clients []*redis.Client, n int) (string, time.Time) {
+func fillWindow(b testing.TB, l store.Layout, clients []*redis.Client, n int) (string, time.Time) {
 	const batch, round, workers = 512, 8, 4
 	end := time.Now()
 	step := int64(300*time.Second) / int64(n)
 	base := end.UnixNano() - int64(n)*step
 	rounds := (n + batch*round - 1) / (batch * round)
 	var wg sync.WaitGroup
+	var next atomic.Int64
 	errs := make(chan error, workers)
-	for w := range workers {
+	for range workers {
 		wg.Go(func() {
 			bk := []*store.Buckets{store.NewBuckets(), store.NewBuckets()}
-			for r := w; r < rounds; r += workers {
+			// Rounds are taken in order, as consumers take messages
+			// from one queue: a few rounds in flight at once.
+			for r := int(next.Add(1) - 1); r < rounds; r = int(next.Add(1) - 1) {
 				for _, x := range bk {
 					x.Reset()
 				}
@@ -191,7 +195,7 @@ func bytesPerRecord(b *testing.B, clients []*redis.Client, prefix string, n int)
 	return float64(total) / float64(n)
 }
 
-func scanKeys(b *testing.B, c *redis.Client, prefix string) []string {
+func scanKeys(b testing.TB, c *redis.Client, prefix string) []string {
 	var keys []string
 	iter := c.Scan(context.Background(), 0, prefix+"*", 10000).Iterator()
 	for iter.Next(context.Background()) {
@@ -204,7 +208,7 @@ func scanKeys(b *testing.B, c *redis.Client, prefix string) []string {
 }
 
 // dropPrefix unlinks every key under prefix.
-func dropPrefix(b *testing.B, c *redis.Client, prefix string) {
+func dropPrefix(b testing.TB, c *redis.Client, prefix string) {
 	keys := scanKeys(b, c, prefix)
 	for len(keys) > 0 {
 		part := keys[:min(len(keys), 5000)]
