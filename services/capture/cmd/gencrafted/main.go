@@ -128,7 +128,7 @@ func main() {
 		}
 	}
 	// The tunnels of mirror mode, in a directory of their own: their truth
-	// is the packet inside (testdata/golden.sh with GOLDEN_INNER=1).
+	// is the packet inside (cmd/golden/golden.sh with GOLDEN_INNER=1).
 	mirror := mirrorFrames()
 	stamp(mirror)
 	if err := os.MkdirAll(filepath.Join(dir, "mirror"), 0o755); err != nil {
