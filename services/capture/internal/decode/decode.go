@@ -45,6 +45,8 @@
 package decode
 
 import (
+	"encoding/binary"
+
 	"github.com/connpipe/connpipe/shared/record"
 )
 
@@ -173,9 +175,12 @@ func ipLen(n int) uint32 { return uint32(min(n, 0xffffffff)) }
 // of a layer is len(b)+cut.
 
 func decodeFrame(lt LinkType, frame []byte, cut int, r *record.Record, seg *out) Status {
-	if lt == LinkEthernet { // most of the traffic: a direct call
+	if lt == LinkEthernet { // most of the traffic: direct calls
 		if len(frame) < ethHeader {
 			return StatusLinkTruncated
+		}
+		if binary.BigEndian.Uint16(frame[12:]) == etherTypeIPv4 {
+			return ipv4(frame[ethHeader:], cut, r, seg)
 		}
 		return ethernet(frame, cut, r, seg)
 	}
