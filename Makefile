@@ -32,7 +32,7 @@ bench: testenv ## run the benchmarks: hot paths, then the end-to-end replay thro
 
 bench-live: ## live capture beside tcpdump over a veth pair at fixed rates (root; installs tcpdump; BENCHLIVE_FLAGS=...)
 	@CONNPIPE_TCPDUMP=1 scripts/testenv.sh up
-	set -a; . "$$(scripts/testenv.sh path)"; set +a; $(GO) run $(MODULE)/services/capture/internal/benchlive $(BENCHLIVE_FLAGS)
+	set -a; . "$$(scripts/testenv.sh path)"; set +a; $(GO) run $(MODULE)/services/capture/cmd/benchlive $(BENCHLIVE_FLAGS)
 
 demo: testenv build ## run the whole pipeline natively: 2 Redis, RabbitMQ, capture on lo, 2 consumers, admin, traffic; 30/70 then 50/50
 	@scripts/demo.sh

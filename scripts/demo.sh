@@ -48,7 +48,7 @@ wait_http 127.0.0.1:9100
 bin/admin weights get
 
 say "traffic: 200 source addresses 127.0.1.1-127.0.1.200 for ${DURATION}s"
-bg trafficgen go run ./tools/trafficgen -target 127.0.0.1:$PORT -sources 127.0.1.1-127.0.1.200 -rate 150 -duration "${DURATION}s"
+bg trafficgen go run ./services/capture/cmd/trafficgen -target 127.0.0.1:$PORT -sources 127.0.1.1-127.0.1.200 -rate 150 -duration "${DURATION}s"
 
 stored() { # prints "a b": records stored on redis-a and redis-b by both consumers
 	for p in 9101 9102; do curl -fs "http://127.0.0.1:$p/metrics"; done |

@@ -132,9 +132,16 @@ func AMQP(t testing.TB) string {
 // mgmtCall sends one request to the management API with testenv's
 // credentials.
 func mgmtCall(t testing.TB, method, path, body string) error {
-	mgmt, err := url.Parse(setting(t, "CONNPIPE_TEST_MGMT"))
+	return ManagementCall(setting(t, "CONNPIPE_TEST_MGMT"), method, path, body)
+}
+
+// ManagementCall sends one request to the RabbitMQ management API at
+// mgmtURL, with the credentials in its user info, and fails on an answer
+// of 300 or above.
+func ManagementCall(mgmtURL, method, path, body string) error {
+	mgmt, err := url.Parse(mgmtURL)
 	if err != nil {
-		return fmt.Errorf("CONNPIPE_TEST_MGMT: %w", err)
+		return fmt.Errorf("management URL: %w", err)
 	}
 	user := mgmt.User.Username()
 	pass, _ := mgmt.User.Password()

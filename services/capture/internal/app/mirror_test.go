@@ -11,11 +11,11 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// mirrorDir holds the tunnel captures (gen.go) and, in golden/, the TCP
+// mirrorDir holds the tunnel captures (cmd/gencrafted) and, in golden/, the TCP
 // packets tshark finds inside the tunnels (GOLDEN_INNER=1 golden.sh).
 const mirrorDir = craftedDir + "/mirror"
 
-// Facts of tunnels.pcap, as gen.go builds it: the watched address, the
+// Facts of tunnels.pcap, as cmd/gencrafted builds it: the watched address, the
 // one frame that is not a tunnel, the tunnel frames cut or inconsistent,
 // and the capture times of the frames to the watched address in VNI 200,
 // in ERSPAN type I (no session id) and in ERSPAN session 5.

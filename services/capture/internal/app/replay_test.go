@@ -24,7 +24,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/golden with tshark (testdata/golden.sh)")
+var update = flag.Bool("update", false, "rewrite testdata/golden with tshark (cmd/golden/golden.sh)")
 
 const goldenDir = "../../testdata/golden"
 
@@ -44,7 +44,7 @@ func readGoldenIn(t *testing.T, dir, name string) []goldenLine {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dir, name+".tsv"))
 	if err != nil {
-		t.Fatalf("golden file: %v (generate with testdata/golden.sh)", err)
+		t.Fatalf("golden file: %v (generate with cmd/golden/golden.sh)", err)
 	}
 	var out []goldenLine
 	for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
@@ -211,7 +211,7 @@ func at(s []string, i int) string {
 }
 
 // TestGoldenReplay replays every sample capture and compares the records
-// with testdata/golden/NAME.tsv (made by tshark, see testdata/golden.sh).
+// with testdata/golden/NAME.tsv (made by tshark, see cmd/golden/golden.sh).
 func TestGoldenReplay(t *testing.T) {
 	captures := samples.Captures(t)
 	if *update {
@@ -259,8 +259,8 @@ func checkAccounted(t *testing.T, reg *prometheus.Registry, records int) {
 const craftedDir = "../../testdata/crafted"
 
 // TestCraftedGolden replays the crafted captures (testdata/crafted, made
-// by gen.go there) and compares the records with the lines tshark gives
-// for them (testdata/crafted/golden, made by testdata/golden.sh): more
+// by cmd/gencrafted) and compares the records with the lines tshark gives
+// for them (testdata/crafted/golden, made by cmd/golden/golden.sh): more
 // link layers, offloaded IP lengths, odd TCP headers and out-of-range
 // timestamps.
 func TestCraftedGolden(t *testing.T) {

@@ -15,60 +15,25 @@ import (
 	"github.com/connpipe/connpipe/services/capture/internal/keyscan"
 	"github.com/connpipe/connpipe/services/capture/internal/source"
 	"github.com/connpipe/connpipe/services/capture/internal/textout"
-	"github.com/connpipe/connpipe/shared/record"
 )
 
-// ringReader is one live reader: it decodes each block of its ring in
-// place, on its own core, and hands the block's records to the shared
-// output up to maxHeld at a time (AddAll takes the output's lock once),
-// then hands the block back to the kernel. Every record of a connection
+// ringReader is one live reader: it runs each frame of each block of its
+// ring through its pipeline in place, on its own core, handing the
+// block's records to the shared output up to maxHeld at a time, then
+// hands the block back to the kernel. Every record of a connection
 // reaches the same reader, which hands them over in order, so they stay
 // in order at the output. Counters are added once per block, so readers
 // on different cores do not contend for them per packet.
 type ringReader struct {
-	live  *source.Live
-	link  decode.LinkType
-	dec   *decode.Decoder
-	flt   *filter.Filter
-	out   output
-	scan  *keyscan.Scanner
-	m     *metrics
-	log   *slog.Logger
-	debug bool
-	t     blockTally
-	tt    tunnelTally
-	rec   record.Record
-	// recs holds records until they go to out together.
-	recs []record.Record
+	live *source.Live
+	link decode.LinkType
+	p    frames
+	m    *metrics
 }
 
-// maxHeld bounds ringReader.recs: a block of small frames holds
-// thousands of records.
+// maxHeld bounds the records a ring reader holds: a block of small
+// frames holds thousands of records.
 const maxHeld = 1024
-
-// blockTally counts one block's frames.
-type blockTally struct {
-	packets, records, filtered int
-	errs                       [decode.NumStatus]int
-}
-
-func (t *blockTally) flush(m *metrics) {
-	if t.packets > 0 {
-		m.packets.Add(float64(t.packets))
-	}
-	if t.records > 0 {
-		m.records.Add(float64(t.records))
-	}
-	if t.filtered > 0 {
-		m.filtered.Add(float64(t.filtered))
-	}
-	for s, n := range t.errs {
-		if n > 0 {
-			m.decodeErrors[s].Add(float64(n))
-		}
-	}
-	*t = blockTally{}
-}
 
 // drainer is an output that buffers what it is given and writes it out
 // on Flush (textout): a reader calls it when its ring has no next block
@@ -79,7 +44,6 @@ type drainer interface{ Flush() error }
 // run reads blocks until ctx ends (nil) or the ring or the output fails.
 func (r *ringReader) run(ctx context.Context) error {
 	r.link = r.live.LinkType()
-	r.debug = r.log.Enabled(ctx, slog.LevelDebug)
 	for {
 		blk, err := r.live.NextBlock(ctx)
 		if err != nil {
@@ -90,7 +54,7 @@ func (r *ringReader) run(ctx context.Context) error {
 		}
 		err = r.consume(ctx, &blk)
 		r.live.Release()
-		if d, ok := r.out.(drainer); ok && err == nil && !r.live.Pending() {
+		if d, ok := r.p.out.(drainer); ok && err == nil && !r.live.Pending() {
 			err = d.Flush()
 		}
 		if err != nil {
@@ -102,71 +66,29 @@ func (r *ringReader) run(ctx context.Context) error {
 	}
 }
 
-// consume decodes every frame of blk and hands the records that pass the
-// filter to the output.
+// consume runs every frame of blk through the pipeline and hands the
+// records held to the output.
 func (r *ringReader) consume(ctx context.Context, blk *source.Block) error {
-	defer r.t.flush(r.m)
-	defer r.tt.flush(r.m.tunnels)
+	defer r.p.flush(r.m, nil)
 	for {
 		f, ok := blk.Next()
 		if !ok {
 			break
 		}
-		r.t.packets++
-		st, seg, via := r.dec.Decode(r.link, f.Data, int(f.WireLen), &r.rec)
-		matched := st == decode.StatusOK && r.flt.Match(&r.rec)
-		if via != decode.TunnelNone {
-			r.tt[via][tunOutcome(st, matched)]++
-		}
-		if st != decode.StatusOK {
-			if st.Malformed() {
-				r.t.errs[st]++
-				if r.debug {
-					r.log.Debug("malformed frame skipped", "reason", st.String(), "link", r.link, "len", len(f.Data), "ts", f.TS, "worker", r.live.Worker())
-				}
-			} else {
-				r.t.filtered++
-			}
-			continue
-		}
-		r.t.records++
-		if !matched {
-			r.t.filtered++
-			continue
-		}
-		r.rec.TS = f.TS
-		if r.scan != nil {
-			if err := r.scan.Packet(ctx, &r.rec, seg); err != nil {
-				return err
-			}
-			continue
-		}
-		if r.recs = append(r.recs, r.rec); len(r.recs) == maxHeld {
-			if err := r.handOver(ctx); err != nil {
-				return err
-			}
+		if err := r.p.frame(ctx, r.link, f.Data, int(f.WireLen), f.TS); err != nil {
+			return err
 		}
 	}
-	if err := r.handOver(ctx); err != nil {
+	if err := r.p.handOver(ctx); err != nil {
 		return err
 	}
 	if fault := blk.Fault(); fault != source.FaultNone {
 		r.m.ringErrors[fault].Inc()
-		if r.debug {
-			r.log.Debug("corrupt ring block skipped", "reason", fault.String(), "frames", blk.Frames, "status", blk.Status, "worker", r.live.Worker())
+		if r.p.debug {
+			r.p.log.Debug("corrupt ring block skipped", "reason", fault.String(), "frames", blk.Frames, "status", blk.Status, "worker", r.live.Worker())
 		}
 	}
 	return nil
-}
-
-// handOver adds the held records to the output.
-func (r *ringReader) handOver(ctx context.Context) error {
-	if len(r.recs) == 0 {
-		return nil
-	}
-	err := r.out.AddAll(ctx, r.recs)
-	r.recs = r.recs[:0]
-	return err
 }
 
 // readRings runs one ringReader per reader until ctx ends or one fails,
@@ -183,7 +105,8 @@ func readRings(ctx context.Context, lives []*source.Live, tun decode.Tunnels, fl
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := &ringReader{live: l, dec: decode.NewDecoder(tun), flt: flt, out: readerOutput(out, scan), scan: scan, m: m, log: log}
+			r := &ringReader{live: l, p: newFrames(tun, flt, readerOutput(out, scan), scan, maxHeld, log), m: m}
+			r.p.where = []any{"worker", l.Worker()}
 			if errs[i] = r.run(ctx); errs[i] != nil {
 				errs[i] = fmt.Errorf("reader %d: %w", l.Worker(), errs[i])
 				cancel()

@@ -68,12 +68,11 @@ func (c *countOutput) AddAll(_ context.Context, recs []record.Record) error {
 func benchRing(b *testing.B, out output) {
 	const port = 7210
 	blk, n := ringBlock(1<<20, port)
+	flt := filter.FromListen(netip.AddrPortFrom(netip.AddrFrom4([4]byte(vethlab.DstIP)), port))
 	r := &ringReader{
 		link: decode.LinkEthernet,
-		flt:  filter.FromListen(netip.AddrPortFrom(netip.AddrFrom4([4]byte(vethlab.DstIP)), port)),
-		out:  out,
+		p:    newFrames(decode.Tunnels{}, flt, out, nil, maxHeld, discardLogger()),
 		m:    newMetrics(ops.NewRegistry()),
-		log:  discardLogger(),
 	}
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -138,7 +137,7 @@ func BenchmarkRingReadersText(b *testing.B) {
 	m := newMetrics(ops.NewRegistry())
 	ctx := context.Background()
 	b.RunParallel(func(pb *testing.PB) {
-		r := &ringReader{link: decode.LinkEthernet, flt: flt, out: out.Part(), m: m, log: discardLogger()}
+		r := &ringReader{link: decode.LinkEthernet, p: newFrames(decode.Tunnels{}, flt, out.Part(), nil, maxHeld, discardLogger()), m: m}
 		for pb.Next() {
 			k := source.ParseBlock(blk)
 			if err := r.consume(ctx, &k); err != nil {

@@ -19,6 +19,9 @@ type Decoder struct {
 	gn  layers.Geneve
 	gh  layers.GRE
 	er2 layers.ERSPANII
+	// o is the frame's segment, kept here: on the stack it would escape
+	// through the link table's decoders, one allocation a frame.
+	o out
 }
 
 // NewDecoder returns a Decoder opening the tunnels in t (none when t is
@@ -33,16 +36,17 @@ func NewDecoder(t Tunnels) *Decoder {
 // For a tunnel frame, r holds the inner packet and the status is the
 // inner frame's, StatusTunnelUnknownID or StatusTunnelMalformed.
 func (d *Decoder) Decode(lt LinkType, frame []byte, wire int, r *record.Record) (Status, []byte, Tunnel) {
-	var o out
+	o := &d.o
+	*o = out{}
 	cut := max(wire-len(frame), 0)
-	st := decodeFrame(lt, frame, cut, r, &o)
+	st := decodeFrame(lt, frame, cut, r, o)
 	if st == StatusUnsupportedLink {
-		st = fallback(lt, frame, cut, r, &o)
+		st = fallback(lt, frame, cut, r, o)
 	}
 	if st != StatusNotTCP || !d.on {
 		return st, o.tcp, TunnelNone
 	}
-	st, tun := d.tunnel(&o, r)
+	st, tun := d.tunnel(o, r)
 	return st, o.tcp, tun
 }
 

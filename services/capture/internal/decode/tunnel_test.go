@@ -11,7 +11,7 @@ import (
 	"github.com/connpipe/connpipe/shared/record"
 )
 
-// tunnelFrames are the frames of the crafted tunnel capture (gen.go).
+// tunnelFrames are the frames of the crafted tunnel capture (cmd/gencrafted).
 func tunnelFrames(tb testing.TB) [][]byte {
 	tb.Helper()
 	var out [][]byte
@@ -35,7 +35,7 @@ func allTunnels() decode.Tunnels {
 var innerNets = []netip.Prefix{netip.MustParsePrefix("10.9.0.0/24"), netip.MustParsePrefix("2001:db8:9::/48")}
 
 // checkTunnel checks what the Decoder made of one frame: a status in
-// range, and for a record out of a tunnel of a frame as gen.go made it
+// range, and for a record out of a tunnel of a frame as cmd/gencrafted made it
 // (whole) the inner addresses.
 func checkTunnel(t *testing.T, d *decode.Decoder, frame []byte, whole bool) {
 	t.Helper()

@@ -4,19 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/connpipe/connpipe/services/capture/internal/decode"
 	"golang.org/x/net/bpf"
-)
-
-// Framing is the link-layer framing of the frames a kernel program sees.
-type Framing uint8
-
-// Framings a program can be compiled for.
-const (
-	// FramingEthernet: an Ethernet header, optionally with 802.1Q/802.1ad
-	// tags (loopback frames on Linux are Ethernet with zero addresses).
-	FramingEthernet Framing = iota
-	// FramingRawIP: the frame starts with the IP header (tun devices).
-	FramingRawIP
 )
 
 // ProgramOptions tune the kernel program.
@@ -35,32 +24,52 @@ const (
 	ipProtoTCP = 6
 )
 
-// Program compiles f to classic BPF for frames of the given framing. The
+// Program compiles f to classic BPF for frames of link type lt, which finds
+// the IP header where lt's framing (decode.LinkType.Framing) says. The
 // program is exact for IPv4 and for IPv6 without extension headers; an IPv6
 // packet with extension headers, or a frame with more than two VLAN tags, is
 // passed to user space (where Match decides) when its addresses match. Later
 // IPv4 fragments are dropped.
-func (f *Filter) Program(fr Framing, opt ProgramOptions) ([]bpf.Instruction, error) {
-	return program(fr, opt, f.ipv4, f.ipv6)
+func (f *Filter) Program(lt decode.LinkType, opt ProgramOptions) ([]bpf.Instruction, error) {
+	return program(lt, opt, f.ipv4, f.ipv6)
 }
 
-// program is a kernel program for frames of the given framing that finds
-// the IP header (after up to two VLAN tags) and leaves the decision to v4
-// or v6, called with the header's offset; each ends in a jump.
-func program(fr Framing, opt ProgramOptions, v4, v6 func(a *asm, base uint32, accept, reject int)) ([]bpf.Instruction, error) {
+// program is a kernel program for frames of link type lt that finds the
+// IP header (after up to two VLAN tags where an EtherType says which IP)
+// and leaves the decision to v4 or v6, called with the header's offset;
+// each ends in a jump.
+func program(lt decode.LinkType, opt ProgramOptions, v4, v6 func(a *asm, base uint32, accept, reject int)) ([]bpf.Instruction, error) {
+	fr, ok := lt.Framing()
+	if !ok {
+		return nil, fmt.Errorf("no kernel program for link type %v", lt)
+	}
 	a := &asm{}
 	accept, reject := a.label(), a.label()
 	if opt.SkipOutgoing {
 		a.emit(bpf.LoadExtension{Num: bpf.ExtType})
 		a.jeq(packetOutgoing, reject, next)
 	}
-	switch fr {
-	case FramingEthernet:
+	ip := uint32(fr.IPAt)
+	if fr.EtherTypeAt < 0 {
+		l4, l6 := a.label(), a.label()
+		a.emit(bpf.LoadAbsolute{Off: ip, Size: 1})
+		a.emit(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf0})
+		a.jeq(0x40, l4, next)
+		a.jeq(0x60, l6, reject)
+		a.mark(l4)
+		v4(a, ip, accept, reject)
+		a.mark(l6)
+		v6(a, ip, accept, reject)
+	} else {
 		// Up to two tags are decoded; deeper stacks go to user space.
+		// A tag's EtherType follows its 2-byte TCI.
 		l4 := [3]int{a.label(), a.label(), a.label()}
 		l6 := [3]int{a.label(), a.label(), a.label()}
 		for depth := range 3 {
-			off := uint32(12 + 4*depth)
+			off := uint32(fr.EtherTypeAt)
+			if depth > 0 {
+				off = ip + uint32(4*depth) - 2
+			}
 			a.emit(bpf.LoadAbsolute{Off: off, Size: 2})
 			a.jeq(0x0800, l4[depth], next)
 			a.jeq(0x86dd, l6[depth], next)
@@ -77,24 +86,12 @@ func program(fr Framing, opt ProgramOptions, v4, v6 func(a *asm, base uint32, ac
 			a.mark(tag)
 		}
 		for depth := range 3 {
-			base := uint32(14 + 4*depth)
+			base := ip + uint32(4*depth)
 			a.mark(l4[depth])
 			v4(a, base, accept, reject)
 			a.mark(l6[depth])
 			v6(a, base, accept, reject)
 		}
-	case FramingRawIP:
-		l4, l6 := a.label(), a.label()
-		a.emit(bpf.LoadAbsolute{Off: 0, Size: 1})
-		a.emit(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf0})
-		a.jeq(0x40, l4, next)
-		a.jeq(0x60, l6, reject)
-		a.mark(l4)
-		v4(a, 0, accept, reject)
-		a.mark(l6)
-		v6(a, 0, accept, reject)
-	default:
-		return nil, fmt.Errorf("unknown framing %d", fr)
 	}
 	a.mark(accept)
 	a.emit(bpf.RetConstant{Val: opt.Snaplen})

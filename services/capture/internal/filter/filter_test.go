@@ -204,7 +204,7 @@ func TestProgramMatchesUserSpace(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		vm := newVM(t, f, FramingEthernet)
+		vm := newVM(t, f, decode.LinkEthernet)
 		var accepted, matched int
 		for i, fr := range frames {
 			user := userMatch(f, decode.LinkEthernet, fr)
@@ -238,7 +238,7 @@ func TestProgramOnSamples(t *testing.T) {
 	}
 	for _, expr := range programFilters {
 		f, _ := Parse(expr)
-		vm := newVM(t, f, FramingEthernet)
+		vm := newVM(t, f, decode.LinkEthernet)
 		n := 0
 		for i, fr := range frames {
 			user := userMatch(f, decode.LinkEthernet, fr)
@@ -253,9 +253,61 @@ func TestProgramOnSamples(t *testing.T) {
 	}
 }
 
+// TestProgramNativeFraming checks the kernel programs compiled for each
+// link type with a framing in decode's table against user space on frames
+// of that link type: the sample captures as they are, their cooked frames
+// with a VLAN tag inserted, and as Linux cooked v2.
+func TestProgramNativeFraming(t *testing.T) {
+	frames := map[decode.LinkType][][]byte{}
+	for _, path := range samples.Captures(t) {
+		for _, fr := range samples.Frames(t, path) {
+			lt := decode.LinkType(fr.Link)
+			frames[lt] = append(frames[lt], fr.Data)
+			if lt != decode.LinkSLL || len(fr.Data) < 16 {
+				continue
+			}
+			d := fr.Data
+			tagged := append(append(append([]byte(nil), d[:14]...), 0x81, 0x00, 0, 7), d[14:]...)
+			v2 := append(append([]byte(nil), d[14:16]...), 0, 0, 0, 0, 0, 1)
+			v2 = append(append(append(v2, d[2:4]...), d[0:2]...), d[4:16]...)
+			v2 = append(v2[:2+2+4+2+1+1+8], d[16:]...)
+			frames[decode.LinkSLL] = append(frames[decode.LinkSLL], tagged)
+			frames[decode.LinkSLL2] = append(frames[decode.LinkSLL2], v2)
+		}
+	}
+	for lt, fs := range frames {
+		if _, ok := lt.Framing(); !ok {
+			continue
+		}
+		for _, expr := range programFilters {
+			f, _ := Parse(expr)
+			vm := newVM(t, f, lt)
+			n := 0
+			for i, fr := range fs {
+				user := userMatch(f, lt, fr)
+				if kernel := run(t, vm, fr); user != kernel {
+					t.Fatalf("%v %q: frame %d (%x): kernel %v, user space %v", lt, expr, i, fr, kernel, user)
+				}
+				if user {
+					n++
+				}
+			}
+			t.Logf("%v %-45q %d of %d frames", lt, expr, n, len(fs))
+		}
+	}
+	for _, lt := range []decode.LinkType{decode.LinkEthernet, decode.LinkSLL, decode.LinkSLL2, decode.LinkRaw} {
+		if len(frames[lt]) == 0 {
+			t.Errorf("no %v frame: its framing is not checked", lt)
+		}
+	}
+	if _, err := (&Filter{}).Program(decode.LinkNull, ProgramOptions{}); err == nil {
+		t.Error("a program for a link type without a framing compiled")
+	}
+}
+
 func TestProgramRawIP(t *testing.T) {
 	f, _ := Parse("dst port 80")
-	vm := newVM(t, f, FramingRawIP)
+	vm := newVM(t, f, decode.LinkRaw)
 	for _, tt := range []struct {
 		s    samples.Spec
 		want bool
@@ -273,7 +325,7 @@ func TestProgramRawIP(t *testing.T) {
 
 func TestProgramSkipOutgoing(t *testing.T) {
 	f, _ := Parse("tcp")
-	prog, err := f.Program(FramingEthernet, ProgramOptions{Snaplen: 100, SkipOutgoing: true})
+	prog, err := f.Program(decode.LinkEthernet, ProgramOptions{Snaplen: 100, SkipOutgoing: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,9 +338,9 @@ func TestProgramSkipOutgoing(t *testing.T) {
 	}
 }
 
-func newVM(t *testing.T, f *Filter, fr Framing) *bpf.VM {
+func newVM(t *testing.T, f *Filter, lt decode.LinkType) *bpf.VM {
 	t.Helper()
-	prog, err := f.Program(fr, ProgramOptions{Snaplen: 262144})
+	prog, err := f.Program(lt, ProgramOptions{Snaplen: 262144})
 	if err != nil {
 		t.Fatalf("compile %q: %v", f, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/connpipe/connpipe/services/capture/internal/decode"
 	"golang.org/x/net/bpf"
 )
 
@@ -45,14 +46,14 @@ func (t Tunnels) String() string {
 	return s + " and (" + strings.Join(hosts, " or ") + ")"
 }
 
-// Program compiles t to classic BPF for frames of the given framing. IPv6
+// Program compiles t to classic BPF for frames of link type lt. IPv6
 // packets with extension headers before the tunnel are passed to user
 // space when their destination matches; later IPv4 fragments are dropped.
-func (t Tunnels) Program(fr Framing, opt ProgramOptions) ([]bpf.Instruction, error) {
+func (t Tunnels) Program(lt decode.LinkType, opt ProgramOptions) ([]bpf.Instruction, error) {
 	if len(t.UDPPorts) == 0 && !t.GRE {
 		return nil, fmt.Errorf("no tunnel to admit")
 	}
-	return program(fr, opt, t.ipv4, t.ipv6)
+	return program(lt, opt, t.ipv4, t.ipv6)
 }
 
 // hosts emits the check that the destination at off (4 or 16 bytes) is

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/connpipe/connpipe/services/capture/internal/decode"
 	"github.com/connpipe/connpipe/services/capture/internal/samples"
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
@@ -43,7 +44,7 @@ func TestTunnelProgram(t *testing.T) {
 		{Hosts: []netip.Addr{netip.MustParseAddr("192.0.2.9")}, GRE: true},
 		{Hosts: []netip.Addr{target6}, UDPPorts: []uint16{4789, 6081}},
 	} {
-		prog, err := tu.Program(FramingEthernet, ProgramOptions{Snaplen: 65535})
+		prog, err := tu.Program(decode.LinkEthernet, ProgramOptions{Snaplen: 65535})
 		if err != nil {
 			t.Fatalf("%s: %v", tu, err)
 		}
@@ -69,7 +70,7 @@ func TestTunnelProgram(t *testing.T) {
 		}
 		t.Logf("%s: %d of %d frames", tu, accepted, len(frames))
 	}
-	if _, err := (Tunnels{}).Program(FramingEthernet, ProgramOptions{}); err == nil {
+	if _, err := (Tunnels{}).Program(decode.LinkEthernet, ProgramOptions{}); err == nil {
 		t.Error("a program admitting no tunnel compiled")
 	}
 }

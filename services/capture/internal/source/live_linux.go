@@ -175,6 +175,13 @@ const AnyInterface = "any"
 // liveInterface finds the interface to bind to: for "any", index 0 (every
 // interface) once every interface that is up is known to carry Ethernet
 // frames (loopback's are too).
+// isEthernet reports whether frames of an interface of hardware type t
+// (ARPHRD_*) are Ethernet frames.
+func isEthernet(t uint16) bool {
+	lt, ok := decode.LinkOfARPHRD(t)
+	return ok && lt == decode.LinkEthernet
+}
+
 func liveInterface(name string) (*net.Interface, error) {
 	if name != AnyInterface {
 		ifi, err := net.InterfaceByName(name)
@@ -205,7 +212,7 @@ func liveInterface(name string) (*net.Interface, error) {
 		if err != nil {
 			return nil, fmt.Errorf("interface any: the hardware type of %s: %w", ifi.Name, err)
 		}
-		if t := ifr.Uint16(); t != unix.ARPHRD_ETHER && t != unix.ARPHRD_LOOPBACK {
+		if t := ifr.Uint16(); !isEthernet(t) {
 			return nil, fmt.Errorf("interface any: %s has hardware type %d (ARPHRD), not Ethernet: name the interface to capture on instead", ifi.Name, t)
 		}
 	}
@@ -243,20 +250,16 @@ func openRing(cfg LiveConfig, ifi *net.Interface, worker int, tovMillis uint32) 
 	if ll == nil {
 		return fail(fmt.Errorf("getsockname on %s: not a link-layer address", cfg.Interface))
 	}
-	var framing filter.Framing
-	switch {
-	case ifi.Index == 0: // any: checked by liveInterface
-		framing, l.link = filter.FramingEthernet, decode.LinkEthernet
-	case ll.Hatype == unix.ARPHRD_ETHER, ll.Hatype == unix.ARPHRD_LOOPBACK:
-		framing, l.link = filter.FramingEthernet, decode.LinkEthernet
-	case ll.Hatype == unix.ARPHRD_NONE, ll.Hatype == unix.ARPHRD_RAWIP:
-		framing, l.link = filter.FramingRawIP, decode.LinkRaw
-	default:
-		return fail(fmt.Errorf("interface %s has hardware type %d (ARPHRD), which capture does not decode (Ethernet, loopback and raw IP only)", cfg.Interface, ll.Hatype))
+	l.link = decode.LinkEthernet // any: every interface is Ethernet, checked by liveInterface
+	if ifi.Index != 0 {
+		var ok bool
+		if l.link, ok = decode.LinkOfARPHRD(ll.Hatype); !ok {
+			return fail(fmt.Errorf("interface %s has hardware type %d (ARPHRD), which capture does not decode (link types %v only)", cfg.Interface, ll.Hatype, decode.LiveLinks()))
+		}
 	}
 	var prog *unix.SockFprog
 	if cfg.Tunnels != nil {
-		ins, err := cfg.Tunnels.Program(framing, filter.ProgramOptions{Snaplen: uint32(cfg.Snaplen), SkipOutgoing: l.skipOutgoing})
+		ins, err := cfg.Tunnels.Program(l.link, filter.ProgramOptions{Snaplen: uint32(cfg.Snaplen), SkipOutgoing: l.skipOutgoing})
 		if err != nil {
 			return fail(fmt.Errorf("compile tunnel filter %s: %w", cfg.Tunnels, err))
 		}
@@ -264,7 +267,7 @@ func openRing(cfg LiveConfig, ifi *net.Interface, worker int, tovMillis uint32) 
 			return fail(fmt.Errorf("assemble tunnel filter %s: %w", cfg.Tunnels, err))
 		}
 	} else if cfg.Filter != nil {
-		ins, err := cfg.Filter.Program(framing, filter.ProgramOptions{Snaplen: uint32(cfg.Snaplen), SkipOutgoing: l.skipOutgoing})
+		ins, err := cfg.Filter.Program(l.link, filter.ProgramOptions{Snaplen: uint32(cfg.Snaplen), SkipOutgoing: l.skipOutgoing})
 		if err != nil {
 			return fail(fmt.Errorf("compile filter %q: %w", cfg.Filter, err))
 		}

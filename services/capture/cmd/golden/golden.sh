@@ -2,18 +2,19 @@
 # Regenerates testdata/golden/NAME.tsv from the sample captures with tshark,
 # independently of the capture decoder. Run once (or when a capture is added):
 #
-#   services/capture/testdata/golden.sh [PCAP_DIR [OUT_DIR]]
+#   services/capture/cmd/golden/golden.sh [PCAP_DIR [OUT_DIR]]
 #
-# PCAP_DIR defaults to $CONNPIPE_PCAPS, else testdata/pcaps beside this
-# script; OUT_DIR to testdata/golden. The crafted captures have their own:
+# PCAP_DIR defaults to $CONNPIPE_PCAPS, else capture's testdata/pcaps;
+# OUT_DIR to testdata/golden. The crafted captures have their own (from
+# services/capture):
 #
-#   services/capture/testdata/golden.sh testdata/crafted testdata/crafted/golden
+#   cmd/golden/golden.sh testdata/crafted testdata/crafted/golden
 #
 # and the tunnels of mirror mode theirs, with GOLDEN_INNER=1: tshark opens
 # VXLAN, Geneve, GRE and ERSPAN, and a line is the TCP packet of the last IP
 # layer, the one inside the tunnel:
 #
-#   GOLDEN_INNER=1 services/capture/testdata/golden.sh testdata/crafted/mirror testdata/crafted/mirror/golden
+#   GOLDEN_INNER=1 cmd/golden/golden.sh testdata/crafted/mirror testdata/crafted/mirror/golden
 #
 # Each output line is one TCP packet, in file order:
 #
@@ -29,9 +30,9 @@
 # their findings do not touch these columns.)
 set -euo pipefail
 
-here=$(cd "$(dirname "$0")" && pwd)
-dir=${1:-${CONNPIPE_PCAPS:-$here/pcaps}}
-out=${2:-$here/golden}
+testdata=$(cd "$(dirname "$0")/../../testdata" && pwd)
+dir=${1:-${CONNPIPE_PCAPS:-$testdata/pcaps}}
+out=${2:-$testdata/golden}
 mkdir -p "$out"
 
 protos=frame,eth,ethertype,vlan,ip,ipv6,tcp,sll,null,loop,raw,rawip,rawip4,rawip6

@@ -1,6 +1,4 @@
-//go:build ignore
-
-// gen writes the crafted captures in this directory: one file per family of
+// Command gencrafted writes the crafted captures of testdata/crafted: one file per family of
 // link layer or header oddity that real captures hold and the sample
 // captures do not. Frames are built with gopacket's layers where gopacket
 // serialises the protocol (Ethernet, 802.1Q, MPLS, PPPoE, PPP, LLC, SNAP,
@@ -9,13 +7,13 @@
 // The truth for each file comes from tshark, not from this program:
 //
 //	cd services/capture
-//	go run ./testdata/crafted/gen.go
-//	testdata/golden.sh testdata/crafted testdata/crafted/golden
+//	go run ./cmd/gencrafted
+//	cmd/golden/golden.sh testdata/crafted testdata/crafted/golden
 //
 // FDDI and PPP-in-HDLC frames (fddi.pcap, ppp-hdlc.pcap) are for the
 // link types only gopacket's decoders know; mirror/tunnels.pcap holds TCP
 // inside the tunnels of mirror mode (VXLAN, Geneve, GRE, ERSPAN I/II/III),
-// whose truth is made with GOLDEN_INNER=1 (see README.md).
+// whose truth is made with GOLDEN_INNER=1 (see testdata/crafted/README.md).
 //
 // It also writes every crafted frame as a seed of the decoder's fuzz target
 // (internal/decode/testdata/fuzz/FuzzDecode/crafted-*). The output is
@@ -130,7 +128,7 @@ func main() {
 		}
 	}
 	// The tunnels of mirror mode, in a directory of their own: their truth
-	// is the packet inside (testdata/golden.sh with GOLDEN_INNER=1).
+	// is the packet inside (cmd/golden/golden.sh with GOLDEN_INNER=1).
 	mirror := mirrorFrames()
 	stamp(mirror)
 	if err := os.MkdirAll(filepath.Join(dir, "mirror"), 0o755); err != nil {

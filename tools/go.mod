@@ -1,3 +1,0 @@
-module github.com/connpipe/connpipe/tools
-
-go 1.26
