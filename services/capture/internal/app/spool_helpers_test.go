@@ -202,14 +202,21 @@ func diffMultiset(recs []record.Record, witness []string) string {
 
 func head(s []string) []string { return s[:min(len(s), 5)] }
 
-// settle waits until the witness has seen no new packet for a while.
+// settle waits until the witness has seen no new packet for a second: on
+// a loaded machine its reader can stall for a few hundred milliseconds
+// with packets still queued on its socket.
 func settle(w *rawCounter) []string {
 	var last []string
-	for range 100 {
+	still := 0
+	for range 150 {
 		time.Sleep(200 * time.Millisecond)
 		cur := w.packets()
 		if len(cur) == len(last) && len(cur) > 0 {
-			return cur
+			if still++; still == 5 {
+				return cur
+			}
+		} else {
+			still = 0
 		}
 		last = cur
 	}
