@@ -109,3 +109,48 @@ func sentinelHomeKey(addr string) (string, bool) {
 	slices.Sort(hosts)
 	return class + strings.Join(hosts, ",") + "/" + s.Master, true
 }
+
+// Replication is what a primary says of itself: its address and its
+// replicas (host:port and link state each).
+type Replication struct {
+	Primary  string   `json:"primary"`
+	Replicas []string `json:"replicas"`
+}
+
+// Describe asks the instance rdb talks to (for a sentinel backend, the
+// primary the sentinels name now) for its address and its replicas.
+func Describe(ctx context.Context, rdb redis.Cmdable) (Replication, error) {
+	var r Replication
+	info, err := rdb.ClientInfo(ctx).Result()
+	if err != nil {
+		return r, fmt.Errorf("client info: %w", err)
+	}
+	r.Primary = info.LAddr
+	repl, err := rdb.Info(ctx, "replication").Result()
+	if err != nil {
+		return r, fmt.Errorf("info replication: %w", err)
+	}
+	r.Replicas = replicas(repl)
+	return r, nil
+}
+
+// replicas reads the slaveN lines of INFO replication
+// ("slave0:ip=10.0.0.6,port=6379,state=online,offset=…,lag=0") as
+// "10.0.0.6:6379 online".
+func replicas(info string) []string {
+	out := []string{}
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(k, "slave") || strings.Contains(k, "_") {
+			continue
+		}
+		f := map[string]string{}
+		for _, kv := range strings.Split(v, ",") {
+			if a, b, ok := strings.Cut(kv, "="); ok {
+				f[a] = b
+			}
+		}
+		out = append(out, net.JoinHostPort(f["ip"], f["port"])+" "+f["state"])
+	}
+	return out
+}

@@ -111,7 +111,7 @@ func BenchmarkPipelineReplay(b *testing.B) {
 		var redisAddr string
 		for r := range rounds {
 			for _, layout := range layoutOrder(r) {
-				rate, addr := replay(b, path, n, layout)
+				rate, addr := replay(b, path, n, map[string]string{"STORE_LAYOUT": layout})
 				b.Logf("round %d, layout v%s: %.0f records/s", r+1, layout, rate)
 				sum[layout] += rate
 				redisAddr = addr
@@ -128,10 +128,12 @@ func BenchmarkPipelineReplay(b *testing.B) {
 	}
 }
 
-// replay runs the pipeline once with consumers writing store layout
-// layout and returns its end-to-end records/s and a Redis address it used.
-func replay(b *testing.B, path string, n int, layout string) (float64, string) {
-	s := newSystem(b, map[string]string{"RETENTION": "2m", "STORE_LAYOUT": layout})
+// replay runs the pipeline once with the consumers' settings env (store
+// layout, backends) and returns its end-to-end records/s and a Redis
+// address it used.
+func replay(b *testing.B, path string, n int, env map[string]string) (float64, string) {
+	env["RETENTION"] = "2m"
+	s := newSystem(b, env)
 	s.startConsumer("consumer-1")
 	s.startConsumer("consumer-2")
 	t1 := time.Now()
@@ -147,7 +149,7 @@ func replay(b *testing.B, path string, n int, layout string) (float64, string) {
 	})
 	rate := float64(n) / time.Since(t1).Seconds()
 	if d := s.duplicatesSkipped(); d != 0 {
-		b.Fatalf("layout v%s: %.0f records skipped as duplicates in a replay that sends each once", layout, d)
+		b.Fatalf("%v: %.0f records skipped as duplicates in a replay that sends each once", env, d)
 	}
 	capture.stop(10 * time.Second)
 	for _, c := range s.consumers {
