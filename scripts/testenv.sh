@@ -118,22 +118,31 @@ secrets() {
 	PASSWORD=$(cat "$STATE/password")
 }
 
+# start_one_redis PORT WHAT [ARGS...] starts a Redis on 127.0.0.1:PORT with
+# ARGS unless the one this script started there already answers; 0 when it
+# started one.
+start_one_redis() {
+	local p=$1 what=$2
+	shift 2
+	local pidf="$STATE/redis-$p.pid"
+	if alive "$pidf" && [ "$(redis-cli -p "$p" GET connpipe-testenv-marker 2>/dev/null)" = "$MARKER" ]; then
+		log "redis on $p ($what, started here) already answers"
+		return 1
+	fi
+	if port_open "$p"; then
+		echo "testenv: 127.0.0.1:$p answers but is not a Redis this script started; stop it or set CONNPIPE_TESTENV_REDIS_PORTS / CONNPIPE_TESTENV_HA_PORTS" >&2
+		exit 1
+	fi
+	log "starting redis on 127.0.0.1:$p ($what)"
+	redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no \
+		--daemonize yes --pidfile "$pidf" --logfile "$STATE/redis-$p.log" \
+		--dir "$STATE" --hz 10 "$@"
+	for _ in $(seq 1 50); do port_open "$p" && break; sleep 0.1; done
+}
+
 start_redis() {
 	for p in $REDIS_PORTS; do
-		local pidf="$STATE/redis-$p.pid"
-		if alive "$pidf" && [ "$(redis-cli -p "$p" GET connpipe-testenv-marker 2>/dev/null)" = "$MARKER" ]; then
-			log "redis on $p (started here) already answers"
-			continue
-		fi
-		if port_open "$p"; then
-			echo "testenv: 127.0.0.1:$p answers but is not a Redis this script started; stop it or set CONNPIPE_TESTENV_REDIS_PORTS" >&2
-			exit 1
-		fi
-		log "starting redis on 127.0.0.1:$p"
-		redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no \
-			--daemonize yes --pidfile "$pidf" --logfile "$STATE/redis-$p.log" \
-			--dir "$STATE" --hz 10
-		for _ in $(seq 1 50); do port_open "$p" && break; sleep 0.1; done
+		start_one_redis "$p" test || continue
 		redis-cli -p "$p" SET connpipe-testenv-marker "$MARKER" >/dev/null
 	done
 }
@@ -157,23 +166,12 @@ start_ha() {
 	local primary
 	primary=$(ha_primary)
 	for p in $HA_PORTS; do
-		local pidf="$STATE/redis-$p.pid"
-		if alive "$pidf" && [ "$(redis-cli -p "$p" GET connpipe-testenv-marker 2>/dev/null)" = "$MARKER" ]; then
-			log "redis on $p (sentinel group, started here) already answers"
-			continue
+		if [ "$p" = "$primary" ]; then
+			start_one_redis "$p" "sentinel group" || continue
+			redis-cli -p "$p" SET connpipe-testenv-marker "$MARKER" >/dev/null
+		else
+			start_one_redis "$p" "sentinel group, replica of $primary" --replicaof 127.0.0.1 "$primary" || true
 		fi
-		if port_open "$p"; then
-			echo "testenv: 127.0.0.1:$p answers but is not a Redis this script started; stop it or set CONNPIPE_TESTENV_HA_PORTS" >&2
-			exit 1
-		fi
-		local role=()
-		[ "$p" = "$primary" ] || role=(--replicaof 127.0.0.1 "$primary")
-		log "starting redis on 127.0.0.1:$p (sentinel group${role:+, replica of $primary})"
-		redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no \
-			--daemonize yes --pidfile "$pidf" --logfile "$STATE/redis-$p.log" \
-			--dir "$STATE" --hz 10 "${role[@]}"
-		for _ in $(seq 1 50); do port_open "$p" && break; sleep 0.1; done
-		[ "$p" = "$primary" ] && redis-cli -p "$p" SET connpipe-testenv-marker "$MARKER" >/dev/null
 	done
 	for _ in $(seq 1 50); do
 		[ "$(redis-cli -p "$(ha_primary)" INFO replication | tr -d '\r' | grep -c '^slave[0-9]*:.*state=online')" -ge 1 ] && return

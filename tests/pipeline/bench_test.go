@@ -86,14 +86,7 @@ func bigCapture(tb testing.TB, n int) string {
 // v2 (STORE_LAYOUT), so the two are compared in the same run, alternating;
 // CONNPIPE_BENCH_ROUNDS rounds (default 2), each layout's mean reported.
 func BenchmarkPipelineReplay(b *testing.B) {
-	n := 1_000_000
-	if v, err := strconv.Atoi(os.Getenv("CONNPIPE_BENCH_RECORDS")); err == nil && v > 0 {
-		n = v
-	}
-	rounds := 2
-	if v, err := strconv.Atoi(os.Getenv("CONNPIPE_BENCH_ROUNDS")); err == nil && v > 0 {
-		rounds = v
-	}
+	n, rounds := replaySize()
 	path := bigCapture(b, n)
 	for b.Loop() {
 		// Capture alone: read, decode, print to /dev/null.
@@ -126,6 +119,19 @@ func BenchmarkPipelineReplay(b *testing.B) {
 		b.ReportMetric(ceiling, "redis-ceiling-records/s")
 		b.ReportMetric(v2/ceiling, "e2e/ceiling")
 	}
+}
+
+// replaySize is the records of a replay (CONNPIPE_BENCH_RECORDS, default
+// 1,000,000) and the rounds to run (CONNPIPE_BENCH_ROUNDS, default 2).
+func replaySize() (n, rounds int) {
+	n, rounds = 1_000_000, 2
+	if v, err := strconv.Atoi(os.Getenv("CONNPIPE_BENCH_RECORDS")); err == nil && v > 0 {
+		n = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("CONNPIPE_BENCH_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+	return n, rounds
 }
 
 // replay runs the pipeline once with the consumers' settings env (store

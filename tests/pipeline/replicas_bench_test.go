@@ -3,7 +3,6 @@ package pipeline
 import (
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -20,14 +19,7 @@ func BenchmarkPipelineReplayMinReplicas(b *testing.B) {
 	if os.Getenv("CONNPIPE_BENCH_MIN_REPLICAS") != "1" {
 		b.Skip("set CONNPIPE_BENCH_MIN_REPLICAS=1 to compare REDIS_MIN_REPLICAS=0 and =1 on the test sentinel group")
 	}
-	n := 1_000_000
-	if v, err := strconv.Atoi(os.Getenv("CONNPIPE_BENCH_RECORDS")); err == nil && v > 0 {
-		n = v
-	}
-	rounds := 2
-	if v, err := strconv.Atoi(os.Getenv("CONNPIPE_BENCH_ROUNDS")); err == nil && v > 0 {
-		rounds = v
-	}
+	n, rounds := replaySize()
 	sentinels, master := testenv.Sentinels(b)
 	plain := testenv.Redis(b, 1)[0]
 	allow := append([]string{plain, "127.0.0.1:6392", "127.0.0.1:6393"}, sentinels...)
