@@ -21,8 +21,14 @@ import (
 	"github.com/connpipe/connpipe/shared/control"
 )
 
-// Usage is the command-line help.
-const Usage = `usage:
+// Usage is the command-line help. Its lists of routing modes and hash keys
+// are the rows of control.Modes and control.HashKeys.
+var Usage = strings.NewReplacer(
+	"{modes}", strings.Join(control.ModeNames(), "|"),
+	"{keys}", strings.Join(control.HashKeyNames(), "|"),
+).Replace(usage)
+
+const usage = `usage:
   admin [serve]                        run the HTTP API (the default)
   admin weights get                    print the routing table and its version
   admin weights set NAME=WEIGHT... [--expect-version N] [--wait DURATION]
@@ -37,7 +43,7 @@ const Usage = `usage:
                                        (a password in the address is refused)
   admin backends remove NAME [--expect-version N] [--wait DURATION]
                                        take an instance out of the table
-  admin mode set weighted|hash [--key src|dst|pair|flow] [--sticky[=false]]
+  admin mode set {modes} [--key {keys}] [--sticky[=false]]
                  [--expect-version N] [--wait DURATION]
                                        routing mode: exact weighted split, or
                                        consistent hashing on a key; --sticky keeps

@@ -15,6 +15,7 @@ import (
 	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/services/admin/internal/cli"
+	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/heartbeat"
 	"github.com/connpipe/connpipe/shared/record"
 	"github.com/connpipe/connpipe/shared/redisconn/redisconntest"
@@ -314,5 +315,31 @@ func TestHTTPSAdmin(t *testing.T) {
 	}
 	if got := run(t, cli.Env{URL: e.URL, ReadToken: e.ReadToken}, "status"); got.code != cli.ExitFailed || !strings.Contains(got.stderr, "certificate") {
 		t.Fatalf("status over https without the CA: %d %s%s", got.code, got.stdout, got.stderr)
+	}
+}
+
+// TestModeFollowsTheTable: the CLI's help lists the rows of control.Modes
+// and control.HashKeys, and "mode set" takes every one of them (the
+// request then fails to reach a server that is not there: status 1, not
+// a usage error) and refuses any other before sending anything.
+func TestModeFollowsTheTable(t *testing.T) {
+	line := "admin mode set " + strings.Join(control.ModeNames(), "|") + " [--key " + strings.Join(control.HashKeyNames(), "|") + "]"
+	if !strings.Contains(cli.Usage, line) {
+		t.Errorf("usage lacks %q:\n%s", line, cli.Usage)
+	}
+	env := cli.Env{URL: "http://127.0.0.1:1", Token: "t"}
+	for _, m := range control.ModeNames() {
+		for _, k := range control.HashKeyNames() {
+			var out, errw strings.Builder
+			if code := cli.Run(context.Background(), env, []string{"mode", "set", m, "--key", k}, &out, &errw); code != cli.ExitFailed {
+				t.Errorf("mode set %s --key %s: %d %s, want %d (sent, no server)", m, k, code, errw.String(), cli.ExitFailed)
+			}
+		}
+	}
+	for _, args := range [][]string{{"mode", "set", "random"}, {"mode", "set", "--key", "port"}} {
+		var out, errw strings.Builder
+		if code := cli.Run(context.Background(), env, args, &out, &errw); code != cli.ExitUsage || !strings.Contains(errw.String(), "bad routing mode") {
+			t.Errorf("%s: %d %s, want %d", strings.Join(args, " "), code, errw.String(), cli.ExitUsage)
+		}
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connpipe/connpipe/services/admin/internal/api"
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/services/admin/internal/cli"
@@ -66,7 +66,7 @@ func TestNamedOperatorsAndHistory(t *testing.T) {
 		t.Fatalf("alice after her removal from the file: %d %s", got.code, got.stderr)
 	}
 
-	var h api.History
+	var h apitypes.History
 	e.Read(t, "/api/v1/history?since=1m").Decode(t, &h)
 	var who []string
 	var versions []int64
