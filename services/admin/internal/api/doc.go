@@ -194,6 +194,7 @@
 // page builds its choices from it. Fields left out keep their value.
 //
 //	curl -s http://127.0.0.1:8080/api/v1/modes A weight left out of a new backend is
+//
 // 1. addr is host:port, redis://user:password@host:port/db or rediss://…
 // (TLS). Refusals (400) name the cause: duplicate name, bad address, a
 // host outside BACKEND_ALLOW (nothing is published), unknown backend,

@@ -15,6 +15,7 @@ import (
 	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
+	"github.com/connpipe/connpipe/shared/config"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/controllog"
 	"github.com/connpipe/connpipe/shared/heartbeat"
@@ -450,8 +451,9 @@ func TestRecordsAcrossInstances(t *testing.T) {
 }
 
 func TestConfig(t *testing.T) {
-	base := app.Config{Backends: "redis-a=127.0.0.1:6379", Weights: "redis-a=1", RedisPrefix: "cp:", Retention: time.Minute, ConsumerTimeout: time.Second, HTTPAddr: ":0", Token: "t",
-		MetricsAddr: ":0", ReadTimeout: time.Second, WriteTimeout: time.Minute, IdleTimeout: time.Second}
+	base := app.Config{Pool: config.Pool{Backends: "redis-a=127.0.0.1:6379", Weights: "redis-a=1"}, Store: config.Store{RedisPrefix: "cp:", Retention: time.Minute},
+		ConsumerTimeout: time.Second, HTTPAddr: ":0", Auth: apitypes.Auth{Token: "t"},
+		Metrics: config.Metrics{MetricsAddr: ":0"}, ReadTimeout: time.Second, WriteTimeout: time.Minute, IdleTimeout: time.Second}
 	tests := []struct {
 		name string
 		edit func(*app.Config)

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/shared/config"
 	"github.com/connpipe/connpipe/shared/control"
 )
@@ -84,12 +85,19 @@ const (
 // ADMIN_TOKEN when it is empty (the write token is good for reads too);
 // writes send ADMIN_TOKEN.
 type Env struct {
-	URL       string `envconfig:"ADMIN_URL" default:"http://127.0.0.1:8080" desc:"where the CLI sends its requests"`
-	Token     string `envconfig:"ADMIN_TOKEN" desc:"token for writes (weights set, backends, mode)"`
-	ReadToken string `envconfig:"ADMIN_READ_TOKEN" desc:"token for reads (empty: ADMIN_TOKEN)"`
+	URL string `envconfig:"ADMIN_URL" default:"http://127.0.0.1:8080" desc:"where the CLI sends its requests"`
+	apitypes.Auth
 	// CAFile holds PEM certificates trusted for an https ADMIN_URL (admin
 	// serving with TLS_CERT); empty trusts the system's roots.
 	CAFile string `envconfig:"ADMIN_CA_FILE" desc:"PEM certificates trusted for an https ADMIN_URL (empty: the system's roots)"`
+}
+
+// Tune says what the CLI does with the API's tokens.
+func (Env) Tune() []config.Var {
+	return []config.Var{
+		{Name: "ADMIN_TOKEN", Desc: "token for writes (weights set, backends, mode)"},
+		{Name: "ADMIN_READ_TOKEN", Desc: "token for reads (empty: ADMIN_TOKEN)"},
+	}
 }
 
 // loadCA reads ADMIN_CA_FILE.

@@ -21,7 +21,7 @@ import (
 
 func TestBackendsAndMode(t *testing.T) {
 	e := apptest.Start(t, func(c *app.Config) { c.BackendAllow = "127.0.0.1:*" })
-	env := cli.Env{URL: e.URL, Token: e.Token}
+	env := cli.Env{URL: e.URL, Auth: apitypes.Auth{Token: e.Token}}
 	steps := []struct {
 		args []string
 		code int
@@ -61,7 +61,7 @@ func TestBackendsAndMode(t *testing.T) {
 // that owns it: the ring's choice, or the stick table's entry when sticky.
 func TestRecordsAskTheOwner(t *testing.T) {
 	e := apptest.Start(t, nil)
-	env := cli.Env{URL: e.URL, Token: e.Token}
+	env := cli.Env{URL: e.URL, Auth: apitypes.Auth{Token: e.Token}}
 	now := time.Now().UnixNano()
 	src := netip.MustParseAddr("10.3.3.3")
 	tbl, err := control.NewTable(e.Backends)
