@@ -49,7 +49,7 @@ build() { # NAME DOCKERFILE [TARGET]
 	rm -f "$log"
 	vars+=$'\n'"$(echo "$name" | tr a-z A-Z)_IMAGE=$image"
 }
-build capture services/capture/Dockerfile
+build capture services/Dockerfile capture
 build consumer services/Dockerfile consumer
 build admin services/Dockerfile admin
 build trafficgen deployments/compose/trafficgen/Dockerfile

@@ -41,52 +41,29 @@ func Modes() []ModeInfo { return append([]ModeInfo(nil), modes...) }
 // ParseMode returns the mode named s; an unknown name is an ErrBadMode
 // error listing the modes.
 func ParseMode(s string) (Mode, error) {
-	for _, m := range modes {
-		if string(m.Mode) == s {
-			return m.Mode, nil
-		}
+	if _, ok := row(modes, Mode(s)); !ok {
+		return "", fmt.Errorf("%w: mode %q (want %s)", ErrBadMode, s, oneOf(ModeNames()))
 	}
-	return "", fmt.Errorf("%w: mode %q (want %s)", ErrBadMode, s, oneOf(ModeNames()))
+	return Mode(s), nil
 }
 
 // ModeNames lists the names of the routing modes, the default first.
-func ModeNames() []string {
-	out := make([]string, len(modes))
-	for i, m := range modes {
-		out[i] = string(m.Mode)
-	}
-	return out
-}
+func ModeNames() []string { return names(modes) }
 
 // String is the mode's name.
 func (m Mode) String() string { return string(m) }
 
 // Info is m's row of Modes; the zero Mode is the default's row.
 func (m Mode) Info() ModeInfo {
-	for _, r := range modes {
-		if r.Mode == m {
-			return r
-		}
-	}
-	return modes[0]
+	r, _ := row(modes, m)
+	return r
 }
 
 // MarshalText encodes m as its name.
 func (m Mode) MarshalText() ([]byte, error) { return []byte(m), nil }
 
 // UnmarshalText accepts a mode's name, or "" for none given.
-func (m *Mode) UnmarshalText(b []byte) error {
-	if len(b) == 0 {
-		*m = ""
-		return nil
-	}
-	v, err := ParseMode(string(b))
-	if err != nil {
-		return err
-	}
-	*m = v
-	return nil
-}
+func (m *Mode) UnmarshalText(b []byte) error { return unmarshal(m, b, ParseMode) }
 
 // HashKey names what of a record the hash modes (and a stick table) hash
 // when the record carries no payload key. The zero HashKey ("") stands for
@@ -151,23 +128,15 @@ var hashKeys = []HashKeyInfo{
 func HashKeys() []HashKeyInfo { return append([]HashKeyInfo(nil), hashKeys...) }
 
 // HashKeyNames lists the names of the hash keys, the default first.
-func HashKeyNames() []string {
-	out := make([]string, len(hashKeys))
-	for i, k := range hashKeys {
-		out[i] = string(k.Key)
-	}
-	return out
-}
+func HashKeyNames() []string { return names(hashKeys) }
 
 // ParseHashKey returns the hash key named s; an unknown name is an
 // ErrBadMode error listing the keys.
 func ParseHashKey(s string) (HashKey, error) {
-	for _, k := range hashKeys {
-		if string(k.Key) == s {
-			return k.Key, nil
-		}
+	if _, ok := row(hashKeys, HashKey(s)); !ok {
+		return "", fmt.Errorf("%w: hash_key %q (want %s)", ErrBadMode, s, oneOf(HashKeyNames()))
 	}
-	return "", fmt.Errorf("%w: hash_key %q (want %s)", ErrBadMode, s, oneOf(HashKeyNames()))
+	return HashKey(s), nil
 }
 
 // String is the key's name.
@@ -175,28 +144,52 @@ func (k HashKey) String() string { return string(k) }
 
 // Info is k's row of HashKeys; the zero HashKey is the default's row.
 func (k HashKey) Info() HashKeyInfo {
-	for _, r := range hashKeys {
-		if r.Key == k {
-			return r
-		}
-	}
-	return hashKeys[0]
+	r, _ := row(hashKeys, k)
+	return r
 }
 
 // MarshalText encodes k as its name.
 func (k HashKey) MarshalText() ([]byte, error) { return []byte(k), nil }
 
 // UnmarshalText accepts a hash key's name, or "" for none given.
-func (k *HashKey) UnmarshalText(b []byte) error {
+func (k *HashKey) UnmarshalText(b []byte) error { return unmarshal(k, b, ParseHashKey) }
+
+// name is the name of a table's row.
+func (m ModeInfo) name() string    { return string(m.Mode) }
+func (k HashKeyInfo) name() string { return string(k.Key) }
+
+// row is the row of rows named v, or the first row (the default) and
+// false when none is.
+func row[R interface{ name() string }, T ~string](rows []R, v T) (R, bool) {
+	for _, r := range rows {
+		if r.name() == string(v) {
+			return r, true
+		}
+	}
+	return rows[0], false
+}
+
+// names lists the names of rows, in order.
+func names[R interface{ name() string }](rows []R) []string {
+	out := make([]string, len(rows))
+	for i, r := range rows {
+		out[i] = r.name()
+	}
+	return out
+}
+
+// unmarshal sets *v to the value named b by parse, or to "" (none given)
+// when b is empty.
+func unmarshal[T ~string](v *T, b []byte, parse func(string) (T, error)) error {
 	if len(b) == 0 {
-		*k = ""
+		*v = ""
 		return nil
 	}
-	v, err := ParseHashKey(string(b))
+	p, err := parse(string(b))
 	if err != nil {
 		return err
 	}
-	*k = v
+	*v = p
 	return nil
 }
 
