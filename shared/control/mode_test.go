@@ -28,7 +28,7 @@ func TestModesAndKeysAsJSON(t *testing.T) {
 		t.Fatalf("empty mode: %v %+v", err, msg)
 	}
 	for body, want := range map[string]string{
-		`{"op":"set_mode","mode":"random"}`:  `mode "random" (want weighted or hash)`,
+		`{"op":"set_mode","mode":"random"}`:   `mode "random" (want weighted or hash)`,
 		`{"op":"set_mode","hash_key":"port"}`: `hash_key "port" (want src, dst, pair or flow)`,
 	} {
 		_, err := Parse([]byte(body))
