@@ -28,8 +28,9 @@ if [ -n "${OBSERVE:-}" ]; then
 	vars+=$'\n'"$("$ROOT/deployments/images/build.sh" observe)"
 fi
 
-build() { # NAME DOCKERFILE
-	local name=$1 dockerfile=$2 image=$REPO/$1:$TAG log
+build() { # NAME DOCKERFILE [TARGET]
+	local name=$1 dockerfile=$2 image=$REPO/$1:$TAG log target=()
+	[ -z "${3:-}" ] || target=(--target "$3")
 	step "$image"
 	log=$(mktemp)
 	# The build stage is tagged too: an untagged stage is a dangling image,
@@ -39,7 +40,7 @@ build() { # NAME DOCKERFILE
 		--target build -t "$REPO/build-cache:$name" "$ROOT" &&
 		docker build --network none --force-rm -f "$ROOT/$dockerfile" \
 			--build-arg GO_IMAGE="$GO_IMAGE" --build-arg BASE_IMAGE="$BASE_IMAGE" \
-			-t "$image" "$ROOT"; } >"$log" 2>&1; then
+			"${target[@]}" -t "$image" "$ROOT"; } >"$log" 2>&1; then
 		grep -v -e DEPRECATED -e 'BuildKit is currently disabled' -e 'environment-variable\.' "$log" | tail -30 >&2
 		rm -f "$log"
 		echo "images: building $image failed (output above)" >&2
@@ -48,9 +49,9 @@ build() { # NAME DOCKERFILE
 	rm -f "$log"
 	vars+=$'\n'"$(echo "$name" | tr a-z A-Z)_IMAGE=$image"
 }
-build capture services/capture/Dockerfile
-build consumer services/consumer/Dockerfile
-build admin services/admin/Dockerfile
+build capture services/Dockerfile capture
+build consumer services/Dockerfile consumer
+build admin services/Dockerfile admin
 build trafficgen deployments/compose/trafficgen/Dockerfile
 
 # Build stages of earlier sources are of no further use; the current ones

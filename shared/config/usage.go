@@ -4,9 +4,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
-	"strconv"
 	"strings"
-	"time"
 )
 
 // Var is one environment variable of a service's configuration, as its
@@ -19,8 +17,26 @@ type Var struct {
 }
 
 // Vars lists the variables of spec (a struct, or a pointer to one), in
-// field order, nested structs included.
+// field order, embedded blocks included, with the defaults and meanings
+// spec's Tune gives.
 func Vars(spec any) []Var {
+	vars := declared(spec)
+	tune := tuning(spec)
+	for i, v := range vars {
+		if tv, ok := tune[v.Name]; ok {
+			if tv.Default != "" {
+				vars[i].Default = tv.Default
+			}
+			if tv.Desc != "" {
+				vars[i].Desc = tv.Desc
+			}
+		}
+	}
+	return vars
+}
+
+// declared lists the variables as the tags of spec declare them.
+func declared(spec any) []Var {
 	t := reflect.TypeOf(spec)
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -29,7 +45,7 @@ func Vars(spec any) []Var {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		if f.Anonymous && f.Type.Kind() == reflect.Struct {
-			out = append(out, Vars(reflect.New(f.Type).Interface())...)
+			out = append(out, declared(reflect.New(f.Type).Interface())...)
 			continue
 		}
 		name := f.Tag.Get("envconfig")
@@ -87,44 +103,32 @@ func wrap(s string, n, indent int) string {
 }
 
 // Defaults fills spec (a pointer to a struct) with the values of its
-// default tags, as an empty environment would: a test's starting point with
-// no second copy of the defaults to drift from the tags.
+// default tags and Tune, as an empty environment would: a test's starting
+// point with no second copy of the defaults to drift from the tags.
 func Defaults(spec any) error {
-	v := reflect.ValueOf(spec).Elem()
+	if err := tagDefaults(reflect.ValueOf(spec).Elem()); err != nil {
+		return err
+	}
+	return applyTune(spec, func(string) bool { return true })
+}
+
+// tagDefaults sets every field of v (embedded blocks included) that has a
+// default tag to it.
+func tagDefaults(v reflect.Value) error {
 	t := v.Type()
 	for i := range t.NumField() {
 		f := t.Field(i)
+		if f.Anonymous && f.Type.Kind() == reflect.Struct {
+			if err := tagDefaults(v.Field(i)); err != nil {
+				return err
+			}
+			continue
+		}
 		def, ok := f.Tag.Lookup("default")
 		if !ok || f.Tag.Get("envconfig") == "" {
 			continue
 		}
-		fv := v.Field(i)
-		var err error
-		switch {
-		case f.Type == reflect.TypeOf(time.Duration(0)):
-			var d time.Duration
-			d, err = time.ParseDuration(def)
-			fv.SetInt(int64(d))
-		case f.Type.Kind() == reflect.String:
-			fv.SetString(def)
-		case f.Type.Kind() == reflect.Bool:
-			var b bool
-			b, err = strconv.ParseBool(def)
-			fv.SetBool(b)
-		case f.Type.Kind() >= reflect.Int && f.Type.Kind() <= reflect.Int64:
-			var n int64
-			n, err = strconv.ParseInt(def, 0, 64)
-			fv.SetInt(n)
-		case f.Type.Kind() == reflect.Float64:
-			var x float64
-			x, err = strconv.ParseFloat(def, 64)
-			fv.SetFloat(x)
-		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.String:
-			fv.Set(reflect.ValueOf(strings.Split(def, ",")))
-		default:
-			err = fmt.Errorf("type %s", f.Type)
-		}
-		if err != nil {
+		if err := setString(v.Field(i), def); err != nil {
 			return fmt.Errorf("default of %s: %w", f.Tag.Get("envconfig"), err)
 		}
 	}

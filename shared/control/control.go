@@ -86,20 +86,6 @@ const (
 	OpSeed          = "seed"
 )
 
-// Routing modes (Table.Mode; "" means ModeWeighted).
-const (
-	ModeWeighted = "weighted"
-	ModeHash     = "hash"
-)
-
-// Hash keys (Table.HashKey; "" means KeySrc).
-const (
-	KeySrc  = "src"  // source IP
-	KeyDst  = "dst"  // destination IP
-	KeyPair = "pair" // source and destination IP
-	KeyFlow = "flow" // source and destination IP and port, and the protocol (TCP)
-)
-
 // MaxNameLen bounds a backend name.
 const MaxNameLen = 64
 
@@ -128,8 +114,8 @@ var (
 type Message struct {
 	Op            string         `json:"op"`
 	Weights       map[string]int `json:"weights,omitempty"`
-	Mode          string         `json:"mode,omitempty"`     // set_mode
-	HashKey       string         `json:"hash_key,omitempty"` // set_mode
+	Mode          Mode           `json:"mode,omitempty"`     // set_mode
+	HashKey       HashKey        `json:"hash_key,omitempty"` // set_mode
 	Sticky        *bool          `json:"sticky,omitempty"`   // set_mode
 	Backend       *Backend       `json:"backend,omitempty"`  // add_backend
 	Name          string         `json:"name,omitempty"`     // remove_backend
@@ -160,9 +146,9 @@ type Table struct {
 	// Backends in name order.
 	Backends []Backend `json:"backends"`
 	// Mode is ModeWeighted or ModeHash; "" means ModeWeighted.
-	Mode string `json:"mode,omitempty"`
-	// HashKey is the record field hashed in ModeHash; "" means KeySrc.
-	HashKey string `json:"hash_key,omitempty"`
+	Mode Mode `json:"mode,omitempty"`
+	// HashKey is what ModeHash hashes; "" means KeySrc.
+	HashKey HashKey `json:"hash_key,omitempty"`
 	// Sticky turns the stick table on.
 	Sticky bool `json:"sticky,omitempty"`
 	// Seeded: the table started from a seed in the log, not from the
@@ -171,20 +157,10 @@ type Table struct {
 }
 
 // RoutingMode is the mode in force, ModeWeighted when Mode is "".
-func (t *Table) RoutingMode() string {
-	if t.Mode == "" {
-		return ModeWeighted
-	}
-	return t.Mode
-}
+func (t *Table) RoutingMode() Mode { return t.Mode.Info().Mode }
 
 // Key is the hash key in force, KeySrc when HashKey is "".
-func (t *Table) Key() string {
-	if t.HashKey == "" {
-		return KeySrc
-	}
-	return t.HashKey
-}
+func (t *Table) Key() HashKey { return t.HashKey.Info().Key }
 
 // NewTable builds the initial table (version 0) from configured backends.
 func NewTable(backends []Backend) (*Table, error) {
@@ -243,7 +219,7 @@ func (t *Table) String() string {
 func (t *Table) Describe() string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "v%d mode=%s", t.Version, t.RoutingMode())
-	if t.RoutingMode() == ModeHash {
+	if t.RoutingMode().Info().Hashed {
 		fmt.Fprintf(&sb, " key=%s", t.Key())
 	}
 	fmt.Fprintf(&sb, " sticky=%t", t.Sticky)
@@ -305,6 +281,9 @@ func Parse(body []byte) (Message, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&m); err != nil {
+		if errors.Is(err, ErrBadMode) {
+			return m, err // a mode or hash key of no row: named as such
+		}
 		return m, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if dec.More() {
@@ -394,19 +373,19 @@ func Apply(t *Table, pos int64, body []byte) (*Table, Result) {
 }
 
 func applyMode(next *Table, m Message) error {
-	switch m.Mode {
-	case "":
-	case ModeWeighted, ModeHash:
-		next.Mode = m.Mode
-	default:
-		return fmt.Errorf("%w: mode %q (want %s or %s)", ErrBadMode, m.Mode, ModeWeighted, ModeHash)
+	if m.Mode != "" {
+		mode, err := ParseMode(string(m.Mode))
+		if err != nil {
+			return err
+		}
+		next.Mode = mode
 	}
-	switch m.HashKey {
-	case "":
-	case KeySrc, KeyDst, KeyPair, KeyFlow:
-		next.HashKey = m.HashKey
-	default:
-		return fmt.Errorf("%w: hash_key %q (want %s, %s, %s or %s)", ErrBadMode, m.HashKey, KeySrc, KeyDst, KeyPair, KeyFlow)
+	if m.HashKey != "" {
+		key, err := ParseHashKey(string(m.HashKey))
+		if err != nil {
+			return err
+		}
+		next.HashKey = key
 	}
 	if m.Sticky != nil {
 		next.Sticky = *m.Sticky

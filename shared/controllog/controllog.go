@@ -186,63 +186,17 @@ func (r *Reader) session(ctx context.Context, conn *broker.Conn) error {
 		pos, _, err := lastMessage(ctx, conn.Connection, topology.ControlStream, wait)
 		tails <- probe{pos, err}
 	}()
-	t, from := r.cfg.Initial, any("first")
-	if snap := r.latestSnapshot(ctx, conn.Connection, wait); snap != nil {
-		r.stats.FromSnap.Add(1)
-		t, from = snap, snap.Position+1
-		if cur := r.table.Load(); cur == nil || snap.Position > cur.Position {
-			r.table.Store(snap)
-			r.announce(control.Result{Position: snap.Position, Changed: true, Message: control.Message{Op: opSnapshot}}, snap)
-		}
-	}
-
-	sub, err := conn.Channel()
+	f := &fold{r: r, ctx: ctx, tail: -2}
+	f.t, f.from = r.start(ctx, conn, wait)
+	deliveries, err := r.open(conn, f.from)
 	if err != nil {
-		return fmt.Errorf("open channel: %w", err)
+		return err
 	}
-	// A stream consumer needs a prefetch and manual acks.
-	if err := sub.Qos(256, 0, false); err != nil {
-		return fmt.Errorf("qos on %q: %w", topology.ControlStream, err)
-	}
-	deliveries, err := sub.Consume(topology.ControlStream, "", false, false, false, false,
-		amqp.Table{"x-stream-offset": from})
-	if err != nil {
-		return fmt.Errorf("consume %q: %w", topology.ControlStream, err)
-	}
-	pub, err := conn.Channel()
-	if err != nil {
-		return fmt.Errorf("open channel: %w", err)
-	}
-	if err := pub.Confirm(false); err != nil {
-		return fmt.Errorf("confirm mode: %w", err)
-	}
-	r.mu.Lock()
-	r.pub = pub
-	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		r.pub = nil
-		r.mu.Unlock()
-	}()
+	defer r.setPub(nil)
 	conn.Ready()
 
-	tail := int64(-2) // not known yet
-	checkReady := func() {
-		if tail == -2 || t.Position < tail {
-			return
-		}
-		r.once.Do(func() {
-			r.log.Info("control log read", "version", t.Version, "position", t.Position, "weights", t.String(),
-				"from_snapshot", from != "first", "folded", r.stats.CatchUp.Load())
-			close(r.ready)
-			if r.cfg.Seed && !t.Seeded && t.Version == 0 {
-				go r.seed(ctx)
-			}
-		})
-		r.maybeSnapshot(ctx, t)
-	}
-	checkReady()
-	expect := t.Position + 1
+	f.checkReady()
+	f.expect = f.t.Position + 1
 	for {
 		select {
 		case <-ctx.Done():
@@ -253,49 +207,137 @@ func (r *Reader) session(ctx context.Context, conn *broker.Conn) error {
 			if p.err != nil {
 				return fmt.Errorf("probe the end of %q: %w", topology.ControlStream, p.err)
 			}
-			tail = p.pos
-			checkReady()
+			f.tail = p.pos
+			f.checkReady()
 		case d, ok := <-deliveries:
 			if !ok {
 				return errors.New("control stream delivery channel closed")
 			}
-			pos, ok := offset(d.Headers)
-			if !ok {
-				_ = d.Ack(false)
-				return fmt.Errorf("delivery from %q without x-stream-offset header", topology.ControlStream)
+			if err := f.deliver(d); err != nil {
+				return err
 			}
-			if pos < expect {
-				_ = d.Ack(false) // a chunk delivered from before the start
-				continue
-			}
-			if pos > expect {
-				r.stats.Gaps.Add(1)
-				r.log.Error("control log: messages are missing (deleted by retention before a snapshot covered them); this reader may fold another table than its peers",
-					"from", expect, "to", pos-1)
-			}
-			expect = pos + 1
-			var res control.Result
-			t, res = control.Apply(t, pos, d.Body)
-			if err := d.Ack(false); err != nil {
-				return fmt.Errorf("ack control message at %d: %w", pos, err)
-			}
-			r.remember(d.Timestamp, res, t)
-			r.stats.Folded.Add(1)
-			if !r.IsReady() {
-				r.stats.CatchUp.Add(1)
-			}
-			if res.Message.Op == control.OpSeed && res.Err == nil && !r.warnedEnv && !control.SameRouting(r.cfg.Initial, t) {
-				r.warnedEnv = true
-				r.log.Warn("BACKENDS/WEIGHTS differ from the starting table in the control log; following the log",
-					"environment", r.cfg.Initial.Describe(), "log", t.Describe())
-			}
-			if cur := r.table.Load(); cur == nil || pos > cur.Position {
-				r.table.Store(t)
-				r.announce(res, t)
-			}
-			checkReady()
 		}
 	}
+}
+
+// start is the table a session starts from and the stream offset of its
+// first message: the latest snapshot (made the table in force when it is
+// newer), else the starting table and the stream's first message.
+func (r *Reader) start(ctx context.Context, conn *broker.Conn, wait time.Duration) (*control.Table, any) {
+	snap := r.latestSnapshot(ctx, conn.Connection, wait)
+	if snap == nil {
+		return r.cfg.Initial, "first"
+	}
+	r.stats.FromSnap.Add(1)
+	if cur := r.table.Load(); cur == nil || snap.Position > cur.Position {
+		r.table.Store(snap)
+		r.announce(control.Result{Position: snap.Position, Changed: true, Message: control.Message{Op: opSnapshot}}, snap)
+	}
+	return snap, snap.Position + 1
+}
+
+// open consumes the control stream from offset from, and opens the
+// confirmed channel Publish writes on (r.pub).
+func (r *Reader) open(conn *broker.Conn, from any) (<-chan amqp.Delivery, error) {
+	sub, err := conn.Channel()
+	if err != nil {
+		return nil, fmt.Errorf("open channel: %w", err)
+	}
+	// A stream consumer needs a prefetch and manual acks.
+	if err := sub.Qos(256, 0, false); err != nil {
+		return nil, fmt.Errorf("qos on %q: %w", topology.ControlStream, err)
+	}
+	deliveries, err := sub.Consume(topology.ControlStream, "", false, false, false, false,
+		amqp.Table{"x-stream-offset": from})
+	if err != nil {
+		return nil, fmt.Errorf("consume %q: %w", topology.ControlStream, err)
+	}
+	pub, err := conn.Channel()
+	if err != nil {
+		return nil, fmt.Errorf("open channel: %w", err)
+	}
+	if err := pub.Confirm(false); err != nil {
+		return nil, fmt.Errorf("confirm mode: %w", err)
+	}
+	r.setPub(pub)
+	return deliveries, nil
+}
+
+func (r *Reader) setPub(pub *amqp.Channel) {
+	r.mu.Lock()
+	r.pub = pub
+	r.mu.Unlock()
+}
+
+// fold is one session's progress through the log.
+type fold struct {
+	r      *Reader
+	ctx    context.Context
+	t      *control.Table // the table folded so far
+	from   any            // where the session started: "first" or an offset
+	tail   int64          // the log's last offset when the session began; -2 until known
+	expect int64          // the offset of the next message
+}
+
+// checkReady marks the reader ready once the session has folded up to the
+// tail, seeds an unseeded log, and writes a snapshot when one is due.
+func (f *fold) checkReady() {
+	r, t := f.r, f.t
+	if f.tail == -2 || t.Position < f.tail {
+		return
+	}
+	r.once.Do(func() {
+		r.log.Info("control log read", "version", t.Version, "position", t.Position, "weights", t.String(),
+			"from_snapshot", f.from != "first", "folded", r.stats.CatchUp.Load())
+		close(r.ready)
+		if r.cfg.Seed && !t.Seeded && t.Version == 0 {
+			go r.seed(f.ctx)
+		}
+	})
+	r.maybeSnapshot(f.ctx, t)
+}
+
+// deliver folds one message of the stream, acks it and publishes the
+// table it leaves in force.
+func (f *fold) deliver(d amqp.Delivery) error {
+	r := f.r
+	pos, ok := offset(d.Headers)
+	if !ok {
+		_ = d.Ack(false)
+		return fmt.Errorf("delivery from %q without x-stream-offset header", topology.ControlStream)
+	}
+	if pos < f.expect {
+		_ = d.Ack(false) // a chunk delivered from before the start
+		return nil
+	}
+	if pos > f.expect {
+		r.stats.Gaps.Add(1)
+		r.log.Error("control log: messages are missing (deleted by retention before a snapshot covered them); this reader may fold another table than its peers",
+			"from", f.expect, "to", pos-1)
+	}
+	f.expect = pos + 1
+	var res control.Result
+	f.t, res = control.Apply(f.t, pos, d.Body)
+	t := f.t
+	if err := d.Ack(false); err != nil {
+		return fmt.Errorf("ack control message at %d: %w", pos, err)
+	}
+	r.remember(d.Timestamp, res, t)
+	r.stats.Folded.Add(1)
+	if !r.IsReady() {
+		r.stats.CatchUp.Add(1)
+	}
+	if res.Message.Op == control.OpSeed && res.Err == nil && !r.warnedEnv && !control.SameRouting(r.cfg.Initial, t) {
+		r.warnedEnv = true
+		r.log.Warn("BACKENDS/WEIGHTS differ from the starting table in the control log; following the log",
+			"environment", r.cfg.Initial.Describe(), "log", t.Describe())
+	}
+	if cur := r.table.Load(); cur == nil || pos > cur.Position {
+		r.table.Store(t)
+		r.announce(res, t)
+	}
+	f.checkReady()
+	return nil
 }
 
 type probe struct {

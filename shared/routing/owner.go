@@ -10,7 +10,7 @@ import (
 
 // Owner is the backend of t that owns key hash h, where a reader finds the
 // key's records: the stick table's entry when t is sticky (read from the
-// stick home through client), else, in mode "hash", the ring's choice. ok
+// stick home through client), else, in a hashed mode ("hash"), the mode's choice. ok
 // is false when every backend must be asked: mode "weighted" without
 // stickiness, a sticky key without an entry in mode "weighted", or a stick
 // home that cannot be read. With client nil the stick table is not read.
@@ -28,12 +28,16 @@ func Owner(ctx context.Context, t *control.Table, layout store.Layout, client fu
 			return t.Backend(name)
 		}
 	}
-	if t.RoutingMode() != control.ModeHash {
+	if !t.RoutingMode().Info().Hashed {
 		return owner, false
 	}
-	ring, err := NewRing(t)
-	if err != nil {
+	r, err := NewRoute(t)
+	if err != nil || !r.Hashed() {
 		return owner, false
 	}
-	return t.Backends[ring.Pick(h)], true
+	i := r.Pick(h)
+	if i < 0 {
+		return owner, false
+	}
+	return t.Backends[i], true
 }

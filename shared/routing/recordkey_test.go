@@ -14,12 +14,13 @@ import (
 func TestRecordKey(t *testing.T) {
 	a := record.Record{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.9"), SrcPort: 1, DstPort: 2}
 	b := record.Record{Src: netip.MustParseAddr("10.0.0.2"), Dst: netip.MustParseAddr("10.0.0.9"), SrcPort: 3, DstPort: 2}
-	for _, name := range []string{control.KeySrc, control.KeyDst, control.KeyPair, control.KeyFlow} {
+	for _, row := range control.HashKeys() {
+		name := row.Key
 		f, err := KeyFor(name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		field, _ := fieldKey(name)
+		field := HashFields(row.Fields)
 		if f(&a) != field(&a) {
 			t.Errorf("%s: a record without a key does not route by the field", name)
 		}
@@ -48,5 +49,43 @@ func TestRecordKeySpread(t *testing.T) {
 	}
 	if share := float64(n[1]) / 20000; share < 0.72 || share > 0.78 {
 		t.Fatalf("share of b = %.3f, want about 0.75", share)
+	}
+}
+
+// TestHashFieldsIsTheWrittenOutSums: the hash of any set of fields is the
+// one the written-out functions give for the sets the table has, so a key
+// of a new row hashes the same way whatever its fields, and the sums of
+// the rows in use never change (rings and stick tables depend on them).
+func TestHashFieldsIsTheWrittenOutSums(t *testing.T) {
+	r := record.Record{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("2001:db8::9"), SrcPort: 40000, DstPort: 443}
+	for _, c := range []struct {
+		f    control.Fields
+		want KeyFunc
+	}{
+		{control.FieldSrc, HashSrc},
+		{control.FieldDst, HashDst},
+		{control.FieldSrc | control.FieldDst, HashPair},
+		{control.FieldSrc | control.FieldDst | control.FieldPorts, HashFlow},
+	} {
+		if got, want := hashFields(c.f, &r), c.want(&r); got != want {
+			t.Errorf("fields %v: %#x, written out %#x", c.f.Names(), got, want)
+		}
+	}
+	// A set no row has yet goes the generic way and still depends on its
+	// fields only.
+	f := HashFields(control.FieldDst | control.FieldPorts)
+	other := r
+	other.Src = netip.MustParseAddr("10.9.9.9")
+	if f(&r) != f(&other) {
+		t.Error("dst+ports depends on the source")
+	}
+	other.DstPort++
+	if f(&r) == f(&other) {
+		t.Error("dst+ports ignores the port")
+	}
+	for _, row := range control.HashKeys() {
+		if row.Fields == 0 {
+			t.Errorf("hash key %s hashes no field", row.Key)
+		}
 	}
 }

@@ -196,7 +196,7 @@ func TestKeyFuncs(t *testing.T) {
 	mapped.Src = netip.MustParseAddr("::ffff:10.0.0.1")
 	mapped.Dst = netip.MustParseAddr("::ffff:10.0.0.2")
 	cases := []struct {
-		key                            string
+		key                            control.HashKey
 		srcSame, dstSame, portSame, v6 bool // does the hash stay equal when only that changes
 	}{
 		{control.KeySrc, false, true, true, true},

@@ -34,13 +34,13 @@ func NewRoute(t *control.Table) (*Route, error) {
 	for i, b := range t.Backends {
 		r.index[b.Name] = i
 	}
-	if t.RoutingMode() == control.ModeHash || t.Sticky {
+	if t.RoutingMode().Info().Hashed || t.Sticky {
 		if r.key, err = KeyFor(t.Key()); err != nil {
 			return nil, err
 		}
 	}
-	switch t.RoutingMode() {
-	case control.ModeWeighted:
+	switch t.Mode {
+	case "", control.ModeWeighted:
 	case control.ModeHash:
 		if r.ring, err = NewRing(t); err != nil {
 			return nil, err

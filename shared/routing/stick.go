@@ -52,8 +52,8 @@ var ErrShortReply = errors.New("stick claim: reply does not match the keys asked
 // Stick is the stick table of one table's hash key on its home instance.
 type Stick struct {
 	Layout store.Layout
-	Kind   string        // the table's hash key (control.KeySrc …)
-	TTL    time.Duration // of an entry, renewed by every claim
+	Kind   control.HashKey // the table's hash key (control.KeySrc …)
+	TTL    time.Duration   // of an entry, renewed by every claim
 	// Timeout bounds one script call (of at most 512 keys); 0: none
 	// beyond ctx.
 	Timeout time.Duration
@@ -78,7 +78,7 @@ func (s Stick) Claim(ctx context.Context, rdb redis.Scripter, backends []control
 		args := make([]any, 0, to-from+2)
 		args = append(args, ttl, names.String())
 		for j := from; j < to; j++ {
-			keys = append(keys, s.Layout.StickKey(s.Kind, hashes[j]))
+			keys = append(keys, s.Layout.StickKey(s.Kind.String(), hashes[j]))
 			args = append(args, offers[j])
 		}
 		cctx, cancel := ctx, context.CancelFunc(func() {})
@@ -103,7 +103,7 @@ func (s Stick) Claim(ctx context.Context, rdb redis.Scripter, backends []control
 // Owner reads the owner of key hash h from the stick home rdb; ok is false
 // when the key has none.
 func (s Stick) Owner(ctx context.Context, rdb redis.Cmdable, h uint64) (name string, ok bool, err error) {
-	name, err = rdb.Get(ctx, s.Layout.StickKey(s.Kind, h)).Result()
+	name, err = rdb.Get(ctx, s.Layout.StickKey(s.Kind.String(), h)).Result()
 	switch {
 	case errors.Is(err, redis.Nil):
 		return "", false, nil

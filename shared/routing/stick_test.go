@@ -89,7 +89,7 @@ func TestOwnerAgreesWithClaim(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		for _, h := range hashes {
-			home.Del(context.Background(), layout.StickKey(sticky.Key(), h))
+			home.Del(context.Background(), layout.StickKey(sticky.Key().String(), h))
 		}
 	})
 	for j, h := range hashes {

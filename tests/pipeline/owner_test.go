@@ -92,7 +92,7 @@ func TestOwnerIsWhereStored(t *testing.T) {
 		if st.home != "" {
 			// The consumers wrote the stick table where the step expects it.
 			rdb := redis.NewClient(&redis.Options{Addr: byName[st.home]})
-			n, err := rdb.Exists(ctx, layout.StickKey(control.KeySrc, routing.HashRecordKey(keyName(0)))).Result()
+			n, err := rdb.Exists(ctx, layout.StickKey(control.KeySrc.String(), routing.HashRecordKey(keyName(0)))).Result()
 			rdb.Close()
 			if err != nil || n != 1 {
 				t.Fatalf("%s: no stick entry for %s on %s (%d, %v)", st.name, keyName(0), st.home, n, err)

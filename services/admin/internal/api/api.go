@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/capturestats"
 	"github.com/connpipe/connpipe/services/admin/internal/members"
 	"github.com/connpipe/connpipe/services/admin/internal/operators"
@@ -36,7 +37,7 @@ type Control interface {
 // Limits and defaults.
 const (
 	DefaultPublishTimeout = 10 * time.Second
-	MaxWait               = 5 * time.Minute
+	MaxWait               = apitypes.MaxWait
 	DefaultSince          = time.Minute
 	ClockSkew             = 5 * time.Second
 	maxBody               = 64 << 10
@@ -200,22 +201,6 @@ func (a *API) getWeights(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, t.Redacted())
 }
 
-// WeightsRequest is the body of PUT /api/v1/weights.
-type WeightsRequest struct {
-	Weights       map[string]int `json:"weights"`
-	ExpectVersion *int64         `json:"expect_version,omitempty"`
-}
-
-// WeightsResponse is the answer to a change that applied.
-type WeightsResponse struct {
-	control.Table
-	ChangePosition int64    `json:"change_position"`
-	ID             string   `json:"id"`
-	Converged      bool     `json:"converged"`
-	Pending        []string `json:"pending"`
-	ConsumersAlive int      `json:"consumers_alive"`
-}
-
 // authorize answers 401/403 and returns false unless r may write; by is
 // the name of the operator whose token r carries, for the change's "by".
 func (a *API) authorize(w http.ResponseWriter, r *http.Request) (by string, ok bool) {
@@ -281,12 +266,12 @@ func parseIfMatch(h string) (*int64, error) {
 }
 
 // decodeWeights reads and checks the shape of a PUT body.
-func decodeWeights(r *http.Request) (WeightsRequest, error) {
+func decodeWeights(r *http.Request) (apitypes.WeightsRequest, error) {
 	var raw struct {
 		Weights       map[string]json.RawMessage `json:"weights"`
 		ExpectVersion *int64                     `json:"expect_version"`
 	}
-	var req WeightsRequest
+	var req apitypes.WeightsRequest
 	if err := decodeStrict(r, &raw); err != nil {
 		return req, err
 	}

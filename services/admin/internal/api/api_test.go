@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/members"
 	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/control"
@@ -162,7 +163,7 @@ func TestUsedMemory(t *testing.T) {
 }
 
 func TestWeightsResponseShape(t *testing.T) {
-	b, err := json.Marshal(WeightsResponse{Table: control.Table{Version: 2, Position: 9, Backends: []control.Backend{{Name: "a", Addr: "h:1", Weight: 3}}}, Pending: []string{}})
+	b, err := json.Marshal(apitypes.WeightsResponse{Table: control.Table{Version: 2, Position: 9, Backends: []control.Backend{{Name: "a", Addr: "h:1", Weight: 3}}}, Pending: []string{}})
 	if err != nil {
 		t.Fatal(err)
 	}

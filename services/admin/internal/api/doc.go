@@ -189,8 +189,14 @@
 //	curl -s -X PUT http://127.0.0.1:8080/api/v1/mode \
 //	  -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' -d '{"mode":"hash","hash_key":"src","sticky":true}'
 //
-// mode is "weighted" or "hash"; hash_key "src", "dst", "pair" or "flow";
-// fields left out keep their value. A weight left out of a new backend is
+// mode is one of the routing modes and hash_key one of the hash keys that
+// GET /api/v1/modes lists (control.Modes and control.HashKeys: "weighted"
+// or "hash"; "src", "dst", "pair" or "flow"), each with what it does and,
+// for a key, the fields it hashes; that answer needs no token, and the
+// page builds its choices from it. Fields left out keep their value.
+//
+//	curl -s http://127.0.0.1:8080/api/v1/modes A weight left out of a new backend is
+//
 // 1. addr is host:port, redis://user:password@host:port/db or rediss://…
 // (TLS). Refusals (400) name the cause: duplicate name, bad address, a
 // host outside BACKEND_ALLOW (nothing is published), unknown backend,

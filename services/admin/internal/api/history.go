@@ -8,26 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/readback"
 	"github.com/connpipe/connpipe/shared/control"
-	"github.com/connpipe/connpipe/shared/controllog"
 )
-
-// HistoryEntry is one message of the control log in GET /api/v1/history:
-// who (the operator admin authenticated, or what a hand-published message
-// says), when, what, and the version of the table after it.
-type HistoryEntry struct {
-	controllog.Entry
-	By   string `json:"by"`
-	ID   string `json:"id,omitempty"`
-	Op   string `json:"op"`
-	What string `json:"what"`
-}
-
-// History is the answer of GET /api/v1/history.
-type History struct {
-	Entries []HistoryEntry `json:"entries"`
-}
 
 // history answers the control log's messages, oldest first, since ?since
 // (a duration back from now, an RFC 3339 time or Unix seconds; default:
@@ -42,10 +26,10 @@ func (a *API) history(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	out := History{Entries: []HistoryEntry{}}
+	out := apitypes.History{Entries: []apitypes.HistoryEntry{}}
 	for _, e := range a.cfg.History(since) {
 		m := e.Message
-		out.Entries = append(out.Entries, HistoryEntry{Entry: e, By: m.By, ID: m.ID, Op: m.Op, What: Describe(m)})
+		out.Entries = append(out.Entries, apitypes.HistoryEntry{Entry: e, By: m.By, ID: m.ID, Op: m.Op, What: Describe(m)})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -69,10 +53,10 @@ func Describe(m control.Message) string {
 	case control.OpSetMode:
 		s := "mode"
 		if m.Mode != "" {
-			s += " " + m.Mode
+			s += " " + m.Mode.String()
 		}
 		if m.HashKey != "" {
-			s += " on " + m.HashKey
+			s += " on " + m.HashKey.String()
 		}
 		if m.Sticky != nil {
 			s += fmt.Sprintf(", sticky %v", *m.Sticky)

@@ -7,48 +7,11 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/readback"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/record"
 )
-
-// RecordsResponse is the answer of GET /api/v1/records.
-type RecordsResponse struct {
-	Records        []RecordItem      `json:"records,omitempty"` // written first, one by one (writeRecords)
-	CountByBackend map[string]int    `json:"count_by_backend"`
-	Truncated      bool              `json:"truncated"`
-	From           int64             `json:"from"` // first bucket second read
-	To             int64             `json:"to"`   // last bucket second read
-	Errors         map[string]string `json:"errors,omitempty"`
-	Error          string            `json:"error,omitempty"` // set when no backend could be read (503)
-	// Owner is set when only the instance owning the queried key was
-	// asked (mode hash; see keyOwner); ?all=true asks every instance.
-	Owner string `json:"owner,omitempty"`
-	// BytesFetched is the bytes of records read from Redis to answer.
-	BytesFetched int64 `json:"bytes_fetched"`
-}
-
-// CountResponse is the answer of GET /api/v1/records?count=true: how many
-// records each instance holds for the window and filter, with no limit.
-type CountResponse struct {
-	CountByBackend map[string]int64 `json:"count_by_backend"`
-	Total          int64            `json:"total"`
-	// Source is "counters" when a plain window was answered from the
-	// per-second counters, "scan" when records were read and matched.
-	Source       string            `json:"source"`
-	From         int64             `json:"from"`
-	To           int64             `json:"to"`
-	BytesFetched int64             `json:"bytes_fetched"`
-	Owner        string            `json:"owner,omitempty"`
-	Errors       map[string]string `json:"errors,omitempty"`
-	Error        string            `json:"error,omitempty"`
-}
-
-// RecordItem is a record in its JSON form with the backend that held it.
-type RecordItem struct {
-	Backend string `json:"backend"`
-	record.JSON
-}
 
 func (a *API) records(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
@@ -117,7 +80,7 @@ func (a *API) records(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	out := RecordsResponse{CountByBackend: res.CountByBackend, Truncated: res.Truncated, Errors: res.Errors, BytesFetched: res.Fetched}
+	out := apitypes.RecordsResponse{CountByBackend: res.CountByBackend, Truncated: res.Truncated, Errors: res.Errors, BytesFetched: res.Fetched}
 	if byKey {
 		out.Owner = owner.Name
 	}
@@ -153,7 +116,7 @@ func (a *API) count(w http.ResponseWriter, r *http.Request, rq readback.Query, a
 		}
 		return
 	}
-	out := CountResponse{CountByBackend: res.ByBackend, Total: res.Total, Source: "scan",
+	out := apitypes.CountResponse{CountByBackend: res.ByBackend, Total: res.Total, Source: "scan",
 		BytesFetched: res.Fetched, Errors: res.Errors}
 	if res.FromCounters {
 		out.Source = "counters"
@@ -169,7 +132,7 @@ func (a *API) count(w http.ResponseWriter, r *http.Request, rq readback.Query, a
 
 // writeRecords writes out with items as its records, one record at a time,
 // so a large answer is never built whole in memory.
-func writeRecords(w http.ResponseWriter, code int, out RecordsResponse, items []readback.Item) {
+func writeRecords(w http.ResponseWriter, code int, out apitypes.RecordsResponse, items []readback.Item) {
 	// The fields other than records, encoded alone: {"count_by_backend":…}.
 	rest, err := json.Marshal(out)
 	if err != nil {
@@ -186,7 +149,7 @@ func writeRecords(w http.ResponseWriter, code int, out RecordsResponse, items []
 			bw.WriteByte(',')
 		}
 		// Encode appends a newline, which JSON allows between values.
-		if enc.Encode(RecordItem{Backend: items[i].Backend, JSON: record.ToJSON(&items[i].Record)}) != nil {
+		if enc.Encode(apitypes.RecordItem{Backend: items[i].Backend, JSON: record.ToJSON(&items[i].Record)}) != nil {
 			return
 		}
 	}

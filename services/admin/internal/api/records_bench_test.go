@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/readback"
 	"github.com/connpipe/connpipe/shared/record"
 )
@@ -37,7 +38,7 @@ func benchItems(n int) []readback.Item {
 // building it whole and encoding it at once (whole, as before).
 func BenchmarkRecordsAnswer(b *testing.B) {
 	items := benchItems(readback.MaxLimit)
-	out := RecordsResponse{CountByBackend: map[string]int{"redis-a": len(items)}}
+	out := apitypes.RecordsResponse{CountByBackend: map[string]int{"redis-a": len(items)}}
 	b.Run("stream", func(b *testing.B) {
 		b.ReportAllocs()
 		var w *discardWriter
@@ -51,9 +52,9 @@ func BenchmarkRecordsAnswer(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			o := out
-			o.Records = make([]RecordItem, len(items))
+			o.Records = make([]apitypes.RecordItem, len(items))
 			for i := range items {
-				o.Records[i] = RecordItem{Backend: items[i].Backend, JSON: record.ToJSON(&items[i].Record)}
+				o.Records[i] = apitypes.RecordItem{Backend: items[i].Backend, JSON: record.ToJSON(&items[i].Record)}
 			}
 			w := &discardWriter{h: http.Header{}}
 			writeJSON(w, http.StatusOK, o)

@@ -8,6 +8,7 @@ package api
 //	POST   /api/v1/backends          {"name":"redis-c","addr":"127.0.0.1:6381","weight":50,"credential":"pool-b"}
 //	DELETE /api/v1/backends/{name}
 //	PUT    /api/v1/mode              {"mode":"hash","hash_key":"src","sticky":true}
+//	GET    /api/v1/modes             the routing modes and hash keys, defaults first
 
 import (
 	"context"
@@ -18,28 +19,12 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/readback"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/record"
 	"github.com/connpipe/connpipe/shared/routing"
 )
-
-// BackendRequest is the body of POST /api/v1/backends.
-type BackendRequest struct {
-	Name   string `json:"name"`
-	Addr   string `json:"addr"`
-	Weight *int   `json:"weight,omitempty"` // 1 if left out
-	// Credential names the login each reader finds in its own
-	// REDIS_CREDENTIALS; a password in Addr is refused.
-	Credential string `json:"credential,omitempty"`
-}
-
-// ModeRequest is the body of PUT /api/v1/mode; fields left out keep their value.
-type ModeRequest struct {
-	Mode    string `json:"mode,omitempty"`
-	HashKey string `json:"hash_key,omitempty"`
-	Sticky  *bool  `json:"sticky,omitempty"`
-}
 
 // registerRouting adds the routing endpoints to mux.
 func (a *API) registerRouting(mux *http.ServeMux) {
@@ -50,6 +35,9 @@ func (a *API) registerRouting(mux *http.ServeMux) {
 		{"POST /api/v1/backends", a.addBackend},
 		{"DELETE /api/v1/backends/{name}", a.removeBackend},
 		{"PUT /api/v1/mode", a.putMode},
+		// The lists of modes and keys tell nothing about the system: no
+		// token is needed to read them.
+		{"GET /api/v1/modes", a.modes},
 	} {
 		mux.Handle(r.pattern, a.cfg.Metrics.instrument(r.pattern, r.h))
 	}
@@ -73,7 +61,7 @@ func (a *API) addBackend(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req BackendRequest
+	var req apitypes.BackendRequest
 	if err := decodeStrict(r, &req); err != nil {
 		fail(w, http.StatusBadRequest, "%v", err)
 		return
@@ -109,12 +97,17 @@ func (a *API) removeBackend(w http.ResponseWriter, r *http.Request) {
 	a.change(w, r, by, "remove backend", control.Message{Op: control.OpRemoveBackend, Name: r.PathValue("name")})
 }
 
+// modes answers the tables of routing modes and hash keys.
+func (a *API) modes(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, apitypes.Modes{Modes: control.Modes(), HashKeys: control.HashKeys()})
+}
+
 func (a *API) putMode(w http.ResponseWriter, r *http.Request) {
 	by, ok := a.authorize(w, r)
 	if !ok {
 		return
 	}
-	var req ModeRequest
+	var req apitypes.ModeRequest
 	if err := decodeStrict(r, &req); err != nil {
 		fail(w, http.StatusBadRequest, "%v", err)
 		return
@@ -198,40 +191,40 @@ func (a *API) change(w http.ResponseWriter, r *http.Request, by, what string, m 
 		cancel()
 	}
 	w.Header().Set("ETag", etag(t.Version))
-	writeJSON(w, http.StatusOK, WeightsResponse{
+	writeJSON(w, http.StatusOK, apitypes.WeightsResponse{
 		Table: *t.Redacted(), ChangePosition: res.Position, ID: m.ID,
 		Converged: len(pending) == 0, Pending: nonNil(pending), ConsumersAlive: a.cfg.Members.Alive(),
 	})
 }
 
 // keyOwner is the backend that owns the key a records query names, when
-// the table routes by consistent hashing and the query names its whole key
-// (src for "src", dst for "dst", both for "pair"; a flow key needs ports,
-// which a query has not): the stick table's entry when sticky, else the
-// ring's choice. ok is false when every backend must be asked.
+// the table routes by a hash and the query names every field the hash key
+// hashes (control.HashKeys: src for "src", dst for "dst", both for "pair";
+// a query has no ports, so never "flow"): the stick table's entry when
+// sticky, else the mode's choice. ok is false when every backend must be
+// asked.
 func (a *API) keyOwner(ctx context.Context, t *control.Table, q readback.Query) (owner control.Backend, ok bool) {
 	if q.Key != "" {
 		return a.recordKeyOwner(ctx, t, q.Key)
 	}
-	if t.RoutingMode() != control.ModeHash {
+	if !t.RoutingMode().Info().Hashed {
+		return owner, false
+	}
+	fields := t.Key().Info().Fields
+	if fields&control.FieldPorts != 0 {
 		return owner, false
 	}
 	var r record.Record
 	var err error
-	switch t.Key() {
-	case control.KeySrc:
-		r.Src, err = netip.ParseAddr(q.Src)
-	case control.KeyDst:
-		r.Dst, err = netip.ParseAddr(q.Dst)
-	case control.KeyPair:
-		if r.Src, err = netip.ParseAddr(q.Src); err == nil {
-			r.Dst, err = netip.ParseAddr(q.Dst)
+	if fields&control.FieldSrc != 0 {
+		if r.Src, err = netip.ParseAddr(q.Src); err != nil {
+			return owner, false // the key is not in the query
 		}
-	default:
-		return owner, false
 	}
-	if err != nil {
-		return owner, false // the key is not in the query
+	if fields&control.FieldDst != 0 {
+		if r.Dst, err = netip.ParseAddr(q.Dst); err != nil {
+			return owner, false
+		}
 	}
 	keyFn, err := routing.KeyFor(t.Key())
 	if err != nil {

@@ -11,126 +11,25 @@ import (
 	"sync"
 	"time"
 
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/capturestats"
-	"github.com/connpipe/connpipe/services/admin/internal/queues"
 	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/heartbeat"
 	"github.com/connpipe/connpipe/shared/redisconn"
 )
 
-// Status is the answer of GET /api/v1/status.
-type Status struct {
-	Ready     bool `json:"ready"`     // the control log has been read
-	Connected bool `json:"connected"` // admin is connected to rabbitmq
-	// Session is the control log's broker session: up, connecting, or down
-	// with the reason.
-	Session        string                `json:"session"`
-	Table          *control.Table        `json:"table"`
-	Weights        string                `json:"weights"`
-	Consumers      []ConsumerStatus      `json:"consumers"`
-	ConsumersAlive int                   `json:"consumers_alive"`
-	Converged      bool                  `json:"converged"` // every live consumer is at the table's version
-	Backends       []BackendStatus       `json:"backends"`
-	TimeoutMS      int64                 `json:"consumer_timeout_ms"`
-	Broker         *BrokerStatus         `json:"broker"`   // null when admin reads no queue depths
-	Capture        *CaptureStatus        `json:"capture"`  // the sum of every capture; null without CAPTURE_METRICS_URL
-	Captures       []capturestats.Target `json:"captures"` // each capture on its own
-	// States is every backend state with how to show it, so that the page
-	// and the CLI know them from here.
-	States []StateInfo `json:"states"`
-}
-
-// StateInfo is one backend state of the states table.
-type StateInfo struct {
-	Name redisconn.State `json:"name"`
-	Tone redisconn.Tone  `json:"tone"` // up, out, drain or wait
-	Doc  string          `json:"doc"`
-}
-
-// stateInfos is the states table as the status answer gives it.
-func stateInfos() []StateInfo {
-	var out []StateInfo
-	for _, st := range redisconn.States() {
-		out = append(out, StateInfo{Name: st, Tone: st.Tone(), Doc: st.Doc()})
-	}
-	return out
-}
-
-// BrokerStatus is the depth of the records queues.
-type BrokerStatus struct {
-	queues.Depths
-	Error string `json:"error,omitempty"`
-}
-
-// CaptureStatus is the captures' counters added up, scraped from their
-// /metrics: what the pipeline as a whole was offered.
-type CaptureStatus struct {
-	URL string `json:"url"` // the URLs scraped, passwords redacted
-	capturestats.Stats
-	Count    int    `json:"count"`    // captures found
-	Answered int    `json:"answered"` // captures whose metrics were read
-	Error    string `json:"error,omitempty"`
-}
-
-// ConsumerStatus is one consumer as last heard of.
-type ConsumerStatus struct {
-	ID        string `json:"id"`
-	Host      string `json:"host"`
-	Alive     bool   `json:"alive"`
-	Ready     bool   `json:"ready"`
-	Version   int64  `json:"version"`
-	Position  int64  `json:"position"`
-	Weights   string `json:"weights"`
-	Converged bool   `json:"converged"`
-	// VersionsBehind counts the changes in force that it has not applied.
-	VersionsBehind int64             `json:"versions_behind"`
-	Records        uint64            `json:"records"`
-	Rate           float64           `json:"rate"` // records stored per second, over its last heartbeats
-	Stored         map[string]uint64 `json:"stored,omitempty"`
-	Unacked        int               `json:"unacked"`
-	Acked          uint64            `json:"acked"`
-	DeadLettered   uint64            `json:"dead_lettered"`
-	// Out names the backends this consumer holds out of rotation, with
-	// their state (see Status.States) and its reason.
-	Out            map[string]heartbeat.Backend `json:"out,omitempty"`
-	LastHeartbeat  string                       `json:"last_heartbeat"` // RFC 3339, when admin received it
-	HeartbeatAgeMS int64                        `json:"last_heartbeat_age_ms"`
-}
-
-// BackendStatus is one Redis instance of the table.
-type BackendStatus struct {
-	Name   string  `json:"name"`
-	Addr   string  `json:"addr"`
-	Weight int     `json:"weight"`
-	Share  float64 `json:"share"` // weight / sum of weights
-	// State is up, draining, ejected or not_allowed as admin sees it, or
-	// the state in which live consumers hold it out of rotation (an
-	// instance that answers PING can still refuse every write); Status.States
-	// lists them all.
-	State      redisconn.State `json:"state"`
-	Reachable  bool            `json:"reachable"`
-	UsedMemory int64           `json:"used_memory"` // bytes, -1 if unknown
-	Error      string          `json:"error,omitempty"`
-	// Sentinel is, for a sentinel backend, the primary the sentinels name
-	// now and its replicas with their link state.
-	Sentinel *redisconn.Replication `json:"sentinel,omitempty"`
-	// OutBy names each live consumer that holds it out of rotation, with
-	// the state and reason it reports.
-	OutBy map[string]heartbeat.Backend `json:"out_by,omitempty"`
-}
-
 func (a *API) status(w http.ResponseWriter, r *http.Request) {
 	t := a.cfg.Control.Table()
 	session := a.cfg.Control.Broker()
 	now := a.cfg.Now()
-	st := Status{
+	st := apitypes.Status{
 		Ready: a.cfg.Control.IsReady(), Connected: session.State == broker.StateUp, Session: session.String(), Table: t.Redacted(),
 		Weights: t.String(), Converged: true, TimeoutMS: a.cfg.Members.Timeout().Milliseconds(),
-		Consumers: []ConsumerStatus{}, States: stateInfos(),
+		Consumers: []apitypes.ConsumerStatus{}, States: apitypes.StateInfos(),
 	}
 	for _, m := range a.cfg.Members.Snapshot() {
-		c := ConsumerStatus{
+		c := apitypes.ConsumerStatus{
 			ID: m.Consumer, Host: m.Host, Alive: m.Alive, Ready: m.Ready,
 			Version: m.Version, Position: m.Position, Weights: m.Weights,
 			Converged:      m.Alive && m.Version >= t.Version,
@@ -154,24 +53,24 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, st)
 }
 
-func (a *API) broker(ctx context.Context) *BrokerStatus {
+func (a *API) broker(ctx context.Context) *apitypes.BrokerStatus {
 	if a.cfg.Queues == nil {
 		return nil
 	}
 	d, err := a.cfg.Queues.Depths(ctx)
-	bs := &BrokerStatus{Depths: d}
+	bs := &apitypes.BrokerStatus{Depths: d}
 	if err != nil {
 		bs.Error = err.Error()
 	}
 	return bs
 }
 
-func (a *API) capture(ctx context.Context) (*CaptureStatus, []capturestats.Target) {
+func (a *API) capture(ctx context.Context) (*apitypes.CaptureStatus, []capturestats.Target) {
 	if a.cfg.Capture == nil {
 		return nil, nil
 	}
 	ts := a.cfg.Capture.Stats(ctx)
-	st := &CaptureStatus{Stats: capturestats.Sum(ts), Count: len(ts)}
+	st := &apitypes.CaptureStatus{Stats: capturestats.Sum(ts), Count: len(ts)}
 	var urls, errs []string
 	for _, t := range ts {
 		urls = append(urls, t.URL)
@@ -192,16 +91,16 @@ func (a *API) capture(ctx context.Context) (*CaptureStatus, []capturestats.Targe
 }
 
 // backends checks every backend at once, each with a short timeout.
-func (a *API) backends(ctx context.Context, t *control.Table) []BackendStatus {
+func (a *API) backends(ctx context.Context, t *control.Table) []apitypes.BackendStatus {
 	total := 0
 	for _, b := range t.Backends {
 		total += b.Weight
 	}
-	out := make([]BackendStatus, len(t.Backends))
+	out := make([]apitypes.BackendStatus, len(t.Backends))
 	var wg sync.WaitGroup
 	for i, b := range t.Backends {
 		bs := &out[i]
-		*bs = BackendStatus{Name: b.Name, Addr: control.RedactAddr(b.Addr), Weight: b.Weight, UsedMemory: -1, State: redisconn.StateEjected}
+		*bs = apitypes.BackendStatus{Name: b.Name, Addr: control.RedactAddr(b.Addr), Weight: b.Weight, UsedMemory: -1, State: redisconn.StateEjected}
 		if total > 0 {
 			bs.Share = float64(b.Weight) / float64(total)
 		}
@@ -247,7 +146,7 @@ func (a *API) backends(ctx context.Context, t *control.Table) []BackendStatus {
 // outOfRotation marks each backend that live consumers hold out of
 // rotation with the state they report (the most common one, ties in table order)
 // and who reports what.
-func outOfRotation(bs []BackendStatus, cs []ConsumerStatus, alive int) {
+func outOfRotation(bs []apitypes.BackendStatus, cs []apitypes.ConsumerStatus, alive int) {
 	for i := range bs {
 		b := &bs[i]
 		if b.State == redisconn.StateNotAllowed {

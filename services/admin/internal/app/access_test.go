@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connpipe/connpipe/services/admin/internal/api"
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/services/admin/internal/readback"
@@ -254,7 +254,7 @@ func TestTLS(t *testing.T) {
 	}
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	a := apptest.CallWith(t, client, http.MethodGet, e.URL+"/api/v1/status", "", bearer(e.ReadToken))
-	var st api.Status
+	var st apitypes.Status
 	a.Decode(t, &st)
 	if a.Code != http.StatusOK || st.Table == nil {
 		t.Fatalf("status over https: %d %s", a.Code, a.Body)
@@ -347,7 +347,7 @@ func TestStatusHidesPasswords(t *testing.T) {
 			}
 			e := apptest.Start(t, func(c *app.Config) { c.CaptureMetricsURL = u })
 			a := e.Read(t, "/api/v1/status")
-			var st api.Status
+			var st apitypes.Status
 			a.Decode(t, &st)
 			if st.Capture == nil {
 				t.Fatalf("status has no capture: %s", a.Body)

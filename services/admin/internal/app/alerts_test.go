@@ -9,8 +9,10 @@ import (
 	"testing"
 
 	"github.com/connpipe/connpipe/services/admin/internal/alerts"
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
+	"github.com/connpipe/connpipe/shared/config"
 )
 
 // With PROMETHEUS_URL, GET /api/v1/alerts lists what fires there, read by
@@ -61,8 +63,8 @@ func TestAlertsWithoutPrometheus(t *testing.T) {
 
 func TestPrometheusURLMustBeHTTP(t *testing.T) {
 	for _, name := range []string{"PROMETHEUS_URL", "PROMETHEUS_LINK_URL"} {
-		c := app.Config{Token: "t", Retention: 1, ConsumerTimeout: 1, RedisPrefix: "p", HTTPAddr: "127.0.0.1:0",
-			Backends: "redis-a=127.0.0.1:6379", Weights: "redis-a=1"}
+		c := app.Config{Auth: apitypes.Auth{Token: "t"}, Store: config.Store{Retention: 1, RedisPrefix: "p"}, ConsumerTimeout: 1, HTTPAddr: "127.0.0.1:0",
+			Pool: config.Pool{Backends: "redis-a=127.0.0.1:6379", Weights: "redis-a=1"}}
 		if name == "PROMETHEUS_URL" {
 			c.PrometheusURL = "prometheus:9090"
 		} else {

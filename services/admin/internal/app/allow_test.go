@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connpipe/connpipe/services/admin/internal/api"
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/redisconn"
@@ -48,7 +48,7 @@ func TestBackendAllow(t *testing.T) {
 	// By hand, past admin: the fold takes it (as on every reader), admin
 	// shows it refused.
 	e.Control(t, fmt.Sprintf(`{"op":"add_backend","backend":{"name":"evil","addr":"redis://u:s3cret@%s","weight":200}}`, evil.Addr()))
-	var st api.Status
+	var st apitypes.Status
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		e.Read(t, "/api/v1/status").Decode(t, &st)
@@ -57,7 +57,7 @@ func TestBackendAllow(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	var found *api.BackendStatus
+	var found *apitypes.BackendStatus
 	for i := range st.Backends {
 		if st.Backends[i].Name == "evil" {
 			found = &st.Backends[i]

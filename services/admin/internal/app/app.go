@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/connpipe/connpipe/services/admin/internal/api"
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/capturestats"
 	"github.com/connpipe/connpipe/services/admin/internal/members"
 	"github.com/connpipe/connpipe/services/admin/internal/operators"
@@ -47,13 +48,10 @@ import (
 // ADMIN_ALLOWED_HOSTS (default localhost, 127.0.0.1, ::1 and the host of
 // HTTP_ADDR). With TLS_CERT and TLS_KEY (PEM files) it serves https.
 type Config struct {
-	AMQPURL      string `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ; several nodes of a cluster comma-separated; amqps:// for TLS"`
-	AMQPCAFile   string `envconfig:"AMQP_CA_FILE" desc:"PEM CA certificates trusted for amqps:// (empty: the system's roots)"`
-	HTTPAddr     string `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080" desc:"the API, the page and /healthz"`
-	MetricsAddr  string `envconfig:"METRICS_ADDR" default:":9103" desc:"/metrics and /healthz (not served on HTTP_ADDR); one address such as 10.0.1.5:9103 binds that interface only"`
-	MetricsToken string `envconfig:"METRICS_TOKEN" desc:"when set, /metrics answers only Authorization: Bearer TOKEN (/healthz stays open)"`
-	Token        string `envconfig:"ADMIN_TOKEN" desc:"bearer token for writes (and reads); admin refuses to start without one unless ADMIN_INSECURE"`
-	ReadToken    string `envconfig:"ADMIN_READ_TOKEN" desc:"bearer token for reads only (weights, status, stats, records, history); empty: reads need ADMIN_TOKEN"`
+	config.AMQP
+	HTTPAddr string `envconfig:"HTTP_ADDR" default:"127.0.0.1:8080" desc:"the API, the page and /healthz"`
+	config.Metrics
+	apitypes.Auth
 	// Tokens and TokensFile list named operators (package operators).
 	Tokens       string        `envconfig:"ADMIN_TOKENS" desc:"named operators, name:role:sha256-hex-of-token items (role read or write), comma-separated"`
 	TokensFile   string        `envconfig:"ADMIN_TOKENS_FILE" desc:"file of name:role:sha256-hex items, one a line; read again when it changes"`
@@ -64,19 +62,12 @@ type Config struct {
 	ReadTimeout  time.Duration `envconfig:"HTTP_READ_TIMEOUT" default:"30s" desc:"to read a whole request"`
 	WriteTimeout time.Duration `envconfig:"HTTP_WRITE_TIMEOUT" default:"6m" desc:"to write an answer (bounds ?wait)"`
 	IdleTimeout  time.Duration `envconfig:"HTTP_IDLE_TIMEOUT" default:"2m" desc:"an idle keep-alive connection is closed after this"`
-	Backends     string        `envconfig:"BACKENDS" default:"redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380" desc:"the starting Redis instances, name=host:port or name=redis://user:password@host:port/db or rediss://, until the control log has a table (admin seeds it with these)"`
-	// BackendAllow: the hosts admin dials as backends and accepts in
-	// add_backend (control.Allow); empty: the hosts of BACKENDS.
-	BackendAllow string `envconfig:"BACKEND_ALLOW" desc:"addresses admin dials as backends and accepts in add_backend: host:port, CIDR:port, port * for any, or * (empty: the host:port pairs of BACKENDS)"`
-	// RedisCAFile: PEM certificates trusted for rediss:// backends.
-	RedisCAFile      string        `envconfig:"REDIS_CA_FILE" desc:"PEM certificates trusted for rediss:// backends (empty: the system's roots)"`
-	RedisUsername    string        `envconfig:"REDIS_USERNAME" desc:"ACL user for every backend whose address names no password (admin needs read commands and INFO only)"`
-	RedisPassword    string        `envconfig:"REDIS_PASSWORD" desc:"password for REDIS_USERNAME (or for the default user) on every backend whose address names none"`
-	RedisCredentials string        `envconfig:"REDIS_CREDENTIALS" desc:"logins a backend may name as its credential: NAME=USER:PASSWORD, comma-separated"`
-	Weights          string        `envconfig:"WEIGHTS" default:"redis-a=30,redis-b=70" desc:"the starting weights, name=weight (others get 1)"`
-	RedisPrefix      string        `envconfig:"REDIS_PREFIX" default:"cp:" desc:"key prefix in Redis"`
-	Retention        time.Duration `envconfig:"RETENTION" default:"5m" desc:"how long records stay readable"`
-	ConsumerTimeout  time.Duration `envconfig:"CONSUMER_TIMEOUT" default:"5s" desc:"a consumer silent this long is dead and leaves the membership"`
+	// Pool's BACKEND_ALLOW: the hosts admin dials as backends and accepts
+	// in add_backend (control.Allow); empty: the hosts of BACKENDS.
+	config.Pool
+	config.Redis
+	config.Store
+	ConsumerTimeout time.Duration `envconfig:"CONSUMER_TIMEOUT" default:"5s" desc:"a consumer silent this long is dead and leaves the membership"`
 	// CaptureMetricsURL lists the captures' /metrics (comma-separated),
 	// scraped for status and the web page's capture panel; a host name
 	// that resolves to several addresses (a scaled service) is every one
@@ -87,8 +78,18 @@ type Config struct {
 	// PrometheusLinkURL (a browser's view of it; default PrometheusURL).
 	PrometheusURL     string `envconfig:"PROMETHEUS_URL" desc:"Prometheus, whose firing alerts the page shows (read by admin, cached 10 s) and links to; empty: none"`
 	PrometheusLinkURL string `envconfig:"PROMETHEUS_LINK_URL" desc:"Prometheus as a browser reaches it, for the page's link (empty: PROMETHEUS_URL)"`
-	LogLevel          string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
-	LogFormat         string `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else json), text or json"`
+	config.Logging
+}
+
+// Tune gives admin's meaning of the shared variables it reads otherwise
+// than the services that store records.
+func (Config) Tune() []config.Var {
+	return []config.Var{
+		{Name: "METRICS_ADDR", Default: ":9103", Desc: "/metrics and /healthz (not served on HTTP_ADDR); one address such as 10.0.1.5:9103 binds that interface only"},
+		{Name: "BACKENDS", Desc: "the starting Redis instances, name=host:port or name=redis://user:password@host:port/db or rediss://, until the control log has a table (admin seeds it with these)"},
+		{Name: "BACKEND_ALLOW", Desc: "addresses admin dials as backends and accepts in add_backend: host:port, CIDR:port, port * for any, or * (empty: the host:port pairs of BACKENDS)"},
+		{Name: "REDIS_USERNAME", Desc: "ACL user for every backend whose address names no password (admin needs read commands and INFO only)"},
+	}
 }
 
 // Load reads the configuration from the environment and checks it.
@@ -124,14 +125,11 @@ func (c Config) Validate() (*control.Table, error) {
 	if !ops.HasWriter() && !c.Insecure {
 		return nil, errors.New("ADMIN_TOKEN is empty and ADMIN_TOKENS/ADMIN_TOKENS_FILE list no write operator: set a token for writes, or ADMIN_INSECURE=true to accept writes without one")
 	}
-	if c.Retention <= 0 {
-		return nil, fmt.Errorf("RETENTION=%s: must be positive", c.Retention)
+	if err := c.Store.Check(); err != nil {
+		return nil, err
 	}
 	if c.ConsumerTimeout <= 0 {
 		return nil, fmt.Errorf("CONSUMER_TIMEOUT=%s: must be positive", c.ConsumerTimeout)
-	}
-	if c.RedisPrefix == "" {
-		return nil, errors.New("REDIS_PREFIX is empty")
 	}
 	if c.HTTPAddr == "" {
 		return nil, errors.New("HTTP_ADDR is empty")
@@ -156,40 +154,11 @@ func (c Config) Validate() (*control.Table, error) {
 	if _, err := capturestats.ParseURLs(c.CaptureMetricsURL); err != nil {
 		return nil, err
 	}
-	if c.AMQPURL != "" {
-		if _, err := broker.Nodes(c.AMQPURL); err != nil {
-			return nil, err
-		}
-	}
-	if err := broker.UseCA(c.AMQPCAFile); err != nil {
+	if err := c.AMQP.Check(); err != nil {
 		return nil, err
 	}
-	bs, err := config.Backends(c.Backends, c.Weights)
-	if err != nil {
-		return nil, err
-	}
-	t, err := control.NewTable(bs)
-	if err != nil {
-		return nil, fmt.Errorf("BACKENDS/WEIGHTS: %w", err)
-	}
-	if _, err := c.allow(t); err != nil {
-		return nil, err
-	}
-	return t, nil
-}
-
-// allow is BACKEND_ALLOW; a starting backend outside it is an error.
-func (c Config) allow(t *control.Table) (*control.Allow, error) {
-	a, err := control.ParseAllow(c.BackendAllow, t.Backends)
-	if err != nil {
-		return nil, err
-	}
-	for _, b := range t.Backends {
-		if err := a.Check(b); err != nil {
-			return nil, fmt.Errorf("BACKENDS: %w", err)
-		}
-	}
-	return a, nil
+	t, _, err := control.Start(c.Backends, c.Weights, c.BackendAllow)
+	return t, err
 }
 
 // Server is a listening admin.
@@ -264,7 +233,7 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	allow, err := cfg.allow(initial)
+	_, allow, err := control.Start(cfg.Backends, cfg.Weights, cfg.BackendAllow)
 	if err != nil {
 		return nil, err
 	}

@@ -12,9 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connpipe/connpipe/services/admin/internal/api"
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
+	"github.com/connpipe/connpipe/shared/config"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/controllog"
 	"github.com/connpipe/connpipe/shared/heartbeat"
@@ -98,7 +99,7 @@ func TestWritesNeedTheToken(t *testing.T) {
 	if a.Code != http.StatusOK {
 		t.Fatalf("PUT with the token: %d %s", a.Code, a.Body)
 	}
-	var res api.WeightsResponse
+	var res apitypes.WeightsResponse
 	a.Decode(t, &res)
 	msgs := setWeightsMessages(t, e, res.ID)
 	if len(msgs) != 1 || msgs[0].Message.ID != res.ID || msgs[0].Message.By != "admin" {
@@ -131,7 +132,7 @@ func TestSetWeights(t *testing.T) {
 		if a.Code != http.StatusOK {
 			t.Fatalf("step %d: %d %s", i, a.Code, a.Body)
 		}
-		var res api.WeightsResponse
+		var res apitypes.WeightsResponse
 		a.Decode(t, &res)
 		if res.Version != int64(i+1) || res.String() != st.want || a.Header.Get("ETag") != fmt.Sprintf(`"%d"`, i+1) {
 			t.Fatalf("step %d: version %d %q etag %s, want %d %q", i, res.Version, res.String(), a.Header.Get("ETag"), i+1, st.want)
@@ -283,7 +284,7 @@ func TestBrokerUnreachable(t *testing.T) {
 			t.Errorf("%s %s: %d %s, want %d", tt.method, tt.path, a.Code, a.Body, tt.code)
 		}
 	}
-	var st api.Status
+	var st apitypes.Status
 	apptest.Call(t, http.MethodGet, url+"/api/v1/status", "", bearer(e.ReadToken)).Decode(t, &st)
 	if st.Ready || st.Connected || !strings.Contains(st.Session, "connection refused") {
 		t.Errorf("status without a broker says ready=%v connected=%v session %q", st.Ready, st.Connected, st.Session)
@@ -295,13 +296,13 @@ func TestBrokerUnreachable(t *testing.T) {
 
 func TestMembershipAndConvergence(t *testing.T) {
 	e := apptest.Start(t, nil)
-	status := func() api.Status {
-		var st api.Status
+	status := func() apitypes.Status {
+		var st apitypes.Status
 		e.Read(t, "/api/v1/status").Decode(t, &st)
 		return st
 	}
 	// Wait until the status shows what a heartbeat said.
-	eventually := func(what string, ok func(api.Status) bool) api.Status {
+	eventually := func(what string, ok func(apitypes.Status) bool) apitypes.Status {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
 		for {
@@ -322,7 +323,7 @@ func TestMembershipAndConvergence(t *testing.T) {
 	e.Heartbeat(t, hb("c1", 0, tb.Position))
 	e.Heartbeat(t, hb("c2", 0, tb.Position))
 	e.PublishHeartbeat(t, []byte(`{"consumer":`)) // broken: counted, ignored
-	st := eventually("two consumers alive", func(st api.Status) bool { return st.ConsumersAlive == 2 })
+	st := eventually("two consumers alive", func(st apitypes.Status) bool { return st.ConsumersAlive == 2 })
 	if !st.Converged || len(st.Consumers) != 2 || st.Consumers[0].ID != "c1" || st.Consumers[0].Host != "h-c1" ||
 		st.Consumers[0].Records != 100 || st.Consumers[0].Acked != 7 || !st.Consumers[0].Converged {
 		t.Fatalf("status %+v", st)
@@ -334,18 +335,18 @@ func TestMembershipAndConvergence(t *testing.T) {
 	// A change with ?wait: converges when both heartbeats reach its position.
 	type result struct {
 		a   apptest.Answer
-		res api.WeightsResponse
+		res apitypes.WeightsResponse
 	}
 	got := make(chan result, 1)
 	go func() {
 		a := apptest.Call(t, http.MethodPut, e.URL+"/api/v1/weights?wait=20s", `{"weights":{"redis-a":60}}`, bearer(e.Token))
-		var r api.WeightsResponse
+		var r apitypes.WeightsResponse
 		_ = json.Unmarshal(a.Body, &r)
 		got <- result{a, r}
 	}()
 	var pos int64
-	eventually("change applied", func(st api.Status) bool { pos = st.Table.Position; return st.Table.Version == 1 })
-	eventually("consumers behind", func(st api.Status) bool { return !st.Converged })
+	eventually("change applied", func(st apitypes.Status) bool { pos = st.Table.Position; return st.Table.Version == 1 })
+	eventually("consumers behind", func(st apitypes.Status) bool { return !st.Converged })
 	e.Heartbeat(t, hb("c1", 1, pos))
 	select {
 	case r := <-got:
@@ -364,7 +365,7 @@ func TestMembershipAndConvergence(t *testing.T) {
 
 	// A change nobody applies: the wait times out naming the laggards.
 	a := apptest.Call(t, http.MethodPut, e.URL+"/api/v1/weights?wait=300ms", `{"weights":{"redis-a":61}}`, bearer(e.Token))
-	var r api.WeightsResponse
+	var r apitypes.WeightsResponse
 	a.Decode(t, &r)
 	if a.Code != http.StatusOK || r.Converged || !slices.Equal(r.Pending, []string{"c1", "c2"}) {
 		t.Fatalf("unconverged wait: %d %s", a.Code, a.Body)
@@ -387,7 +388,7 @@ func TestMembershipAndConvergence(t *testing.T) {
 		}
 	}()
 	defer func() { close(stop); beats.Wait() }()
-	st = eventually("c2 dead", func(st api.Status) bool { return st.ConsumersAlive == 1 })
+	st = eventually("c2 dead", func(st apitypes.Status) bool { return st.ConsumersAlive == 1 })
 	if len(st.Consumers) != 2 || !st.Consumers[0].Alive || st.Consumers[1].Alive || st.Consumers[1].Converged || !st.Converged {
 		t.Fatalf("after c2 stopped: %+v", st)
 	}
@@ -418,7 +419,7 @@ func TestRecordsAcrossInstances(t *testing.T) {
 	e.WriteRecords(t, 0, rec(30*time.Second, "10.0.0.7", 1), rec(20*time.Second, "10.0.0.8", 2))
 	e.WriteRecords(t, 1, rec(10*time.Second, "10.0.0.7", 3), rec(90*time.Second, "10.0.0.7", 4))
 	a := e.Read(t, "/api/v1/records?since=1m&src=10.0.0.7")
-	var res api.RecordsResponse
+	var res apitypes.RecordsResponse
 	a.Decode(t, &res)
 	if a.Code != http.StatusOK || len(res.Records) != 2 || res.Records[0].Backend != "redis-a" || *res.Records[0].SrcPort != 1 ||
 		res.Records[1].Backend != "redis-b" || *res.Records[1].SrcPort != 3 || res.CountByBackend["redis-a"] != 1 || res.CountByBackend["redis-b"] != 1 || res.Truncated {
@@ -435,7 +436,7 @@ func TestRecordsAcrossInstances(t *testing.T) {
 		{"since=1m&src=10.0.0.7&count=true", 1, 1, 2, false},
 	} {
 		a := e.Read(t, "/api/v1/records?"+c.q)
-		var res api.CountResponse
+		var res apitypes.CountResponse
 		a.Decode(t, &res)
 		if a.Code != http.StatusOK || res.CountByBackend["redis-a"] != c.a || res.CountByBackend["redis-b"] != c.b ||
 			res.Total != c.total || (res.Source == "counters") != c.fromCounters {
@@ -450,8 +451,9 @@ func TestRecordsAcrossInstances(t *testing.T) {
 }
 
 func TestConfig(t *testing.T) {
-	base := app.Config{Backends: "redis-a=127.0.0.1:6379", Weights: "redis-a=1", RedisPrefix: "cp:", Retention: time.Minute, ConsumerTimeout: time.Second, HTTPAddr: ":0", Token: "t",
-		MetricsAddr: ":0", ReadTimeout: time.Second, WriteTimeout: time.Minute, IdleTimeout: time.Second}
+	base := app.Config{Pool: config.Pool{Backends: "redis-a=127.0.0.1:6379", Weights: "redis-a=1"}, Store: config.Store{RedisPrefix: "cp:", Retention: time.Minute},
+		ConsumerTimeout: time.Second, HTTPAddr: ":0", Auth: apitypes.Auth{Token: "t"},
+		Metrics: config.Metrics{MetricsAddr: ":0"}, ReadTimeout: time.Second, WriteTimeout: time.Minute, IdleTimeout: time.Second}
 	tests := []struct {
 		name string
 		edit func(*app.Config)

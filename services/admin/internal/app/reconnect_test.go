@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connpipe/connpipe/services/admin/internal/api"
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/heartbeat"
@@ -73,7 +73,7 @@ func TestReconnectsAfterLosingTheBroker(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	// Writes come back once admin has dialled again and refolded the log.
-	var res api.WeightsResponse
+	var res apitypes.WeightsResponse
 	for {
 		h := bearer(e.Token)
 		h["If-Match"] = `"1"`
@@ -110,7 +110,7 @@ func TestReconnectsAfterLosingTheBroker(t *testing.T) {
 	// Heartbeats reach the new queue.
 	for {
 		e.Heartbeat(t, heartbeat.Message{Consumer: "after", Version: 2, Position: res.ChangePosition})
-		var st api.Status
+		var st apitypes.Status
 		e.Read(t, "/api/v1/status").Decode(t, &st)
 		if st.ConsumersAlive == 1 && st.Consumers[0].ID == "after" && st.Converged {
 			break

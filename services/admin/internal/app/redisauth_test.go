@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/connpipe/connpipe/services/admin/internal/api"
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/shared/redisconn"
@@ -33,7 +33,7 @@ func TestPasswordAndTLSBackends(t *testing.T) {
 			t.Fatalf("%s: %d %s", path, a.Code, a.Body)
 		}
 	}
-	var st api.Status
+	var st apitypes.Status
 	e.Read(t, "/api/v1/status").Decode(t, &st)
 	for _, b := range st.Backends {
 		if !b.Reachable || b.State != redisconn.StateUp || b.UsedMemory <= 0 || !strings.Contains(b.Addr, ":xxxxx@127.0.0.1:") {

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connpipe/connpipe/services/admin/internal/api"
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/shared/testenv"
@@ -30,25 +30,25 @@ func TestSentinelBackendAddRemove(t *testing.T) {
 		t.Fatalf("POST sentinel backend: %d %s", a.Code, a.Body)
 	}
 	primary := testenv.SentinelPrimary(t, sentinels[0], master)
-	ha := waitBackend(t, e, "ha", func(b *api.BackendStatus) bool { return b != nil && b.Sentinel != nil })
+	ha := waitBackend(t, e, "ha", func(b *apitypes.BackendStatus) bool { return b != nil && b.Sentinel != nil })
 	if !ha.Reachable || ha.Sentinel.Primary != primary || len(ha.Sentinel.Replicas) != 1 || !strings.HasSuffix(ha.Sentinel.Replicas[0], " online") {
 		t.Fatalf("status of the sentinel backend: %+v (sentinel %+v), want primary %s with one replica online", ha, ha.Sentinel, primary)
 	}
 	if a := apptest.Call(t, "DELETE", e.URL+"/api/v1/backends/ha", "", bearer(e.Token)); a.Code != 200 {
 		t.Fatalf("DELETE sentinel backend: %d %s", a.Code, a.Body)
 	}
-	waitBackend(t, e, "ha", func(b *api.BackendStatus) bool { return b == nil })
+	waitBackend(t, e, "ha", func(b *apitypes.BackendStatus) bool { return b == nil })
 }
 
 // waitBackend polls the status until ok holds for the backend named name
 // (nil when the table has none) and returns it.
-func waitBackend(t *testing.T, e *apptest.Env, name string, ok func(*api.BackendStatus) bool) *api.BackendStatus {
+func waitBackend(t *testing.T, e *apptest.Env, name string, ok func(*apitypes.BackendStatus) bool) *apitypes.BackendStatus {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		var st api.Status
+		var st apitypes.Status
 		e.Read(t, "/api/v1/status").Decode(t, &st)
-		var found *api.BackendStatus
+		var found *apitypes.BackendStatus
 		for i := range st.Backends {
 			if st.Backends[i].Name == name {
 				found = &st.Backends[i]

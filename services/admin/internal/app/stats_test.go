@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/connpipe/connpipe/services/admin/internal/api"
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/shared/heartbeat"
@@ -70,10 +71,10 @@ func TestStatsAndStatusForThePage(t *testing.T) {
 		t.Fatalf("drain: %d %s", a.Code, a.Body)
 	}
 
-	var st api.Status
+	var st apitypes.Status
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		st = api.Status{}
+		st = apitypes.Status{}
 		e.Read(t, "/api/v1/status").Decode(t, &st)
 		if len(st.Consumers) == 1 && st.Consumers[0].Records == 1400 && st.Broker != nil && st.Broker.Ready == 2 {
 			break
@@ -109,9 +110,9 @@ func TestEjectedBackend(t *testing.T) {
 		a, _, _ := strings.Cut(c.Backends, ",")
 		c.Backends = a + ",redis-b=127.0.0.1:1"
 	})
-	var st api.Status
+	var st apitypes.Status
 	e.Read(t, "/api/v1/status").Decode(t, &st)
-	var b *api.BackendStatus
+	var b *apitypes.BackendStatus
 	for i := range st.Backends {
 		if st.Backends[i].Addr == "127.0.0.1:1" {
 			b = &st.Backends[i]
@@ -143,7 +144,7 @@ func TestBackendOutOfRotation(t *testing.T) {
 	oom := heartbeat.Backend{State: redisconn.StateOOM, Reason: "OOM command not allowed when used memory > 'maxmemory'."}
 	e.Heartbeat(t, beat("c1", map[string]heartbeat.Backend{"redis-b": oom}))
 	e.Heartbeat(t, beat("c2", nil))
-	var st api.Status
+	var st apitypes.Status
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		e.Read(t, "/api/v1/status").Decode(t, &st)
@@ -152,7 +153,7 @@ func TestBackendOutOfRotation(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	byName := map[string]api.BackendStatus{}
+	byName := map[string]apitypes.BackendStatus{}
 	for _, b := range st.Backends {
 		byName[b.Name] = b
 	}

@@ -9,9 +9,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
 	"time"
 
+	"github.com/connpipe/connpipe/services/admin/internal/recent"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -37,7 +37,7 @@ const (
 )
 
 // DefaultInterval is the least time between two scrapes.
-const DefaultInterval = time.Second
+const DefaultInterval = recent.DefaultInterval
 
 // maxBody bounds a scrape.
 const maxBody = 8 << 20
@@ -78,30 +78,12 @@ type Scraper struct {
 	Timeout  time.Duration // default 2s
 	Now      func() time.Time
 
-	mu   sync.Mutex
-	last time.Time
-	s    Stats
-	err  error
+	last recent.Value[Stats]
 }
 
 // Stats returns the capture's numbers.
 func (s *Scraper) Stats(ctx context.Context) (Stats, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := time.Now
-	if s.Now != nil {
-		now = s.Now
-	}
-	interval := s.Interval
-	if interval <= 0 {
-		interval = DefaultInterval
-	}
-	if !s.last.IsZero() && now().Sub(s.last) < interval {
-		return s.s, s.err
-	}
-	s.s, s.err = s.scrape(ctx)
-	s.last = now()
-	return s.s, s.err
+	return s.last.Get(ctx, s.Interval, s.Now, s.scrape)
 }
 
 func (s *Scraper) scrape(ctx context.Context) (Stats, error) {

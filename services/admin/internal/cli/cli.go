@@ -17,12 +17,19 @@ import (
 	"strings"
 	"time"
 
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/shared/config"
 	"github.com/connpipe/connpipe/shared/control"
 )
 
-// Usage is the command-line help.
-const Usage = `usage:
+// Usage is the command-line help. Its lists of routing modes and hash keys
+// are the rows of control.Modes and control.HashKeys.
+var Usage = strings.NewReplacer(
+	"{modes}", strings.Join(control.ModeNames(), "|"),
+	"{keys}", strings.Join(control.HashKeyNames(), "|"),
+).Replace(usage)
+
+const usage = `usage:
   admin [serve]                        run the HTTP API (the default)
   admin weights get                    print the routing table and its version
   admin weights set NAME=WEIGHT... [--expect-version N] [--wait DURATION]
@@ -37,7 +44,7 @@ const Usage = `usage:
                                        (a password in the address is refused)
   admin backends remove NAME [--expect-version N] [--wait DURATION]
                                        take an instance out of the table
-  admin mode set weighted|hash [--key src|dst|pair|flow] [--sticky[=false]]
+  admin mode set {modes} [--key {keys}] [--sticky[=false]]
                  [--expect-version N] [--wait DURATION]
                                        routing mode: exact weighted split, or
                                        consistent hashing on a key; --sticky keeps
@@ -78,12 +85,19 @@ const (
 // ADMIN_TOKEN when it is empty (the write token is good for reads too);
 // writes send ADMIN_TOKEN.
 type Env struct {
-	URL       string `envconfig:"ADMIN_URL" default:"http://127.0.0.1:8080" desc:"where the CLI sends its requests"`
-	Token     string `envconfig:"ADMIN_TOKEN" desc:"token for writes (weights set, backends, mode)"`
-	ReadToken string `envconfig:"ADMIN_READ_TOKEN" desc:"token for reads (empty: ADMIN_TOKEN)"`
+	URL string `envconfig:"ADMIN_URL" default:"http://127.0.0.1:8080" desc:"where the CLI sends its requests"`
+	apitypes.Auth
 	// CAFile holds PEM certificates trusted for an https ADMIN_URL (admin
 	// serving with TLS_CERT); empty trusts the system's roots.
 	CAFile string `envconfig:"ADMIN_CA_FILE" desc:"PEM certificates trusted for an https ADMIN_URL (empty: the system's roots)"`
+}
+
+// Tune says what the CLI does with the API's tokens.
+func (Env) Tune() []config.Var {
+	return []config.Var{
+		{Name: "ADMIN_TOKEN", Desc: "token for writes (weights set, backends, mode)"},
+		{Name: "ADMIN_READ_TOKEN", Desc: "token for reads (empty: ADMIN_TOKEN)"},
+	}
 }
 
 // loadCA reads ADMIN_CA_FILE.

@@ -12,9 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/services/admin/internal/cli"
+	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/heartbeat"
 	"github.com/connpipe/connpipe/shared/record"
 	"github.com/connpipe/connpipe/shared/redisconn/redisconntest"
@@ -36,7 +38,7 @@ func lines(s string) []string { return strings.Split(strings.TrimRight(s, "\n"),
 
 func TestWeights(t *testing.T) {
 	e := apptest.Start(t, nil)
-	env := cli.Env{URL: e.URL, Token: e.Token}
+	env := cli.Env{URL: e.URL, Auth: apitypes.Auth{Token: e.Token}}
 	a, b := e.Backends[0].Addr, e.Backends[1].Addr
 
 	got := run(t, env, "weights", "get")
@@ -74,7 +76,7 @@ func TestWeights(t *testing.T) {
 		{"twice", env, []string{"weights", "set", "redis-a=1", "redis-a=2"}, cli.ExitUsage, `backend "redis-a" given twice`},
 		{"bad flag", env, []string{"weights", "set", "redis-a=1", "--wait", "soon"}, cli.ExitUsage, `invalid value "soon" for flag -wait`},
 		{"no token", cli.Env{URL: e.URL}, []string{"weights", "set", "redis-a=1"}, cli.ExitFailed, "401 Unauthorized"},
-		{"wrong token", cli.Env{URL: e.URL, Token: "nope"}, []string{"weights", "set", "redis-a=1"}, cli.ExitFailed, "403 Forbidden: wrong token (set ADMIN_TOKEN)"},
+		{"wrong token", cli.Env{URL: e.URL, Auth: apitypes.Auth{Token: "nope"}}, []string{"weights", "set", "redis-a=1"}, cli.ExitFailed, "403 Forbidden: wrong token (set ADMIN_TOKEN)"},
 		{"nothing serving", cli.Env{URL: "http://127.0.0.1:1"}, []string{"weights", "get"}, cli.ExitFailed, "admin API at http://127.0.0.1:1"},
 		{"unknown command", env, []string{"wieghts"}, cli.ExitUsage, `unknown command "wieghts"`},
 	}
@@ -91,7 +93,7 @@ func TestWeights(t *testing.T) {
 
 func TestWeightsSetWait(t *testing.T) {
 	e := apptest.Start(t, nil)
-	env := cli.Env{URL: e.URL, Token: e.Token}
+	env := cli.Env{URL: e.URL, Auth: apitypes.Auth{Token: e.Token}}
 	e.Heartbeat(t, heartbeat.Message{Consumer: "slowpoke", Position: 0})
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(run(t, env, "status").stdout, "slowpoke") {
@@ -135,7 +137,7 @@ func TestWeightsSetWait(t *testing.T) {
 
 func TestStatus(t *testing.T) {
 	e := apptest.Start(t, nil)
-	env := cli.Env{URL: e.URL, Token: e.Token}
+	env := cli.Env{URL: e.URL, Auth: apitypes.Auth{Token: e.Token}}
 	e.Heartbeat(t, heartbeat.Message{Consumer: "c-1", Host: "box1", Version: 0, Position: 0, Ready: true, Records: 1234, Acked: 56})
 	var got out
 	deadline := time.Now().Add(10 * time.Second)
@@ -172,7 +174,7 @@ func TestStatus(t *testing.T) {
 
 func TestRecords(t *testing.T) {
 	e := apptest.Start(t, nil)
-	env := cli.Env{URL: e.URL, ReadToken: e.ReadToken}
+	env := cli.Env{URL: e.URL, Auth: apitypes.Auth{ReadToken: e.ReadToken}}
 	now := time.Now()
 	rec := func(ago time.Duration, src, dst string, sport uint16) record.Record {
 		return record.Record{TS: now.Add(-ago).UnixNano(), Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), SrcPort: sport, DstPort: 8080, Flags: record.FlagSYN | record.FlagACK, IPLen: 52}
@@ -283,17 +285,17 @@ func TestReadToken(t *testing.T) {
 		code int
 		want string
 	}{
-		{"read token", cli.Env{URL: e.URL, ReadToken: e.ReadToken}, cli.ExitOK, "redis-a"},
-		{"write token", cli.Env{URL: e.URL, Token: e.Token}, cli.ExitOK, "redis-a"},
+		{"read token", cli.Env{URL: e.URL, Auth: apitypes.Auth{ReadToken: e.ReadToken}}, cli.ExitOK, "redis-a"},
+		{"write token", cli.Env{URL: e.URL, Auth: apitypes.Auth{Token: e.Token}}, cli.ExitOK, "redis-a"},
 		{"no token", cli.Env{URL: e.URL}, cli.ExitFailed, "401 Unauthorized"},
-		{"wrong read token", cli.Env{URL: e.URL, Token: e.Token, ReadToken: "nope"}, cli.ExitFailed, "403 Forbidden"},
+		{"wrong read token", cli.Env{URL: e.URL, Auth: apitypes.Auth{Token: e.Token, ReadToken: "nope"}}, cli.ExitFailed, "403 Forbidden"},
 	} {
 		got := run(t, tt.env, "status")
 		if got.code != tt.code || !strings.Contains(got.stdout+got.stderr, tt.want) {
 			t.Errorf("%s: admin status: %d\n%s%s\nwant %d with %q", tt.name, got.code, got.stdout, got.stderr, tt.code, tt.want)
 		}
 	}
-	if got := run(t, cli.Env{URL: e.URL, ReadToken: e.ReadToken}, "weights", "set", "redis-a=1"); got.code != cli.ExitFailed {
+	if got := run(t, cli.Env{URL: e.URL, Auth: apitypes.Auth{ReadToken: e.ReadToken}}, "weights", "set", "redis-a=1"); got.code != cli.ExitFailed {
 		t.Errorf("weights set with only the read token: %d %s", got.code, got.stderr)
 	}
 }
@@ -306,13 +308,39 @@ func TestHTTPSAdmin(t *testing.T) {
 	e := apptest.Start(t, func(c *app.Config) {
 		c.TLSCert, c.TLSKey = filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
 	})
-	if got := run(t, cli.Env{URL: e.URL, Token: e.Token, CAFile: ca}, "weights", "set", "redis-a=40"); got.code != cli.ExitOK {
+	if got := run(t, cli.Env{URL: e.URL, CAFile: ca, Auth: apitypes.Auth{Token: e.Token}}, "weights", "set", "redis-a=40"); got.code != cli.ExitOK {
 		t.Fatalf("weights set over https with ADMIN_CA_FILE: %d %s%s", got.code, got.stdout, got.stderr)
 	}
-	if got := run(t, cli.Env{URL: e.URL, ReadToken: e.ReadToken, CAFile: ca}, "status"); got.code != cli.ExitOK || !strings.Contains(got.stdout, "redis-a=40") {
+	if got := run(t, cli.Env{URL: e.URL, CAFile: ca, Auth: apitypes.Auth{ReadToken: e.ReadToken}}, "status"); got.code != cli.ExitOK || !strings.Contains(got.stdout, "redis-a=40") {
 		t.Fatalf("status over https: %d %s%s", got.code, got.stdout, got.stderr)
 	}
-	if got := run(t, cli.Env{URL: e.URL, ReadToken: e.ReadToken}, "status"); got.code != cli.ExitFailed || !strings.Contains(got.stderr, "certificate") {
+	if got := run(t, cli.Env{URL: e.URL, Auth: apitypes.Auth{ReadToken: e.ReadToken}}, "status"); got.code != cli.ExitFailed || !strings.Contains(got.stderr, "certificate") {
 		t.Fatalf("status over https without the CA: %d %s%s", got.code, got.stdout, got.stderr)
+	}
+}
+
+// TestModeFollowsTheTable: the CLI's help lists the rows of control.Modes
+// and control.HashKeys, and "mode set" takes every one of them (the
+// request then fails to reach a server that is not there: status 1, not
+// a usage error) and refuses any other before sending anything.
+func TestModeFollowsTheTable(t *testing.T) {
+	line := "admin mode set " + strings.Join(control.ModeNames(), "|") + " [--key " + strings.Join(control.HashKeyNames(), "|") + "]"
+	if !strings.Contains(cli.Usage, line) {
+		t.Errorf("usage lacks %q:\n%s", line, cli.Usage)
+	}
+	env := cli.Env{URL: "http://127.0.0.1:1", Auth: apitypes.Auth{Token: "t"}}
+	for _, m := range control.ModeNames() {
+		for _, k := range control.HashKeyNames() {
+			var out, errw strings.Builder
+			if code := cli.Run(context.Background(), env, []string{"mode", "set", m, "--key", k}, &out, &errw); code != cli.ExitFailed {
+				t.Errorf("mode set %s --key %s: %d %s, want %d (sent, no server)", m, k, code, errw.String(), cli.ExitFailed)
+			}
+		}
+	}
+	for _, args := range [][]string{{"mode", "set", "random"}, {"mode", "set", "--key", "port"}} {
+		var out, errw strings.Builder
+		if code := cli.Run(context.Background(), env, args, &out, &errw); code != cli.ExitUsage || !strings.Contains(errw.String(), "bad routing mode") {
+			t.Errorf("%s: %d %s, want %d", strings.Join(args, " "), code, errw.String(), cli.ExitUsage)
+		}
 	}
 }

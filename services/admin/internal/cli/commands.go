@@ -15,7 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/connpipe/connpipe/services/admin/internal/api"
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/shared/control"
 )
 
@@ -58,11 +58,11 @@ func (c *client) weightsSet(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return c.sendChange(ctx, "weights set", http.MethodPut, "/api/v1/weights", api.WeightsRequest{Weights: weights}, f)
+	return c.sendChange(ctx, "weights set", http.MethodPut, "/api/v1/weights", apitypes.WeightsRequest{Weights: weights}, f)
 }
 
 func (c *client) status(ctx context.Context) error {
-	var st api.Status
+	var st apitypes.Status
 	if _, err := c.do(ctx, http.MethodGet, "/api/v1/status", nil, nil, requestTimeout, &st); err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
@@ -123,7 +123,7 @@ func orDash(s string) string {
 // count prints the answer of a records question asked with count=true:
 // one line per instance and the total, or the JSON answer.
 func (c *client) count(ctx context.Context, q url.Values, asJSON bool) error {
-	var res api.CountResponse
+	var res apitypes.CountResponse
 	if _, err := c.do(ctx, http.MethodGet, "/api/v1/records?"+q.Encode(), nil, nil, requestTimeout, &res); err != nil {
 		return fmt.Errorf("records: %w", err)
 	}
@@ -186,7 +186,7 @@ func (c *client) records(ctx context.Context, args []string) error {
 		q.Set("count", "true")
 		return c.count(ctx, q, *asJSON)
 	}
-	var res api.RecordsResponse
+	var res apitypes.RecordsResponse
 	if _, err := c.do(ctx, http.MethodGet, "/api/v1/records?"+q.Encode(), nil, nil, requestTimeout, &res); err != nil {
 		return fmt.Errorf("records: %w", err)
 	}
@@ -247,7 +247,7 @@ func (c *client) history(ctx context.Context, args []string) error {
 	if *since != "" {
 		path += "?since=" + url.QueryEscape(*since)
 	}
-	var h api.History
+	var h apitypes.History
 	if _, err := c.do(ctx, http.MethodGet, path, nil, nil, requestTimeout, &h); err != nil {
 		return fmt.Errorf("history: %w", err)
 	}

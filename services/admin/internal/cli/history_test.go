@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connpipe/connpipe/services/admin/internal/api"
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/services/admin/internal/cli"
@@ -34,11 +34,11 @@ func TestNamedOperatorsAndHistory(t *testing.T) {
 	e := apptest.Start(t, func(c *app.Config) { c.TokensFile = file })
 	start := time.Now()
 
-	alice := cli.Env{URL: e.URL, Token: "tok-alice"}
+	alice := cli.Env{URL: e.URL, Auth: apitypes.Auth{Token: "tok-alice"}}
 	if got := run(t, alice, "weights", "set", "redis-a=40", "redis-b=60"); got.code != 0 {
 		t.Fatalf("alice sets weights: %d %s", got.code, got.stderr)
 	}
-	if got := run(t, cli.Env{URL: e.URL, Token: "tok-bob"}, "weights", "set", "redis-a=1"); got.code != 1 || !strings.Contains(got.stderr, "bob may only read") {
+	if got := run(t, cli.Env{URL: e.URL, Auth: apitypes.Auth{Token: "tok-bob"}}, "weights", "set", "redis-a=1"); got.code != 1 || !strings.Contains(got.stderr, "bob may only read") {
 		t.Fatalf("bob (read) sets weights: %d %s", got.code, got.stderr)
 	}
 	// A "by" in the body is no field of the request: refused, not trusted.
@@ -46,14 +46,14 @@ func TestNamedOperatorsAndHistory(t *testing.T) {
 	if a.Code != http.StatusBadRequest {
 		t.Fatalf("a body naming the operator: %d %s", a.Code, a.Body)
 	}
-	if got := run(t, cli.Env{URL: e.URL, Token: e.Token}, "backends", "remove", "redis-b"); got.code != 0 {
+	if got := run(t, cli.Env{URL: e.URL, Auth: apitypes.Auth{Token: e.Token}}, "backends", "remove", "redis-b"); got.code != 0 {
 		t.Fatalf("ADMIN_TOKEN removes redis-b: %d %s", got.code, got.stderr)
 	}
 
 	writeFile("carol:write:" + operators.HashToken("tok-carol") + "\n") // alice and bob revoked
 	deadline := time.Now().Add(3*app.OperatorsPoll + 5*time.Second)
 	for {
-		got := run(t, cli.Env{URL: e.URL, Token: "tok-carol"}, "weights", "set", "redis-a=50")
+		got := run(t, cli.Env{URL: e.URL, Auth: apitypes.Auth{Token: "tok-carol"}}, "weights", "set", "redis-a=50")
 		if got.code == 0 {
 			break
 		}
@@ -66,7 +66,7 @@ func TestNamedOperatorsAndHistory(t *testing.T) {
 		t.Fatalf("alice after her removal from the file: %d %s", got.code, got.stderr)
 	}
 
-	var h api.History
+	var h apitypes.History
 	e.Read(t, "/api/v1/history?since=1m").Decode(t, &h)
 	var who []string
 	var versions []int64
@@ -83,7 +83,7 @@ func TestNamedOperatorsAndHistory(t *testing.T) {
 	if strings.Join(who, ",") != "alice,admin,carol" || len(versions) != 3 || versions[0] != 1 || versions[2] != 3 {
 		t.Fatalf("history by %v versions %v, want alice, admin, carol at 1, 2, 3: %+v", who, versions, h.Entries)
 	}
-	got := run(t, cli.Env{URL: e.URL, Token: e.Token}, "history", "--since", "1m")
+	got := run(t, cli.Env{URL: e.URL, Auth: apitypes.Auth{Token: e.Token}}, "history", "--since", "1m")
 	want := regexp.MustCompile(`(?s)alice +v1 +\d+ +weights redis-a=40 redis-b=60\n.*admin +v2 +\d+ +remove backend redis-b\n.*carol +v3 +\d+ +weights redis-a=50\n`)
 	if got.code != 0 || !want.MatchString(got.stdout) {
 		t.Fatalf("admin history: %d\n%s%s", got.code, got.stdout, got.stderr)

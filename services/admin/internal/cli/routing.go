@@ -11,16 +11,16 @@ import (
 	"strings"
 	"time"
 
-	"github.com/connpipe/connpipe/services/admin/internal/api"
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/shared/control"
 )
 
 // routingLine renders a table's mode: "mode weighted" or
 // "mode hash on src, sticky".
 func routingLine(t *control.Table) string {
-	s := "mode " + t.RoutingMode()
-	if t.RoutingMode() == control.ModeHash {
-		s += " on " + t.Key()
+	s := "mode " + t.RoutingMode().String()
+	if t.RoutingMode().Info().Hashed {
+		s += " on " + t.Key().String()
 	}
 	if t.Sticky {
 		s += ", sticky"
@@ -43,8 +43,8 @@ func addChangeFlags(fs *flag.FlagSet) changeFlags {
 
 // sendChange publishes one change through the API and reports the answer.
 func (c *client) sendChange(ctx context.Context, cmd, method, path string, body any, f changeFlags) error {
-	if *f.wait < 0 || *f.wait > api.MaxWait {
-		return usagef("%s: --wait %s: want 0s..%s", cmd, *f.wait, api.MaxWait)
+	if *f.wait < 0 || *f.wait > apitypes.MaxWait {
+		return usagef("%s: --wait %s: want 0s..%s", cmd, *f.wait, apitypes.MaxWait)
 	}
 	h := http.Header{}
 	if *f.expect >= 0 {
@@ -55,7 +55,7 @@ func (c *client) sendChange(ctx context.Context, cmd, method, path string, body 
 	if *f.wait > 0 {
 		path += "?wait=" + url.QueryEscape(f.wait.String())
 	}
-	var res api.WeightsResponse
+	var res apitypes.WeightsResponse
 	if _, err := c.do(ctx, method, path, body, h, requestTimeout+*f.wait, &res); err != nil {
 		var he *httpError
 		if errors.As(err, &he) {
@@ -106,7 +106,7 @@ func (c *client) backends(ctx context.Context, args []string) error {
 			return usagef("backends add: --weight %d: want 0..%d", *weight, control.MaxWeight)
 		}
 		return c.sendChange(ctx, "backends add", http.MethodPost, "/api/v1/backends",
-			api.BackendRequest{Name: pos[0], Addr: pos[1], Weight: weight, Credential: *cred}, f)
+			apitypes.BackendRequest{Name: pos[0], Addr: pos[1], Weight: weight, Credential: *cred}, f)
 	case "remove":
 		fs := flag.NewFlagSet("backends remove", flag.ContinueOnError)
 		f := addChangeFlags(fs)
@@ -122,20 +122,26 @@ func (c *client) backends(ctx context.Context, args []string) error {
 	return usagef("backends %q: want add or remove", args[0])
 }
 
-// mode runs "admin mode set weighted|hash [--key K] [--sticky[=false]]".
+// mode runs "admin mode set MODE [--key K] [--sticky[=false]]", the modes
+// and keys those of control.Modes and control.HashKeys.
 func (c *client) mode(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] != "set" {
 		return usagef("mode: want set")
 	}
 	fs := flag.NewFlagSet("mode set", flag.ContinueOnError)
-	key := fs.String("key", "", "hash key: src, dst, pair or flow")
+	key := fs.String("key", "", "hash key: "+strings.Join(control.HashKeyNames(), ", "))
 	sticky := fs.Bool("sticky", false, "keep each key on the instance where it first landed")
 	f := addChangeFlags(fs)
 	pos, err := parse(fs, args[1:])
 	if err != nil {
 		return err
 	}
-	req := api.ModeRequest{HashKey: *key}
+	var req apitypes.ModeRequest
+	if *key != "" {
+		if req.HashKey, err = control.ParseHashKey(*key); err != nil {
+			return usagef("mode set: --key: %v", err)
+		}
+	}
 	fs.Visit(func(fl *flag.Flag) {
 		if fl.Name == "sticky" {
 			req.Sticky = sticky
@@ -144,12 +150,14 @@ func (c *client) mode(ctx context.Context, args []string) error {
 	switch len(pos) {
 	case 0:
 	case 1:
-		req.Mode = pos[0]
+		if req.Mode, err = control.ParseMode(pos[0]); err != nil {
+			return usagef("mode set: %v", err)
+		}
 	default:
 		return usagef("mode set: unexpected argument %q", pos[1])
 	}
 	if req.Mode == "" && req.HashKey == "" && req.Sticky == nil {
-		return usagef("mode set: want weighted or hash, --key or --sticky")
+		return usagef("mode set: want %s, --key or --sticky", strings.Join(control.ModeNames(), " or "))
 	}
 	return c.sendChange(ctx, "mode set", http.MethodPut, "/api/v1/mode", req, f)
 }

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/connpipe/connpipe/services/admin/internal/api"
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/services/admin/internal/cli"
@@ -21,7 +21,7 @@ import (
 
 func TestBackendsAndMode(t *testing.T) {
 	e := apptest.Start(t, func(c *app.Config) { c.BackendAllow = "127.0.0.1:*" })
-	env := cli.Env{URL: e.URL, Token: e.Token}
+	env := cli.Env{URL: e.URL, Auth: apitypes.Auth{Token: e.Token}}
 	steps := []struct {
 		args []string
 		code int
@@ -34,7 +34,8 @@ func TestBackendsAndMode(t *testing.T) {
 		{[]string{"backends", "add", "redis-d", "h:1", "--weight", "300"}, 2, "--weight 300"},
 		{[]string{"mode", "set", "hash", "--key", "pair", "--sticky", "--expect-version", "1"}, 0, "version 2 "},
 		{[]string{"mode", "set", "--sticky=false"}, 0, "mode hash on pair\n"},
-		{[]string{"mode", "set", "hash", "--key", "port"}, 1, "bad routing mode"},
+		{[]string{"mode", "set", "hash", "--key", "port"}, 2, `bad routing mode: hash_key "port" (want src, dst, pair or flow)`},
+		{[]string{"mode", "set", "roundrobin"}, 2, `bad routing mode: mode "roundrobin" (want weighted or hash)`},
 		{[]string{"mode", "set"}, 2, "want weighted or hash"},
 		{[]string{"mode", "set", "weighted", "--expect-version", "0"}, 1, "stale version"},
 		{[]string{"backends", "remove", "redis-c", "--wait", "1s"}, 0, "redis-a=30 redis-b=70\nmode hash on pair\n"},
@@ -60,7 +61,7 @@ func TestBackendsAndMode(t *testing.T) {
 // that owns it: the ring's choice, or the stick table's entry when sticky.
 func TestRecordsAskTheOwner(t *testing.T) {
 	e := apptest.Start(t, nil)
-	env := cli.Env{URL: e.URL, Token: e.Token}
+	env := cli.Env{URL: e.URL, Auth: apitypes.Auth{Token: e.Token}}
 	now := time.Now().UnixNano()
 	src := netip.MustParseAddr("10.3.3.3")
 	tbl, err := control.NewTable(e.Backends)
@@ -94,7 +95,7 @@ func TestRecordsAskTheOwner(t *testing.T) {
 	if got := run(t, env, "status"); got.code != 0 || !strings.Contains(got.stdout, "redis-a=30 redis-b=70  (mode hash on src)\n") {
 		t.Fatalf("status in hash mode: %d\n%s%s", got.code, got.stdout, got.stderr)
 	}
-	var res api.RecordsResponse
+	var res apitypes.RecordsResponse
 	getJSON(t, e.ReadToken, e.URL+"/api/v1/records?src="+src.String(), &res)
 	if res.Owner != e.Backends[owner].Name || len(res.Records) != 1 || res.Records[0].Backend != e.Backends[owner].Name {
 		t.Fatalf("hash mode: owner %q, %d records %+v; want only %s's", res.Owner, len(res.Records), res.Records, e.Backends[owner].Name)
@@ -117,7 +118,7 @@ func TestRecordsAskTheOwner(t *testing.T) {
 	}
 	home := redis.NewClient(&redis.Options{Addr: e.Backends[0].Addr})
 	defer home.Close()
-	key := e.Layout.StickKey(control.KeySrc, routing.HashSrc(&r0))
+	key := e.Layout.StickKey(control.KeySrc.String(), routing.HashSrc(&r0))
 	if err := home.Set(context.Background(), key, e.Backends[other].Name, time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -128,9 +129,9 @@ func TestRecordsAskTheOwner(t *testing.T) {
 	}
 }
 
-func getJSON(t *testing.T, readToken, url string, out *api.RecordsResponse) {
+func getJSON(t *testing.T, readToken, url string, out *apitypes.RecordsResponse) {
 	t.Helper()
-	*out = api.RecordsResponse{}
+	*out = apitypes.RecordsResponse{}
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -15,13 +15,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/connpipe/connpipe/services/admin/internal/recent"
 	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/topology"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // DefaultInterval is the least time between two reads.
-const DefaultInterval = time.Second
+const DefaultInterval = recent.DefaultInterval
 
 // Depths is what one read found.
 type Depths struct {
@@ -42,34 +43,19 @@ type Prober struct {
 	Timeout  time.Duration // dial and read; default 2s
 	Now      func() time.Time
 
-	mu   sync.Mutex
+	last recent.Value[Depths]
+	mu   sync.Mutex // guards conn
 	conn *amqp.Connection
-	last time.Time
-	d    Depths
-	err  error
 }
 
 // Depths returns the queue depths, read at most once per interval.
 func (p *Prober) Depths(ctx context.Context) (Depths, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := time.Now
-	if p.Now != nil {
-		now = p.Now
-	}
-	interval := p.Interval
-	if interval <= 0 {
-		interval = DefaultInterval
-	}
-	if !p.last.IsZero() && now().Sub(p.last) < interval {
-		return p.d, p.err
-	}
-	p.d, p.err = p.read(ctx)
-	p.last = now()
-	return p.d, p.err
+	return p.last.Get(ctx, p.Interval, p.Now, p.read)
 }
 
 func (p *Prober) read(ctx context.Context) (Depths, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	timeout := p.Timeout
 	if timeout <= 0 {
 		timeout = 2 * time.Second

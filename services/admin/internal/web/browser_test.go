@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/connpipe/connpipe/services/admin/internal/api"
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/shared/control"
@@ -98,7 +98,7 @@ func TestOperatorPage(t *testing.T) {
 	feeders.Go(func() { connect(feedCtx, sinkPort) })
 
 	// The system runs: both consumers alive and storing, capture scraped.
-	waitStatus(t, e, 30*time.Second, "both consumers alive and records stored", func(st api.Status) bool {
+	waitStatus(t, e, 30*time.Second, "both consumers alive and records stored", func(st apitypes.Status) bool {
 		alive := 0
 		for _, c := range st.Consumers {
 			if c.Alive && c.Ready && c.Records > 0 {
@@ -247,7 +247,7 @@ func (b *browser) lookup(t *testing.T, e *apptest.Env) {
 	t.Helper()
 	const src = "10.1.3.7" // published once every 25.6 s (publishRecords)
 	apiCount := func() int64 {
-		var c api.CountResponse
+		var c apitypes.CountResponse
 		e.Read(t, "/api/v1/records?since=5m&count=true&src="+src).Decode(t, &c)
 		return c.Total
 	}
@@ -777,11 +777,11 @@ func cleanup(t *testing.T, e *apptest.Env, addr string, from time.Time) {
 	})
 }
 
-func waitStatus(t *testing.T, e *apptest.Env, d time.Duration, what string, ok func(api.Status) bool) {
+func waitStatus(t *testing.T, e *apptest.Env, d time.Duration, what string, ok func(apitypes.Status) bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
-		var st api.Status
+		var st apitypes.Status
 		a := e.Read(t, "/api/v1/status")
 		if err := json.Unmarshal(a.Body, &st); err == nil && ok(st) {
 			return

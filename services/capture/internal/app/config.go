@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/connpipe/connpipe/services/capture/internal/filter"
-	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/config"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -20,8 +19,7 @@ import (
 // optionally overridden by command-line flags. Its tags are the one source
 // of each variable's name, default and meaning (WriteUsage, the README).
 type Config struct {
-	AMQPURL         string        `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ; several nodes of a cluster comma-separated; amqps:// for TLS"`
-	AMQPCAFile      string        `envconfig:"AMQP_CA_FILE" desc:"PEM CA certificates trusted for amqps:// (empty: the system's roots)"`
+	config.AMQP
 	Interface       string        `envconfig:"INTERFACE" default:"lo" desc:"interface for live capture; any: every interface (all must be Ethernet or loopback), keeping what arrives"`
 	ListenAddr      string        `envconfig:"LISTEN_ADDR" default:"127.0.0.1:7000" desc:"record packets sent to this IP:port (0.0.0.0 or [::] as host: any address)"`
 	BPFFilter       string        `envconfig:"BPF_FILTER" desc:"filter expression, a tcpdump subset (empty: tcp and dst host and port of LISTEN_ADDR; with PCAP_FILES and no LISTEN_ADDR, every TCP packet)"`
@@ -42,10 +40,7 @@ type Config struct {
 	RingBlockSize   int           `envconfig:"RING_BLOCK_SIZE" default:"2097152" desc:"bytes per ring block, a multiple of 4096"`
 	RingBlocks      int           `envconfig:"RING_BLOCKS" default:"8" desc:"blocks per reader's ring: each reader maps RING_BLOCKS x RING_BLOCK_SIZE"`
 	RingTimeout     time.Duration `envconfig:"RING_TIMEOUT" default:"200ms" desc:"a block that is not full is handed over after this"`
-	MetricsAddr     string        `envconfig:"METRICS_ADDR" default:":9100" desc:"serve /metrics and /healthz here (empty: no server)"`
-	MetricsToken    string        `envconfig:"METRICS_TOKEN" desc:"when set, /metrics answers only Authorization: Bearer TOKEN (/healthz stays open)"`
-	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
-	LogFormat       string        `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else json), text or json"`
+	config.Ops
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"10s" desc:"how long a stop waits for the broker's confirms"`
 	KeyRule         string        `envconfig:"KEY_RULE" desc:"a regular expression with one capture group matched against each connection's first client bytes: the payload key (empty: none)"`
 	KeyScanBytes    int           `envconfig:"KEY_SCAN_BYTES" default:"8192" desc:"client bytes of a connection scanned for KEY_RULE"`
@@ -64,6 +59,9 @@ type Config struct {
 	// metrics server is serving.
 	Ready func(Info) `ignored:"true"`
 }
+
+// Tune gives capture's metrics port.
+func (Config) Tune() []config.Var { return []config.Var{{Name: "METRICS_ADDR", Default: ":9100"}} }
 
 // Info describes a running capture, for Ready.
 type Info struct {
@@ -85,7 +83,7 @@ func (c *Config) Validate() error {
 	if _, err := c.filter(); err != nil {
 		return err
 	}
-	if err := broker.UseCA(c.AMQPCAFile); err != nil {
+	if err := c.AMQP.Check(); err != nil {
 		return err
 	}
 	switch c.Output {

@@ -32,9 +32,10 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		AMQPURL: "amqp://guest:guest@127.0.0.1:5672/", Interface: "lo", ListenAddr: "127.0.0.1:7000",
+		AMQP: config.AMQP{AMQPURL: "amqp://guest:guest@127.0.0.1:5672/"}, Interface: "lo", ListenAddr: "127.0.0.1:7000",
 		Output: "amqp", BatchSize: 512, BatchInterval: 50 * time.Millisecond, MaxInFlight: 256,
-		Snaplen: 262144, RingBlockSize: 2 << 20, RingBlocks: 8, RingTimeout: 200 * time.Millisecond, MetricsAddr: ":9100", LogLevel: "info", LogFormat: "auto",
+		Snaplen: 262144, RingBlockSize: 2 << 20, RingBlocks: 8, RingTimeout: 200 * time.Millisecond,
+		Ops:             config.Ops{Metrics: config.Metrics{MetricsAddr: ":9100"}, Logging: config.Logging{LogLevel: "info", LogFormat: "auto"}},
 		ShutdownTimeout: 10 * time.Second,
 	}
 	if c.AMQPURL != want.AMQPURL || c.Interface != want.Interface || c.ListenAddr != want.ListenAddr ||

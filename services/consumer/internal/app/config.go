@@ -9,31 +9,22 @@ import (
 	"strings"
 	"time"
 
-	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/config"
 	"github.com/connpipe/connpipe/shared/control"
-	"github.com/connpipe/connpipe/shared/store"
 )
 
 // Config is the consumer's configuration, from the environment.
 type Config struct {
-	AMQPURL    string `envconfig:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" desc:"RabbitMQ; several nodes of a cluster comma-separated; amqps:// for TLS"`
-	AMQPCAFile string `envconfig:"AMQP_CA_FILE" desc:"PEM CA certificates trusted for amqps:// (empty: the system's roots)"`
-	Backends   string `envconfig:"BACKENDS" default:"redis-a=127.0.0.1:6379,redis-b=127.0.0.1:6380" desc:"the starting Redis instances, name=host:port or name=redis://user:password@host:port/db or rediss://, until the control log has a table"`
-	// BackendAllow lists the hosts this consumer may connect to as
+	config.AMQP
+	// Pool's BACKEND_ALLOW lists the hosts this consumer may connect to as
 	// backends (control.Allow); empty: the hosts of BACKENDS only.
-	BackendAllow string        `envconfig:"BACKEND_ALLOW" desc:"addresses records may be sent to: host:port, CIDR:port, port * for any, or * (empty: the host:port pairs of BACKENDS)"`
-	Weights      string        `envconfig:"WEIGHTS" default:"redis-a=30,redis-b=70" desc:"the starting weights, name=weight (others get 1)"`
-	Retention    time.Duration `envconfig:"RETENTION" default:"5m" desc:"how long records stay readable"`
-	RedisPrefix  string        `envconfig:"REDIS_PREFIX" default:"cp:" desc:"key prefix in Redis"`
+	config.Pool
+	config.Store
 	StoreLayout  int           `envconfig:"STORE_LAYOUT" default:"2" desc:"the Redis layout written: 2, or 1 while an admin older than layout 2 still reads (rolling upgrade)"`
 	RedisTimeout time.Duration `envconfig:"REDIS_TIMEOUT" default:"2s" desc:"per Redis call"`
-	// RedisCAFile holds the PEM certificates trusted for rediss://
+	// Redis: REDIS_CA_FILE holds the PEM certificates trusted for rediss://
 	// backends; empty trusts the system's roots.
-	RedisCAFile       string        `envconfig:"REDIS_CA_FILE" desc:"PEM certificates trusted for rediss:// backends (empty: the system's roots)"`
-	RedisUsername     string        `envconfig:"REDIS_USERNAME" desc:"ACL user for every backend whose address names no password"`
-	RedisPassword     string        `envconfig:"REDIS_PASSWORD" desc:"password for REDIS_USERNAME (or for the default user) on every backend whose address names none"`
-	RedisCredentials  string        `envconfig:"REDIS_CREDENTIALS" desc:"logins a backend may name as its credential: NAME=USER:PASSWORD, comma-separated"`
+	config.Redis
 	Prefetch          int           `envconfig:"PREFETCH" default:"64" desc:"unacked messages the broker may send ahead"`
 	MaxMessageBytes   int           `envconfig:"MAX_MESSAGE_BYTES" default:"1048576" desc:"a records message larger than this is dead-lettered too_large without being decoded"`
 	DrainedFallback   bool          `envconfig:"DRAINED_FALLBACK" default:"false" desc:"true: store on weight-0 instances while no weighted one can"`
@@ -42,11 +33,11 @@ type Config struct {
 	ReplicaTimeout    time.Duration `envconfig:"REDIS_REPLICA_TIMEOUT" default:"2s" desc:"how long a write waits for REDIS_MIN_REPLICAS replicas to confirm it"`
 	ConsumerID        string        `envconfig:"CONSUMER_ID" desc:"name in heartbeats, metrics and the management UI (empty: hostname and a random suffix)"`
 	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"1s" desc:"heartbeats on conn.heartbeat (also sent right after each change)"`
-	MetricsAddr       string        `envconfig:"METRICS_ADDR" default:":9101" desc:"serve /metrics and /healthz here (empty: no server)"`
-	MetricsToken      string        `envconfig:"METRICS_TOKEN" desc:"when set, /metrics answers only Authorization: Bearer TOKEN (/healthz stays open)"`
-	LogLevel          string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
-	LogFormat         string        `envconfig:"LOG_FORMAT" default:"auto" desc:"auto (text on a terminal, else json), text or json"`
+	config.Ops
 }
+
+// Tune gives the consumer's metrics port.
+func (Config) Tune() []config.Var { return []config.Var{{Name: "METRICS_ADDR", Default: ":9101"}} }
 
 // LoadConfig reads the environment and validates the result.
 func LoadConfig() (Config, error) {
@@ -82,14 +73,11 @@ func (c *Config) Validate() error {
 	if strings.TrimSpace(c.AMQPURL) == "" {
 		return fmt.Errorf("AMQP_URL is empty")
 	}
-	if _, err := broker.Nodes(c.AMQPURL); err != nil {
+	if err := c.AMQP.Check(); err != nil {
 		return err
 	}
-	if err := broker.UseCA(c.AMQPCAFile); err != nil {
+	if err := c.Store.Check(); err != nil {
 		return err
-	}
-	if c.Retention <= 0 {
-		return fmt.Errorf("RETENTION=%s: want a positive duration such as 5m", c.Retention)
 	}
 	if c.RedisTimeout <= 0 {
 		return fmt.Errorf("REDIS_TIMEOUT=%s: want a positive duration such as 2s", c.RedisTimeout)
@@ -112,9 +100,6 @@ func (c *Config) Validate() error {
 	if c.StoreLayout != 1 && c.StoreLayout != 2 {
 		return fmt.Errorf("STORE_LAYOUT=%d: want 2 (or 1 during a rolling upgrade)", c.StoreLayout)
 	}
-	if c.RedisPrefix == "" {
-		return fmt.Errorf("REDIS_PREFIX is empty: want a key prefix such as %q", store.DefaultPrefix)
-	}
 	if c.ConsumerID == "" {
 		c.ConsumerID = defaultID()
 	}
@@ -123,34 +108,14 @@ func (c *Config) Validate() error {
 
 // Table is the initial routing table, from BACKENDS and WEIGHTS.
 func (c *Config) Table() (*control.Table, error) {
-	backends, err := config.Backends(c.Backends, c.Weights)
-	if err != nil {
-		return nil, err
-	}
-	t, err := control.NewTable(backends)
-	if err != nil {
-		return nil, fmt.Errorf("BACKENDS/WEIGHTS: %w", err)
-	}
-	return t, nil
+	return control.StartTable(c.Backends, c.Weights)
 }
 
 // Allow is BACKEND_ALLOW, checked against BACKENDS: a starting backend
 // outside the list is a configuration error.
 func (c *Config) Allow() (*control.Allow, error) {
-	t, err := c.Table()
-	if err != nil {
-		return nil, err
-	}
-	a, err := control.ParseAllow(c.BackendAllow, t.Backends)
-	if err != nil {
-		return nil, err
-	}
-	for _, b := range t.Backends {
-		if err := a.Check(b); err != nil {
-			return nil, fmt.Errorf("BACKENDS: %w", err)
-		}
-	}
-	return a, nil
+	_, a, err := control.Start(c.Backends, c.Weights, c.BackendAllow)
+	return a, err
 }
 
 // defaultID is the host name and a short random suffix, so replicas on one

@@ -49,7 +49,7 @@ func (c *stickCache) put(h uint64, e stickEntry) {
 func (s *Sink) routeSticky(ctx context.Context, r *route, msgs []*record.Batch, assign []int32) {
 	now := s.cfg.Now().UnixNano()
 	refresh := s.cfg.StickRefresh.Nanoseconds()
-	kind, home := r.Table().Key(), r.backends[routing.StickHome(r.Table())]
+	kind, home := r.Table().Key().String(), r.backends[routing.StickHome(r.Table())]
 	c := &s.stick
 	if c.cur == nil || c.kind != kind || c.home != home.name {
 		c.reset(kind, home.name)

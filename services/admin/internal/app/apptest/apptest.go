@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/app"
+	"github.com/connpipe/connpipe/shared/config"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/heartbeat"
 	"github.com/connpipe/connpipe/shared/record"
@@ -48,18 +50,15 @@ func Start(t testing.TB, edit func(*app.Config)) *Env {
 	t.Helper()
 	addrs := testenv.Redis(t, 2)
 	cfg := app.Config{
-		AMQPURL:         testenv.AMQP(t),
+		AMQP:            config.AMQP{AMQPURL: testenv.AMQP(t)},
 		HTTPAddr:        "127.0.0.1:0",
-		MetricsAddr:     "127.0.0.1:0",
-		Token:           "tok-" + testenv.ID(),
-		ReadToken:       "read-" + testenv.ID(),
+		Metrics:         config.Metrics{MetricsAddr: "127.0.0.1:0"},
+		Auth:            apitypes.Auth{Token: "tok-" + testenv.ID(), ReadToken: "read-" + testenv.ID()},
 		ReadTimeout:     30 * time.Second,
 		WriteTimeout:    6 * time.Minute,
 		IdleTimeout:     2 * time.Minute,
-		Backends:        "redis-a=" + addrs[0] + ",redis-b=" + addrs[1],
-		Weights:         "redis-a=30,redis-b=70",
-		RedisPrefix:     testenv.Prefix(t),
-		Retention:       5 * time.Minute,
+		Pool:            config.Pool{Backends: "redis-a=" + addrs[0] + ",redis-b=" + addrs[1], Weights: "redis-a=30,redis-b=70"},
+		Store:           config.Store{RedisPrefix: testenv.Prefix(t), Retention: 5 * time.Minute},
 		ConsumerTimeout: 2 * time.Second,
 	}
 	if edit != nil {

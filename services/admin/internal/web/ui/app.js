@@ -48,6 +48,7 @@
   const st = {
     status: null,
     stats: null,
+    modes: null, // GET api/v1/modes
     prevCapture: null, // {at, stats} of the previous poll, for rates
     form: { version: null, names: [], dirty: false, busy: false, applied: null },
     polls: 0,
@@ -87,12 +88,28 @@
     return body;
   }
 
+  // fillModes keeps GET api/v1/modes, the routing modes and hash keys with
+  // the defaults first, and offers them in the mode form: the page has no
+  // list of its own.
+  function fillModes(m) {
+    st.modes = m;
+    $("#mode").replaceChildren(...m.modes.map((x) => el("option", { value: x.name, title: x.about }, x.name)));
+    $("#hash-key").replaceChildren(...m.hash_keys.map((k) => el("option", { value: k.name, title: k.fields.join(" + ") }, "key: " + k.about)));
+  }
+
+  // hashed reports whether a mode routes by the hash key (an unknown or
+  // missing name is the default mode).
+  function hashed(name) {
+    return (st.modes.modes.find((x) => x.name === name) || st.modes.modes[0]).hashed;
+  }
+
   async function poll() {
     if (readTokenTimer !== null) { // the read token is being typed: wait for it
       setTimeout(poll, POLL_MS);
       return;
     }
     try {
+      if (!st.modes) fillModes(await getJSON("api/v1/modes"));
       const [status, stats, history] = await Promise.all([getJSON("api/v1/status"), getJSON("api/v1/stats"), getJSON("api/v1/history")]);
       // A poll sent before a change this page made may answer after it:
       // versions only grow, so an older table never replaces a newer one.
@@ -415,14 +432,14 @@
       const inp = document.getElementById("w-" + b.name);
       if (inp) { inp.value = b.weight; inp.classList.remove("changed"); inp.dataset.loaded = b.weight; }
     }
-    const mode = t.mode || "weighted", key = t.hash_key || "src", sticky = !!t.sticky;
+    const mode = t.mode || st.modes.modes[0].name, key = t.hash_key || st.modes.hash_keys[0].name, sticky = !!t.sticky;
     $("#mode").value = mode;
     $("#mode").dataset.loaded = mode;
     $("#hash-key").value = key;
     $("#hash-key").dataset.loaded = key;
     $("#sticky").checked = sticky;
     $("#sticky").dataset.loaded = String(sticky);
-    $("#hash-key").disabled = mode !== "hash";
+    $("#hash-key").disabled = !hashed(mode);
     $("#form-version").textContent = t.version;
     const form = $("#weights-form");
     form.dataset.loads = +(form.dataset.loads || 0) + 1;
@@ -449,7 +466,7 @@
     const edit = () => {
       st.form.dirty = true;
       e.classList.toggle("changed", current(e) !== e.dataset.loaded);
-      if (e.id === "mode") $("#hash-key").disabled = e.value !== "hash";
+      if (e.id === "mode") $("#hash-key").disabled = !hashed(e.value);
     };
     e.addEventListener("input", edit);
     e.addEventListener("change", edit);
@@ -474,7 +491,7 @@
 
   function submitMode() {
     const body = { mode: $("#mode").value, sticky: $("#sticky").checked };
-    if (body.mode === "hash") body.hash_key = $("#hash-key").value;
+    if (hashed(body.mode)) body.hash_key = $("#hash-key").value;
     send($("#apply-mode"), "PUT", "api/v1/mode", body);
   }
 
@@ -495,8 +512,8 @@
 
   // describe renders a table as the result line shows it.
   function describe(t) {
-    let mode = t.mode || "weighted";
-    if (mode === "hash") mode += " by " + (t.hash_key || "src");
+    let mode = t.mode || st.modes.modes[0].name;
+    if (hashed(mode)) mode += " by " + (t.hash_key || st.modes.hash_keys[0].name);
     if (t.sticky) mode += ", sticky";
     return mode + "; " + t.backends.map((b) => b.name + "=" + b.weight).join(" ");
   }
