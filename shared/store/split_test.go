@@ -14,11 +14,16 @@ import (
 
 func TestShardBits(t *testing.T) {
 	for _, c := range []struct {
-		n    int64
+		n, w int64
 		want int
-	}{{0, 0}, {512, 0}, {513, 1}, {1024, 1}, {3000, 3}, {10_000, 5}, {70_000, 8}, {100_000, 8}, {1 << 40, store.MaxShardBits}} {
-		if got := store.ShardBits(c.n); got != c.want {
-			t.Errorf("ShardBits(%d) = %d, want %d", c.n, got, c.want)
+	}{
+		{0, 0, 0}, {512, 0, 0}, {513, 0, 1}, {1024, 0, 1}, {3000, 0, 3}, {10_000, 0, 5}, {70_000, 0, 8}, {100_000, 0, 8},
+		{1 << 40, 0, store.MaxShardBits},
+		// Small writes keep chunks of 16 records or more on average.
+		{70_000, 2867, 7}, {1 << 40, 360, 4}, {3000, 31, 0}, {3000, 32, 1}, {3000, 1 << 20, 3},
+	} {
+		if got := store.ShardBits(c.n, c.w); got != c.want {
+			t.Errorf("ShardBits(%d, %d) = %d, want %d", c.n, c.w, got, c.want)
 		}
 	}
 }
@@ -67,9 +72,10 @@ func TestSplitGrowsWithTheRate(t *testing.T) {
 		write(t, l, rdb, b, spread(sec+int64(i), n, i))
 	}
 	// The first second has nothing before it: one list. Each next one is
-	// split by the busiest of the three seconds before it.
-	k3, k20 := int64(store.ShardBits(3000)), int64(store.ShardBits(20_000))
-	want := []int64{0, k3, k3, k20, k20, k20, k20, 0}
+	// split by the busiest of the three seconds before it, but into no
+	// more lists than leave the writer's last write (the second before's
+	// records) 16 records a chunk.
+	want := []int64{0, 3, 2, 6, 6, 2, 2, 0}
 	for i := range rates {
 		if got := splitOf(t, l, rdb, sec+int64(i)); got != want[i] {
 			t.Errorf("second %d (+%d): split %d, want %d", sec+int64(i), i, got, want[i])
@@ -111,7 +117,7 @@ func TestWritersAgreeOnASplit(t *testing.T) {
 	second := spread(sec, 2000, 2)
 	write(t, l, rdb, b, second[:1000]) // b knows nothing, guesses one list, learns 16
 	write(t, l, rdb, a, second[1000:]) // a guesses 16 lists
-	if got, want := splitOf(t, l, rdb, sec), int64(store.ShardBits(5000)); got != want || want == 0 {
+	if got, want := splitOf(t, l, rdb, sec), int64(store.ShardBits(5000, 0)); got != want || want == 0 {
 		t.Fatalf("split of the second %d, want %d", got, want)
 	}
 	seen := map[netip.Addr]int{}

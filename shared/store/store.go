@@ -15,7 +15,8 @@
 // second is split into 1 to 1024 lists (a power of two), so that a list
 // holds about shardTarget/2 to shardTarget records: the first write of a
 // second decides it from the records the instance stored in the three
-// seconds before (ShardBits of the busiest), and the second's counter keeps it, so every consumer
+// seconds before (ShardBits of the busiest) and the size of the writer's
+// writes, and the second's counter keeps it, so every consumer
 // writes that second alike. A source question therefore reads about the
 // same few hundred records a second per instance whatever the rate, and
 // chunks stay big enough to cost little memory. A chunk writes what its
@@ -138,12 +139,19 @@ const shardTarget = 512
 // legacyShardBits is the fixed split of the previous release's lists.
 const legacyShardBits = 5
 
+// chunkFloor is the fewest records a chunk should hold on average: a
+// chunk's header and its list entry cost about 16 bytes, a record 9 to 13.
+const chunkFloor = 16
+
 // ShardBits is log2 of the lists a second is split into when the seconds
-// before it held n records on the instance: the fewest lists that keep
-// n/lists at or under shardTarget, up to 1 << MaxShardBits.
-func ShardBits(n int64) int {
+// before it held n records on the instance and the writer's writes hold w
+// records (0: unknown): the fewest lists that keep n/lists at or under
+// shardTarget, up to 1 << MaxShardBits, but no more than keep w/lists at
+// chunkFloor or over, so that the busier seconds do not cut small writes
+// into chunks of a record or two.
+func ShardBits(n, w int64) int {
 	k := 0
-	for k < MaxShardBits && n > shardTarget<<k {
+	for k < MaxShardBits && n > shardTarget<<k && (w == 0 || w >= chunkFloor<<(k+1)) {
 		k++
 	}
 	return k

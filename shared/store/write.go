@@ -28,6 +28,9 @@ type Buckets struct {
 	// Per second, the instance's split (log2 of its lists) and the
 	// records it held at the last write, from the write script's answers.
 	split map[int64]secSplit
+	// lastWrite is how many records the last write stored: the size the
+	// split of a new second allows for (ShardBits).
+	lastWrite int64
 
 	// The chunks of the last second and destination seen, by shard
 	// (index+1, 0 for none), and the last batch's mark: most records of a
@@ -114,7 +117,7 @@ func (b *Buckets) bitsOf(sec int64) int {
 	for d := range int64(splitHistory) {
 		n = max(n, b.split[sec-1-d].n)
 	}
-	return ShardBits(n)
+	return ShardBits(n, b.lastWrite)
 }
 
 // splitHistory is how many seconds before a new second its split is
@@ -260,19 +263,21 @@ func (h Held) Has(i int) bool { return i/8 < len(h.Bits) && h.Bits[i/8]&(0x80>>(
 // writeScript writes a round's records to an instance (layout v2). KEYS:
 // the chunks' lists, per second its counter and those of the splitHistory
 // seconds before, the marks. ARGV: the three counts, the marks' lifetime in
-// ms, shardTarget, MaxShardBits, splitHistory, then (deadline, chunk) per
-// list, (deadline, records, split) per second, and a bitmap per mark.
+// ms, shardTarget, MaxShardBits, splitHistory, chunkFloor, the writer's
+// write size, then (deadline, chunk) per list, (deadline, records, split)
+// per second, and a bitmap per mark.
 //
 // It answers {1, index of a mark, its value, …} and writes nothing if a
 // mark already has a bit of its bitmap; {2, index of a second, its
 // counter, …} and writes nothing if a second is split otherwise than the
 // write says. A second that has no counter yet is split as ShardBits says
-// of the busiest of the splitHistory seconds before it. Else it writes and answers {0, the seconds'
+// of the busiest of the splitHistory seconds before it and the write size. Else it writes and answers {0, the seconds'
 // counters…}. A key gets its expiry when the write creates it.
 var writeScript = redis.NewScript(`
 local nc, nn, nm, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local target, maxbits, hist = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local ka, ac = nc + (1 + hist) * nn, 8 + 2 * nc
+local floor, w = tonumber(ARGV[8]), tonumber(ARGV[9])
+local ka, ac = nc + (1 + hist) * nn, 10 + 2 * nc
 local am = ac + 3 * nn
 local out = {1}
 for m = 1, nm do
@@ -304,7 +309,7 @@ for j = 1, nn do
       if p then n = math.max(n, math.floor(tonumber(p) / 16)) end
     end
     local k = 0
-    while k < maxbits and n > target * 2 ^ k do k = k + 1 end
+    while k < maxbits and n > target * 2 ^ k and (w == 0 or w >= floor * 2 ^ (k + 1)) do k = k + 1 end
     split[j] = k
   end
   if split[j] ~= tonumber(ARGV[ac + 3 * j - 1]) then
@@ -313,7 +318,7 @@ for j = 1, nn do
   end
 end
 if #out > 1 then return out end
-local a = 8
+local a = 10
 for i = 1, nc do
   if redis.call('RPUSH', KEYS[i], ARGV[a + 1]) == 1 then
     redis.call('PEXPIREAT', KEYS[i], ARGV[a])
@@ -404,9 +409,9 @@ func withScript(ctx context.Context, rdb redis.UniversalClient, script *redis.Sc
 func (l Layout) writeV2(ctx context.Context, rdb redis.UniversalClient, b *Buckets) (held []Held, resplit bool, err error) {
 	nc, nn, nm := len(b.chunks), len(b.counts), len(b.marks)
 	keys := make([]string, 0, nc+(1+splitHistory)*nn+nm)
-	args := make([]any, 7, 7+2*nc+3*nn+nm)
+	args := make([]any, 9, 9+2*nc+3*nn+nm)
 	args[0], args[1], args[2], args[3] = nc, nn, nm, l.Retention.Milliseconds()
-	args[4], args[5], args[6] = shardTarget, MaxShardBits, splitHistory
+	args[4], args[5], args[6], args[7], args[8] = shardTarget, MaxShardBits, splitHistory, chunkFloor, b.lastWrite
 	for i := range b.chunks {
 		c := &b.chunks[i]
 		keys = append(keys, l.ChunkKey(c.key.sec, c.key.shard, c.key.bits))
@@ -436,6 +441,7 @@ func (l Layout) writeV2(ctx context.Context, rdb redis.UniversalClient, b *Bucke
 			n, _ := list[j].(int64)
 			b.learn(b.counts[j-1].sec, n)
 		}
+		b.lastWrite = int64(b.records)
 		return nil, false, nil
 	case 1:
 		held, err := heldOf(list[1:], b.marks)
