@@ -56,8 +56,7 @@ func TestComposeHA(t *testing.T) {
 	s := newStack(t, "connpipe-ha", "deployments/compose/ha.yml")
 	stage := s.timedStage
 	t.Setenv("HA", "1") // images.sh builds the sentinel image too
-	ports := freePorts(t, 3)
-	s.prepare(ctx, "AMQP_PORT="+ports[0], "RABBITMQ_MGMT_PORT="+ports[1], "ADMIN_PORT="+ports[2], "REDIS_MIN_REPLICAS=1")
+	s.prepareBeside(ctx, "REDIS_MIN_REPLICAS=1")
 
 	want := map[string]int{"redis-a": 1, "redis-a-replica": 1, "redis-b": 1, "redis-b-replica": 1, "rabbitmq": 1,
 		"capture": 1, "consumer": 2, "admin": 1, "trafficgen": 3}
