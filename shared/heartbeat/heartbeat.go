@@ -10,10 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/redisconn"
 	"github.com/connpipe/connpipe/shared/topology"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -35,11 +37,35 @@ type Message struct {
 	// DeadLettered is records messages sent to the dead-letter queue since
 	// start (undecodable or over MAX_MESSAGE_BYTES).
 	DeadLettered uint64 `json:"dead_lettered,omitempty"`
-	// Out names the backends out of rotation and why: backend name → state
-	// (oom, readonly, loading, masterdown, auth or down) and the error.
+	// Backends are the backends out of rotation: name → state, why and
+	// since when.
+	Backends map[string]Backend `json:"backends,omitempty"`
+	// Out is Backends as an admin of the release before it reads them:
+	// name → "state: reason". Decode reads it only from a consumer that
+	// sends no Backends (that release), for a rolling upgrade in either
+	// order.
 	Out      map[string]string `json:"out,omitempty"`
 	SentAt   int64             `json:"sent_at"`  // Unix ns
 	Interval int64             `json:"interval"` // ms until the next heartbeat at the latest
+}
+
+// Backend is a backend's state as a consumer reports it.
+type Backend struct {
+	State  redisconn.State `json:"state"`
+	Reason string          `json:"reason,omitempty"` // the error that set the state, passwords redacted
+	Since  int64           `json:"since,omitempty"`  // Unix ns, when it entered the state
+}
+
+// SetBackends sets m.Backends to out and m.Out to the same, in the form
+// of the release before.
+func (m *Message) SetBackends(out map[string]Backend) {
+	m.Backends, m.Out = out, nil
+	for name, b := range out {
+		if m.Out == nil {
+			m.Out = make(map[string]string, len(out))
+		}
+		m.Out[name] = b.State.String() + ": " + b.Reason
+	}
 }
 
 // Publishing is m as the message published on the heartbeat exchange:
@@ -87,10 +113,27 @@ func Decode(body []byte) (Message, error) {
 		return m, fmt.Errorf("%w %.80q: no \"consumer\" id", ErrInvalid, body)
 	case len(m.Consumer) > MaxIDLen || len(m.Host) > MaxIDLen:
 		return m, fmt.Errorf("%w: consumer id or host over %d bytes", ErrTooLarge, MaxIDLen)
-	case len(m.Stored) > MaxEntries || len(m.Out) > MaxEntries:
-		return m, fmt.Errorf("%w: %d stored and %d out, at most %d each", ErrTooManyEntries, len(m.Stored), len(m.Out), MaxEntries)
+	case len(m.Stored) > MaxEntries || len(m.Out) > MaxEntries || len(m.Backends) > MaxEntries:
+		return m, fmt.Errorf("%w: %d stored and %d out, at most %d each", ErrTooManyEntries, len(m.Stored), max(len(m.Out), len(m.Backends)), MaxEntries)
+	}
+	if m.Backends == nil && len(m.Out) > 0 {
+		m.Backends = fromOut(m.Out)
 	}
 	return m, nil
+}
+
+// fromOut reads the Out of a consumer of the release before, which sends
+// no Backends.
+func fromOut(out map[string]string) map[string]Backend {
+	bs := make(map[string]Backend, len(out))
+	for name, why := range out {
+		state, reason, _ := strings.Cut(why, ": ")
+		var b Backend
+		_ = b.State.UnmarshalText([]byte(state)) // an unknown name reads as down
+		b.Reason = reason
+		bs[name] = b
+	}
+	return bs
 }
 
 // Reason names err from Decode for a counter: invalid, too_large or

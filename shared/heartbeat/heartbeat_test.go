@@ -12,6 +12,7 @@ import (
 
 	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/heartbeat"
+	"github.com/connpipe/connpipe/shared/redisconn"
 	"github.com/connpipe/connpipe/shared/testenv"
 	"github.com/connpipe/connpipe/shared/topology"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -152,5 +153,36 @@ func TestPublisher(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
+	}
+}
+
+// Backend states travel typed, with the form the release before reads
+// beside them; a heartbeat of that release (only "out") reads as typed.
+func TestBackendStates(t *testing.T) {
+	var m heartbeat.Message
+	m.Consumer = "c1"
+	m.SetBackends(map[string]heartbeat.Backend{"redis-b": {State: redisconn.StateOOM, Reason: "OOM command not allowed", Since: 7}})
+	body, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(body), `"backends":{"redis-b":{"state":"oom","reason":"OOM command not allowed","since":7}}`) ||
+		!strings.Contains(string(body), `"out":{"redis-b":"oom: OOM command not allowed"}`) {
+		t.Fatalf("encoded %s", body)
+	}
+	got, err := heartbeat.Decode(body)
+	if err != nil || got.Backends["redis-b"] != m.Backends["redis-b"] {
+		t.Fatalf("decoded %+v, %v", got.Backends, err)
+	}
+	old, err := heartbeat.Decode([]byte(`{"consumer":"c0","out":{"redis-a":"readonly: READONLY You can't write against a read only replica.","redis-c":"from_a_newer_release: x"}}`))
+	want := map[string]heartbeat.Backend{
+		"redis-a": {State: redisconn.StateReadonly, Reason: "READONLY You can't write against a read only replica."},
+		"redis-c": {State: redisconn.StateDown, Reason: "x"},
+	}
+	if err != nil || len(old.Backends) != 2 || old.Backends["redis-a"] != want["redis-a"] || old.Backends["redis-c"] != want["redis-c"] {
+		t.Fatalf("release before: %+v, %v", old.Backends, err)
+	}
+	if _, err := heartbeat.Decode([]byte(`{"consumer":"c0","backends":{"redis-a":{"state":""}}}`)); err == nil {
+		t.Fatal("a backend with an empty state decoded")
 	}
 }

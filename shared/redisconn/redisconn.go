@@ -176,26 +176,3 @@ func LoadCA(file string) (*x509.CertPool, error) {
 	}
 	return pool, nil
 }
-
-// IsConfigError reports whether err (from a command such as PING) means the
-// backend is misconfigured rather than down: its login was refused
-// (WRONGPASS, NOAUTH, NOPERM) or its TLS certificate is not trusted.
-func IsConfigError(err error) bool {
-	if err == nil {
-		return false
-	}
-	var uerr x509.UnknownAuthorityError
-	var herr x509.HostnameError
-	var cerr x509.CertificateInvalidError
-	var verr *tls.CertificateVerificationError
-	if errors.As(err, &uerr) || errors.As(err, &herr) || errors.As(err, &cerr) || errors.As(err, &verr) {
-		return true
-	}
-	msg := err.Error()
-	for _, p := range []string{"WRONGPASS", "NOAUTH", "NOPERM", "ERR AUTH", "ERR invalid password"} {
-		if strings.HasPrefix(msg, p) || strings.Contains(msg, ": "+p) {
-			return true
-		}
-	}
-	return false
-}

@@ -81,8 +81,10 @@
 // consumer reports them, messages acked, age of its last heartbeat); each
 // backend (address with any password redacted, weight, target share,
 // "state": up, draining at weight 0, ejected when it does not answer PING,
-// or not_allowed when BACKEND_ALLOW leaves its host out — then it is never
-// dialled and "error" says why; used_memory from INFO); and
+// not_allowed when BACKEND_ALLOW leaves its host out — then it is never
+// dialled and "error" says why — or the state live consumers hold it out
+// of rotation in; used_memory from INFO); "states", every state there is
+// with its "tone" (up, out, drain, wait) and what it means; and
 // whether every live consumer has converged on the table. A consumer
 // silent for CONSUMER_TIMEOUT is dead (alive=false) and no longer counts
 // for convergence.

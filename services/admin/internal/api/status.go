@@ -15,6 +15,8 @@ import (
 	"github.com/connpipe/connpipe/services/admin/internal/queues"
 	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/heartbeat"
+	"github.com/connpipe/connpipe/shared/redisconn"
 )
 
 // Status is the answer of GET /api/v1/status.
@@ -34,6 +36,25 @@ type Status struct {
 	Broker         *BrokerStatus         `json:"broker"`   // null when admin reads no queue depths
 	Capture        *CaptureStatus        `json:"capture"`  // the sum of every capture; null without CAPTURE_METRICS_URL
 	Captures       []capturestats.Target `json:"captures"` // each capture on its own
+	// States is every backend state with how to show it, so that the page
+	// and the CLI know them from here.
+	States []StateInfo `json:"states"`
+}
+
+// StateInfo is one backend state of the states table.
+type StateInfo struct {
+	Name redisconn.State `json:"name"`
+	Tone redisconn.Tone  `json:"tone"` // up, out, drain or wait
+	Doc  string          `json:"doc"`
+}
+
+// stateInfos is the states table as the status answer gives it.
+func stateInfos() []StateInfo {
+	var out []StateInfo
+	for _, st := range redisconn.States() {
+		out = append(out, StateInfo{Name: st, Tone: st.Tone(), Doc: st.Doc()})
+	}
+	return out
 }
 
 // BrokerStatus is the depth of the records queues.
@@ -70,11 +91,11 @@ type ConsumerStatus struct {
 	Unacked        int               `json:"unacked"`
 	Acked          uint64            `json:"acked"`
 	DeadLettered   uint64            `json:"dead_lettered"`
-	// Out names the backends this consumer holds out of rotation: name →
-	// "state: reason" (oom, readonly, loading, masterdown, auth or down).
-	Out            map[string]string `json:"out,omitempty"`
-	LastHeartbeat  string            `json:"last_heartbeat"` // RFC 3339, when admin received it
-	HeartbeatAgeMS int64             `json:"last_heartbeat_age_ms"`
+	// Out names the backends this consumer holds out of rotation, with
+	// their state (see Status.States) and its reason.
+	Out            map[string]heartbeat.Backend `json:"out,omitempty"`
+	LastHeartbeat  string                       `json:"last_heartbeat"` // RFC 3339, when admin received it
+	HeartbeatAgeMS int64                        `json:"last_heartbeat_age_ms"`
 }
 
 // BackendStatus is one Redis instance of the table.
@@ -83,19 +104,17 @@ type BackendStatus struct {
 	Addr   string  `json:"addr"`
 	Weight int     `json:"weight"`
 	Share  float64 `json:"share"` // weight / sum of weights
-	// State is up, draining (weight 0, still answering), ejected (not
-	// answering admin's PING), not_allowed (its host is outside
-	// BACKEND_ALLOW: never dialled, and consumers with the same list send it
-	// nothing), or the state in which live consumers hold it out of
-	// rotation: oom, readonly, loading, masterdown, auth or down (an
-	// instance that answers PING can still refuse every write).
-	State      string `json:"state"`
-	Reachable  bool   `json:"reachable"`
-	UsedMemory int64  `json:"used_memory"` // bytes, -1 if unknown
-	Error      string `json:"error,omitempty"`
+	// State is up, draining, ejected or not_allowed as admin sees it, or
+	// the state in which live consumers hold it out of rotation (an
+	// instance that answers PING can still refuse every write); Status.States
+	// lists them all.
+	State      redisconn.State `json:"state"`
+	Reachable  bool            `json:"reachable"`
+	UsedMemory int64           `json:"used_memory"` // bytes, -1 if unknown
+	Error      string          `json:"error,omitempty"`
 	// OutBy names each live consumer that holds it out of rotation, with
 	// the state and reason it reports.
-	OutBy map[string]string `json:"out_by,omitempty"`
+	OutBy map[string]heartbeat.Backend `json:"out_by,omitempty"`
 }
 
 func (a *API) status(w http.ResponseWriter, r *http.Request) {
@@ -105,7 +124,7 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 	st := Status{
 		Ready: a.cfg.Control.IsReady(), Connected: session.State == broker.StateUp, Session: session.String(), Table: t.Redacted(),
 		Weights: t.String(), Converged: true, TimeoutMS: a.cfg.Members.Timeout().Milliseconds(),
-		Consumers: []ConsumerStatus{},
+		Consumers: []ConsumerStatus{}, States: stateInfos(),
 	}
 	for _, m := range a.cfg.Members.Snapshot() {
 		c := ConsumerStatus{
@@ -114,7 +133,7 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 			Converged:      m.Alive && m.Version >= t.Version,
 			VersionsBehind: max(0, t.Version-m.Version),
 			Records:        m.Records, Rate: m.Rate, Stored: m.Stored, Unacked: m.Unacked, Acked: m.Acked,
-			DeadLettered: m.DeadLettered, Out: m.Out,
+			DeadLettered: m.DeadLettered, Out: m.Backends,
 			LastHeartbeat: m.LastSeen.UTC().Format(time.RFC3339Nano), HeartbeatAgeMS: now.Sub(m.LastSeen).Milliseconds(),
 		}
 		if m.Alive {
@@ -131,14 +150,6 @@ func (a *API) status(w http.ResponseWriter, r *http.Request) {
 	wg.Wait()
 	writeJSON(w, http.StatusOK, st)
 }
-
-// Backend states.
-const (
-	StateUp       = "up"
-	StateDraining = "draining"
-	StateEjected  = "ejected"
-	StateRefused  = "not_allowed"
-)
 
 func (a *API) broker(ctx context.Context) *BrokerStatus {
 	if a.cfg.Queues == nil {
@@ -187,12 +198,12 @@ func (a *API) backends(ctx context.Context, t *control.Table) []BackendStatus {
 	var wg sync.WaitGroup
 	for i, b := range t.Backends {
 		bs := &out[i]
-		*bs = BackendStatus{Name: b.Name, Addr: control.RedactAddr(b.Addr), Weight: b.Weight, UsedMemory: -1, State: StateEjected}
+		*bs = BackendStatus{Name: b.Name, Addr: control.RedactAddr(b.Addr), Weight: b.Weight, UsedMemory: -1, State: redisconn.StateEjected}
 		if total > 0 {
 			bs.Share = float64(b.Weight) / float64(total)
 		}
 		if err := a.cfg.Allow.Check(b); err != nil {
-			bs.State, bs.Error = StateRefused, err.Error()
+			bs.State, bs.Error = redisconn.StateNotAllowed, err.Error()
 			continue
 		}
 		wg.Add(1)
@@ -207,9 +218,9 @@ func (a *API) backends(ctx context.Context, t *control.Table) []BackendStatus {
 			}
 			bs.Reachable = true
 			if b.Weight == 0 {
-				bs.State = StateDraining
+				bs.State = redisconn.StateDraining
 			} else {
-				bs.State = StateUp
+				bs.State = redisconn.StateUp
 			}
 			info, err := rdb.Info(ctx, "memory").Result()
 			if err != nil {
@@ -224,38 +235,38 @@ func (a *API) backends(ctx context.Context, t *control.Table) []BackendStatus {
 }
 
 // outOfRotation marks each backend that live consumers hold out of
-// rotation with the state they report (the most common one, ties by name)
+// rotation with the state they report (the most common one, ties in table order)
 // and who reports what.
 func outOfRotation(bs []BackendStatus, cs []ConsumerStatus, alive int) {
 	for i := range bs {
 		b := &bs[i]
-		if b.State == StateRefused {
+		if b.State == redisconn.StateNotAllowed {
 			continue
 		}
-		votes := map[string]int{}
+		votes := map[redisconn.State]int{}
 		for _, c := range cs {
 			why, ok := c.Out[b.Name]
 			if !c.Alive || !ok {
 				continue
 			}
 			if b.OutBy == nil {
-				b.OutBy = map[string]string{}
+				b.OutBy = map[string]heartbeat.Backend{}
 			}
 			b.OutBy[c.ID] = why
-			state, _, _ := strings.Cut(why, ":")
-			votes[state]++
+			votes[why.State]++
 		}
 		if len(votes) == 0 {
 			continue
 		}
-		best := ""
+		best, n := redisconn.StateUp, 0
 		for _, st := range slices.Sorted(maps.Keys(votes)) {
-			if best == "" || votes[st] > votes[best] {
-				best = st
+			if votes[st] > n {
+				best, n = st, votes[st]
 			}
 		}
 		b.State = best
-		note := fmt.Sprintf("out of rotation on %d of %d live consumers (%s)", len(b.OutBy), alive, b.OutBy[slices.Sorted(maps.Keys(b.OutBy))[0]])
+		first := b.OutBy[slices.Sorted(maps.Keys(b.OutBy))[0]]
+		note := fmt.Sprintf("out of rotation on %d of %d live consumers (%s: %s)", len(b.OutBy), alive, first.State, first.Reason)
 		if b.Error == "" {
 			b.Error = note
 		} else {

@@ -11,6 +11,7 @@ import (
 	"github.com/connpipe/connpipe/services/admin/internal/api"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/redisconn"
 )
 
 // TestBackendAllow: admin publishes no add_backend to a host outside
@@ -62,7 +63,7 @@ func TestBackendAllow(t *testing.T) {
 			found = &st.Backends[i]
 		}
 	}
-	if found == nil || found.State != api.StateRefused || !strings.Contains(found.Error, "not in BACKEND_ALLOW") || found.Reachable {
+	if found == nil || found.State != redisconn.StateNotAllowed || !strings.Contains(found.Error, "not in BACKEND_ALLOW") || found.Reachable {
 		t.Fatalf("status of evil: %+v", found)
 	}
 	body := string(e.Read(t, "/api/v1/status").Body)

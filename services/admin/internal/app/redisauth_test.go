@@ -9,6 +9,7 @@ import (
 	"github.com/connpipe/connpipe/services/admin/internal/api"
 	"github.com/connpipe/connpipe/services/admin/internal/app"
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
+	"github.com/connpipe/connpipe/shared/redisconn"
 	"github.com/connpipe/connpipe/shared/redisconn/redisconntest"
 )
 
@@ -35,7 +36,7 @@ func TestPasswordAndTLSBackends(t *testing.T) {
 	var st api.Status
 	e.Read(t, "/api/v1/status").Decode(t, &st)
 	for _, b := range st.Backends {
-		if !b.Reachable || b.State != api.StateUp || b.UsedMemory <= 0 || !strings.Contains(b.Addr, ":xxxxx@127.0.0.1:") {
+		if !b.Reachable || b.State != redisconn.StateUp || b.UsedMemory <= 0 || !strings.Contains(b.Addr, ":xxxxx@127.0.0.1:") {
 			t.Errorf("backend %+v: want reachable, up, with its memory and its password redacted", b)
 		}
 	}

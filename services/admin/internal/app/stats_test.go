@@ -13,6 +13,7 @@ import (
 	"github.com/connpipe/connpipe/services/admin/internal/app/apptest"
 	"github.com/connpipe/connpipe/shared/heartbeat"
 	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/redisconn"
 	"github.com/connpipe/connpipe/shared/topology"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -86,7 +87,7 @@ func TestStatsAndStatusForThePage(t *testing.T) {
 	if c.Rate != 200 || c.Unacked != 3 || c.Stored["redis-b"] != 980 || c.VersionsBehind != 1 {
 		t.Errorf("consumer %+v: want rate 200, 3 unacked, stored redis-b 980, 1 version behind", c)
 	}
-	if st.Backends[0].State != api.StateDraining || st.Backends[1].State != api.StateUp {
+	if st.Backends[0].State != redisconn.StateDraining || st.Backends[1].State != redisconn.StateUp {
 		t.Errorf("states %s %s, want draining up", st.Backends[0].State, st.Backends[1].State)
 	}
 	if st.Broker.Error != "" || st.Broker.Dead != 0 || st.Broker.Queue != topology.RecordsQueue {
@@ -116,7 +117,7 @@ func TestEjectedBackend(t *testing.T) {
 			b = &st.Backends[i]
 		}
 	}
-	if b == nil || b.State != api.StateEjected || b.Reachable || b.Error == "" {
+	if b == nil || b.State != redisconn.StateEjected || b.Reachable || b.Error == "" {
 		t.Fatalf("unreachable backend: %+v", st.Backends)
 	}
 	var stats api.Stats
@@ -133,12 +134,14 @@ func TestEjectedBackend(t *testing.T) {
 // a dead consumer's word no longer counts.
 func TestBackendOutOfRotation(t *testing.T) {
 	e := apptest.Start(t, nil)
-	beat := func(id string, out map[string]string) heartbeat.Message {
-		return heartbeat.Message{Consumer: id, Host: "h", Ready: true, Out: out, DeadLettered: 3,
+	beat := func(id string, out map[string]heartbeat.Backend) heartbeat.Message {
+		m := heartbeat.Message{Consumer: id, Host: "h", Ready: true, DeadLettered: 3,
 			SentAt: time.Now().UnixNano(), Interval: 1000}
+		m.SetBackends(out)
+		return m
 	}
-	const oom = "oom: OOM command not allowed when used memory > 'maxmemory'."
-	e.Heartbeat(t, beat("c1", map[string]string{"redis-b": oom}))
+	oom := heartbeat.Backend{State: redisconn.StateOOM, Reason: "OOM command not allowed when used memory > 'maxmemory'."}
+	e.Heartbeat(t, beat("c1", map[string]heartbeat.Backend{"redis-b": oom}))
 	e.Heartbeat(t, beat("c2", nil))
 	var st api.Status
 	deadline := time.Now().Add(10 * time.Second)
@@ -154,11 +157,11 @@ func TestBackendOutOfRotation(t *testing.T) {
 		byName[b.Name] = b
 	}
 	a, b := byName["redis-a"], byName["redis-b"]
-	if a.State != api.StateUp || a.OutBy != nil {
+	if a.State != redisconn.StateUp || a.OutBy != nil {
 		t.Errorf("redis-a: %+v, want up", a)
 	}
-	if b.State != "oom" || !b.Reachable || b.OutBy["c1"] != oom || len(b.OutBy) != 1 ||
-		!strings.Contains(b.Error, "out of rotation on 1 of 2 live consumers") {
+	if b.State != redisconn.StateOOM || !b.Reachable || b.OutBy["c1"] != oom || len(b.OutBy) != 1 ||
+		!strings.Contains(b.Error, "out of rotation on 1 of 2 live consumers (oom: OOM command") {
 		t.Fatalf("redis-b: %+v, want oom as c1 reports it", b)
 	}
 	for _, c := range st.Consumers {

@@ -273,26 +273,28 @@ func (a *App) apply(t *control.Table) {
 // heartbeat is what the consumer publishes on the heartbeat exchange.
 func (a *App) heartbeat() heartbeat.Message {
 	t := a.applied.Load()
-	return heartbeat.Message{
+	m := heartbeat.Message{
 		Consumer: a.cfg.ConsumerID, Host: a.host,
 		Version: t.Version, Position: t.Position, Weights: t.String(),
 		Ready: a.ready.Load(), Records: a.sink.Stored(), Acked: a.intake.Acked(),
-		Stored: a.sink.StoredBy(), Unacked: a.intake.Held(), DeadLettered: a.intake.DeadLettered(), Out: a.out(),
+		Stored: a.sink.StoredBy(), Unacked: a.intake.Held(), DeadLettered: a.intake.DeadLettered(),
 		SentAt: time.Now().UnixNano(), Interval: a.cfg.HeartbeatInterval.Milliseconds(),
 	}
+	m.SetBackends(a.out())
+	return m
 }
 
-// out is the backends out of rotation, with their state and its reason.
-func (a *App) out() map[string]string {
-	var m map[string]string
+// out is the backends not up, with their state and its reason.
+func (a *App) out() map[string]heartbeat.Backend {
+	var m map[string]heartbeat.Backend
 	for name, st := range a.sink.States() {
-		if st.State == backends.StateUp {
+		if st.State == redisconn.StateUp {
 			continue
 		}
 		if m == nil {
-			m = map[string]string{}
+			m = map[string]heartbeat.Backend{}
 		}
-		m[name] = st.State + ": " + control.RedactText(st.Reason)
+		m[name] = heartbeat.Backend{State: st.State, Reason: st.Reason, Since: st.Since.UnixNano()}
 	}
 	return m
 }

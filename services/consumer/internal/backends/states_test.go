@@ -10,6 +10,7 @@ import (
 	"github.com/connpipe/connpipe/services/consumer/internal/redisproc"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/redisconn"
 	"github.com/connpipe/connpipe/shared/store"
 	"github.com/connpipe/connpipe/shared/testenv"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -22,31 +23,6 @@ const (
 	replicaPort = 6451
 	masterPort  = 6452
 )
-
-// Redis's own error replies are classified by their code, also when a
-// script returns them.
-func TestClassify(t *testing.T) {
-	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t, 1)[0]})
-	defer rdb.Close()
-	ctx := testenv.Context(t, 10*time.Second)
-	for reply, want := range map[string]string{
-		"OOM command not allowed when used memory > 'maxmemory'.": StateOOM,
-		"READONLY You can't write against a read only replica.":   StateReadonly,
-		"LOADING Redis is loading the dataset in memory":          StateLoading,
-		"MASTERDOWN Link with MASTER is down":                     StateMasterDown,
-		"NOAUTH Authentication required.":                         StateAuth,
-		"WRONGPASS invalid username-password pair":                StateAuth,
-		"ERR something else":                                      StateDown,
-	} {
-		err := rdb.Eval(ctx, "return redis.error_reply(ARGV[1])", nil, reply).Err()
-		if got := Classify(err); got != want {
-			t.Errorf("%q (%v): %s, want %s", reply, err, got, want)
-		}
-	}
-	if got := Classify(context.DeadlineExceeded); got != StateDown {
-		t.Errorf("timeout: %s", got)
-	}
-}
 
 // storeRounds stores n rounds of 20 records and fails the test if any
 // round does not finish.
@@ -108,10 +84,10 @@ func TestOOMIsAStateNotAFlap(t *testing.T) {
 	// write, one 2 MB value takes it well past maxmemory (Redis checks the
 	// limit before a write, so the write that crosses it is taken). From
 	// then on it refuses every write, while PING still answers.
-	if err := rdb.Set(ctx, "filler", strings.Repeat("f", 2<<20), 0).Err(); err != nil && Classify(err) != StateOOM {
+	if err := rdb.Set(ctx, "filler", strings.Repeat("f", 2<<20), 0).Err(); err != nil && redisconn.Classify(err) != redisconn.StateOOM {
 		t.Fatal(err)
 	}
-	if err := rdb.Set(ctx, "x", "1", 0).Err(); Classify(err) != StateOOM {
+	if err := rdb.Set(ctx, "x", "1", 0).Err(); redisconn.Classify(err) != redisconn.StateOOM {
 		t.Fatalf("write past maxmemory: %v, want OOM", err)
 	}
 	if err := rdb.Ping(ctx).Err(); err != nil {
@@ -119,12 +95,14 @@ func TestOOMIsAStateNotAFlap(t *testing.T) {
 	}
 	s, layout, shared := outSink(t, own.Addr)
 	recs := storeRounds(t, s, 30, 31, 100*time.Millisecond) // 3 s of rounds while full
-	changes := func(state string) float64 { return testutil.ToFloat64(s.m.StateChanges.WithLabelValues("a", state)) }
+	changes := func(state redisconn.State) float64 {
+		return testutil.ToFloat64(s.m.StateChanges.WithLabelValues("a", state.String()))
+	}
 	st := s.States()["a"]
 	t.Logf("after 3 s at maxmemory: state %s (%s), changes to oom %v, to up %v, write errors %v",
-		st.State, st.Reason, changes(StateOOM), changes(StateUp), testutil.ToFloat64(s.m.WriteErrors.WithLabelValues("a")))
-	if st.State != StateOOM || changes(StateOOM) != 1 || changes(StateUp) != 0 || s.Up("a") {
-		t.Fatalf("state %s, %v changes to oom, %v back up: want one change to oom and none back", st.State, changes(StateOOM), changes(StateUp))
+		st.State, st.Reason, changes(redisconn.StateOOM), changes(redisconn.StateUp), testutil.ToFloat64(s.m.WriteErrors.WithLabelValues("a")))
+	if st.State != redisconn.StateOOM || changes(redisconn.StateOOM) != 1 || changes(redisconn.StateUp) != 0 || s.Up("a") {
+		t.Fatalf("state %s, %v changes to oom, %v back up: want one change to oom and none back", st.State, changes(redisconn.StateOOM), changes(redisconn.StateUp))
 	}
 	if got := count(t, layout, shared, recs); got != len(recs) {
 		t.Fatalf("%d of %d records on the other instance", got, len(recs))
@@ -147,8 +125,8 @@ func TestOOMIsAStateNotAFlap(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	more := storeRounds(t, s, 5, 32, 0)
-	if got := count(t, layout, own.Addr, more); got == 0 || changes(StateUp) != 1 {
-		t.Fatalf("after re-admission: %d records on it, %v changes to up", got, changes(StateUp))
+	if got := count(t, layout, own.Addr, more); got == 0 || changes(redisconn.StateUp) != 1 {
+		t.Fatalf("after re-admission: %d records on it, %v changes to up", got, changes(redisconn.StateUp))
 	}
 }
 
@@ -162,9 +140,11 @@ func TestReadonlyIsAState(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
 	s, layout, shared := outSink(t, own.Addr)
 	recs := storeRounds(t, s, 20, 41, 100*time.Millisecond)
-	changes := func(state string) float64 { return testutil.ToFloat64(s.m.StateChanges.WithLabelValues("a", state)) }
-	if st := s.States()["a"]; st.State != StateReadonly || changes(StateReadonly) != 1 || changes(StateUp) != 0 {
-		t.Fatalf("replica: state %s (%s), %v changes to readonly, %v back up", st.State, st.Reason, changes(StateReadonly), changes(StateUp))
+	changes := func(state redisconn.State) float64 {
+		return testutil.ToFloat64(s.m.StateChanges.WithLabelValues("a", state.String()))
+	}
+	if st := s.States()["a"]; st.State != redisconn.StateReadonly || changes(redisconn.StateReadonly) != 1 || changes(redisconn.StateUp) != 0 {
+		t.Fatalf("replica: state %s (%s), %v changes to readonly, %v back up", st.State, st.Reason, changes(redisconn.StateReadonly), changes(redisconn.StateUp))
 	}
 	if got := count(t, layout, shared, recs); got != len(recs) {
 		t.Fatalf("%d of %d records on the other instance", got, len(recs))

@@ -171,7 +171,7 @@
       return el("tr", { "data-backend": b.name },
         el("td", {}, el("span", { class: "swatch", "data-color": colorOf(b.name) }), b.name),
         el("td", { class: "mono" }, b.addr),
-        el("td", { class: "state-cell" }, el("span", { class: "state " + b.state }, b.state)),
+        el("td", { class: "state-cell" }, stateBadge(b.state)),
         el("td", { class: "num weight" }, b.weight),
         el("td", { class: "num share-target" }, fmt.pct(b.share)),
         el("td", { class: "num share-observed" + (off ? " off" : ""), "data-value": observed === null ? "" : observed,
@@ -184,6 +184,13 @@
     });
     table.tBodies[0].replaceChildren(...rows);
     for (const sw of table.querySelectorAll(".swatch")) sw.style.background = sw.dataset.color;
+  }
+
+  // stateBadge shows a backend state in its tone, both taken from the
+  // states table the status answer carries.
+  function stateBadge(name) {
+    const info = (st.status.states || []).find((s) => s.name === name);
+    return el("span", { class: "state tone-" + (info ? info.tone : "out"), title: info ? info.doc : "" }, name);
   }
 
   // niceMax rounds up to 1, 2 or 5 times a power of ten.
