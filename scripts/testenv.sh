@@ -6,6 +6,10 @@
 #   RabbitMQ  127.0.0.1:5682 (AMQP), 127.0.0.1:15682 (management), node
 #             connpipe-test@localhost, a user of its own with a random password
 #   Redis     127.0.0.1:6389, 6390, 6391, each holding a marker key
+#   Sentinel  a primary on 127.0.0.1:6392 with a replica on 6393 (holding the
+#             marker), watched by sentinels on 26392, 26393, 26394 as master
+#             connpipe-ha; a test may fail it over (SENTINEL FAILOVER), so the
+#             primary may be either
 #
 # It writes what it started to $STATE/env (URLs, the password, the marker),
 # which shared/testenv reads: a test uses only servers that this script
@@ -27,6 +31,9 @@ set -euo pipefail
 STATE=${CONNPIPE_TESTENV_DIR:-/tmp/connpipe-testenv}
 REDIS_PORTS=${CONNPIPE_TESTENV_REDIS_PORTS:-"6389 6390 6391"}
 AMQP_PORT=${CONNPIPE_TESTENV_AMQP_PORT:-5682}
+HA_PORTS=${CONNPIPE_TESTENV_HA_PORTS:-"6392 6393"}
+SENTINEL_PORTS=${CONNPIPE_TESTENV_SENTINEL_PORTS:-"26392 26393 26394"}
+HA_MASTER=connpipe-ha
 MGMT_PORT=$((AMQP_PORT + 10000))
 DIST_PORT=$((AMQP_PORT + 20000))
 NODE=connpipe-test-$AMQP_PORT@localhost
@@ -64,6 +71,7 @@ install_missing() {
 	local pkgs=()
 	command -v redis-server >/dev/null || pkgs+=(redis-server)
 	command -v redis-benchmark >/dev/null || pkgs+=(redis-tools)
+	command -v redis-sentinel >/dev/null || pkgs+=(redis-sentinel)
 	command -v rabbitmq-server >/dev/null || pkgs+=(rabbitmq-server)
 	command -v amqp-publish >/dev/null || pkgs+=(amqp-tools)
 	command -v curl >/dev/null || pkgs+=(curl)
@@ -110,23 +118,104 @@ secrets() {
 	PASSWORD=$(cat "$STATE/password")
 }
 
+# start_one_redis PORT WHAT [ARGS...] starts a Redis on 127.0.0.1:PORT with
+# ARGS unless the one this script started there already answers; 0 when it
+# started one.
+start_one_redis() {
+	local p=$1 what=$2
+	shift 2
+	local pidf="$STATE/redis-$p.pid"
+	if alive "$pidf" && [ "$(redis-cli -p "$p" GET connpipe-testenv-marker 2>/dev/null)" = "$MARKER" ]; then
+		log "redis on $p ($what, started here) already answers"
+		return 1
+	fi
+	if port_open "$p"; then
+		echo "testenv: 127.0.0.1:$p answers but is not a Redis this script started; stop it or set CONNPIPE_TESTENV_REDIS_PORTS / CONNPIPE_TESTENV_HA_PORTS" >&2
+		exit 1
+	fi
+	log "starting redis on 127.0.0.1:$p ($what)"
+	redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no \
+		--daemonize yes --pidfile "$pidf" --logfile "$STATE/redis-$p.log" \
+		--dir "$STATE" --hz 10 "$@"
+	for _ in $(seq 1 50); do port_open "$p" && break; sleep 0.1; done
+}
+
 start_redis() {
 	for p in $REDIS_PORTS; do
-		local pidf="$STATE/redis-$p.pid"
-		if alive "$pidf" && [ "$(redis-cli -p "$p" GET connpipe-testenv-marker 2>/dev/null)" = "$MARKER" ]; then
-			log "redis on $p (started here) already answers"
+		start_one_redis "$p" test || continue
+		redis-cli -p "$p" SET connpipe-testenv-marker "$MARKER" >/dev/null
+	done
+}
+
+# ha_primary prints the port of the group's primary (the first port when
+# none answers as one yet).
+ha_primary() {
+	for p in $HA_PORTS; do
+		if [ "$(redis-cli -p "$p" ROLE 2>/dev/null | head -1)" = master ]; then
+			echo "$p"
+			return
+		fi
+	done
+	set -- $HA_PORTS
+	echo "$1"
+}
+
+# start_ha starts the primary and its replica that the sentinels watch; a
+# node started again joins whichever is the primary now.
+start_ha() {
+	local primary
+	primary=$(ha_primary)
+	for p in $HA_PORTS; do
+		if [ "$p" = "$primary" ]; then
+			start_one_redis "$p" "sentinel group" || continue
+			redis-cli -p "$p" SET connpipe-testenv-marker "$MARKER" >/dev/null
+		else
+			start_one_redis "$p" "sentinel group, replica of $primary" --replicaof 127.0.0.1 "$primary" || true
+		fi
+	done
+	for _ in $(seq 1 50); do
+		[ "$(redis-cli -p "$(ha_primary)" INFO replication | tr -d '\r' | grep -c '^slave[0-9]*:.*state=online')" -ge 1 ] && return
+		sleep 0.2
+	done
+	echo "testenv: the replica of 127.0.0.1:$primary did not come online" >&2
+	exit 1
+}
+
+# start_sentinels starts the sentinels that are not running, watching the
+# primary there is now.
+start_sentinels() {
+	local primary
+	primary=$(ha_primary)
+	for p in $SENTINEL_PORTS; do
+		local pidf="$STATE/sentinel-$p.pid"
+		if alive "$pidf" && [ "$(redis-cli -p "$p" PING 2>/dev/null)" = PONG ]; then
+			log "sentinel on $p (started here) already answers"
 			continue
 		fi
 		if port_open "$p"; then
-			echo "testenv: 127.0.0.1:$p answers but is not a Redis this script started; stop it or set CONNPIPE_TESTENV_REDIS_PORTS" >&2
+			echo "testenv: 127.0.0.1:$p answers but is not a sentinel this script started; stop it or set CONNPIPE_TESTENV_SENTINEL_PORTS" >&2
 			exit 1
 		fi
-		log "starting redis on 127.0.0.1:$p"
-		redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no \
-			--daemonize yes --pidfile "$pidf" --logfile "$STATE/redis-$p.log" \
-			--dir "$STATE" --hz 10
+		log "starting sentinel on 127.0.0.1:$p (master $HA_MASTER at 127.0.0.1:$primary)"
+		# A sentinel rewrites its file: a fresh one each start.
+		cat >"$STATE/sentinel-$p.conf" <<CONF
+port $p
+bind 127.0.0.1
+daemonize yes
+pidfile $pidf
+logfile $STATE/sentinel-$p.log
+dir $STATE
+sentinel monitor $HA_MASTER 127.0.0.1 $primary 2
+sentinel down-after-milliseconds $HA_MASTER 1000
+sentinel failover-timeout $HA_MASTER 5000
+sentinel parallel-syncs $HA_MASTER 1
+CONF
+		if command -v redis-sentinel >/dev/null; then
+			redis-sentinel "$STATE/sentinel-$p.conf"
+		else
+			redis-server "$STATE/sentinel-$p.conf" --sentinel
+		fi
 		for _ in $(seq 1 50); do port_open "$p" && break; sleep 0.1; done
-		redis-cli -p "$p" SET connpipe-testenv-marker "$MARKER" >/dev/null
 	done
 }
 
@@ -196,25 +285,28 @@ CONF
 }
 
 write_env() {
-	local redis=""
+	local redis="" sentinels=""
 	for p in $REDIS_PORTS; do redis+="${redis:+,}127.0.0.1:$p"; done
+	for p in $SENTINEL_PORTS; do sentinels+="${sentinels:+,}127.0.0.1:$p"; done
 	umask 077
 	cat >"$ENV_FILE" <<ENV
 CONNPIPE_TEST_AMQP=amqp://$TEST_USER:$PASSWORD@127.0.0.1:$AMQP_PORT/
 CONNPIPE_TEST_MGMT=http://$TEST_USER:$PASSWORD@127.0.0.1:$MGMT_PORT
 CONNPIPE_TEST_REDIS=$redis
 CONNPIPE_TEST_MARKER=$MARKER
+CONNPIPE_TEST_SENTINELS=$sentinels
+CONNPIPE_TEST_SENTINEL_MASTER=$HA_MASTER
 ENV
 	log "addresses for the tests in $ENV_FILE"
 }
 
 down() {
-	for f in "$STATE"/redis-*.pid; do
+	for f in "$STATE"/redis-*.pid "$STATE"/sentinel-*.pid; do
 		[ -f "$f" ] || continue
 		kill "$(cat "$f")" 2>/dev/null && log "stopped redis $(basename "$f" .pid)"
 		rm -f "$f"
 	done
-	for p in $REDIS_PORTS; do
+	for p in $REDIS_PORTS $HA_PORTS $SENTINEL_PORTS; do
 		for _ in $(seq 1 40); do port_open "$p" || break; sleep 0.25; done
 	done
 	local pidf="$STATE/rabbitmq-$AMQP_PORT.pid"
@@ -240,13 +332,13 @@ down() {
 }
 
 status() {
-	for p in $REDIS_PORTS $AMQP_PORT $MGMT_PORT; do
+	for p in $REDIS_PORTS $HA_PORTS $SENTINEL_PORTS $AMQP_PORT $MGMT_PORT; do
 		if port_open "$p"; then echo "127.0.0.1:$p up"; else echo "127.0.0.1:$p down"; fi
 	done
 }
 
 case "${1:-up}" in
-up) install_missing; install_browser; install_tcpdump; secrets; start_redis; start_rabbitmq; write_env ;;
+up) install_missing; install_browser; install_tcpdump; secrets; start_redis; start_ha; start_sentinels; start_rabbitmq; write_env ;;
 down) down ;;
 status) status ;;
 env) cat "$ENV_FILE" ;;

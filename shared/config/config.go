@@ -25,6 +25,25 @@ func Load(spec any) error {
 	return nil
 }
 
+// sentinelItems joins back the sentinel hosts of a sentinel:// address
+// that the comma split apart: an item that follows one and does not start
+// with a backend name and "=" is its next host.
+func sentinelItems(items []string) []string {
+	var out []string
+	for _, item := range items {
+		name, _, named := strings.Cut(item, "=")
+		named = named && control.CheckName(strings.TrimSpace(name)) == nil
+		if n := len(out); n > 0 && !named {
+			if _, prev, _ := strings.Cut(out[n-1], "="); control.IsSentinel(strings.TrimSpace(prev)) {
+				out[n-1] += "," + strings.TrimSpace(item)
+				continue
+			}
+		}
+		out = append(out, item)
+	}
+	return out
+}
+
 // Backends parses the BACKENDS list, "name=host:port" (or name=redis://…,
 // name=rediss://…; see control.CheckAddr) items separated by
 // commas (envconfig cannot hold maps whose values contain ':'), together
@@ -33,7 +52,7 @@ func Load(spec any) error {
 func Backends(backends, weights string) ([]control.Backend, error) {
 	var out []control.Backend
 	seen := map[string]bool{}
-	for _, item := range splitList(backends) {
+	for _, item := range sentinelItems(splitList(backends)) {
 		name, addr, ok := strings.Cut(item, "=")
 		name, addr = strings.TrimSpace(name), strings.TrimSpace(addr)
 		if !ok || name == "" || addr == "" {

@@ -17,10 +17,15 @@ import (
 //	                                            and db 0 when left out)
 //	rediss://[user[:password]@]host[:port][/db] over TLS
 //
+// or a Sentinel-managed primary (sentinel://…, see ParseSentinel).
 // Passwords are never shown: logs, answers and Describe use RedactAddr.
 
-// CheckAddr reports whether addr is a backend address of either form.
+// CheckAddr reports whether addr is a backend address of any form.
 func CheckAddr(addr string) error {
+	if IsSentinel(addr) {
+		_, err := ParseSentinel(addr)
+		return err
+	}
 	_, err := AddrHost(addr)
 	return err
 }
@@ -36,7 +41,7 @@ func IsURL(addr string) bool {
 func AddrHost(addr string) (string, error) {
 	if !IsURL(addr) {
 		if strings.Contains(addr, "://") {
-			return "", fmt.Errorf("%w: addr %s: want host:port, redis://… or rediss://…", ErrBadBackend, RedactAddr(addr))
+			return "", fmt.Errorf("%w: addr %s: want host:port, redis://…, rediss://… or sentinel://…", ErrBadBackend, RedactAddr(addr))
 		}
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil || host == "" {

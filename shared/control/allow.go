@@ -60,11 +60,11 @@ func ParseAllow(s string, initial []Backend) (*Allow, error) {
 	entries := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' })
 	if len(entries) == 0 {
 		for _, b := range initial {
-			h, port, err := AddrHostPort(b.Addr)
+			hps, err := HostPorts(b.Addr)
 			if err != nil {
 				return nil, fmt.Errorf("backend %q: %w", b.Name, err)
 			}
-			entries = append(entries, net.JoinHostPort(h, strconv.Itoa(port)))
+			entries = append(entries, hps...)
 		}
 		a.desc = "the host:port pairs of BACKENDS: "
 	}
@@ -136,15 +136,36 @@ func (a *Allow) Any() bool { return a.any }
 // String lists the entries, for logs.
 func (a *Allow) String() string { return a.desc }
 
-// Check returns nil if b's host and port are allowed, else an error
-// wrapping ErrNotAllowed that names the backend (its address redacted).
+// Check returns nil if b's host and port (each sentinel's, for a sentinel
+// address) are allowed, else an error wrapping ErrNotAllowed that names
+// the backend (its address redacted).
 func (a *Allow) Check(b Backend) error {
 	if a == nil || a.any {
 		return nil
 	}
-	h, port, err := AddrHostPort(b.Addr)
+	hps, err := HostPorts(b.Addr)
 	if err != nil {
 		return fmt.Errorf("backend %q: %w", b.Name, err)
+	}
+	for _, hp := range hps {
+		if !a.Allows(hp) {
+			return fmt.Errorf("backend %q at %s: %w (%s)", b.Name, RedactAddr(b.Addr), ErrNotAllowed, a.desc)
+		}
+	}
+	return nil
+}
+
+// Allows reports whether a connection to hostport (host:port) is
+// allowed: the check a client makes before it dials a primary that a
+// sentinel named.
+func (a *Allow) Allows(hostport string) bool {
+	if a == nil || a.any {
+		return true
+	}
+	h, p, err := net.SplitHostPort(hostport)
+	port, perr := strconv.Atoi(p)
+	if err != nil || perr != nil {
+		return false
 	}
 	h = strings.TrimSuffix(strings.ToLower(h), ".")
 	ip, ipErr := netip.ParseAddr(h)
@@ -156,10 +177,10 @@ func (a *Allow) Check(b Backend) error {
 			continue
 		}
 		if r.name != "" && r.name == h || r.name == "" && ipErr == nil && r.prefix.Contains(ip) {
-			return nil
+			return true
 		}
 	}
-	return fmt.Errorf("backend %q at %s: %w (%s)", b.Name, RedactAddr(b.Addr), ErrNotAllowed, a.desc)
+	return false
 }
 
 // Filter returns t without the backends a does not allow (t itself when

@@ -14,6 +14,9 @@ type Pool struct {
 	// Options gives the options for an address; nil dials the plain
 	// host:port.
 	Options func(addr string) *redis.Options
+	// New, when not nil, makes the client for an address instead (for a
+	// sentinel backend, a failover client: ClientOptions.NewClient).
+	New func(addr string) *redis.Client
 
 	mu      sync.Mutex
 	clients map[string]*redis.Client
@@ -29,11 +32,15 @@ func (p *Pool) Client(addr string) *redis.Client {
 	if p.clients == nil {
 		p.clients = map[string]*redis.Client{}
 	}
-	opts := &redis.Options{Addr: addr}
-	if p.Options != nil {
-		opts = p.Options(addr)
+	var c *redis.Client
+	switch {
+	case p.New != nil:
+		c = p.New(addr)
+	case p.Options != nil:
+		c = redis.NewClient(p.Options(addr))
+	default:
+		c = redis.NewClient(&redis.Options{Addr: addr})
 	}
-	c := redis.NewClient(opts)
 	p.clients[addr] = c
 	return c
 }

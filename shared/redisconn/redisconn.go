@@ -42,6 +42,10 @@ type Credentials struct {
 	// and host:port of each starting backend (see homeKey). nil sends
 	// them everywhere (tests); LoadCredentials always sets it.
 	Home map[string]bool
+	// Allow is where a sentinel backend's client may connect
+	// (BACKEND_ALLOW): its sentinels and the primary they name. nil
+	// allows every address.
+	Allow *control.Allow
 }
 
 // LoadCredentials reads the CA file (see LoadCA), checks that a user comes
@@ -94,16 +98,23 @@ func ParseNamed(s string) (map[string]Login, error) {
 // not given.
 var ErrUnknownCredential = errors.New("credential not in REDIS_CREDENTIALS")
 
-// OptionsFor returns the options for b: Options for its address, logging
-// in with the login its Credential names when it names one.
-func OptionsFor(b control.Backend, c Credentials) (*redis.Options, error) {
-	o, err := Options(b.Addr, c)
+// OptionsFor returns the options for b: Options for its address (or, for
+// a sentinel address, the sentinels' and the primary's), logging in to the
+// instance with the login its Credential names when it names one.
+func OptionsFor(b control.Backend, c Credentials) (ClientOptions, error) {
+	var o ClientOptions
+	var err error
+	if control.IsSentinel(b.Addr) {
+		o, err = sentinelOptions(b, c)
+	} else {
+		o.Options, err = Options(b.Addr, c)
+	}
 	if err != nil || b.Credential == "" {
 		return o, err
 	}
 	login, ok := c.Named[b.Credential]
 	if !ok {
-		return nil, fmt.Errorf("backend %q: %w: %q", b.Name, ErrUnknownCredential, b.Credential)
+		return ClientOptions{}, fmt.Errorf("backend %q: %w: %q", b.Name, ErrUnknownCredential, b.Credential)
 	}
 	o.Username, o.Password = login.Username, login.Password
 	return o, nil
@@ -122,6 +133,9 @@ func (c Credentials) Serves(addr string) bool {
 // (lower-case host, port 6379 when a URL names none). A password never
 // goes in clear to where it was configured to go over TLS.
 func homeKey(addr string) (string, bool) {
+	if control.IsSentinel(addr) {
+		return sentinelHomeKey(addr)
+	}
 	h, port, err := control.AddrHostPort(addr)
 	if err != nil {
 		return "", false
@@ -139,6 +153,9 @@ func homeKey(addr string) (string, bool) {
 func Options(addr string, c Credentials) (*redis.Options, error) {
 	if err := control.CheckAddr(addr); err != nil {
 		return nil, err
+	}
+	if control.IsSentinel(addr) {
+		return nil, fmt.Errorf("%w: addr %s: a sentinel address has no single instance (OptionsFor)", control.ErrBadBackend, control.RedactAddr(addr))
 	}
 	o := &redis.Options{Addr: addr}
 	if control.IsURL(addr) {

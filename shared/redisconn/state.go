@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/connpipe/connpipe/shared/control"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -22,22 +23,24 @@ type State uint8
 
 // The states. The order is the table's; the zero value is StateUp.
 const (
-	StateUp         State = iota // in rotation
-	StateOOM                     // at maxmemory: refuses writes
-	StateReadonly                // a replica: refuses writes
-	StateLoading                 // reading its dataset at start
-	StateMasterDown              // a replica that lost its primary
-	StateAuth                    // credentials refused
-	StateDown                    // unreachable, a timeout, anything else
-	StateDraining                // admin: weight 0, still answering
-	StateEjected                 // admin: not answering its PING
-	StateNotAllowed              // admin: outside BACKEND_ALLOW, never dialled
+	StateUp           State = iota // in rotation
+	StateOOM                       // at maxmemory: refuses writes
+	StateReadonly                  // a replica: refuses writes
+	StateLoading                   // reading its dataset at start
+	StateMasterDown                // a replica that lost its primary
+	StateAuth                      // credentials refused
+	StateUnreplicated              // too few replicas confirmed a write
+	StateFailover                  // a sentinel backend between primaries
+	StateDown                      // unreachable, a timeout, anything else
+	StateDraining                  // admin: weight 0, still answering
+	StateEjected                   // admin: not answering its PING
+	StateNotAllowed                // admin: outside BACKEND_ALLOW, never dialled
 	numStates
 )
 
 // Tone is how a page shows a state: up, out (out of rotation), drain
-// (taking no new records by choice) or wait (out for a while, expected
-// back on its own).
+// (taking no new records by choice) or wait (its records wait for it to
+// come back on its own).
 type Tone string
 
 // The tones.
@@ -52,27 +55,43 @@ type stateRow struct {
 	name string
 	tone Tone
 	// codes are the Redis error codes (the first word of an error reply)
-	// that put a backend in this state.
+	// that put a backend in this state; err, an error of this process's
+	// that does.
 	codes []string
+	err   error
 	// config: the error is a configuration error that no retry mends.
 	config bool
+	// failover: on a sentinel backend, what a failover looks like (the
+	// demoted primary's READONLY, the promoted replica's LOADING, a reset
+	// connection, a new primary without its replicas yet), so the backend
+	// is in StateFailover for up to a bounded wait instead.
+	failover bool
 	// admin: a state only admin sees, never a consumer.
 	admin bool
 	doc   string
 }
 
 var states = [numStates]stateRow{
-	StateUp:         {"up", ToneUp, nil, false, false, "in rotation"},
-	StateOOM:        {"oom", ToneOut, []string{"OOM"}, false, false, "Redis is at maxmemory and refuses writes"},
-	StateReadonly:   {"readonly", ToneOut, []string{"READONLY"}, false, false, "a replica, which refuses writes"},
-	StateLoading:    {"loading", ToneOut, []string{"LOADING"}, false, false, "reading its dataset at start"},
-	StateMasterDown: {"masterdown", ToneOut, []string{"MASTERDOWN"}, false, false, "a replica that lost its primary"},
-	StateAuth:       {"auth", ToneOut, []string{"NOAUTH", "WRONGPASS", "NOPERM", "ERR AUTH", "ERR invalid password"}, true, false, "its login was refused or its TLS certificate is not trusted"},
-	StateDown:       {"down", ToneOut, nil, false, false, "unreachable, a timeout or any other error"},
-	StateDraining:   {"draining", ToneDrain, nil, false, true, "weight 0, still answering"},
-	StateEjected:    {"ejected", ToneOut, nil, false, true, "not answering admin's PING"},
-	StateNotAllowed: {"not_allowed", ToneOut, nil, true, true, "outside BACKEND_ALLOW: never dialled, sent nothing"},
+	StateUp:         {name: "up", tone: ToneUp, doc: "in rotation"},
+	StateOOM:        {name: "oom", tone: ToneOut, codes: []string{"OOM"}, doc: "Redis is at maxmemory and refuses writes"},
+	StateReadonly:   {name: "readonly", tone: ToneOut, codes: []string{"READONLY"}, failover: true, doc: "a replica, which refuses writes"},
+	StateLoading:    {name: "loading", tone: ToneOut, codes: []string{"LOADING"}, failover: true, doc: "reading its dataset at start"},
+	StateMasterDown: {name: "masterdown", tone: ToneOut, codes: []string{"MASTERDOWN"}, failover: true, doc: "a replica that lost its primary"},
+	StateAuth: {name: "auth", tone: ToneOut, codes: []string{"NOAUTH", "WRONGPASS", "NOPERM", "ERR AUTH", "ERR invalid password"}, config: true,
+		doc: "its login was refused or its TLS certificate is not trusted"},
+	StateUnreplicated: {name: "unreplicated", tone: ToneOut, err: ErrNotReplicated, failover: true,
+		doc: "fewer replicas than REDIS_MIN_REPLICAS confirmed a write in time"},
+	StateFailover: {name: "failover", tone: ToneWait,
+		doc: "a sentinel backend between primaries: its records wait, up to REDIS_FAILOVER_WAIT"},
+	StateDown:       {name: "down", tone: ToneOut, failover: true, doc: "unreachable, a timeout or any other error"},
+	StateDraining:   {name: "draining", tone: ToneDrain, admin: true, doc: "weight 0, still answering"},
+	StateEjected:    {name: "ejected", tone: ToneOut, admin: true, doc: "not answering admin's PING"},
+	StateNotAllowed: {name: "not_allowed", tone: ToneOut, config: true, admin: true, doc: "outside BACKEND_ALLOW: never dialled, sent nothing"},
 }
+
+// ErrNotReplicated is a write that fewer replicas than asked for
+// confirmed in time (WAIT).
+var ErrNotReplicated = errors.New("too few replicas confirmed the write")
 
 // States lists every state, in table order.
 func States() []State {
@@ -163,6 +182,9 @@ func Classify(err error) State {
 		return StateAuth
 	}
 	for i, r := range states {
+		if r.err != nil && errors.Is(err, r.err) {
+			return State(i)
+		}
 		for _, code := range r.codes {
 			if hasCode(err, code) {
 				return State(i)
@@ -171,6 +193,20 @@ func Classify(err error) State {
 	}
 	return StateDown
 }
+
+// ClassifySentinel is Classify for a sentinel backend: what a failover
+// looks like is StateFailover, unless no sentinel answers or the primary
+// they name is outside BACKEND_ALLOW (then the backend is down).
+func ClassifySentinel(err error) State {
+	st := Classify(err)
+	if !states[st].failover || errors.Is(err, control.ErrNotAllowed) || strings.Contains(err.Error(), sentinelsUnreachable) {
+		return st
+	}
+	return StateFailover
+}
+
+// sentinelsUnreachable is go-redis's error when no sentinel answers.
+const sentinelsUnreachable = "all sentinels specified in configuration are unreachable"
 
 // hasCode reports whether err is a Redis error reply with code: the
 // reply's first word, or, for a script's error, which carries the

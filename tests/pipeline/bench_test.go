@@ -86,14 +86,7 @@ func bigCapture(tb testing.TB, n int) string {
 // v2 (STORE_LAYOUT), so the two are compared in the same run, alternating;
 // CONNPIPE_BENCH_ROUNDS rounds (default 2), each layout's mean reported.
 func BenchmarkPipelineReplay(b *testing.B) {
-	n := 1_000_000
-	if v, err := strconv.Atoi(os.Getenv("CONNPIPE_BENCH_RECORDS")); err == nil && v > 0 {
-		n = v
-	}
-	rounds := 2
-	if v, err := strconv.Atoi(os.Getenv("CONNPIPE_BENCH_ROUNDS")); err == nil && v > 0 {
-		rounds = v
-	}
+	n, rounds := replaySize()
 	path := bigCapture(b, n)
 	for b.Loop() {
 		// Capture alone: read, decode, print to /dev/null.
@@ -111,7 +104,7 @@ func BenchmarkPipelineReplay(b *testing.B) {
 		var redisAddr string
 		for r := range rounds {
 			for _, layout := range layoutOrder(r) {
-				rate, addr := replay(b, path, n, layout)
+				rate, addr := replay(b, path, n, map[string]string{"STORE_LAYOUT": layout})
 				b.Logf("round %d, layout v%s: %.0f records/s", r+1, layout, rate)
 				sum[layout] += rate
 				redisAddr = addr
@@ -128,10 +121,25 @@ func BenchmarkPipelineReplay(b *testing.B) {
 	}
 }
 
-// replay runs the pipeline once with consumers writing store layout
-// layout and returns its end-to-end records/s and a Redis address it used.
-func replay(b *testing.B, path string, n int, layout string) (float64, string) {
-	s := newSystem(b, map[string]string{"RETENTION": "2m", "STORE_LAYOUT": layout})
+// replaySize is the records of a replay (CONNPIPE_BENCH_RECORDS, default
+// 1,000,000) and the rounds to run (CONNPIPE_BENCH_ROUNDS, default 2).
+func replaySize() (n, rounds int) {
+	n, rounds = 1_000_000, 2
+	if v, err := strconv.Atoi(os.Getenv("CONNPIPE_BENCH_RECORDS")); err == nil && v > 0 {
+		n = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("CONNPIPE_BENCH_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+	return n, rounds
+}
+
+// replay runs the pipeline once with the consumers' settings env (store
+// layout, backends) and returns its end-to-end records/s and a Redis
+// address it used.
+func replay(b *testing.B, path string, n int, env map[string]string) (float64, string) {
+	env["RETENTION"] = "2m"
+	s := newSystem(b, env)
 	s.startConsumer("consumer-1")
 	s.startConsumer("consumer-2")
 	t1 := time.Now()
@@ -147,7 +155,7 @@ func replay(b *testing.B, path string, n int, layout string) (float64, string) {
 	})
 	rate := float64(n) / time.Since(t1).Seconds()
 	if d := s.duplicatesSkipped(); d != 0 {
-		b.Fatalf("layout v%s: %.0f records skipped as duplicates in a replay that sends each once", layout, d)
+		b.Fatalf("%v: %.0f records skipped as duplicates in a replay that sends each once", env, d)
 	}
 	capture.stop(10 * time.Second)
 	for _, c := range s.consumers {

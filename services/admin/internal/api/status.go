@@ -112,6 +112,9 @@ type BackendStatus struct {
 	Reachable  bool            `json:"reachable"`
 	UsedMemory int64           `json:"used_memory"` // bytes, -1 if unknown
 	Error      string          `json:"error,omitempty"`
+	// Sentinel is, for a sentinel backend, the primary the sentinels name
+	// now and its replicas with their link state.
+	Sentinel *redisconn.Replication `json:"sentinel,omitempty"`
 	// OutBy names each live consumer that holds it out of rotation, with
 	// the state and reason it reports.
 	OutBy map[string]heartbeat.Backend `json:"out_by,omitempty"`
@@ -221,6 +224,13 @@ func (a *API) backends(ctx context.Context, t *control.Table) []BackendStatus {
 				bs.State = redisconn.StateDraining
 			} else {
 				bs.State = redisconn.StateUp
+			}
+			if control.IsSentinel(b.Addr) {
+				if repl, err := redisconn.Describe(ctx, rdb); err == nil {
+					bs.Sentinel = &repl
+				} else {
+					bs.Error = err.Error()
+				}
 			}
 			info, err := rdb.Info(ctx, "memory").Result()
 			if err != nil {

@@ -226,8 +226,9 @@ func loadOperators(cfg Config, log *slog.Logger) (*operators.List, error) {
 
 // newPool is admin's Redis clients: its own login for the addresses of
 // initial, a backend's named credential (from table, the one in force)
-// where it names one.
-func newPool(cfg Config, initial *control.Table, table func() *control.Table) (*redisconn.Pool, error) {
+// where it names one; a sentinel backend's client dials only what allow
+// allows.
+func newPool(cfg Config, initial *control.Table, allow *control.Allow, table func() *control.Table) (*redisconn.Pool, error) {
 	creds, err := redisconn.LoadCredentials(cfg.RedisCAFile, cfg.RedisUsername, cfg.RedisPassword, initial.Backends)
 	if err != nil {
 		return nil, err
@@ -235,7 +236,8 @@ func newPool(cfg Config, initial *control.Table, table func() *control.Table) (*
 	if creds.Named, err = redisconn.ParseNamed(cfg.RedisCredentials); err != nil {
 		return nil, err
 	}
-	return &redisconn.Pool{Options: func(addr string) *redis.Options {
+	creds.Allow = allow
+	return &redisconn.Pool{New: func(addr string) *redis.Client {
 		b := control.Backend{Name: addr, Addr: addr}
 		for _, tb := range table().Backends {
 			if tb.Addr == addr {
@@ -246,10 +248,10 @@ func newPool(cfg Config, initial *control.Table, table func() *control.Table) (*
 		if err != nil {
 			// The fold checked the address; should one still not parse,
 			// every command on it fails with the reason.
-			o = &redis.Options{Dialer: func(context.Context, string, string) (net.Conn, error) { return nil, err }}
+			o = redisconn.ClientOptions{Options: &redis.Options{Dialer: func(context.Context, string, string) (net.Conn, error) { return nil, err }}}
 		}
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.MaxRetries = time.Second, 3*time.Second, 3*time.Second, 1
-		return o
+		return o.NewClient()
 	}}, nil
 }
 
@@ -291,7 +293,7 @@ func Listen(cfg Config, log *slog.Logger) (*Server, error) {
 	s.reader = controllog.New(controllog.Config{URL: cfg.AMQPURL, Name: name, Initial: initial, Logger: log,
 		Seed: true, SnapshotEvery: controllog.DefaultSnapshotEvery})
 	s.members = members.New(cfg.ConsumerTimeout, time.Now)
-	if s.pool, err = newPool(cfg, initial, s.reader.Table); err != nil {
+	if s.pool, err = newPool(cfg, initial, allow, s.reader.Table); err != nil {
 		return nil, err
 	}
 

@@ -98,12 +98,17 @@ func (c *client) status(ctx context.Context) error {
 	fmt.Fprintln(c.out)
 	tw = tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "BACKEND\tADDRESS\tWEIGHT\tSHARE\tREACHABLE\tUSED MEMORY")
+	// A backend's state is on the page; a sentinel backend's line below it
+	// gives the state, its primary and its replicas.
 	for _, b := range st.Backends {
 		reach := yesNo(b.Reachable)
 		if b.Error != "" {
 			reach += " (" + b.Error + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f%%\t%s\t%s\n", b.Name, b.Addr, b.Weight, 100*b.Share, reach, bytesIEC(b.UsedMemory))
+		if b.Sentinel != nil {
+			fmt.Fprintf(tw, "  %s\tprimary %s, replicas: %s\t\t\t\t\n", b.State, b.Sentinel.Primary, orDash(strings.Join(b.Sentinel.Replicas, ", ")))
+		}
 	}
 	return tw.Flush()
 }

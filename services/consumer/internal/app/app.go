@@ -91,6 +91,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	creds.Allow = allow
 	if creds.Named, err = redisconn.ParseNamed(cfg.RedisCredentials); err != nil {
 		return nil, err
 	}
@@ -98,6 +99,7 @@ func New(cfg Config, log *slog.Logger) (*App, error) {
 		Layout:  store.Layout{Prefix: cfg.RedisPrefix, Retention: cfg.Retention},
 		V1:      cfg.StoreLayout == 1,
 		Timeout: cfg.RedisTimeout, DrainedFallback: cfg.DrainedFallback,
+		FailoverWait: cfg.FailoverWait, MinReplicas: cfg.MinReplicas, ReplicaTimeout: cfg.ReplicaTimeout,
 		Redis:   creds,
 		Logger:  log.With("component", "sink"),
 		Metrics: backends.NewMetrics(a.reg),

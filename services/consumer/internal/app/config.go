@@ -37,6 +37,9 @@ type Config struct {
 	Prefetch          int           `envconfig:"PREFETCH" default:"64" desc:"unacked messages the broker may send ahead"`
 	MaxMessageBytes   int           `envconfig:"MAX_MESSAGE_BYTES" default:"1048576" desc:"a records message larger than this is dead-lettered too_large without being decoded"`
 	DrainedFallback   bool          `envconfig:"DRAINED_FALLBACK" default:"false" desc:"true: store on weight-0 instances while no weighted one can"`
+	FailoverWait      time.Duration `envconfig:"REDIS_FAILOVER_WAIT" default:"30s" desc:"how long records wait, unacked, for a sentinel backend that is failing over before it leaves rotation"`
+	MinReplicas       int           `envconfig:"REDIS_MIN_REPLICAS" default:"0" desc:"replicas that must confirm a write (WAIT) before its records are acked; 1 loses no acked record in a failover"`
+	ReplicaTimeout    time.Duration `envconfig:"REDIS_REPLICA_TIMEOUT" default:"2s" desc:"how long a write waits for REDIS_MIN_REPLICAS replicas to confirm it"`
 	ConsumerID        string        `envconfig:"CONSUMER_ID" desc:"name in heartbeats, metrics and the management UI (empty: hostname and a random suffix)"`
 	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"1s" desc:"heartbeats on conn.heartbeat (also sent right after each change)"`
 	MetricsAddr       string        `envconfig:"METRICS_ADDR" default:":9101" desc:"serve /metrics and /healthz here (empty: no server)"`
@@ -90,6 +93,12 @@ func (c *Config) Validate() error {
 	}
 	if c.RedisTimeout <= 0 {
 		return fmt.Errorf("REDIS_TIMEOUT=%s: want a positive duration such as 2s", c.RedisTimeout)
+	}
+	if c.FailoverWait <= 0 || c.ReplicaTimeout <= 0 {
+		return fmt.Errorf("REDIS_FAILOVER_WAIT=%s, REDIS_REPLICA_TIMEOUT=%s: want positive durations such as 30s", c.FailoverWait, c.ReplicaTimeout)
+	}
+	if c.MinReplicas < 0 || c.MinReplicas > 16 {
+		return fmt.Errorf("REDIS_MIN_REPLICAS=%d: want 0 to 16", c.MinReplicas)
 	}
 	if c.Prefetch < 1 || c.Prefetch > 65535 {
 		return fmt.Errorf("PREFETCH=%d: want 1..65535 messages", c.Prefetch)

@@ -115,9 +115,9 @@ func (s *Sink) probeWait(n int) time.Duration {
 	return min(s.cfg.CheckInterval<<min(n, 16), s.cfg.MaxProbeInterval)
 }
 
-// RunChecker probes the backends out of rotation with a real write when
-// their probe is due and puts them back in rotation when it succeeds. It
-// returns when ctx ends.
+// RunChecker probes the backends out of rotation, and those failing over,
+// with a real write when their probe is due, and puts them back in
+// rotation when it succeeds. It returns when ctx ends.
 func (s *Sink) RunChecker(ctx context.Context) {
 	t := time.NewTicker(min(s.cfg.CheckInterval, 100*time.Millisecond))
 	defer t.Stop()
@@ -139,11 +139,10 @@ func (s *Sink) due(now time.Time) []*backend {
 	defer s.mu.Unlock()
 	var due []*backend
 	for _, b := range s.pool {
-		if b.up.Load() {
-			continue
-		}
 		b.mu.Lock()
-		if !now.Before(b.nextProbe) {
+		// Out of rotation, or failing over (its records wait, but none
+		// may come to try it).
+		if (!b.up.Load() || b.state == redisconn.StateFailover) && !now.Before(b.nextProbe) {
 			due = append(due, b)
 		}
 		b.mu.Unlock()
@@ -161,10 +160,19 @@ var probeValue = strings.Repeat("p", probeBytes)
 // probe writes a short-lived key to b: success puts b back in rotation, a
 // failure sets its state and doubles the wait before the next probe.
 func (s *Sink) probe(ctx context.Context, b *backend) {
-	pctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	err := b.rdb.Set(pctx, s.cfg.Layout.ProbeKey(), probeValue, time.Second).Err()
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout+s.cfg.ReplicaTimeout)
+	err := s.probeWrite(pctx, b)
 	cancel()
 	if ctx.Err() != nil {
+		return
+	}
+	if b.up.Load() {
+		// Failing over.
+		if err == nil {
+			s.serving(b)
+		} else {
+			s.failing(b, err)
+		}
 		return
 	}
 	now := s.cfg.Now()

@@ -21,6 +21,7 @@ import (
 type backend struct {
 	name, addr string
 	rdb        *redis.Client
+	sentinel   bool // a Sentinel-managed primary: it may fail over
 	up         atomic.Bool
 
 	mu        sync.Mutex // guards what follows
@@ -44,7 +45,7 @@ func (s *Sink) SetTable(t *control.Table) error {
 	for _, b := range t.Backends {
 		total += b.Weight
 	}
-	opts := make([]*redis.Options, len(t.Backends))
+	opts := make([]redisconn.ClientOptions, len(t.Backends))
 	for i, b := range t.Backends {
 		if opts[i], err = s.options(b); err != nil {
 			return fmt.Errorf("routing table version %d: backend %q: %w", tableVersion(t), b.Name, err)
@@ -57,7 +58,8 @@ func (s *Sink) SetTable(t *control.Table) error {
 		be := s.pool[key]
 		if be == nil {
 			// addr is for logs: never the password.
-			be = &backend{name: b.Name, addr: control.RedactAddr(b.Addr), rdb: redis.NewClient(opts[i]), state: redisconn.StateUp, since: s.cfg.Now()}
+			be = &backend{name: b.Name, addr: control.RedactAddr(b.Addr), rdb: opts[i].NewClient(),
+				sentinel: opts[i].Sentinel != nil, state: redisconn.StateUp, since: s.cfg.Now()}
 			be.up.Store(true)
 			s.pool[key] = be
 			s.m.Up.WithLabelValues(b.Name).Set(1)
@@ -78,10 +80,10 @@ func tableVersion(t *control.Table) int64 {
 	return t.Version
 }
 
-func (s *Sink) options(b control.Backend) (*redis.Options, error) {
+func (s *Sink) options(b control.Backend) (redisconn.ClientOptions, error) {
 	o, err := redisconn.OptionsFor(b, s.cfg.Redis)
 	if err != nil {
-		return nil, err
+		return o, err
 	}
 	o.DialTimeout, o.ReadTimeout, o.WriteTimeout = s.cfg.Timeout, s.cfg.Timeout, s.cfg.Timeout
 	// Fail fast and let the health logic route around a dead instance

@@ -18,9 +18,6 @@ func (s *Sink) routeDrained(r *route, msgs []*record.Batch, assign []int32) bool
 	if len(s.drained) == 0 {
 		return false
 	}
-	for _, b := range s.batches {
-		b.Reset()
-	}
 	k := 0
 	for _, m := range msgs {
 		for j := range m.Records {
@@ -36,12 +33,30 @@ func (s *Sink) routeDrained(r *route, msgs []*record.Batch, assign []int32) bool
 	return true
 }
 
-// route assigns every pending record a backend and adds it to that
-// backend's batch.
-func (s *Sink) route(ctx context.Context, r *route, msgs []*record.Batch, assign []int32) {
+// refill empties every backend's batch and adds back the records that
+// wait for a backend failing over (assigned, not stored); a new route
+// sends them to be routed afresh instead.
+func (s *Sink) refill(msgs []*record.Batch, assign []int32, fresh bool) {
 	for _, b := range s.batches {
 		b.Reset()
 	}
+	k := 0
+	for _, m := range msgs {
+		for j := range m.Records {
+			switch i := assign[k]; {
+			case i >= 0 && fresh:
+				assign[k] = pending
+			case i >= 0:
+				s.add(int(i), m, j)
+			}
+			k++
+		}
+	}
+}
+
+// route assigns every pending record a backend and adds it to that
+// backend's batch.
+func (s *Sink) route(ctx context.Context, r *route, msgs []*record.Batch, assign []int32) {
 	if r.Table().Sticky {
 		s.routeSticky(ctx, r, msgs, assign)
 		return

@@ -42,7 +42,16 @@ type Config struct {
 	// while no instance of positive weight can take them, instead of
 	// waiting unacked (DRAINED_FALLBACK).
 	DrainedFallback bool
-	Now             func() time.Time // default time.Now
+	// FailoverWait is how long the records of a sentinel backend that is
+	// failing over wait for it before it leaves rotation and they go to
+	// the others (REDIS_FAILOVER_WAIT); 30s if 0.
+	FailoverWait time.Duration
+	// MinReplicas is how many replicas must confirm a write (WAIT) before
+	// its records count as stored (REDIS_MIN_REPLICAS); 0 asks none.
+	MinReplicas int
+	// ReplicaTimeout bounds that WAIT (REDIS_REPLICA_TIMEOUT); Timeout if 0.
+	ReplicaTimeout time.Duration
+	Now            func() time.Time // default time.Now
 }
 
 // route is a routing table made ready for use (package routing) with the
@@ -116,6 +125,12 @@ func New(cfg Config, t *control.Table) (*Sink, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.FailoverWait <= 0 {
+		cfg.FailoverWait = 30 * time.Second
+	}
+	if cfg.ReplicaTimeout <= 0 {
+		cfg.ReplicaTimeout = cfg.Timeout
+	}
 	s := &Sink{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, pool: map[string]*backend{}}
 	s.stick.max = cfg.StickCache
 	if err := s.SetTable(t); err != nil {
@@ -176,45 +191,75 @@ func (s *Sink) Store(ctx context.Context, msgs []*record.Batch) error {
 	for k := range assign {
 		assign[k] = pending
 	}
-	left := total
-	for attempt := 0; ; {
+	var prev *route
+	for attempt, waits := 0, 0; ; {
 		r := s.adopt()
+		s.refill(msgs, assign, r != prev)
+		prev = r
 		s.syncHealth(r)
 		fallback := !r.Routable() && s.cfg.DrainedFallback && s.routeDrained(r, msgs, assign)
-		if fallback != s.onDr {
-			s.onDr = fallback
-			if fallback {
-				s.log.Warn("no redis backend of positive weight can store records, storing them on drained ones (DRAINED_FALLBACK)",
-					"states", s.stateSummary(r))
-			} else {
-				s.log.Info("routing by weight again")
-			}
-		}
+		s.noteFallback(r, fallback)
 		if !r.Routable() && !fallback {
-			wait := backoff(attempt)
+			if err := s.hold(ctx, r, attempt, total); err != nil {
+				return err
+			}
 			attempt++
-			if attempt == 1 || attempt%20 == 0 {
-				s.log.Warn("no redis backend can store records, holding them unacked", "records", left,
-					"states", s.stateSummary(r), "retry_in", wait)
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("%w: %w", ErrNoBackend, ctx.Err())
-			case <-time.After(wait):
-			}
 			continue
 		}
 		attempt = 0
 		if !fallback {
 			s.route(ctx, r, msgs, assign)
 		}
-		failed, held := s.write(ctx, r)
+		out := s.write(ctx, r)
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if left = s.settle(msgs, assign, failed, held); left == 0 {
+		left, waiting := s.settle(msgs, assign, out)
+		if left == 0 {
 			return nil
 		}
+		if waiting == 0 {
+			waits = 0
+			continue
+		}
+		// A backend failing over: its records wait for it, a little longer
+		// each time.
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %w", ErrNoBackend, ctx.Err())
+		case <-time.After(backoff(waits)):
+		}
+		waits++
+	}
+}
+
+// noteFallback logs when records start or stop going to drained backends.
+func (s *Sink) noteFallback(r *route, fallback bool) {
+	if fallback == s.onDr {
+		return
+	}
+	s.onDr = fallback
+	if fallback {
+		s.log.Warn("no redis backend of positive weight can store records, storing them on drained ones (DRAINED_FALLBACK)",
+			"states", s.stateSummary(r))
+	} else {
+		s.log.Info("routing by weight again")
+	}
+}
+
+// hold waits before the next try while no backend can store records, and
+// returns an error when ctx ends first.
+func (s *Sink) hold(ctx context.Context, r *route, attempt, records int) error {
+	wait := backoff(attempt)
+	if attempt == 0 || (attempt+1)%20 == 0 {
+		s.log.Warn("no redis backend can store records, holding them unacked", "records", records,
+			"states", s.stateSummary(r), "retry_in", wait)
+	}
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrNoBackend, ctx.Err())
+	case <-time.After(wait):
+		return nil
 	}
 }
 
@@ -239,21 +284,33 @@ func backoff(attempt int) time.Duration {
 	return min(d, time.Second)
 }
 
+// outcome is what a round's writes did, by backend index.
+type outcome struct {
+	failed  []bool // the write failed
+	waiting []bool // ... on a backend failing over: its records wait for it
+	held    []map[record.ID]store.Held
+}
+
 // settle marks what a write stored as done and returns how many records
-// are left: those of a failed backend, and those of a backend that held
-// part of the write already (it wrote nothing; what it held is done and
-// counted as a duplicate skipped, the rest is written again).
-func (s *Sink) settle(msgs []*record.Batch, assign []int32, failed []bool, held []map[record.ID]store.Held) int {
-	left, skipped, k := 0, 0, 0
+// are left and how many of those wait for a backend failing over. Left
+// are those of a failed backend (routed again, unless they wait), and
+// those of a backend that held part of the write already (it wrote
+// nothing; what it held is done and counted as a duplicate skipped, the
+// rest is written again).
+func (s *Sink) settle(msgs []*record.Batch, assign []int32, out outcome) (left, waiting int) {
+	skipped, k := 0, 0
 	for _, m := range msgs {
 		for j := range m.Records {
 			switch i := assign[k]; {
 			case i < 0:
-			case failed[i]:
+			case out.waiting[i]:
+				left++
+				waiting++
+			case out.failed[i]:
 				assign[k] = pending
 				left++
-			case held[i] != nil:
-				if h, ok := held[i][m.ID]; ok && h.Has(j) {
+			case out.held[i] != nil:
+				if h, ok := out.held[i][m.ID]; ok && h.Has(j) {
 					assign[k] = done
 					skipped++
 				} else {
@@ -270,15 +327,16 @@ func (s *Sink) settle(msgs []*record.Batch, assign []int32, failed []bool, held 
 		s.m.Duplicates.Add(float64(skipped))
 		s.skipped.Add(uint64(skipped))
 	}
-	return left
+	return left, waiting
 }
 
-// write writes the batches of r's backends in parallel and returns which
-// failed (a failed backend is marked down) and, for a backend that held
-// part of its write already and so wrote nothing, what it held.
-func (s *Sink) write(ctx context.Context, r *route) ([]bool, []map[record.ID]store.Held) {
-	failed := make([]bool, len(r.backends))
-	held := make([]map[record.ID]store.Held, len(r.backends))
+// write writes the batches of r's backends in parallel and returns what
+// each did: a failed backend is marked down, or waited for while it fails
+// over; a backend that held part of its write already wrote nothing, and
+// says what it held.
+func (s *Sink) write(ctx context.Context, r *route) outcome {
+	n := len(r.backends)
+	out := outcome{failed: make([]bool, n), waiting: make([]bool, n), held: make([]map[record.ID]store.Held, n)}
 	var wg sync.WaitGroup
 	for i, be := range r.backends {
 		b := s.batches[i]
@@ -286,19 +344,20 @@ func (s *Sink) write(ctx context.Context, r *route) ([]bool, []map[record.ID]sto
 			continue
 		}
 		wg.Go(func() {
-			h, err := s.cfg.Layout.Write(ctx, be.rdb, b)
-			if len(h) > 0 {
-				held[i] = make(map[record.ID]store.Held, len(h))
-				for _, x := range h {
-					held[i][x.ID] = x
+			h, err := s.writeOne(ctx, be, b)
+			if err != nil {
+				out.failed[i] = true
+				if ctx.Err() == nil {
+					s.m.WriteErrors.WithLabelValues(be.name).Inc()
+					out.waiting[i] = s.failing(be, err)
 				}
 				return
 			}
-			if err != nil {
-				failed[i] = true
-				if ctx.Err() == nil {
-					s.m.WriteErrors.WithLabelValues(be.name).Inc()
-					s.markDown(be, err)
+			s.serving(be)
+			if len(h) > 0 {
+				out.held[i] = make(map[record.ID]store.Held, len(h))
+				for _, x := range h {
+					out.held[i][x.ID] = x
 				}
 				return
 			}
@@ -310,5 +369,5 @@ func (s *Sink) write(ctx context.Context, r *route) ([]bool, []map[record.ID]sto
 		})
 	}
 	wg.Wait()
-	return failed, held
+	return out
 }

@@ -167,7 +167,8 @@
       const t = tallyOf(b.name);
       const observed = t ? t.share : null;
       const off = observed !== null && observed >= 0 && Math.abs(observed - b.share) > 0.02;
-      const notes = [b.error, t && t.error, t && t.partial ? "still counting older seconds" : ""].filter(Boolean).join("; ");
+      const ha = b.sentinel ? "primary " + b.sentinel.primary + ", replicas: " + (b.sentinel.replicas.join(", ") || "none") : "";
+      const notes = [ha, b.error, t && t.error, t && t.partial ? "still counting older seconds" : ""].filter(Boolean).join("; ");
       return el("tr", { "data-backend": b.name },
         el("td", {}, el("span", { class: "swatch", "data-color": colorOf(b.name) }), b.name),
         el("td", { class: "mono" }, b.addr),
