@@ -7,7 +7,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -37,6 +39,22 @@ type haRound struct {
 	stored, distinct  int           // records Redis holds for the round
 	lost              int           // counted, so acknowledged, and not stored
 	earlier, vanished int           // redis-a's records read before the kill; of them, not there after it
+	states            []string      // redis-a's states in admin's status from the kill until records flowed again
+}
+
+// haStatus is the part of admin's status that tells a Sentinel backend.
+type haStatus struct {
+	Backends []struct {
+		Name     string `json:"name"`
+		State    string `json:"state"`
+		Sentinel *struct {
+			Primary  string   `json:"primary"`
+			Replicas []string `json:"replicas"`
+		} `json:"sentinel"`
+		OutBy map[string]struct {
+			State string `json:"state"`
+		} `json:"out_by"`
+	} `json:"backends"`
 }
 
 // TestComposeHA runs the stack with each Redis backend as a primary, a
@@ -72,6 +90,9 @@ func TestComposeHA(t *testing.T) {
 	stage("each group: sentinels agree on the primary, its replica online", func() {
 		for _, g := range groups {
 			s.eventually(time.Minute, g+"'s group whole", func() error { _, err := s.checkGroup(ctx, g); return err })
+			s.eventually(time.Minute, "admin's status: "+g+" up, its replica online", func() error {
+				return s.checkAdminGroup(ctx, g, g+"-replica")
+			})
 		}
 		s.connectPrimaries(ctx)
 	})
@@ -107,8 +128,9 @@ func TestComposeHA(t *testing.T) {
 	stage("summary", func() {
 		for _, r := range rounds {
 			s.logf("REDIS_MIN_REPLICAS=%d: killed %s, %s promoted; records to redis-a stored again %s after the kill (bound %s); "+
-				"%d records counted, %d stored (%d distinct): %d acknowledged records lost; %d of redis-a's %d earlier records gone",
-				r.minReplicas, r.killed, r.promoted, r.resumed, resumeBound, r.records, r.stored, r.distinct, r.lost, r.vanished, r.earlier)
+				"%d records counted, %d stored (%d distinct): %d acknowledged records lost; %d of redis-a's %d earlier records gone; "+
+				"admin showed redis-a %s", r.minReplicas, r.killed, r.promoted, r.resumed, resumeBound, r.records, r.stored, r.distinct,
+				r.lost, r.vanished, r.earlier, strings.Join(r.states, ", "))
 		}
 	})
 	stage("down -v leaves nothing", func() { s.downLeavesNothing(ctx) })
@@ -130,9 +152,9 @@ func (s *stack) failoverRound(ctx context.Context, r *haRound, from int64, want 
 		// acknowledged, from the primary about to die.
 		s.read(ctx, "redis-a", from, time.Now().Unix()-3, func(rec *record.Record) { earlier[rec.String()] = true })
 		r.earlier = len(earlier)
-		r.killed, r.promoted, r.kill, r.resumed = s.killPrimary(ctx, "redis-a")
-		s.logf("killed %s; the sentinels promoted %s; records to redis-a stored again %s after the kill (bound %s)",
-			r.killed, r.promoted, r.resumed, resumeBound)
+		s.killPrimary(ctx, "redis-a", r)
+		s.logf("killed %s; the sentinels promoted %s; records to redis-a stored again %s after the kill (bound %s); admin's status showed redis-a %s meanwhile",
+			r.killed, r.promoted, r.resumed, resumeBound, strings.Join(r.states, ", "))
 		if r.resumed > resumeBound {
 			t.Fatalf("records to redis-a were stored again only %s after its primary was killed, want within %s", r.resumed, resumeBound)
 		}
@@ -171,6 +193,9 @@ func (s *stack) failoverRound(ctx context.Context, r *haRound, from int64, want 
 				err = fmt.Errorf("the sentinels name %s the primary, want %s", p, r.promoted)
 			}
 			return err
+		})
+		s.eventually(time.Minute, "admin's status: redis-a up, "+r.killed+" its replica", func() error {
+			return s.checkAdminGroup(ctx, "redis-a", r.killed)
 		})
 		s.logf("%s back and replicating from %s %s after its start", r.killed, r.promoted, since(back))
 	})
@@ -318,38 +343,87 @@ func (s *stack) checkGroup(ctx context.Context, group string) (string, error) {
 
 // killPrimary kills a group's primary and waits until records that
 // entered the pipeline after the kill are stored on the primary the
-// sentinels promote; it returns the two servers, when the kill was and how
-// long after it records were stored again.
-func (s *stack) killPrimary(ctx context.Context, group string) (killed, promoted string, kill time.Time, resumed time.Duration) {
+// sentinels promote. It notes in r the two servers, when the kill was, how
+// long after it records were stored again, and the group's states in
+// admin's status meanwhile.
+func (s *stack) killPrimary(ctx context.Context, group string, r *haRound) {
 	t := s.t
 	t.Helper()
-	killed, err := s.primary(ctx, group)
-	if err != nil {
+	var err error
+	if r.killed, err = s.primary(ctx, group); err != nil {
 		t.Fatal(err)
 	}
-	s.dc(ctx, "kill", killed)
-	kill = time.Now()
-	after := kill.Unix() + 1
-	deadline := kill.Add(2 * time.Minute)
+	s.dc(ctx, "kill", r.killed)
+	r.kill = time.Now()
+	after := r.kill.Unix() + 1
+	deadline := r.kill.Add(2 * time.Minute)
 	for {
-		if promoted == "" {
-			if p, err := s.primary(ctx, group); err == nil && p != killed && s.connectTo(ctx, group, p) == nil {
-				promoted = p
-				s.logf("the sentinels name %s the primary %s after the kill", p, since(kill))
+		if st := s.adminState(ctx, group); st != "" && (len(r.states) == 0 || r.states[len(r.states)-1] != st) {
+			r.states = append(r.states, st)
+		}
+		if r.promoted == "" {
+			if p, err := s.primary(ctx, group); err == nil && p != r.killed && s.connectTo(ctx, group, p) == nil {
+				r.promoted = p
+				s.logf("the sentinels name %s the primary %s after the kill", p, since(r.kill))
 			}
 		}
-		if promoted != "" {
+		if r.promoted != "" {
 			n := 0
 			s.read(ctx, group, after, time.Now().Unix()+1, func(*record.Record) { n++ })
 			if n > 0 {
-				return killed, promoted, kill, time.Since(kill).Round(100 * time.Millisecond)
+				r.resumed = time.Since(r.kill).Round(100 * time.Millisecond)
+				return
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no record to %s stored within %s of killing %s (promoted: %q)", group, time.Since(kill).Round(time.Second), killed, promoted)
+			t.Fatalf("no record to %s stored within %s of killing %s (promoted: %q)", group, time.Since(r.kill).Round(time.Second), r.killed, r.promoted)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// adminState is a backend's state in admin's status: admin's own, with the
+// states live consumers report it in, as "up" or "failover (by consumer
+// …)". Empty when admin does not answer.
+func (s *stack) adminState(ctx context.Context, name string) string {
+	var st haStatus
+	if err := s.getJSON(ctx, "http://127.0.0.1:"+s.env["ADMIN_PORT"]+"/api/v1/status", s.env["ADMIN_TOKEN"], &st); err != nil {
+		return ""
+	}
+	for _, b := range st.Backends {
+		if b.Name != name {
+			continue
+		}
+		by := map[string]bool{}
+		for _, o := range b.OutBy {
+			by[o.State] = true
+		}
+		if len(by) == 0 {
+			return b.State
+		}
+		return fmt.Sprintf("%s (consumers: %s)", b.State, strings.Join(slices.Sorted(maps.Keys(by)), ", "))
+	}
+	return ""
+}
+
+// checkAdminGroup checks that admin's status shows a Sentinel backend up,
+// its primary named and replica online.
+func (s *stack) checkAdminGroup(ctx context.Context, name, replica string) error {
+	var st haStatus
+	if err := s.getJSON(ctx, "http://127.0.0.1:"+s.env["ADMIN_PORT"]+"/api/v1/status", s.env["ADMIN_TOKEN"], &st); err != nil {
+		return err
+	}
+	for _, b := range st.Backends {
+		if b.Name != name {
+			continue
+		}
+		if b.State != "up" || b.Sentinel == nil || b.Sentinel.Primary == "" || !slices.Contains(b.Sentinel.Replicas, replica+":6379 online") {
+			return fmt.Errorf("admin's status: %s %s, sentinel %+v; want up with %s online", name, b.State, b.Sentinel, replica)
+		}
+		s.logf("admin's status: %s %s, primary %s, replicas %s", name, b.State, b.Sentinel.Primary, strings.Join(b.Sentinel.Replicas, ", "))
+		return nil
+	}
+	return fmt.Errorf("admin's status has no backend %s", name)
 }
 
 // checkAdminRecords reads the buckets from..to with `admin records` inside

@@ -14,9 +14,11 @@
 #
 # A group fails over when two of its three sentinels (the quorum) have not
 # heard from the primary for SENTINEL_DOWN_AFTER milliseconds. Every
-# address is a service name (resolve-hostnames, announce-hostnames), so the
-# clients are given names, and a server that comes back with another
-# address is still the one the sentinels know.
+# address is a service name (resolve-hostnames, announce-hostnames; a
+# sentinel announces itself by its hostname, which compose sets to its
+# service name), so the clients are given names that BACKEND_ALLOW can
+# list, and a server that comes back with another address is still the
+# one the sentinels know.
 #
 # Sentinel rewrites its configuration as it learns the group, so the file
 # lives on the container's tmpfs; a restarted sentinel starts from the
@@ -44,6 +46,7 @@ bind 0.0.0.0
 dir ${TMPDIR:-/tmp}
 sentinel resolve-hostnames yes
 sentinel announce-hostnames yes
+sentinel announce-ip $(hostname)
 user default off
 user connpipe-sentinel on #$(hash "$REDIS_SENTINEL_PASSWORD") allchannels +@all
 user connpipe-consumer on #$(hash "$REDIS_CONSUMER_PASSWORD") $client
