@@ -7,7 +7,7 @@
 #                           (deployments/compose/cluster.yml; give CLUSTER=1 to ps, logs, down too)
 #   make up MIRROR=1        with a mirror source copying capture's traffic in VXLAN to a second
 #                           capture in mirror mode (deployments/compose/mirror.yml; MIRROR=1 to ps, logs, down too)
-#   make up HA=1            each Redis backend a primary, a replica and three sentinels, named
+#   make up HA=1            each Redis backend a primary, two replicas and three sentinels, named
 #                           by its sentinels (deployments/compose/ha.yml; HA=1 to ps, logs, down too)
 #   make e2e                the end-to-end test (its own project, connpipe-e2e)
 #   make e2e-cluster        the cluster's end-to-end test (its own project, connpipe-cluster)
@@ -41,7 +41,7 @@ images: compose-v2 ## build every image of the compose stack without a registry 
 	@$(COMPOSE_DIR)/env.sh init $(COMPOSE_ENV)
 	@OBSERVE=$(OBSERVE) HA=$(HA) $(COMPOSE_DIR)/images.sh $(COMPOSE_ENV) >/dev/null
 
-up: images ## start the compose stack (CONSUMERS=3 for three consumers, CLUSTER=1 for three RabbitMQ nodes and two captures, OBSERVE=1 with Prometheus and Alertmanager, HA=1 with a replica and three sentinels per Redis); URLs are printed
+up: images ## start the compose stack (CONSUMERS=3 for three consumers, CLUSTER=1 for three RabbitMQ nodes and two captures, OBSERVE=1 with Prometheus and Alertmanager, HA=1 with two replicas and three sentinels per Redis); URLs are printed
 	$(COMPOSE_RUN) up -d --scale consumer=$(CONSUMERS)
 	@. $(COMPOSE_ENV); \
 	echo; \

@@ -76,22 +76,21 @@ func TestComposeHA(t *testing.T) {
 	t.Setenv("HA", "1") // images.sh builds the sentinel image too
 	s.prepareBeside(ctx, "REDIS_MIN_REPLICAS=1")
 
-	want := map[string]int{"redis-a": 1, "redis-a-replica": 1, "redis-b": 1, "redis-b-replica": 1, "rabbitmq": 1,
-		"capture": 1, "consumer": 2, "admin": 1, "trafficgen": 3}
+	want := map[string]int{"rabbitmq": 1, "capture": 1, "consumer": 2, "admin": 1, "trafficgen": 3}
 	for _, g := range groups {
-		for _, sn := range sentinels(g) {
-			want[sn] = 1
+		for _, c := range append(servers(g), sentinels(g)...) {
+			want[c] = 1
 		}
 	}
 	stage("up HA=1: every service healthy", func() {
 		s.dc(ctx, "up", "-d", "--scale", "consumer=2")
 		s.waitHealthy(ctx, 6*time.Minute, want)
 	})
-	stage("each group: sentinels agree on the primary, its replica online", func() {
+	stage("each group: sentinels agree on the primary, its replicas online", func() {
 		for _, g := range groups {
 			s.eventually(time.Minute, g+"'s group whole", func() error { _, err := s.checkGroup(ctx, g); return err })
-			s.eventually(time.Minute, "admin's status: "+g+" up, its replica online", func() error {
-				return s.checkAdminGroup(ctx, g, g+"-replica")
+			s.eventually(time.Minute, "admin's status: "+g+" up, its replicas online", func() error {
+				return s.checkAdminGroup(ctx, g, g)
 			})
 		}
 		s.connectPrimaries(ctx)
@@ -194,8 +193,8 @@ func (s *stack) failoverRound(ctx context.Context, r *haRound, from int64, want 
 			}
 			return err
 		})
-		s.eventually(time.Minute, "admin's status: redis-a up, "+r.killed+" its replica", func() error {
-			return s.checkAdminGroup(ctx, "redis-a", r.killed)
+		s.eventually(time.Minute, "admin's status: redis-a up, "+r.killed+" a replica", func() error {
+			return s.checkAdminGroup(ctx, "redis-a", r.promoted)
 		})
 		s.logf("%s back and replicating from %s %s after its start", r.killed, r.promoted, since(back))
 	})
@@ -239,6 +238,15 @@ func (s *stack) countRound(ctx context.Context, r *haRound, capt container, befo
 	// The next round's records are in buckets after this one's.
 	time.Sleep(time.Until(time.Unix(to+2, 0)))
 	return tot, to + 1
+}
+
+// servers are a group's three Redis servers: redis-a, the first primary,
+// and redis-a2 and redis-a3.
+func servers(group string) []string { return []string{group, group + "2", group + "3"} }
+
+// replicasOf are the servers of a group but its primary.
+func replicasOf(group, primary string) []string {
+	return slices.DeleteFunc(servers(group), func(s string) bool { return s == primary })
 }
 
 // sentinels are a group's three sentinel services: sentinel-a1..a3 for
@@ -308,9 +316,9 @@ func (s *stack) connectPrimaries(ctx context.Context) {
 }
 
 // checkGroup checks that a group's three sentinels name the same primary,
-// that the primary says it is one, and that the group's other server is
-// its replica and online; it connects the backend's reader to the primary
-// and returns its name.
+// that the primary says it is one, and that the group's other servers are
+// its replicas and online; it connects the backend's reader to the
+// primary and returns its name.
 func (s *stack) checkGroup(ctx context.Context, group string) (string, error) {
 	var primary string
 	for _, sn := range sentinels(group) {
@@ -330,14 +338,13 @@ func (s *stack) checkGroup(ctx context.Context, group string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%s: INFO replication: %w", primary, err)
 	}
-	replica := group + "-replica"
-	if primary == replica {
-		replica = group
+	replicas := replicasOf(group, primary)
+	for _, r := range replicas {
+		if !strings.Contains(info, "role:master") || !strings.Contains(info, "ip="+r+",port=6379,state=online") {
+			return "", fmt.Errorf("%s, the primary of %s, does not list %s online: %s", primary, group, r, strings.Join(strings.Fields(info), " "))
+		}
 	}
-	if !strings.Contains(info, "role:master") || !strings.Contains(info, "ip="+replica+",port=6379,state=online") {
-		return "", fmt.Errorf("%s, the primary of %s, does not list %s online: %s", primary, group, replica, strings.Join(strings.Fields(info), " "))
-	}
-	s.logf("%s: the three sentinels name %s the primary; %s replicates from it", group, primary, replica)
+	s.logf("%s: the three sentinels name %s the primary; %s replicate from it", group, primary, strings.Join(replicas, " and "))
 	return primary, nil
 }
 
@@ -407,8 +414,8 @@ func (s *stack) adminState(ctx context.Context, name string) string {
 }
 
 // checkAdminGroup checks that admin's status shows a Sentinel backend up,
-// its primary named and replica online.
-func (s *stack) checkAdminGroup(ctx context.Context, name, replica string) error {
+// its primary named and the group's other servers its replicas, online.
+func (s *stack) checkAdminGroup(ctx context.Context, name, primary string) error {
 	var st haStatus
 	if err := s.getJSON(ctx, "http://127.0.0.1:"+s.env["ADMIN_PORT"]+"/api/v1/status", s.env["ADMIN_TOKEN"], &st); err != nil {
 		return err
@@ -417,8 +424,13 @@ func (s *stack) checkAdminGroup(ctx context.Context, name, replica string) error
 		if b.Name != name {
 			continue
 		}
-		if b.State != "up" || b.Sentinel == nil || b.Sentinel.Primary == "" || !slices.Contains(b.Sentinel.Replicas, replica+":6379 online") {
-			return fmt.Errorf("admin's status: %s %s, sentinel %+v; want up with %s online", name, b.State, b.Sentinel, replica)
+		if b.State != "up" || b.Sentinel == nil || b.Sentinel.Primary == "" {
+			return fmt.Errorf("admin's status: %s %s, sentinel %+v; want up with its primary", name, b.State, b.Sentinel)
+		}
+		for _, r := range replicasOf(name, primary) {
+			if !slices.Contains(b.Sentinel.Replicas, r+":6379 online") {
+				return fmt.Errorf("admin's status: %s's replicas %v; want %s online", name, b.Sentinel.Replicas, r)
+			}
 		}
 		s.logf("admin's status: %s %s, primary %s, replicas %s", name, b.State, b.Sentinel.Primary, strings.Join(b.Sentinel.Replicas, ", "))
 		return nil
