@@ -52,7 +52,7 @@ up: images ## start the compose stack (CONSUMERS=3 for three consumers, CLUSTER=
 	echo "Prometheus  http://127.0.0.1:$${PROMETHEUS_PORT:-9090}/alerts"; \
 	echo "Alertmanager http://127.0.0.1:$${ALERTMANAGER_PORT:-9093}/"; fi; \
 	if [ -n "$(HA)" ]; then \
-	echo "sentinels   $(COMPOSE_CMD) exec sentinel-a1 redis-cli -p 26379 --user connpipe-admin sentinel get-master-addr-by-name redis-a"; fi
+	echo "primary     $(COMPOSE_CMD) -f docker-compose.yml -f $(COMPOSE_DIR)/ha.yml exec sentinel-a1 redis-cli -p 26379 --user connpipe-admin sentinel get-master-addr-by-name redis-a"; fi
 
 down: ## stop the compose stack (VOLUMES=1 also removes its data)
 	@if [ -f $(COMPOSE_ENV) ]; then $(COMPOSE_RUN) down --remove-orphans $(if $(VOLUMES),-v); \
