@@ -7,7 +7,8 @@
 # Base, Redis, RabbitMQ and the Go builder come from deployments/images/build.sh
 # (debootstrap; cached: an existing image is kept); the services and the
 # traffic generator are built from their Dockerfiles with that builder and
-# base, with no network. OBSERVE=1 also builds Prometheus and Alertmanager.
+# base, with no network. OBSERVE=1 also builds Prometheus and Alertmanager,
+# HA=1 Redis Sentinel.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -26,6 +27,10 @@ eval "$vars" # BASE_IMAGE, REDIS_IMAGE, RABBITMQ_IMAGE, GO_IMAGE
 if [ -n "${OBSERVE:-}" ]; then
 	step "Prometheus and Alertmanager (OBSERVE=1)"
 	vars+=$'\n'"$("$ROOT/deployments/images/build.sh" observe)"
+fi
+if [ -n "${HA:-}" ]; then
+	step "Redis Sentinel (HA=1)"
+	vars+=$'\n'"$("$ROOT/deployments/images/build.sh" sentinel)"
 fi
 
 build() { # NAME DOCKERFILE [TARGET]

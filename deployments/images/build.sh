@@ -11,6 +11,8 @@
 #             + amqp-tools, configured by deployments/images/rabbitmq/
 #   observe   base + Debian's prometheus and prometheus-alertmanager, for
 #             make up OBSERVE=1 (not part of all)
+#   sentinel  base + Debian's redis-sentinel, for make up HA=1 (not part of
+#             all; the primaries and replicas run the redis image)
 #   gobuild   base + this machine's Go toolchain (GOROOT) + a read-only
 #             module proxy holding every module the workspace needs, so
 #             `docker build` compiles the services with no network at all
@@ -21,7 +23,7 @@
 # (FORCE=1 rebuilds); gobuild is tagged with a hash of the Go version and
 # the workspace's go.mod/go.sum files, so a new dependency makes a new one.
 #
-#   deployments/images/build.sh [base|redis|rabbitmq|observe|gobuild|all]...
+#   deployments/images/build.sh [base|redis|rabbitmq|observe|sentinel|gobuild|all]...
 #
 # Prints the image names as KEY=VALUE lines on stdout (progress goes to
 # stderr), e.g. REDIS_IMAGE=connpipe/redis:bookworm.
@@ -35,6 +37,7 @@ BASE_IMAGE=$REPO/base:$SUITE
 REDIS_IMAGE=$REPO/redis:$SUITE
 RABBITMQ_IMAGE=$REPO/rabbitmq:$SUITE
 OBSERVE_IMAGE=$REPO/observe:$SUITE
+SENTINEL_IMAGE=$REPO/redis-sentinel:$SUITE
 GOROOT_HOST=${GOROOT_HOST:-/usr/local/go}
 GO=$GOROOT_HOST/bin/go
 export DOCKER_BUILDKIT=0
@@ -229,6 +232,8 @@ build_rabbitmq() { build_layered rabbitmq "$RABBITMQ_IMAGE" rabbitmq-server amqp
 
 build_observe() { build_layered observe "$OBSERVE_IMAGE" prometheus prometheus-alertmanager; }
 
+build_sentinel() { build_layered sentinel "$SENTINEL_IMAGE" redis-sentinel; }
+
 # image_modules lists the modules the Dockerfiles build (GOWORK=off), as
 # folders relative to the repository root.
 image_modules() {
@@ -301,6 +306,7 @@ emit() {
 	redis) echo "REDIS_IMAGE=$REDIS_IMAGE" ;;
 	rabbitmq) echo "RABBITMQ_IMAGE=$RABBITMQ_IMAGE" ;;
 	observe) echo "OBSERVE_IMAGE=$OBSERVE_IMAGE" ;;
+	sentinel) echo "SENTINEL_IMAGE=$SENTINEL_IMAGE" ;;
 	gobuild) echo "GO_IMAGE=$GOBUILD_IMAGE" ;;
 	esac
 }
@@ -310,7 +316,7 @@ targets=("$@")
 for t in "${targets[@]}"; do
 	case $t in
 	all) for x in base redis rabbitmq gobuild; do "build_$x"; emit "$x"; done ;;
-	base | redis | rabbitmq | observe | gobuild) "build_$t"; emit "$t" ;;
-	*) die "unknown image $t (base, redis, rabbitmq, observe, gobuild, all)" ;;
+	base | redis | rabbitmq | observe | sentinel | gobuild) "build_$t"; emit "$t" ;;
+	*) die "unknown image $t (base, redis, rabbitmq, observe, sentinel, gobuild, all)" ;;
 	esac
 done

@@ -38,10 +38,7 @@ func TestComposeCluster(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, "connpipe-cluster", "deployments/compose/cluster.yml")
 	stage := s.timedStage
-	// Host ports of its own, so that it can run beside another stack
-	// whose env file was written at the same time.
-	ports := freePorts(t, 3)
-	s.prepare(ctx, "AMQP_PORT="+ports[0], "RABBITMQ_MGMT_PORT="+ports[1], "ADMIN_PORT="+ports[2])
+	s.prepareBeside(ctx)
 
 	want := map[string]int{"redis-a": 1, "redis-b": 1, "rabbitmq": 1, "rabbitmq-2": 1, "rabbitmq-3": 1,
 		"capture": 1, "capture-2": 1, "consumer": 2, "admin": 1, "trafficgen": 3, "trafficgen-2": 1}

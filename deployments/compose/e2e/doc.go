@@ -10,6 +10,11 @@
 //	make e2e
 //	go test -tags e2e -count=1 -v -timeout 30m ./deployments/compose/e2e
 //
+// The other stacks have a build tag and a project of their own each:
+// cluster (make e2e-cluster), mirror (make e2e-mirror), observe (make
+// e2e-observe) and ha (make e2e-ha: redis-a's primary killed under traffic
+// with each Redis backend a Sentinel group).
+//
 // Environment:
 //
 //	CONNPIPE_E2E_PROJECT  compose project name (default connpipe-e2e)

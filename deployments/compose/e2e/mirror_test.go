@@ -21,8 +21,7 @@ import (
 func TestComposeMirror(t *testing.T) {
 	ctx := context.Background()
 	s := newStack(t, "connpipe-mirror", "deployments/compose/mirror.yml")
-	ports := freePorts(t, 3)
-	s.prepare(ctx, "AMQP_PORT="+ports[0], "RABBITMQ_MGMT_PORT="+ports[1], "ADMIN_PORT="+ports[2])
+	s.prepareBeside(ctx)
 	want := map[string]int{"redis-a": 1, "redis-b": 1, "rabbitmq": 1, "capture": 1, "capture-mirror": 1,
 		"mirror-source": 1, "consumer": 1, "admin": 1, "trafficgen": 3}
 	s.timedStage("up: capture, the mirror source and the mirror target, healthy", func() {

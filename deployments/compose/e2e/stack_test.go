@@ -126,6 +126,15 @@ func (s *stack) prepare(ctx context.Context, settings ...string) {
 	})
 }
 
+// prepareBeside is prepare with host ports of the stack's own (AMQP, the
+// management UI, admin), so that it can run beside another stack whose env
+// file was written at the same time.
+func (s *stack) prepareBeside(ctx context.Context, settings ...string) {
+	s.t.Helper()
+	ports := freePorts(s.t, 3)
+	s.prepare(ctx, append([]string{"AMQP_PORT=" + ports[0], "RABBITMQ_MGMT_PORT=" + ports[1], "ADMIN_PORT=" + ports[2]}, settings...)...)
+}
+
 func repoRoot(t *testing.T) string {
 	_, file, _, _ := runtime.Caller(0)
 	root, err := filepath.Abs(filepath.Join(filepath.Dir(file), "..", "..", ".."))
