@@ -4,9 +4,10 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/connpipe/connpipe/shared/redact"
 )
 
 // Backend addresses take two forms:
@@ -18,7 +19,7 @@ import (
 //	rediss://[user[:password]@]host[:port][/db] over TLS
 //
 // or a Sentinel-managed primary (sentinel://…, see ParseSentinel).
-// Passwords are never shown: logs, answers and Describe use RedactAddr.
+// Passwords are never shown: logs, answers and Describe use redact.Addr.
 
 // CheckAddr reports whether addr is a backend address of any form.
 func CheckAddr(addr string) error {
@@ -41,21 +42,21 @@ func IsURL(addr string) bool {
 func AddrHost(addr string) (string, error) {
 	if !IsURL(addr) {
 		if strings.Contains(addr, "://") {
-			return "", fmt.Errorf("%w: addr %s: want host:port, redis://…, rediss://… or sentinel://…", ErrBadBackend, RedactAddr(addr))
+			return "", fmt.Errorf("%w: addr %s: want host:port, redis://…, rediss://… or sentinel://…", ErrBadBackend, redact.Addr(addr))
 		}
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil || host == "" {
-			return "", fmt.Errorf("%w: addr %q: want host:port", ErrBadBackend, RedactAddr(addr))
+			return "", fmt.Errorf("%w: addr %q: want host:port", ErrBadBackend, redact.Addr(addr))
 		}
 		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-			return "", fmt.Errorf("%w: addr %q: port must be 1..65535", ErrBadBackend, RedactAddr(addr))
+			return "", fmt.Errorf("%w: addr %q: port must be 1..65535", ErrBadBackend, redact.Addr(addr))
 		}
 		return host, nil
 	}
 	u, err := url.Parse(addr)
 	if err != nil {
 		// url's error quotes the whole address, password included.
-		return "", fmt.Errorf("%w: addr %s: not a valid URL", ErrBadBackend, RedactAddr(addr))
+		return "", fmt.Errorf("%w: addr %s: not a valid URL", ErrBadBackend, redact.Addr(addr))
 	}
 	shown := u.Redacted()
 	if u.Hostname() == "" {
@@ -115,51 +116,13 @@ func AddrHostPort(addr string) (string, int, error) {
 	return host, p, nil
 }
 
-// RedactAddr is addr with any password replaced by "xxxxx", fit to show.
-// An address that does not parse as a URL loses everything before its
-// last '@'.
-func RedactAddr(addr string) string {
-	if !strings.Contains(addr, "@") {
-		return addr
-	}
-	if u, err := url.Parse(addr); err == nil && u.Host != "" {
-		return u.Redacted()
-	}
-	scheme, rest, ok := strings.Cut(addr, "://")
-	if !ok {
-		rest, scheme = addr, ""
-	}
-	if i := strings.LastIndex(rest, "@"); i >= 0 {
-		rest = "xxxxx@" + rest[i+1:]
-	}
-	if scheme != "" {
-		return scheme + "://" + rest
-	}
-	return rest
-}
-
-// userinfo matches the user and password of any URL inside a text: a
-// scheme, "//", an optional user, ":", the password and "@".
-var userinfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://[^\s/@:"'<>]*):[^\s/@"'<>]*@`)
-
-// RedactText is s with the password of every URL in it replaced by
-// "xxxxx": the one place errors, log lines and answers that may quote an
-// address (a go-redis or url error, a message built elsewhere) are made
-// fit to show. Addresses alone go through RedactAddr.
-func RedactText(s string) string {
-	if !strings.Contains(s, "@") || !strings.Contains(s, "://") {
-		return s
-	}
-	return userinfo.ReplaceAllString(s, "${1}:xxxxx@")
-}
-
 // Redacted is a copy of t with every backend address redacted, for
 // answers and logs.
 func (t *Table) Redacted() *Table {
 	c := *t
 	c.Backends = make([]Backend, len(t.Backends))
 	for i, b := range t.Backends {
-		b.Addr = RedactAddr(b.Addr)
+		b.Addr = redact.Addr(b.Addr)
 		c.Backends[i] = b
 	}
 	return &c

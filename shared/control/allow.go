@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/connpipe/connpipe/shared/redact"
 )
 
 // ErrNotAllowed is a backend whose host and port are outside a reader's
@@ -149,7 +151,7 @@ func (a *Allow) Check(b Backend) error {
 	}
 	for _, hp := range hps {
 		if !a.Allows(hp) {
-			return fmt.Errorf("backend %q at %s: %w (%s)", b.Name, RedactAddr(b.Addr), ErrNotAllowed, a.desc)
+			return fmt.Errorf("backend %q at %s: %w (%s)", b.Name, redact.Addr(b.Addr), ErrNotAllowed, a.desc)
 		}
 	}
 	return nil

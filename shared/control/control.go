@@ -74,6 +74,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/connpipe/connpipe/shared/redact"
 )
 
 // Operations.
@@ -224,7 +226,7 @@ func (t *Table) Describe() string {
 	}
 	fmt.Fprintf(&sb, " sticky=%t", t.Sticky)
 	for _, b := range t.Backends {
-		fmt.Fprintf(&sb, " %s=%d@%s", b.Name, b.Weight, RedactAddr(b.Addr))
+		fmt.Fprintf(&sb, " %s=%d@%s", b.Name, b.Weight, redact.Addr(b.Addr))
 		if b.Credential != "" {
 			fmt.Fprintf(&sb, "[%s]", b.Credential)
 		}

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/connpipe/connpipe/shared/redact"
 )
 
 // A backend may also be a primary that Redis Sentinel watches:
@@ -49,7 +51,7 @@ func IsSentinel(addr string) bool {
 // errors never show a password.
 func ParseSentinel(addr string) (SentinelAddr, error) {
 	var s SentinelAddr
-	shown := RedactAddr(addr)
+	shown := redact.Addr(addr)
 	bad := func(why string) error { return fmt.Errorf("%w: addr %s: %s", ErrBadBackend, shown, why) }
 	scheme, rest, _ := strings.Cut(addr, "://")
 	s.TLS = scheme == "sentinels"

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/connpipe/connpipe/shared/redact"
 )
 
 // Start is the starting table of BACKENDS and WEIGHTS, and BACKEND_ALLOW's
@@ -52,7 +54,7 @@ func ParseBackends(backends, weights string) ([]Backend, error) {
 		name, addr, ok := strings.Cut(item, "=")
 		name, addr = strings.TrimSpace(name), strings.TrimSpace(addr)
 		if !ok || name == "" || addr == "" {
-			return nil, fmt.Errorf("BACKENDS item %q: want name=host:port or name=redis://user:password@host:port/db", RedactAddr(item))
+			return nil, fmt.Errorf("BACKENDS item %q: want name=host:port or name=redis://user:password@host:port/db", redact.Addr(item))
 		}
 		if err := CheckAddr(addr); err != nil {
 			return nil, fmt.Errorf("BACKENDS item %s: %w", name, err)

@@ -36,6 +36,7 @@ import (
 
 	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/redact"
 	"github.com/connpipe/connpipe/shared/topology"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -504,7 +505,7 @@ type Entry struct {
 func (r *Reader) remember(at time.Time, res control.Result, t *control.Table) {
 	e := Entry{Position: res.Position, Time: at, Message: res.Message, Version: t.Version, Applied: res.Changed && res.Err == nil}
 	if res.Err != nil {
-		e.Refused = control.RedactText(res.Err.Error())
+		e.Refused = redact.Text(res.Err.Error())
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -9,7 +9,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/redact"
 )
 
 // New returns a logger writing to w. level is debug, info, warn or error;
@@ -41,14 +41,14 @@ func isTerminal(f *os.File) bool {
 
 // Redact is the services' slog ReplaceAttr: the message and every string,
 // error or Stringer value lose the password of any URL they quote
-// (control.RedactText), so no log line shows a secret even when an error
+// (redact.Text), so no log line shows a secret even when an error
 // from a library quotes an address whole.
 func Redact(_ []string, a slog.Attr) slog.Attr {
 	v := a.Value
 	switch v.Kind() {
 	case slog.KindString:
 		if s := v.String(); strings.Contains(s, "@") {
-			a.Value = slog.StringValue(control.RedactText(s))
+			a.Value = slog.StringValue(redact.Text(s))
 		}
 	case slog.KindAny:
 		var s string
@@ -61,7 +61,7 @@ func Redact(_ []string, a slog.Attr) slog.Attr {
 			return a
 		}
 		if strings.Contains(s, "@") {
-			a.Value = slog.StringValue(control.RedactText(s))
+			a.Value = slog.StringValue(redact.Text(s))
 		}
 	}
 	return a

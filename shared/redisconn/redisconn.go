@@ -23,6 +23,7 @@ import (
 	"strings"
 
 	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/redact"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -155,14 +156,14 @@ func Options(addr string, c Credentials) (*redis.Options, error) {
 		return nil, err
 	}
 	if control.IsSentinel(addr) {
-		return nil, fmt.Errorf("%w: addr %s: a sentinel address has no single instance (OptionsFor)", control.ErrBadBackend, control.RedactAddr(addr))
+		return nil, fmt.Errorf("%w: addr %s: a sentinel address has no single instance (OptionsFor)", control.ErrBadBackend, redact.Addr(addr))
 	}
 	o := &redis.Options{Addr: addr}
 	if control.IsURL(addr) {
 		var err error
 		if o, err = redis.ParseURL(addr); err != nil {
 			// ParseURL's errors may quote the URL.
-			return nil, fmt.Errorf("%w: addr %s: not a redis URL", control.ErrBadBackend, control.RedactAddr(addr))
+			return nil, fmt.Errorf("%w: addr %s: not a redis URL", control.ErrBadBackend, redact.Addr(addr))
 		}
 	}
 	if o.Password == "" && c.Serves(addr) {

@@ -23,6 +23,7 @@ import (
 	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/controllog"
+	"github.com/connpipe/connpipe/shared/redact"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -171,7 +172,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	_, _ = w.Write(append([]byte(control.RedactText(string(b))), '\n'))
+	_, _ = w.Write(append([]byte(redact.Text(string(b))), '\n'))
 }
 
 func fail(w http.ResponseWriter, code int, format string, args ...any) {

@@ -11,6 +11,7 @@ import (
 	"github.com/connpipe/connpipe/services/admin/internal/apitypes"
 	"github.com/connpipe/connpipe/services/admin/internal/readback"
 	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/redact"
 )
 
 // history answers the control log's messages, oldest first, since ?since
@@ -47,7 +48,7 @@ func Describe(m control.Message) string {
 		if m.Backend == nil {
 			return "add backend (none given)"
 		}
-		return fmt.Sprintf("add backend %s at %s, weight %d", m.Backend.Name, control.RedactAddr(m.Backend.Addr), m.Backend.Weight)
+		return fmt.Sprintf("add backend %s at %s, weight %d", m.Backend.Name, redact.Addr(m.Backend.Addr), m.Backend.Weight)
 	case control.OpRemoveBackend:
 		return "remove backend " + m.Name
 	case control.OpSetMode:

@@ -11,6 +11,7 @@ import (
 	"github.com/connpipe/connpipe/services/admin/internal/readback"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/redact"
 )
 
 func (a *API) records(w http.ResponseWriter, r *http.Request) {
@@ -154,7 +155,7 @@ func writeRecords(w http.ResponseWriter, code int, out apitypes.RecordsResponse,
 		}
 	}
 	bw.WriteString("],")
-	bw.WriteString(control.RedactText(string(rest[1:]))) // rest without its opening brace
+	bw.WriteString(redact.Text(string(rest[1:]))) // rest without its opening brace
 	bw.WriteByte('\n')
 	_ = bw.Flush()
 }

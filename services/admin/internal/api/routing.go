@@ -23,6 +23,7 @@ import (
 	"github.com/connpipe/connpipe/services/admin/internal/readback"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/redact"
 	"github.com/connpipe/connpipe/shared/routing"
 )
 
@@ -71,7 +72,7 @@ func (a *API) addBackend(w http.ResponseWriter, r *http.Request) {
 		// goes into it.
 		fail(w, http.StatusBadRequest, "add backend %s: the address carries a password, which would be stored in clear in the control log: "+
 			"give each consumer and admin the login as REDIS_CREDENTIALS=NAME=USER:PASSWORD and send \"credential\":\"NAME\" "+
-			"(admin backends add %s %s --credential NAME)", req.Name, req.Name, control.RedactAddr(req.Addr))
+			"(admin backends add %s %s --credential NAME)", req.Name, req.Name, redact.Addr(req.Addr))
 		return
 	}
 	b := control.Backend{Name: req.Name, Addr: req.Addr, Weight: 1, Credential: req.Credential}

@@ -4,7 +4,7 @@ import (
 	"net/http"
 
 	"github.com/connpipe/connpipe/services/admin/internal/tally"
-	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/redact"
 )
 
 // Stats is the answer of GET /api/v1/stats.
@@ -22,7 +22,7 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 	snap := a.cfg.Tally.Snapshot(r.Context(), a.reachable(t.Backends))
 	bs := make([]tally.Instance, len(snap.Backends))
 	for i, in := range snap.Backends {
-		in.Addr = control.RedactAddr(in.Addr)
+		in.Addr = redact.Addr(in.Addr)
 		bs[i] = in
 	}
 	snap.Backends = bs // the tally's own slice is shared with other callers

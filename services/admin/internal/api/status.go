@@ -16,6 +16,7 @@ import (
 	"github.com/connpipe/connpipe/shared/broker"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/heartbeat"
+	"github.com/connpipe/connpipe/shared/redact"
 	"github.com/connpipe/connpipe/shared/redisconn"
 )
 
@@ -100,7 +101,7 @@ func (a *API) backends(ctx context.Context, t *control.Table) []apitypes.Backend
 	var wg sync.WaitGroup
 	for i, b := range t.Backends {
 		bs := &out[i]
-		*bs = apitypes.BackendStatus{Name: b.Name, Addr: control.RedactAddr(b.Addr), Weight: b.Weight, UsedMemory: -1, State: redisconn.StateEjected}
+		*bs = apitypes.BackendStatus{Name: b.Name, Addr: redact.Addr(b.Addr), Weight: b.Weight, UsedMemory: -1, State: redisconn.StateEjected}
 		if total > 0 {
 			bs.Share = float64(b.Weight) / float64(total)
 		}

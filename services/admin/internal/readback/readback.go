@@ -22,6 +22,7 @@ import (
 
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/record"
+	"github.com/connpipe/connpipe/shared/redact"
 	"github.com/connpipe/connpipe/shared/store"
 	"github.com/redis/go-redis/v9"
 )
@@ -183,7 +184,7 @@ func noteError(errs map[string]string, b control.Backend, err error) map[string]
 	if errs == nil {
 		errs = map[string]string{}
 	}
-	errs[b.Name] = control.RedactText(fmt.Sprintf("%s: %v", control.RedactAddr(b.Addr), err))
+	errs[b.Name] = redact.Text(fmt.Sprintf("%s: %v", redact.Addr(b.Addr), err))
 	return errs
 }
 

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/redact"
 	"github.com/connpipe/connpipe/shared/store"
 	"github.com/redis/go-redis/v9"
 )
@@ -219,7 +220,7 @@ func (t *Tally) refresh(ctx context.Context, backends []control.Backend, now tim
 			read[i] = n
 			c.err = ""
 			if err != nil {
-				c.err = control.RedactText(err.Error())
+				c.err = redact.Text(err.Error())
 				t.cfg.Log.Debug("tally: read buckets", "backend", b.Name, "err", err)
 			}
 		}()
@@ -234,7 +235,7 @@ func (t *Tally) refresh(ctx context.Context, backends []control.Backend, now tim
 	s.Backends = make([]Instance, len(backends))
 	for i, b := range backends {
 		c := t.instances[b.Name]
-		in := Instance{Name: b.Name, Addr: control.RedactAddr(b.Addr), Counts: make([]int64, s.To-s.From+1), Share: -1, Error: c.err, Partial: c.partial}
+		in := Instance{Name: b.Name, Addr: redact.Addr(b.Addr), Counts: make([]int64, s.To-s.From+1), Share: -1, Error: c.err, Partial: c.partial}
 		for sec := s.From; sec <= s.To; sec++ {
 			n := c.buckets[sec].records + c.v2[sec]
 			in.Counts[sec-s.From] = n

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/redact"
 	"github.com/connpipe/connpipe/shared/redisconn"
 )
 
@@ -29,7 +29,7 @@ func (s *Sink) setState(b *backend, state redisconn.State, err error, now time.T
 	prev, was := b.state, now.Sub(b.since)
 	b.state, b.reason = state, ""
 	if err != nil {
-		b.reason = control.RedactText(err.Error())
+		b.reason = redact.Text(err.Error())
 	}
 	if prev != state {
 		b.since = now

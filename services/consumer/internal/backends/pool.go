@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/connpipe/connpipe/shared/control"
+	"github.com/connpipe/connpipe/shared/redact"
 	"github.com/connpipe/connpipe/shared/redisconn"
 	"github.com/connpipe/connpipe/shared/routing"
 	"github.com/connpipe/connpipe/shared/store"
@@ -58,7 +59,7 @@ func (s *Sink) SetTable(t *control.Table) error {
 		be := s.pool[key]
 		if be == nil {
 			// addr is for logs: never the password.
-			be = &backend{name: b.Name, addr: control.RedactAddr(b.Addr), rdb: opts[i].NewClient(),
+			be = &backend{name: b.Name, addr: redact.Addr(b.Addr), rdb: opts[i].NewClient(),
 				sentinel: opts[i].Sentinel != nil, state: redisconn.StateUp, since: s.cfg.Now()}
 			be.up.Store(true)
 			s.pool[key] = be
