@@ -73,9 +73,14 @@ func (s *Sink) writeOne(ctx context.Context, b *backend, bt *store.Buckets) ([]s
 	}
 	conn := b.rdb.Conn()
 	defer conn.Close()
-	h, err := s.cfg.Layout.Write(ctx, oneConn{b.rdb, conn}, bt)
+	one := &oneConn{Client: b.rdb, conn: conn, replicas: s.cfg.MinReplicas, timeout: s.cfg.ReplicaTimeout}
+	h, err := s.cfg.Layout.Write(ctx, one, bt)
 	if err != nil && len(h) == 0 {
 		return nil, err
+	}
+	if len(h) == 0 && one.waited != nil {
+		// The WAIT went in the same round trip as the write script.
+		return nil, s.replicated(one.waited.Int64())
 	}
 	if len(h) > 0 {
 		if err := conn.Set(ctx, s.cfg.Layout.ProbeKey(), "", time.Second).Err(); err != nil {
@@ -105,7 +110,11 @@ func (s *Sink) probeWrite(ctx context.Context, b *backend) error {
 // confirm waits until MinReplicas replicas hold what conn wrote, at most
 // ReplicaTimeout.
 func (s *Sink) confirm(ctx context.Context, conn *redis.Conn) error {
-	n, err := conn.Wait(ctx, s.cfg.MinReplicas, s.cfg.ReplicaTimeout).Result()
+	return s.replicated(conn.Wait(ctx, s.cfg.MinReplicas, s.cfg.ReplicaTimeout).Result())
+}
+
+// replicated judges the answer of a WAIT for MinReplicas replicas.
+func (s *Sink) replicated(n int64, err error) error {
 	if err != nil {
 		return fmt.Errorf("wait for %d replicas: %w", s.cfg.MinReplicas, err)
 	}
@@ -116,28 +125,39 @@ func (s *Sink) confirm(ctx context.Context, conn *redis.Conn) error {
 }
 
 // oneConn is a client whose script and pipeline commands, the ones
-// store.Layout.Write sends, run on one connection.
+// store.Layout.Write sends, run on one connection. A script call is
+// pipelined with a WAIT for the replicas, so a write and its confirmation
+// take one round trip.
 type oneConn struct {
 	*redis.Client
-	conn *redis.Conn
+	conn     *redis.Conn
+	replicas int
+	timeout  time.Duration
+	waited   *redis.Cmd // the WAIT that followed the last script call
 }
 
-func (c oneConn) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
-	return c.conn.EvalSha(ctx, sha1, keys, args...)
+func (c *oneConn) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
+	var cmd *redis.Cmd
+	_, _ = c.conn.Pipelined(ctx, func(p redis.Pipeliner) error {
+		cmd = p.EvalSha(ctx, sha1, keys, args...)
+		c.waited = p.Do(ctx, "wait", c.replicas, c.timeout.Milliseconds())
+		return nil
+	})
+	return cmd
 }
 
-func (c oneConn) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
+func (c *oneConn) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
 	return c.conn.Eval(ctx, script, keys, args...)
 }
 
-func (c oneConn) ScriptLoad(ctx context.Context, script string) *redis.StringCmd {
+func (c *oneConn) ScriptLoad(ctx context.Context, script string) *redis.StringCmd {
 	return c.conn.ScriptLoad(ctx, script)
 }
 
-func (c oneConn) ScriptExists(ctx context.Context, hashes ...string) *redis.BoolSliceCmd {
+func (c *oneConn) ScriptExists(ctx context.Context, hashes ...string) *redis.BoolSliceCmd {
 	return c.conn.ScriptExists(ctx, hashes...)
 }
 
-func (c oneConn) Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error) {
+func (c *oneConn) Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error) {
 	return c.conn.Pipelined(ctx, fn)
 }

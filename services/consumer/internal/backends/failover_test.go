@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/connpipe/connpipe/services/consumer/internal/redisproc"
 	"github.com/connpipe/connpipe/shared/control"
 	"github.com/connpipe/connpipe/shared/record"
 	"github.com/connpipe/connpipe/shared/redisconn"
@@ -109,5 +110,36 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 			t.Fatalf("no %s within %s", what, d)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// With REDIS_MIN_REPLICAS=1, a write to an instance that has no replica is
+// not acked: Store keeps the records (the caller does not ack them) and
+// the backend leaves rotation as unreplicated, with its reason.
+func TestUnreplicatedWriteIsNotAcked(t *testing.T) {
+	own := redisproc.Start(t)
+	layout := store.Layout{Prefix: testenv.Prefix(t), Retention: time.Minute}
+	tbl, err := control.NewTable([]control.Backend{{Name: "lonely", Addr: own.Addr, Weight: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Layout: layout, Timeout: time.Second, MinReplicas: 1, ReplicaTimeout: 100 * time.Millisecond}, tbl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now().UnixNano()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err = s.Store(ctx, []*record.Batch{{Ingest: now, Received: now, Records: gen(0, 20, now, 7), ID: record.ID{Producer: 9, Seq: 1}}})
+	if err == nil {
+		t.Fatal("Store acked a write that no replica confirmed")
+	}
+	st := s.States()["lonely"]
+	if st.State != redisconn.StateUnreplicated || !strings.Contains(st.Reason, "replicas") {
+		t.Fatalf("state %v (%q), want unreplicated naming the replicas", st.State, st.Reason)
+	}
+	if got := s.Stored(); got != 0 {
+		t.Fatalf("%d records counted stored", got)
 	}
 }
