@@ -64,14 +64,19 @@ type chunk struct {
 }
 
 func chunkKeyOf(sec int64, r *record.Record, bits int) chunkKey {
-	k := chunkKey{sec: sec, shard: Shard(r.Src, bits), bits: bits, dst: r.Dst, port: r.DstPort, flags: chunkFormat}
+	return chunkKey{sec: sec, shard: Shard(r.Src, bits), bits: bits, dst: r.Dst, port: r.DstPort, flags: chunkFlags(r)}
+}
+
+// chunkFlags are the flags of the chunk that holds r.
+func chunkFlags(r *record.Record) byte {
+	f := byte(chunkFormat)
 	if r.Src.Is6() || r.Dst.Is6() {
-		k.flags |= chunkV6
+		f |= chunkV6
 	}
 	if r.Key != "" {
-		k.flags |= chunkKeys
+		f |= chunkKeys
 	}
-	return k
+	return f
 }
 
 // start writes c's header for the first record r.

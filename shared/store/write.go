@@ -22,7 +22,6 @@ type Buckets struct {
 	counts  []secCount // records per second, a few seconds a write
 	marks   []mark
 	markIdx map[record.ID]int
-	adds    []added // what was added, to add again under another split
 	records int
 
 	// Per second, the instance's split (log2 of its lists) and the
@@ -58,13 +57,6 @@ type mark struct {
 	bits []byte
 }
 
-type added struct {
-	sec  int64
-	r    *record.Record
-	id   record.ID
-	i, n int
-}
-
 // splitMemory is how many seconds a Buckets remembers the split of.
 const splitMemory = 64
 
@@ -78,8 +70,7 @@ func NewBuckets() *Buckets {
 func (b *Buckets) Add(sec int64, r *record.Record) { b.AddMarked(sec, r, record.ID{}, 0, 0) }
 
 // AddMarked adds r, record i of the n records of batch id, to the write and
-// marks it (layout v2; layout v1 keeps no marks). r must stay unchanged
-// until Write returns.
+// marks it (layout v2; layout v1 keeps no marks).
 func (b *Buckets) AddMarked(sec int64, r *record.Record, id record.ID, i, n int) {
 	b.records++
 	if b.V1 {
@@ -90,20 +81,33 @@ func (b *Buckets) AddMarked(sec int64, r *record.Record, id record.ID, i, n int)
 		b.v1[sec] = record.AppendEntry(buf, r)
 		return
 	}
-	b.adds = append(b.adds, added{sec, r, id, i, n})
-	b.add(sec, r, id, i, n)
+	b.add(sec, r)
+	if !id.IsZero() {
+		b.mark(id, i, n)
+	}
 }
 
-func (b *Buckets) add(sec int64, r *record.Record, id record.ID, i, n int) {
+// add adds r to its chunk and its second's count.
+func (b *Buckets) add(sec int64, r *record.Record) {
 	if sec != b.hotSec {
 		b.hotSec, b.hotBits = sec, b.bitsOf(sec)
+	}
+	shard := 0
+	if b.hotBits > 0 {
+		shard = shardOf(AddrHash(r.Src), b.hotBits)
+	}
+	// Most records of a write share a second and a destination: their
+	// chunks are found by shard alone.
+	if h := &b.hot; h.sec == sec && h.bits == b.hotBits && h.dst == r.Dst && h.port == r.DstPort && h.flags == chunkFlags(r) {
+		if i := b.hotIdx[shard]; i > 0 {
+			b.chunks[i-1].add(r)
+			b.count(sec)
+			return
+		}
 	}
 	k := chunkKeyOf(sec, r, b.hotBits)
 	b.chunks[b.chunkFor(k, r)].add(r)
 	b.count(sec)
-	if !id.IsZero() {
-		b.mark(id, i, n)
-	}
 }
 
 // bitsOf is the split of second sec: the instance's when a write learnt
@@ -204,13 +208,10 @@ func (b *Buckets) Reset() {
 		b.keep(v)
 	}
 	clear(b.v1)
-	clear(b.adds) // drop the references to the records
-	b.adds = b.adds[:0]
 	b.records = 0
 }
 
-// clearChunks empties the chunks, counters and marks, keeping the records
-// added (b.adds).
+// clearChunks empties the chunks, counters and marks.
 func (b *Buckets) clearChunks() {
 	for _, c := range b.chunks {
 		b.keep(c.buf)
@@ -240,13 +241,22 @@ func (b *Buckets) learn(sec int64, v int64) {
 	}
 }
 
-// rebuild makes the write again from the records added, after learning
-// how the instance splits some of its seconds.
-func (b *Buckets) rebuild() {
-	b.clearChunks()
-	for _, a := range b.adds {
-		b.add(a.sec, a.r, a.id, a.i, a.n)
+// rebuild makes the chunks and counts of the write again from the records
+// in its chunks, after learning how the instance splits some of its
+// seconds; the marks stay as they are.
+func (b *Buckets) rebuild() error {
+	old := b.chunks
+	b.chunks = nil
+	clear(b.index)
+	b.counts = b.counts[:0]
+	b.hot, b.hotSec = chunkKey{}, -1
+	for _, c := range old {
+		if err := DecodeChunk(c.buf, c.key.sec, nil, func(r *record.Record) { b.add(c.key.sec, r) }); err != nil {
+			return fmt.Errorf("rebuild a write: %w", err)
+		}
+		b.keep(c.buf)
 	}
+	return nil
 }
 
 // Held is what an instance already held of a batch when a write found it
@@ -386,7 +396,9 @@ func (l Layout) Write(ctx context.Context, rdb redis.UniversalClient, b *Buckets
 		if try == maxResplits {
 			return nil, fmt.Errorf("write: the instance split a second otherwise %d times in a row", try+1)
 		}
-		b.rebuild()
+		if err := b.rebuild(); err != nil {
+			return nil, err
+		}
 	}
 }
 

@@ -142,6 +142,7 @@ func replay(b *testing.B, path string, n int, env map[string]string) (float64, s
 	s := newSystem(b, env)
 	s.startConsumer("consumer-1")
 	s.startConsumer("consumer-2")
+	redis0 := redisCPU(b, s.redis)
 	t1 := time.Now()
 	s.capAddr = fmt.Sprintf("127.0.0.1:%d", freePort(b))
 	capture := start(b, "capture", "capture", s.with(map[string]string{"PCAP_FILES": path, "METRICS_ADDR": s.capAddr}))
@@ -157,10 +158,16 @@ func replay(b *testing.B, path string, n int, env map[string]string) (float64, s
 	if d := s.duplicatesSkipped(); d != 0 {
 		b.Fatalf("%v: %.0f records skipped as duplicates in a replay that sends each once", env, d)
 	}
+	redisUsed := redisCPU(b, s.redis) - redis0
 	capture.stop(10 * time.Second)
+	var consumers time.Duration
 	for _, c := range s.consumers {
 		c.stop(10 * time.Second)
+		consumers += c.cmd.ProcessState.UserTime() + c.cmd.ProcessState.SystemTime()
 	}
+	perRecord := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(n) }
+	b.Logf("%v: CPU a record: consumers %.0f ns, capture %.0f ns, redis %.0f ns", env,
+		perRecord(consumers), perRecord(capture.cmd.ProcessState.UserTime()+capture.cmd.ProcessState.SystemTime()), perRecord(redisUsed))
 	for _, addr := range s.redis {
 		dropKeys(b, addr, s.prefix)
 	}
@@ -225,4 +232,25 @@ func layoutOrder(r int) []string {
 		return []string{"2", "1"}
 	}
 	return []string{"1", "2"}
+}
+
+// redisCPU is the CPU time the Redis servers at addrs have used (INFO cpu).
+func redisCPU(b *testing.B, addrs []string) time.Duration {
+	var total time.Duration
+	for _, addr := range addrs {
+		rdb := redis.NewClient(&redis.Options{Addr: addr})
+		info, err := rdb.Info(context.Background(), "cpu").Result()
+		rdb.Close()
+		if err != nil {
+			b.Fatalf("info cpu of %s: %v", addr, err)
+		}
+		for _, line := range strings.Split(info, "\n") {
+			k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+			if k == "used_cpu_sys" || k == "used_cpu_user" {
+				sec, _ := strconv.ParseFloat(v, 64)
+				total += time.Duration(sec * float64(time.Second))
+			}
+		}
+	}
+	return total
 }
