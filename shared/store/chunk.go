@@ -63,10 +63,6 @@ type chunk struct {
 	prevSrc [16]byte // IPv6: the last entry's source (first: the destination)
 }
 
-func chunkKeyOf(sec int64, r *record.Record, bits int) chunkKey {
-	return chunkKey{sec: sec, shard: Shard(r.Src, bits), bits: bits, dst: r.Dst, port: r.DstPort, flags: chunkFlags(r)}
-}
-
 // chunkFlags are the flags of the chunk that holds r.
 func chunkFlags(r *record.Record) byte {
 	f := byte(chunkFormat)

@@ -131,3 +131,8 @@ func FuzzDecodeChunk(f *testing.F) {
 		}
 	})
 }
+
+// chunkKeyOf is the key of the chunk of r in second sec split 1 << bits ways.
+func chunkKeyOf(sec int64, r *record.Record, bits int) chunkKey {
+	return chunkKey{sec: sec, shard: Shard(r.Src, bits), bits: bits, dst: r.Dst, port: r.DstPort, flags: chunkFlags(r)}
+}

@@ -31,11 +31,12 @@ type Buckets struct {
 	// split of a new second allows for (ShardBits).
 	lastWrite int64
 
-	// The chunks of the last second and destination seen, by shard
-	// (index+1, 0 for none), and the last batch's mark: most records of a
-	// write share them, and these spare a map lookup per record.
-	hot     chunkKey
-	hotIdx  []int32
+	// The chunks of the last two (second, destination) pairs seen, by
+	// shard, and the last batch's mark: most records of a write share
+	// them (two: a capture that records both directions), and these spare
+	// a map lookup per record.
+	hot     [2]hotChunks
+	hotNext int
 	hotSec  int64
 	hotBits int
 	lastID  record.ID
@@ -45,6 +46,14 @@ type Buckets struct {
 type secCount struct {
 	sec, n int64
 	bits   int
+}
+
+// hotChunks are the chunks of one (second, destination) by shard: the
+// index+1 of each in Buckets.chunks, 0 for none yet.
+type hotChunks struct {
+	key   chunkKey // shard 0
+	idx   []int32
+	valid bool
 }
 
 type secSplit struct {
@@ -98,14 +107,19 @@ func (b *Buckets) add(sec int64, r *record.Record) {
 	}
 	// Most records of a write share a second and a destination: their
 	// chunks are found by shard alone.
-	if h := &b.hot; h.sec == sec && h.bits == b.hotBits && h.dst == r.Dst && h.port == r.DstPort && h.flags == chunkFlags(r) {
-		if i := b.hotIdx[shard]; i > 0 {
-			b.chunks[i-1].add(r)
-			b.count(sec)
-			return
+	flags := chunkFlags(r)
+	for j := range b.hot {
+		h := &b.hot[j]
+		if h.valid && h.key.sec == sec && h.key.bits == b.hotBits && h.key.dst == r.Dst && h.key.port == r.DstPort && h.key.flags == flags {
+			if i := h.idx[shard]; i > 0 {
+				b.chunks[i-1].add(r)
+				b.count(sec)
+				return
+			}
+			break
 		}
 	}
-	k := chunkKeyOf(sec, r, b.hotBits)
+	k := chunkKey{sec: sec, shard: shard, bits: b.hotBits, dst: r.Dst, port: r.DstPort, flags: flags}
 	b.chunks[b.chunkFor(k, r)].add(r)
 	b.count(sec)
 }
@@ -149,15 +163,8 @@ func (b *Buckets) count(sec int64) {
 func (b *Buckets) chunkFor(k chunkKey, r *record.Record) int {
 	shard := k.shard
 	k.shard = 0
-	if k != b.hot {
-		b.hot = k
-		size := 1 << k.bits
-		if cap(b.hotIdx) < size {
-			b.hotIdx = make([]int32, size)
-		}
-		b.hotIdx = b.hotIdx[:size]
-		clear(b.hotIdx)
-	} else if i := b.hotIdx[shard]; i > 0 {
+	h := b.hotFor(k)
+	if i := h.idx[shard]; i > 0 {
 		return int(i - 1)
 	}
 	k.shard = shard
@@ -168,8 +175,28 @@ func (b *Buckets) chunkFor(k chunkKey, r *record.Record) int {
 		b.chunks = append(b.chunks, chunk{key: k, buf: b.buffer()})
 		b.chunks[i].start(r)
 	}
-	b.hotIdx[shard] = int32(i + 1)
+	h.idx[shard] = int32(i + 1)
 	return i
+}
+
+// hotFor returns the hot chunks of k (shard 0), taking the place of the
+// older of the two when k is neither.
+func (b *Buckets) hotFor(k chunkKey) *hotChunks {
+	for j := range b.hot {
+		if b.hot[j].valid && b.hot[j].key == k {
+			return &b.hot[j]
+		}
+	}
+	h := &b.hot[b.hotNext]
+	b.hotNext ^= 1
+	h.key, h.valid = k, true
+	size := 1 << k.bits
+	if cap(h.idx) < size {
+		h.idx = make([]int32, size)
+	}
+	h.idx = h.idx[:size]
+	clear(h.idx)
+	return h
 }
 
 func (b *Buckets) mark(id record.ID, i, n int) {
@@ -219,7 +246,14 @@ func (b *Buckets) clearChunks() {
 	clear(b.index)
 	clear(b.markIdx)
 	b.chunks, b.marks, b.counts = b.chunks[:0], b.marks[:0], b.counts[:0]
-	b.hot, b.hotSec, b.lastMrk = chunkKey{}, -1, -1
+	b.dropHot()
+	b.hotSec, b.lastMrk = -1, -1
+}
+
+func (b *Buckets) dropHot() {
+	for j := range b.hot {
+		b.hot[j].valid = false
+	}
 }
 
 func (b *Buckets) keep(v []byte) {
@@ -249,7 +283,8 @@ func (b *Buckets) rebuild() error {
 	b.chunks = nil
 	clear(b.index)
 	b.counts = b.counts[:0]
-	b.hot, b.hotSec = chunkKey{}, -1
+	b.dropHot()
+	b.hotSec = -1
 	for _, c := range old {
 		if err := DecodeChunk(c.buf, c.key.sec, nil, func(r *record.Record) { b.add(c.key.sec, r) }); err != nil {
 			return fmt.Errorf("rebuild a write: %w", err)
