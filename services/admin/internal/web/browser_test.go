@@ -237,7 +237,43 @@ func TestOperatorPage(t *testing.T) {
 	if tb.Version != 5 || tb.RoutingMode() != control.ModeHash || tb.Key() != control.KeyDst || len(tb.Backends) != 2 {
 		t.Errorf("API table after mode, add, remove: %s", tb.Describe())
 	}
+	b.sentinelBackend(t)
 	b.noConsoleErrors(t)
+}
+
+// sentinelBackend adds the test Sentinel group as a backend of weight 0
+// (no record goes there) and checks that the page shows the primary the
+// sentinels name and its replicas, then removes it.
+func (b *browser) sentinelBackend(t *testing.T) {
+	t.Helper()
+	sentinels, master := testenv.Sentinels(t)
+	b.typeInto(t, "new-name", "redis-ha")
+	b.typeInto(t, "new-addr", "sentinel://"+strings.Join(sentinels, ",")+"/"+master)
+	b.typeInto(t, "new-weight", "0")
+	if p := b.applyWith(t, "add-backend", "add redis-ha"); p.Result.Status != "200" {
+		t.Fatalf("add redis-ha: result %+v", p.Result)
+	}
+	// A failover of the group by another test may be under way: the
+	// primary shows once the sentinels agree on one.
+	p := b.waitPage(t, 40*time.Second, "redis-ha with its primary and replicas", func(p page) bool {
+		for _, in := range p.Instances {
+			if in.Name == "redis-ha" && strings.Contains(in.Notes, "primary 127.0.0.1:") && strings.Contains(in.Notes, "replicas: 127.0.0.1:") {
+				return true
+			}
+		}
+		return false
+	})
+	for _, in := range p.Instances {
+		if in.Name == "redis-ha" && in.State != "draining" {
+			t.Errorf("redis-ha at weight 0: state %q, want draining", in.State)
+		}
+	}
+	if err := chromedp.Do(b.ctx, chromedp.SetValue(chromedp.ID("remove-name"), "redis-ha")); err != nil {
+		t.Fatal(err)
+	}
+	if p := b.applyWith(t, "remove-backend", "remove redis-ha"); p.Result.Status != "200" {
+		t.Errorf("remove redis-ha: result %+v", p.Result)
+	}
 }
 
 // lookup types a source address into the lookup box and checks that the
@@ -288,7 +324,7 @@ type page struct {
 	FormDrift string `json:"formDrift"`
 	FormLoads int    `json:"formLoads"`
 	Instances []struct {
-		Name, State, Weight, Observed, Rate, Records string
+		Name, State, Weight, Observed, Rate, Records, Notes string
 	} `json:"instances"`
 	Chart []struct {
 		Name   string  `json:"name"`
@@ -327,7 +363,8 @@ const readPage = `(() => {
     formLoads: +(document.querySelector("#weights-form").dataset.loads || 0),
     instances: [...inst.querySelectorAll("tr[data-backend]")].map((r) => ({
       Name: r.dataset.backend, State: text(r, ".state"), Weight: text(r, ".weight"),
-      Observed: text(r, ".share-observed"), Rate: text(r, ".rate"), Records: text(r, ".records") })),
+      Observed: text(r, ".share-observed"), Rate: text(r, ".rate"), Records: text(r, ".records"),
+      Notes: r.cells[r.cells.length - 1].textContent })),
     chart: [...document.querySelectorAll("#chart polyline")].map((l) => ({
       name: l.dataset.backend, rate: +l.dataset.rate, points: l.getAttribute("points").split(" ").length })),
     consumers: [...document.querySelectorAll("#consumers tr[data-consumer]")].map((r) => ({
