@@ -22,6 +22,14 @@ func (s *Sink) failing(b *backend, err error) bool {
 	}
 	now := s.cfg.Now()
 	b.mu.Lock()
+	if b.state == redisconn.StateUp && !b.back.IsZero() && now.Sub(b.back) < failoverSettle {
+		// The tail of the failover it just came back from: pooled
+		// connections to the demoted primary answer READONLY once each
+		// before the client drops them. Its records wait, and it is not
+		// a failover of its own.
+		b.mu.Unlock()
+		return true
+	}
 	if !b.up.Load() {
 		// Out of rotation already (the checker's probe failed): stays out.
 		b.mu.Unlock()
@@ -46,6 +54,10 @@ func (s *Sink) failing(b *backend, err error) bool {
 	return true
 }
 
+// failoverSettle is how long after a backend came back from a failover
+// the errors of a failover are taken for its tail rather than a new one.
+const failoverSettle = 5 * time.Second
+
 // serving notes that b took a write: a backend failing over is back.
 func (s *Sink) serving(b *backend) {
 	b.mu.Lock()
@@ -53,7 +65,9 @@ func (s *Sink) serving(b *backend) {
 		b.mu.Unlock()
 		return
 	}
-	_, took := s.setState(b, redisconn.StateUp, nil, s.cfg.Now())
+	now := s.cfg.Now()
+	_, took := s.setState(b, redisconn.StateUp, nil, now)
+	b.back = now
 	b.mu.Unlock()
 	s.stateChanged(b, redisconn.StateUp)
 	s.log.Info("redis backend failed over, storing again", "backend", b.name, "addr", b.addr, "took", took.Round(time.Millisecond))

@@ -31,6 +31,8 @@ type backend struct {
 	since     time.Time
 	probes    int       // failed write probes since it went out
 	nextProbe time.Time // when the checker probes it next
+	// back is when it last came back from a failover (failoverSettle).
+	back time.Time
 }
 
 // SetTable builds the route for t off to the side and swaps it in; the
