@@ -67,8 +67,11 @@ type Config struct {
 // DefaultProbeWait bounds the wait for an empty stream's first message.
 const DefaultProbeWait = 1500 * time.Millisecond
 
-// probeQuiet ends a probe once the last chunk has been delivered.
-const probeQuiet = 200 * time.Millisecond
+// probeQuiet ends a probe once the last chunk has been delivered: no
+// delivery for that long. A busy broker can pause for a few hundred
+// milliseconds inside a chunk; a probe that stopped there would start a
+// reader from an older snapshot (correct, but it folds more).
+const probeQuiet = 500 * time.Millisecond
 
 // DefaultSnapshotEvery is admin's snapshot interval, in messages.
 const DefaultSnapshotEvery = 100
