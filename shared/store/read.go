@@ -225,28 +225,26 @@ func (l Layout) fetch(ctx context.Context, rdb redis.Cmdable, keys []readKey, c 
 
 // Count returns how many records an instance holds in seconds from..to,
 // from the counters of layout v2 and the entries of layout v1 buckets
-// (which have no counters), and the bytes it fetched to learn it.
+// (which have no counters), and the bytes it fetched to learn it. The
+// counters and the v1 bucket lengths come in one round trip (occupied).
 func (l Layout) Count(ctx context.Context, rdb redis.Cmdable, from, to int64) (n, fetched int64, err error) {
-	per, err := l.Counters(ctx, rdb, from, to)
+	if to < from {
+		return 0, 0, nil
+	}
+	secs, err := l.occupied(ctx, rdb, from, to)
 	if err != nil {
 		return 0, 0, err
 	}
-	for _, c := range per {
-		if c > 0 {
-			n += c
-			fetched += int64(len(strconv.FormatInt(c, 10)))
+	for _, s := range secs {
+		if s.n > 0 {
+			n += s.n
+			fetched += int64(len(strconv.FormatInt(s.n, 10)))
 		}
-	}
-	sizes, err := l.Sizes(ctx, rdb, from, to)
-	if err != nil {
-		return 0, fetched, err
-	}
-	for i, size := range sizes {
-		if size == 0 {
+		if !s.v1 {
 			continue
 		}
 		// A v1 bucket (from before an upgrade): count its entries.
-		key := l.BucketKey(from + int64(i))
+		key := l.BucketKey(s.sec)
 		data, err := rdb.Get(ctx, key).Bytes()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return n, fetched, fmt.Errorf("read %s: %w", key, err)

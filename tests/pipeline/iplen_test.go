@@ -2,8 +2,6 @@ package pipeline
 
 import (
 	"encoding/binary"
-	"encoding/json"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,22 +57,9 @@ func TestBigTCPLengthThroughThePipeline(t *testing.T) {
 	s.startConsumer("consumer-1")
 	path := bigTCPCapture(t, 70040)
 	start(t, "capture", "capture", s.with(map[string]string{"PCAP_FILES": path, "METRICS_ADDR": "127.0.0.1:0"}))
-	var got []record.JSON
+	var got []record.Record
 	waitFor(t, 30*time.Second, "the record stored and read back", func() (bool, string) {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+s.adminAddr+"/api/v1/records?since=5m&src=10.70.0.40", nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false, err.Error()
-		}
-		defer resp.Body.Close()
-		var res struct {
-			Records []record.JSON `json:"records"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
-			return false, err.Error()
-		}
-		got = res.Records
+		got = readRecords(t, s, "since=5m&src=10.70.0.40")
 		return len(got) > 0, "no record yet"
 	})
 	if len(got) != 1 || got[0].IPLen != 70040 {
